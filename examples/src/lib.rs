@@ -1,0 +1,1 @@
+//! Examples of embedding helixflow-core live under `examples/`.

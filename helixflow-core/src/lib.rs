@@ -1,1 +1,7 @@
-//! HelixFlow core.
+//! # helixflow-core
+//!
+//! HelixFlow's embeddable inference library.
+
+pub mod error;
+
+pub use error::{Error, Result};

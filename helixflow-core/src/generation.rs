@@ -1,0 +1,267 @@
+//! Token-by-token generation of one or more sequences over a [`LlamaModel`].
+//!
+//! A [`Sequence`] holds everything one generated choice needs between steps: its cache, its
+//! sampler and seed stream, the token history for penalties, the incremental detokeniser and
+//! the stop-string matcher. [`run_batch`] steps several sequences together through the
+//! model's packed forward, which is what `n > 1` and concurrent requests use; the engine of a
+//! server drives the same [`Sequence`] type from its scheduler.
+
+use crate::completion::{FinishReason, TokenLogprob, TopLogprob};
+use crate::error::{Error, Result};
+use crate::models::llama::{KvState, LlamaModel, SeqStep};
+use crate::sampling::{Sampler, SamplingParams, TokenHistory};
+use crate::stop::StopMatcher;
+use crate::tokenizer::{IncrementalDecoder, Tokenizer};
+
+/// What to generate, beyond the prompt: validated by [`GenerationParams::validate`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationParams {
+    /// Sampling controls.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate per choice; `None` fills the rest of the context.
+    pub max_tokens: Option<usize>,
+    /// Strings that end generation; never part of the output.
+    pub stop: Vec<String>,
+    /// Number of choices (sequences) to generate.
+    pub n: usize,
+}
+
+/// The most choices one request may ask for.
+pub const MAX_CHOICES: usize = 16;
+
+impl GenerationParams {
+    /// Greedy decoding of at most `max_tokens`, one choice.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            sampling: SamplingParams::greedy(),
+            max_tokens: Some(max_tokens),
+            stop: Vec::new(),
+            n: 1,
+        }
+    }
+
+    /// Checks the parameters against a model with `vocab_size` tokens.
+    pub fn validate(&self, vocab_size: usize) -> Result<()> {
+        self.sampling.validate(vocab_size)?;
+        if self.n == 0 || self.n > MAX_CHOICES {
+            return Err(Error::InvalidRequest(format!(
+                "n must be between 1 and {MAX_CHOICES}, got {}",
+                self.n
+            )));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(Error::InvalidRequest(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
+        StopMatcher::new(&self.stop)?;
+        Ok(())
+    }
+
+    /// The number of tokens a choice may generate after a prompt of `prompt_len` tokens,
+    /// or [`Error::ContextOverflow`].
+    pub fn token_budget(&self, prompt_len: usize, context: usize) -> Result<usize> {
+        let room = context.saturating_sub(prompt_len);
+        match self.max_tokens {
+            Some(max) if prompt_len + max <= context => Ok(max),
+            None if room > 0 => Ok(room),
+            max => Err(Error::ContextOverflow {
+                prompt_tokens: prompt_len,
+                max_tokens: max.unwrap_or(0),
+                context,
+            }),
+        }
+    }
+}
+
+/// What one step produced for one sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenOutput {
+    /// The sampled token.
+    pub token: u32,
+    /// Text that may be shown now (possibly empty: held back for UTF-8 or a stop string).
+    pub text: String,
+    /// The token's log-probabilities, when requested.
+    pub logprob: Option<TokenLogprob>,
+    /// Set when this was the sequence's last step.
+    pub finish: Option<FinishReason>,
+}
+
+/// One choice being generated.
+pub struct Sequence {
+    prompt_len: usize,
+    pending: Vec<u32>,
+    kv: KvState,
+    sampler: Sampler,
+    history: TokenHistory,
+    decoder: IncrementalDecoder,
+    stop: StopMatcher,
+    generated: Vec<u32>,
+    max_tokens: usize,
+    eot_ids: Vec<u32>,
+    finish: Option<FinishReason>,
+}
+
+impl Sequence {
+    /// A sequence that will prefill `prompt` and then generate up to `max_tokens` tokens.
+    ///
+    /// `seed` fixes the sampler's random stream (choice `i` of a request uses
+    /// [`crate::sampling::choice_seed`]); `None` draws one from the OS.
+    pub fn new(
+        model: &LlamaModel,
+        tokenizer: &Tokenizer,
+        prompt: Vec<u32>,
+        params: &GenerationParams,
+        max_tokens: usize,
+        seed: Option<u64>,
+    ) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        let vocab = model.config().vocab_size;
+        let sampler = match seed {
+            Some(seed) => Sampler::with_seed(&params.sampling, vocab, seed)?,
+            None => Sampler::new(&params.sampling, vocab)?,
+        };
+        Ok(Self {
+            prompt_len: prompt.len(),
+            history: TokenHistory::new(&prompt),
+            decoder: IncrementalDecoder::with_context(&prompt),
+            pending: prompt,
+            kv: model.new_kv_state(),
+            sampler,
+            stop: StopMatcher::new(&params.stop)?,
+            generated: Vec::new(),
+            max_tokens,
+            eot_ids: tokenizer.end_of_turn_ids().to_vec(),
+            finish: None,
+        })
+    }
+
+    /// Tokens in the prompt.
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+
+    /// Why the sequence ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Whether the sequence has ended.
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// The part of the next packed step that belongs to this sequence: the tokens not yet in
+    /// its cache (the whole prompt at first, then the last sampled token).
+    pub fn step_input(&mut self) -> SeqStep<'_> {
+        SeqStep {
+            tokens: &self.pending,
+            kv: &mut self.kv,
+        }
+    }
+
+    /// Takes the logits of the step and samples the next token.
+    pub fn accept(&mut self, tokenizer: &Tokenizer, logits: &[f32]) -> Result<TokenOutput> {
+        if self.finish.is_some() {
+            return Err(Error::InvalidRequest("the sequence has already finished".into()));
+        }
+        let sampled = self.sampler.sample(logits, &self.history)?;
+        self.history.push_generated(sampled.id);
+        self.generated.push(sampled.id);
+        self.pending.clear();
+        self.pending.push(sampled.id);
+
+        let logprob = self
+            .sampler
+            .params()
+            .logprobs
+            .then(|| token_logprob(tokenizer, sampled.id, sampled.logprob, &sampled.top_logprobs));
+        let mut text = String::new();
+        if self.eot_ids.contains(&sampled.id) {
+            self.finish = Some(FinishReason::Stop);
+        } else {
+            let delta = self.decoder.push(tokenizer, sampled.id)?;
+            let step = self.stop.push(&delta);
+            text = step.text;
+            if step.stopped {
+                self.finish = Some(FinishReason::Stop);
+            } else if self.generated.len() >= self.max_tokens {
+                self.finish = Some(FinishReason::Length);
+            }
+        }
+        if self.finish.is_some() && !self.stop.is_stopped() {
+            // Release what was held back for UTF-8 or a possible stop string.
+            let tail = self.decoder.finish(tokenizer)?;
+            let step = self.stop.push(&tail);
+            text.push_str(&step.text);
+            if !step.stopped {
+                text.push_str(&self.stop.finish());
+            }
+        }
+        Ok(TokenOutput {
+            token: sampled.id,
+            text,
+            logprob,
+            finish: self.finish,
+        })
+    }
+}
+
+/// Builds the OpenAI logprob entry of a token.
+fn token_logprob(tokenizer: &Tokenizer, id: u32, logprob: f32, top: &[(u32, f32)]) -> TokenLogprob {
+    let text = |id: u32| tokenizer.decode(&[id], false).unwrap_or_default();
+    let token = text(id);
+    TokenLogprob {
+        bytes: token.as_bytes().to_vec(),
+        token,
+        logprob,
+        top_logprobs: top
+            .iter()
+            .map(|&(id, logprob)| {
+                let token = text(id);
+                TopLogprob {
+                    bytes: token.as_bytes().to_vec(),
+                    token,
+                    logprob,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Steps every unfinished sequence in `seqs` together until all have finished, calling
+/// `on_token(index, output)` after each sampled token.
+///
+/// Returning an error from `on_token` (a client went away) stops the whole batch.
+pub fn run_batch(
+    model: &LlamaModel,
+    tokenizer: &Tokenizer,
+    seqs: &mut [Sequence],
+    mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
+) -> Result<()> {
+    loop {
+        let active: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].is_finished()).collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let logits = {
+            let mut steps: Vec<SeqStep<'_>> = seqs
+                .iter_mut()
+                .filter(|s| !s.is_finished())
+                .map(Sequence::step_input)
+                .collect();
+            model.forward(&mut steps)?
+        };
+        for (&i, logits) in active.iter().zip(&logits) {
+            let out = seqs[i].accept(tokenizer, logits)?;
+            on_token(i, &out)?;
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Model architectures. One file per architecture; shared CPU kernels in [`kernels`].
+
+pub mod kernels;
+pub mod llama;

@@ -2,6 +2,7 @@
 //!
 //! HelixFlow's embeddable inference library.
 
+pub mod embeddings;
 pub mod error;
 pub mod gguf;
 pub mod models;

@@ -1,0 +1,312 @@
+//! Text embeddings with BERT-family encoders stored as a Hugging Face / sentence-transformers
+//! folder (`config.json`, `model.safetensors`, `tokenizer.json`, optional `modules.json`,
+//! `sentence_bert_config.json` and `1_Pooling/config.json`).
+//!
+//! ```no_run
+//! # fn main() -> helixflow_core::Result<()> {
+//! use helixflow_core::embeddings::EmbeddingModel;
+//! let model = EmbeddingModel::load(std::path::Path::new("all-MiniLM-L6-v2"))?;
+//! let out = model.embed(&["The cat sits on the mat.", "A feline rests on a rug."])?;
+//! assert_eq!(out.vectors.len(), 2);
+//! assert_eq!(out.vectors[0].len(), model.dimension());
+//! # Ok(())
+//! # }
+//! ```
+
+mod batching;
+mod layout;
+mod loading;
+pub mod pooling;
+
+use std::path::Path;
+
+use candle_core::Tensor;
+use candle_transformers::models::bert::BertModel;
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use batching::{plan_batches, MAX_BATCH_SEQUENCES, MAX_BATCH_TOKENS};
+use layout::SentenceTransformerLayout;
+pub use pooling::PoolingMode;
+
+/// The token id written into padding positions. The attention mask hides them from the real
+/// tokens and pooling skips them, so any in-vocabulary id would do.
+const PADDING_ID: u32 = 0;
+
+/// A loaded embedding model: a BERT encoder, its tokenizer, pooling and optional normalisation.
+///
+/// Runs in f32 on the CPU. `embed` takes `&self`, so one model can serve several threads
+/// (it is `Send + Sync`).
+pub struct EmbeddingModel {
+    name: String,
+    model: BertModel,
+    tokenizer: Tokenizer,
+    vocab_size: usize,
+    hidden_size: usize,
+    max_seq_len: usize,
+    pooling: Vec<PoolingMode>,
+    normalize: bool,
+    lowercase: bool,
+}
+
+/// The result of one embedding call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input, in the order of the inputs, each [`EmbeddingModel::dimension`] long.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens fed to the model over all inputs, special tokens (`[CLS]`, `[SEP]`) included and
+    /// after truncation; what OpenAI's `usage.prompt_tokens` reports.
+    pub prompt_tokens: usize,
+}
+
+impl std::fmt::Debug for EmbeddingModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingModel")
+            .field("name", &self.name)
+            .field("dimension", &self.dimension())
+            .field("max_seq_len", &self.max_seq_len)
+            .field("pooling", &self.pooling)
+            .field("normalize", &self.normalize)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddingModel {
+    /// Loads the model folder `dir`.
+    ///
+    /// The sequence limit is `max_seq_length` of `sentence_bert_config.json` (or
+    /// `max_position_embeddings` without that file), never more than `max_position_embeddings`.
+    /// Pooling follows `1_Pooling/config.json` (mean when absent); vectors are L2-normalised when
+    /// `modules.json` lists a `Normalize` module. The tokenizer's own padding is switched off.
+    ///
+    /// Errors name the offending file: [`Error::ModelNotFound`] for a missing folder or required
+    /// file, [`Error::Json`] for unparsable JSON, [`Error::InvalidModelFile`] for bad weights,
+    /// tokenizer or inconsistent settings, [`Error::UnsupportedModel`] for non-BERT models or
+    /// extra sentence-transformers modules (such as `Dense`), [`Error::Io`] for read failures.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound(format!(
+                "{} is not a model folder",
+                dir.display()
+            )));
+        }
+        let layout = SentenceTransformerLayout::read(dir)?;
+        let folder = &layout.transformer_dir;
+        let config = loading::read_bert_config(&folder.join("config.json"))?;
+        if let Some(dimension) = layout.pooling_dimension {
+            if dimension != config.hidden_size {
+                return Err(Error::invalid_file(
+                    &layout.pooling_config_path,
+                    format!(
+                        "word_embedding_dimension is {dimension} but the model's hidden_size is {}",
+                        config.hidden_size
+                    ),
+                ));
+            }
+        }
+        let max_seq_len = layout
+            .max_seq_length
+            .map_or(config.max_position_embeddings, |limit| {
+                limit.min(config.max_position_embeddings)
+            });
+        let tokenizer = loading::load_tokenizer(&folder.join("tokenizer.json"), max_seq_len)?;
+        let model = loading::load_weights(folder, &config)?;
+        let name = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok(Self {
+            name,
+            model,
+            tokenizer,
+            vocab_size: config.vocab_size,
+            hidden_size: config.hidden_size,
+            max_seq_len,
+            pooling: layout.pooling,
+            normalize: layout.normalize,
+            lowercase: layout.lowercase,
+        })
+    }
+
+    /// Replaces the name (by default the folder's name).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The model's name (by default the folder's name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Floats per embedding vector (the hidden size times the number of pooling modes).
+    pub fn dimension(&self) -> usize {
+        self.hidden_size * self.pooling.len()
+    }
+
+    /// The most tokens (special tokens included) fed to the model per input; longer inputs are
+    /// truncated.
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+
+    /// Entries in the model's token embedding table; valid token ids are below this.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// The pooling modes, concatenated in this order.
+    pub fn pooling(&self) -> &[PoolingMode] {
+        &self.pooling
+    }
+
+    /// Whether vectors are L2-normalised.
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// The token ids `embed` feeds the model for `text`: special tokens added, truncated to
+    /// [`max_seq_len`](Self::max_seq_len), no padding.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let lowered;
+        let text = if self.lowercase {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let ids = encoding.get_ids().to_vec();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer produced id {id}, outside the model's vocabulary of {}",
+                self.vocab_size
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// Embeds each text. Fails with [`Error::InvalidRequest`] when `inputs` is empty; an empty
+    /// string is fine (it is just the special tokens).
+    pub fn embed(&self, inputs: &[&str]) -> Result<Embeddings> {
+        if inputs.is_empty() {
+            return Err(Error::InvalidRequest("no inputs to embed".into()));
+        }
+        let sequences = inputs
+            .iter()
+            .map(|text| self.tokenize(text))
+            .collect::<Result<Vec<_>>>()?;
+        self.embed_sequences(&sequences)
+    }
+
+    /// Embeds pre-tokenised inputs (OpenAI's token-array input).
+    ///
+    /// The ids are used as given, so special tokens are not added: pass what
+    /// [`tokenize`](Self::tokenize) returns to get the same vector as [`embed`](Self::embed).
+    /// Arrays longer than [`max_seq_len`](Self::max_seq_len) keep their first `max_seq_len` ids.
+    /// Fails with [`Error::InvalidRequest`] for no inputs, an empty array, or an id outside the
+    /// vocabulary.
+    pub fn embed_token_ids(&self, inputs: &[Vec<u32>]) -> Result<Embeddings> {
+        if inputs.is_empty() {
+            return Err(Error::InvalidRequest("no inputs to embed".into()));
+        }
+        let mut sequences = Vec::with_capacity(inputs.len());
+        for (index, ids) in inputs.iter().enumerate() {
+            if ids.is_empty() {
+                return Err(Error::InvalidRequest(format!(
+                    "input {index} is an empty token array"
+                )));
+            }
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+                return Err(Error::InvalidRequest(format!(
+                    "input {index} has token id {id}, outside the vocabulary of {} tokens",
+                    self.vocab_size
+                )));
+            }
+            sequences.push(ids.iter().take(self.max_seq_len).copied().collect());
+        }
+        self.embed_sequences(&sequences)
+    }
+
+    /// Runs the encoder over non-empty, in-vocabulary, truncated sequences in length-sorted
+    /// batches, and returns the vectors in input order.
+    fn embed_sequences(&self, sequences: &[Vec<u32>]) -> Result<Embeddings> {
+        if let Some(index) = sequences.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidRequest(format!(
+                "input {index} has no tokens to embed"
+            )));
+        }
+        let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+        let mut vectors = vec![Vec::new(); sequences.len()];
+        for batch in plan_batches(&lengths, MAX_BATCH_SEQUENCES, MAX_BATCH_TOKENS) {
+            let members: Vec<&[u32]> = batch
+                .iter()
+                .filter_map(|&i| sequences.get(i).map(Vec::as_slice))
+                .collect();
+            let pooled = self.forward_batch(&members)?;
+            for (index, vector) in batch.into_iter().zip(pooled) {
+                if let Some(slot) = vectors.get_mut(index) {
+                    *slot = vector;
+                }
+            }
+        }
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens: lengths.iter().sum(),
+        })
+    }
+
+    /// One forward pass over `sequences`, right-padded to the longest, then pooling.
+    fn forward_batch(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let batch = sequences.len();
+        let padded_len = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(batch * padded_len);
+        let mut mask = Vec::with_capacity(batch * padded_len);
+        for sequence in sequences {
+            ids.extend_from_slice(sequence);
+            ids.resize(ids.len() + padded_len - sequence.len(), PADDING_ID);
+            mask.resize(mask.len() + sequence.len(), 1u32);
+            mask.resize(mask.len() + padded_len - sequence.len(), 0);
+        }
+        let device = &self.model.device;
+        let ids = Tensor::from_vec(ids, (batch, padded_len), device)?;
+        let type_ids = ids.zeros_like()?;
+        let mask_tensor = Tensor::from_vec(mask.clone(), (batch, padded_len), device)?;
+        let states = self.model.forward(&ids, &type_ids, Some(&mask_tensor))?;
+        let states = states.flatten_all()?.to_vec1::<f32>()?;
+
+        let per_sequence = padded_len * self.hidden_size;
+        if per_sequence == 0 || states.len() != batch * per_sequence {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "encoder returned {} floats for {batch} x {padded_len} x {}",
+                states.len(),
+                self.hidden_size
+            ))));
+        }
+        states
+            .chunks_exact(per_sequence)
+            .zip(mask.chunks_exact(padded_len))
+            .map(|(states, mask)| {
+                let mut vector = pooling::pool(&self.pooling, states, self.hidden_size, mask)?;
+                if self.normalize {
+                    pooling::l2_normalize(&mut vector);
+                }
+                Ok(vector)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<EmbeddingModel>();
+    }
+}

@@ -6,5 +6,6 @@ pub mod embeddings;
 pub mod error;
 pub mod gguf;
 pub mod models;
+pub mod source;
 
 pub use error::{Error, Result};

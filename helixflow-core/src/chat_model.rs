@@ -1,0 +1,318 @@
+//! A loaded chat model: weights, tokenizer and chat template together, with the calls a user
+//! makes — chat, complete, stream.
+
+use std::path::Path;
+
+use crate::chat_template::{ChatMessage, ChatTemplate, CHATML_TEMPLATE};
+use crate::completion::{
+    new_id, system_fingerprint, unix_now, ChatChoice, ChatChunkChoice, ChatCompletion,
+    ChatCompletionChunk, ChatDelta, ChoiceLogprobs, CompletionChoice, FinishReason,
+    TextCompletion, Usage,
+};
+use crate::error::{Error, Result};
+use crate::generation::{run_batch, GenerationParams, Sequence, TokenOutput};
+use crate::gguf::GgufFile;
+use crate::models::llama::LlamaModel;
+use crate::sampling::choice_seed;
+use crate::tokenizer::{GgufVocab, Tokenizer};
+
+/// A chat (decoder) model ready to generate.
+pub struct ChatModel {
+    name: String,
+    model: LlamaModel,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+}
+
+impl std::fmt::Debug for ChatModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatModel")
+            .field("name", &self.name)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one choice produced, collected from the token stream.
+#[derive(Debug, Default)]
+struct ChoiceText {
+    text: String,
+    logprobs: Option<ChoiceLogprobs>,
+    finish: Option<FinishReason>,
+    tokens: usize,
+}
+
+impl ChatModel {
+    /// Loads a GGUF file, naming the model after the file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        Self::load_named(path, name)
+    }
+
+    /// Loads a GGUF file under the given model name (what responses report).
+    pub fn load_named(path: impl AsRef<Path>, name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let gguf = GgufFile::open(path.as_ref())?;
+        let model = LlamaModel::load(&gguf)?;
+        let tokenizer = Tokenizer::from_gguf_vocab(&vocab_from_gguf(&gguf)?)?;
+        if tokenizer.vocab_size() > model.config().vocab_size {
+            return Err(Error::invalid_file(
+                gguf.path(),
+                "the tokenizer has more tokens than the embedding has rows",
+            ));
+        }
+        let source = match gguf.get("tokenizer.chat_template") {
+            Some(v) => v.as_str().ok_or_else(|| {
+                Error::invalid_file(gguf.path(), "tokenizer.chat_template is not a string")
+            })?,
+            None => CHATML_TEMPLATE,
+        };
+        let template = ChatTemplate::new(
+            source,
+            &name,
+            tokenizer.bos_token(),
+            tokenizer.eos_token(),
+        )?;
+        Ok(Self {
+            name,
+            model,
+            tokenizer,
+            template,
+        })
+    }
+
+    /// The name responses report.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The network.
+    pub fn model(&self) -> &LlamaModel {
+        &self.model
+    }
+
+    /// The context length in tokens.
+    pub fn context_length(&self) -> usize {
+        self.model.config().context_length
+    }
+
+    /// Renders `messages` with the model's chat template, ready for the assistant's turn.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
+        if messages.is_empty() {
+            return Err(Error::InvalidRequest("messages must not be empty".into()));
+        }
+        self.template.render(messages, true)
+    }
+
+    /// Tokenises a prompt, recognising special tokens, with BOS when the model wants one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.tokenizer.encode(text, true)?;
+        if let (true, Some(bos)) = (self.tokenizer.add_bos(), self.tokenizer.bos_token_id()) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Answers a conversation.
+    pub fn chat(&self, messages: &[ChatMessage], params: &GenerationParams) -> Result<ChatCompletion> {
+        self.chat_stream(messages, params, |_| Ok(()))
+    }
+
+    /// Answers a conversation, handing each chunk to `on_chunk` as it is generated, and
+    /// returns the whole completion at the end. An error from `on_chunk` (the reader went
+    /// away) stops generation and is returned.
+    pub fn chat_stream(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerationParams,
+        mut on_chunk: impl FnMut(ChatCompletionChunk) -> Result<()>,
+    ) -> Result<ChatCompletion> {
+        let prompt = self.encode_prompt(&self.render_chat(messages)?)?;
+        let (id, created) = (new_id("chatcmpl"), unix_now());
+        let chunk = |choice: ChatChunkChoice| ChatCompletionChunk {
+            id: id.clone(),
+            object: "chat.completion.chunk".into(),
+            created,
+            model: self.name.clone(),
+            system_fingerprint: system_fingerprint(),
+            choices: vec![choice],
+            usage: None,
+        };
+        let mut started = vec![false; params.n.max(1)];
+        let choices = self.generate_ids(&prompt, params, |index, out| {
+            let first = !std::mem::replace(&mut started[index], true);
+            if out.text.is_empty() && out.finish.is_none() && !first {
+                return Ok(());
+            }
+            on_chunk(chunk(ChatChunkChoice {
+                index,
+                delta: ChatDelta {
+                    role: first.then(|| "assistant".to_string()),
+                    content: (!out.text.is_empty() || first).then(|| out.text.clone()),
+                },
+                logprobs: out.logprob.clone().map(|lp| ChoiceLogprobs { content: vec![lp] }),
+                finish_reason: out.finish,
+            }))
+        })?;
+        let usage = Usage::new(prompt.len(), choices.iter().map(|c| c.tokens).sum());
+        Ok(ChatCompletion {
+            id: id.clone(),
+            object: "chat.completion".into(),
+            created,
+            model: self.name.clone(),
+            system_fingerprint: system_fingerprint(),
+            choices: choices
+                .into_iter()
+                .enumerate()
+                .map(|(index, c)| ChatChoice {
+                    index,
+                    message: ChatMessage::new("assistant", c.text),
+                    logprobs: c.logprobs,
+                    finish_reason: c.finish.unwrap_or(FinishReason::Length),
+                })
+                .collect(),
+            usage,
+        })
+    }
+
+    /// Continues a raw text prompt (no chat template).
+    pub fn complete(&self, prompt: &str, params: &GenerationParams) -> Result<TextCompletion> {
+        self.complete_stream(prompt, params, |_, _| Ok(()))
+    }
+
+    /// Continues a raw text prompt, handing `(choice index, token output)` to `on_token` as
+    /// tokens are generated.
+    pub fn complete_stream(
+        &self,
+        prompt: &str,
+        params: &GenerationParams,
+        on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
+    ) -> Result<TextCompletion> {
+        let ids = self.encode_prompt(prompt)?;
+        if ids.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        let choices = self.generate_ids(&ids, params, on_token)?;
+        Ok(TextCompletion {
+            id: new_id("cmpl"),
+            object: "text_completion".into(),
+            created: unix_now(),
+            model: self.name.clone(),
+            system_fingerprint: system_fingerprint(),
+            usage: Usage::new(ids.len(), choices.iter().map(|c| c.tokens).sum()),
+            choices: choices
+                .into_iter()
+                .enumerate()
+                .map(|(index, c)| CompletionChoice {
+                    index,
+                    text: c.text,
+                    logprobs: c.logprobs,
+                    finish_reason: c.finish.unwrap_or(FinishReason::Length),
+                })
+                .collect(),
+        })
+    }
+
+    /// Generates `params.n` choices after `prompt` (token ids), all stepped together.
+    fn generate_ids(
+        &self,
+        prompt: &[u32],
+        params: &GenerationParams,
+        mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
+    ) -> Result<Vec<ChoiceText>> {
+        params.validate(self.model.config().vocab_size)?;
+        let budget = params.token_budget(prompt.len(), self.context_length())?;
+        // One base seed for the request, so every choice gets its own reproducible stream.
+        let base_seed = params.sampling.seed.unwrap_or_else(rand::random);
+        let mut seqs = (0..params.n)
+            .map(|i| {
+                Sequence::new(
+                    &self.model,
+                    &self.tokenizer,
+                    prompt.to_vec(),
+                    params,
+                    budget,
+                    Some(choice_seed(base_seed, i as u64)),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut choices: Vec<ChoiceText> = (0..params.n)
+            .map(|_| ChoiceText {
+                logprobs: params.sampling.logprobs.then(ChoiceLogprobs::default),
+                ..ChoiceText::default()
+            })
+            .collect();
+        run_batch(&self.model, &self.tokenizer, &mut seqs, |i, out| {
+            let choice = &mut choices[i];
+            choice.text.push_str(&out.text);
+            choice.tokens += 1;
+            choice.finish = out.finish;
+            if let (Some(lps), Some(lp)) = (choice.logprobs.as_mut(), out.logprob.as_ref()) {
+                lps.content.push(lp.clone());
+            }
+            on_token(i, out)
+        })?;
+        Ok(choices)
+    }
+}
+
+/// Reads the `tokenizer.ggml.*` metadata of a GGUF file.
+pub fn vocab_from_gguf(gguf: &GgufFile) -> Result<GgufVocab> {
+    let id = |key: &str| -> Result<Option<u32>> {
+        match gguf.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| Error::invalid_file(gguf.path(), format!("`{key}` is not a token id"))),
+        }
+    };
+    let flag = |key: &str| gguf.get(key).and_then(|v| v.as_bool());
+    let tokens = gguf
+        .get_string_array("tokenizer.ggml.tokens")?
+        .ok_or_else(|| Error::invalid_file(gguf.path(), "no tokenizer.ggml.tokens"))?;
+    let token_types = gguf
+        .get_f64_array("tokenizer.ggml.token_type")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t as i32)
+        .collect();
+    Ok(GgufVocab {
+        model: gguf.get_str("tokenizer.ggml.model")?.to_string(),
+        pre: gguf
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        tokens,
+        token_types,
+        merges: gguf
+            .get_string_array("tokenizer.ggml.merges")?
+            .unwrap_or_default(),
+        scores: gguf
+            .get_f64_array("tokenizer.ggml.scores")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s as f32)
+            .collect(),
+        bos_token_id: id("tokenizer.ggml.bos_token_id")?,
+        eos_token_id: id("tokenizer.ggml.eos_token_id")?,
+        unknown_token_id: id("tokenizer.ggml.unknown_token_id")?,
+        padding_token_id: id("tokenizer.ggml.padding_token_id")?,
+        eot_token_id: id("tokenizer.ggml.eot_token_id")?,
+        add_bos: flag("tokenizer.ggml.add_bos_token"),
+        add_eos: flag("tokenizer.ggml.add_eos_token"),
+        add_space_prefix: flag("tokenizer.ggml.add_space_prefix"),
+    })
+}

@@ -1,0 +1,85 @@
+//! `helixflow bench`: prefill and decode throughput of a chat model, median of several runs.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use helixflow_core::models::llama::SeqStep;
+use serde_json::json;
+
+use crate::args::BenchArgs;
+use crate::load;
+
+/// Text the benchmark prompt is cut from (any ordinary prose works).
+const FILLER: &str = "The history of computing is a story of people who wanted to calculate \
+faster and more reliably than they could by hand. Mechanical calculators, punched cards, \
+vacuum tubes, transistors and integrated circuits each made machines smaller and cheaper. ";
+
+/// Runs the command.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.runs == 0 {
+        bail!("--prompt-tokens, --gen-tokens and --runs must be at least 1");
+    }
+    let chat = load::chat_model(&args.model)?;
+    let model = chat.model();
+    let context = model.config().context_length;
+    if args.prompt_tokens + args.gen_tokens > context {
+        bail!("--prompt-tokens + --gen-tokens exceeds the model's context of {context}");
+    }
+    let mut prompt = Vec::new();
+    while prompt.len() < args.prompt_tokens {
+        prompt.extend(chat.tokenizer().encode(FILLER, false)?);
+    }
+    prompt.truncate(args.prompt_tokens);
+
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for _ in 0..args.runs {
+        let mut kv = model.new_kv_state();
+        let start = Instant::now();
+        let logits = model.forward(&mut [SeqStep { tokens: &prompt, kv: &mut kv }])?;
+        prefill.push(prompt.len() as f64 / start.elapsed().as_secs_f64());
+
+        let mut next = argmax(&logits[0]);
+        let start = Instant::now();
+        for _ in 0..args.gen_tokens {
+            let logits = model.forward(&mut [SeqStep { tokens: &[next], kv: &mut kv }])?;
+            next = argmax(&logits[0]);
+        }
+        decode.push(args.gen_tokens as f64 / start.elapsed().as_secs_f64());
+    }
+    let (prefill, decode) = (median(&mut prefill), median(&mut decode));
+    if args.json {
+        let out = json!({
+            "model": chat.name(),
+            "prompt_tokens": args.prompt_tokens,
+            "gen_tokens": args.gen_tokens,
+            "runs": args.runs,
+            "threads": rayon_threads(),
+            "prefill_tokens_per_s": prefill,
+            "decode_tokens_per_s": decode,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("model:   {}", chat.name());
+        println!("prefill: {prefill:8.1} tokens/s ({} prompt tokens)", args.prompt_tokens);
+        println!("decode:  {decode:8.1} tokens/s ({} tokens after the prompt)", args.gen_tokens);
+        println!("median of {} runs, {} threads", args.runs, rayon_threads());
+    }
+    Ok(())
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .0 as u32
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

@@ -2,10 +2,15 @@
 //!
 //! HelixFlow's embeddable inference library.
 
+pub mod chat_model;
+pub mod chat_template;
+pub mod completion;
 pub mod embeddings;
 pub mod error;
+pub mod generation;
 pub mod gguf;
 pub mod models;
 pub mod source;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -1,0 +1,128 @@
+//! Chat templates: turning a conversation into the prompt text a model was trained on.
+//!
+//! Templates are the Jinja sources shipped with models (GGUF `tokenizer.chat_template`, Hugging
+//! Face `tokenizer_config.json`), rendered with minijinja under Hugging Face's conventions:
+//! variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token`; the function
+//! `raise_exception(msg)`; Python string/dict methods (`.strip()`, `.startswith()`, `.items()`,
+//! ...); Python-style `tojson`; `strftime_now(format)`; `trim_blocks` and `lstrip_blocks` on;
+//! the final newline of the template dropped.
+
+mod strftime;
+mod tojson;
+
+use minijinja::{context, Environment, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The template used for models that ship none: ChatML, as Hugging Face's default, i.e.
+/// `<|im_start|>{role}\n{content}<|im_end|>\n` per message and `<|im_start|>assistant\n` when a
+/// generation prompt is asked for.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}\
+{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}\
+{% endfor %}\
+{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// The name the template is registered under (shows up in error locations).
+const TEMPLATE_NAME: &str = "chat_template";
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who speaks: `"system"`, `"user"`, `"assistant"`, ...
+    pub role: String,
+    /// What they say.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message from `role`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A compiled chat template of one model.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    model: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl ChatTemplate {
+    /// Compiles `source`. `model_name` names the model in errors; `bos_token`/`eos_token` are the
+    /// token texts the template may insert (empty when absent).
+    ///
+    /// A syntax error is [`Error::ChatTemplate`].
+    pub fn new(
+        source: &str,
+        model_name: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_keep_trailing_newline(false);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime::strftime_now);
+        env.add_filter("tojson", tojson::tojson);
+        env.add_template_owned(TEMPLATE_NAME, source.to_owned())
+            .map_err(|e| template_error(model_name, &e))?;
+        Ok(ChatTemplate {
+            env,
+            model: model_name.to_owned(),
+            bos_token: bos_token.unwrap_or_default().to_owned(),
+            eos_token: eos_token.unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends with the opening of an
+    /// assistant turn. Errors (including the template's own `raise_exception`) are
+    /// [`Error::ChatTemplate`].
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| self.error(&e))?;
+        template
+            .render(context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos_token,
+                eos_token => self.eos_token,
+            })
+            .map_err(|e| self.error(&e))
+    }
+
+    /// The model this template belongs to.
+    pub fn model_name(&self) -> &str {
+        &self.model
+    }
+
+    fn error(&self, err: &minijinja::Error) -> Error {
+        template_error(&self.model, err)
+    }
+}
+
+fn template_error(model: &str, err: &minijinja::Error) -> Error {
+    Error::ChatTemplate {
+        model: model.to_owned(),
+        reason: err.to_string(),
+    }
+}
+
+/// `raise_exception(msg)`: templates call it to reject a conversation (e.g. roles that do not
+/// alternate); rendering fails with `msg`.
+fn raise_exception(message: String) -> std::result::Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+}
+
+#[cfg(test)]
+mod tests;

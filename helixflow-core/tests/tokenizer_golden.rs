@@ -101,7 +101,10 @@ fn streaming_never_splits_characters() {
         let text = str_field(case, "text");
         let ids = ids(&case["ids_special_as_text"]);
         let mut decoder = IncrementalDecoder::new();
-        let mut deltas: Vec<String> = ids.iter().map(|id| decoder.push(&tok, *id).unwrap()).collect();
+        let mut deltas: Vec<String> = ids
+            .iter()
+            .map(|id| decoder.push(&tok, *id).unwrap())
+            .collect();
         deltas.push(decoder.finish(&tok).unwrap());
         for delta in &deltas {
             assert!(!delta.contains('\u{FFFD}'), "{text:?}: {deltas:?}");

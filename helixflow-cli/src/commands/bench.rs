@@ -36,13 +36,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for _ in 0..args.runs {
         let mut kv = model.new_kv_state();
         let start = Instant::now();
-        let logits = model.forward(&mut [SeqStep { tokens: &prompt, kv: &mut kv }])?;
+        let logits = model.forward(&mut [SeqStep {
+            tokens: &prompt,
+            kv: &mut kv,
+        }])?;
         prefill.push(prompt.len() as f64 / start.elapsed().as_secs_f64());
 
         let mut next = argmax(&logits[0]);
         let start = Instant::now();
         for _ in 0..args.gen_tokens {
-            let logits = model.forward(&mut [SeqStep { tokens: &[next], kv: &mut kv }])?;
+            let logits = model.forward(&mut [SeqStep {
+                tokens: &[next],
+                kv: &mut kv,
+            }])?;
             next = argmax(&logits[0]);
         }
         decode.push(args.gen_tokens as f64 / start.elapsed().as_secs_f64());
@@ -61,8 +67,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("model:   {}", chat.name());
-        println!("prefill: {prefill:8.1} tokens/s ({} prompt tokens)", args.prompt_tokens);
-        println!("decode:  {decode:8.1} tokens/s ({} tokens after the prompt)", args.gen_tokens);
+        println!(
+            "prefill: {prefill:8.1} tokens/s ({} prompt tokens)",
+            args.prompt_tokens
+        );
+        println!(
+            "decode:  {decode:8.1} tokens/s ({} tokens after the prompt)",
+            args.gen_tokens
+        );
         println!("median of {} runs, {} threads", args.runs, rayon_threads());
     }
     Ok(())
@@ -71,7 +83,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
 fn argmax(v: &[f32]) -> u32 {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
         .0 as u32
 }
 
@@ -81,5 +99,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

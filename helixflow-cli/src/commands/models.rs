@@ -12,7 +12,12 @@ pub fn run(args: ModelsArgs) -> Result<()> {
     match args.command {
         ModelsCommand::Pull { id } => {
             let resolved = source::pull(&ModelSpec::parse(&id)?, &home, &StderrProgress)?;
-            println!("{} ({}) is at {}", resolved.name, resolved.kind, resolved.path.display());
+            println!(
+                "{} ({}) is at {}",
+                resolved.name,
+                resolved.kind,
+                resolved.path.display()
+            );
         }
         ModelsCommand::List { json } => {
             let models = source::list_cached(&home)?;
@@ -23,7 +28,10 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if models.is_empty() {
-                println!("no models in {} (try `helixflow models pull smollm2-135m-instruct`)", home.root().display());
+                println!(
+                    "no models in {} (try `helixflow models pull smollm2-135m-instruct`)",
+                    home.root().display()
+                );
             } else {
                 println!("{:<40} {:>10}  {:<8} PATH", "ID", "SIZE", "VERIFIED");
                 for m in models {

@@ -54,8 +54,8 @@ fn messages(args: &RunArgs) -> Result<Vec<ChatMessage>> {
         messages.push(ChatMessage::new("system", system.clone()));
     }
     if let Some(path) = &args.messages {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", path.display()))?;
         messages.extend(

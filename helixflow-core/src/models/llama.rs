@@ -328,7 +328,9 @@ impl LlamaModel {
         let mut all_tokens = Vec::new();
         for seq in batch.iter() {
             if seq.tokens.is_empty() {
-                return Err(Error::InvalidRequest("a sequence step has no tokens".into()));
+                return Err(Error::InvalidRequest(
+                    "a sequence step has no tokens".into(),
+                ));
             }
             if let Some(&bad) = seq.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
                 return Err(Error::InvalidRequest(format!(
@@ -385,7 +387,11 @@ impl LlamaModel {
                 seq.kv.values[layer].extend(v[rows].iter().map(|&f| f16::from_f32(f)));
             }
             self.attention(batch, &spans, layer, &q, &mut attn);
-            let o = to_vec(&block.wo.forward(&Tensor::from_slice(&attn, (n, h), &self.device)?)?)?;
+            let o = to_vec(&block.wo.forward(&Tensor::from_slice(
+                &attn,
+                (n, h),
+                &self.device,
+            )?)?)?;
             kernels::add_assign(&mut x, &o);
 
             kernels::rms_norm_rows(&x, &block.ffn_norm, cfg.rms_norm_eps, &mut normed);
@@ -413,9 +419,9 @@ impl LlamaModel {
                 &mut last[i * h..(i + 1) * h],
             );
         }
-        let logits = self
-            .output
-            .forward(&Tensor::from_slice(&last, (spans.len(), h), &self.device)?)?;
+        let logits =
+            self.output
+                .forward(&Tensor::from_slice(&last, (spans.len(), h), &self.device)?)?;
         Ok(logits.to_vec2::<f32>()?)
     }
 
@@ -442,7 +448,14 @@ impl LlamaModel {
     }
 
     /// Causal attention of every new token over its own sequence's cache.
-    fn attention(&self, batch: &[SeqStep<'_>], spans: &[Span], layer: usize, q: &[f32], out: &mut [f32]) {
+    fn attention(
+        &self,
+        batch: &[SeqStep<'_>],
+        spans: &[Span],
+        layer: usize,
+        q: &[f32],
+        out: &mut [f32],
+    ) {
         let cfg = &self.config;
         let h = cfg.hidden_size;
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();

@@ -76,8 +76,7 @@ impl IncrementalDecoder {
         }
         let window = self.ids.get(self.prefix_offset..).unwrap_or_default();
         let emitted = self.read_offset - self.prefix_offset;
-        let prefix_text = tokenizer
-            .decode(window.get(..emitted).unwrap_or_default(), true)?;
+        let prefix_text = tokenizer.decode(window.get(..emitted).unwrap_or_default(), true)?;
         let full_text = tokenizer.decode(window, true)?;
         if full_text.len() <= prefix_text.len() && !flush {
             // Nothing visible yet (e.g. a skipped special token); keep the window as it is.

@@ -160,7 +160,10 @@ fn user_defined_tokens_are_always_matched() {
 
 fn stream(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
     let mut decoder = IncrementalDecoder::new();
-    let mut deltas: Vec<String> = ids.iter().map(|id| decoder.push(tok, *id).unwrap()).collect();
+    let mut deltas: Vec<String> = ids
+        .iter()
+        .map(|id| decoder.push(tok, *id).unwrap())
+        .collect();
     deltas.push(decoder.finish(tok).unwrap());
     deltas
 }

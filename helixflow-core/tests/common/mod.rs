@@ -31,7 +31,8 @@ pub fn builtin(id: &str) -> PathBuf {
 /// The default chat model's GGUF file.
 pub fn chat_gguf() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| builtin("smollm2-135m-instruct")).clone()
+    PATH.get_or_init(|| builtin("smollm2-135m-instruct"))
+        .clone()
 }
 
 /// The default embedding model's folder.

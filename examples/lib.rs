@@ -1,0 +1,1 @@
+//! Examples of embedding HelixFlow; see `embed_library.rs` beside this file.

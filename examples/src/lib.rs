@@ -1,1 +1,0 @@
-//! Examples of embedding helixflow-core live under `examples/`.

@@ -9,7 +9,16 @@ import json
 import statistics
 import time
 
+import llama_cpp
+import numpy as np
+
 from llama_cpp import Llama
+
+
+def last_argmax(llm: Llama) -> int:
+    """Greedy choice from the logits of the last evaluated token."""
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return int(np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).argmax())
 
 
 def main() -> None:
@@ -47,8 +56,7 @@ def main() -> None:
         prefill.append(len(prompt) / (time.perf_counter() - start))
         start = time.perf_counter()
         for _ in range(args.gen_tokens):
-            logits = llm.scores[llm.n_tokens - 1]
-            llm.eval([int(logits.argmax())])
+            llm.eval([last_argmax(llm)])
         decode.append(args.gen_tokens / (time.perf_counter() - start))
     print(json.dumps({
         "engine": "llama.cpp",

@@ -252,20 +252,18 @@ pub fn run_batch(
     mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
 ) -> Result<()> {
     loop {
-        let active: Vec<usize> = (0..seqs.len())
-            .filter(|&i| !seqs[i].is_finished())
-            .collect();
+        // Indices and step inputs of the unfinished sequences, gathered in one pass.
+        let (active, mut steps): (Vec<usize>, Vec<SeqStep<'_>>) = seqs
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| !s.is_finished())
+            .map(|(i, s)| (i, s.step_input()))
+            .unzip();
         if active.is_empty() {
             return Ok(());
         }
-        let logits = {
-            let mut steps: Vec<SeqStep<'_>> = seqs
-                .iter_mut()
-                .filter(|s| !s.is_finished())
-                .map(Sequence::step_input)
-                .collect();
-            model.forward(&mut steps)?
-        };
+        let logits = model.forward(&mut steps)?;
+        drop(steps);
         for (&i, logits) in active.iter().zip(&logits) {
             let out = seqs[i].accept(tokenizer, logits)?;
             on_token(i, &out)?;

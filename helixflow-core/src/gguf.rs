@@ -174,37 +174,30 @@ impl GgufFile {
 
     /// An optional array of strings (`None` when absent; an error when of another type).
     pub fn get_string_array(&self, key: &str) -> Result<Option<Vec<String>>> {
-        let Some(value) = self.get(key) else {
-            return Ok(None);
-        };
-        let items = value
-            .as_array()
-            .ok_or_else(|| self.missing(key, "an array of strings"))?;
-        items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| self.missing(key, "an array of strings"))
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        self.get_array(key, "an array of strings", |v| {
+            v.as_str().map(str::to_owned)
+        })
     }
 
     /// An optional array of numbers (`None` when absent).
     pub fn get_f64_array(&self, key: &str) -> Result<Option<Vec<f64>>> {
+        self.get_array(key, "an array of numbers", MetadataValue::as_f64)
+    }
+
+    /// An optional array whose every item `convert` accepts; `what` names the expected type.
+    fn get_array<T>(
+        &self,
+        key: &str,
+        what: &str,
+        convert: impl Fn(&MetadataValue) -> Option<T>,
+    ) -> Result<Option<Vec<T>>> {
         let Some(value) = self.get(key) else {
             return Ok(None);
         };
-        let items = value
-            .as_array()
-            .ok_or_else(|| self.missing(key, "an array of numbers"))?;
+        let items = value.as_array().ok_or_else(|| self.missing(key, what))?;
         items
             .iter()
-            .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| self.missing(key, "an array of numbers"))
-            })
+            .map(|v| convert(v).ok_or_else(|| self.missing(key, what)))
             .collect::<Result<Vec<_>>>()
             .map(Some)
     }

@@ -60,7 +60,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "runs": args.runs,
-            "threads": rayon_threads(),
+            "threads": available_threads(),
             "prefill_tokens_per_s": prefill,
             "decode_tokens_per_s": decode,
         });
@@ -75,7 +75,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "decode:  {decode:8.1} tokens/s ({} tokens after the prompt)",
             args.gen_tokens
         );
-        println!("median of {} runs, {} threads", args.runs, rayon_threads());
+        println!(
+            "median of {} runs, {} threads",
+            args.runs,
+            available_threads()
+        );
     }
     Ok(())
 }
@@ -98,7 +102,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn rayon_threads() -> usize {
+fn available_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

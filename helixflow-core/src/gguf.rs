@@ -219,6 +219,14 @@ impl GgufFile {
         self.tensors.contains_key(name)
     }
 
+    /// One tensor's table entry and its bytes in the map.
+    pub fn tensor_bytes(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let info = self.tensors.get(name).ok_or_else(|| {
+            Error::invalid_file(&self.path, format!("tensor `{name}` is missing"))
+        })?;
+        Ok((info, &self.mmap[info.offset..info.offset + info.len]))
+    }
+
     /// Loads one tensor onto `device`, copying it out of the map.
     pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let info = self.tensors.get(name).ok_or_else(|| {

@@ -5,6 +5,7 @@
 pub mod chat_model;
 pub mod chat_template;
 pub mod completion;
+pub mod cpu;
 pub mod embeddings;
 pub mod error;
 pub mod generation;

@@ -6,16 +6,16 @@
 //! positions. The projections and the MLP run over all new tokens of all sequences at once;
 //! rotary embedding, cache append and attention run per sequence.
 //!
-//! Numerics follow llama.cpp where it matters for reproducing its greedy output: rotary angles
-//! are computed by repeated f32 multiplication, the cache holds f16, and queries and attention
-//! probabilities are rounded to f16 before their dot products, as ggml's f16 matmuls do.
+//! The arithmetic is llama.cpp's (see [`crate::cpu`]): greedy decoding reproduces its tokens.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Tensor};
+use std::sync::Arc;
+
+use candle_core::Device;
 use half::f16;
 use rayon::prelude::*;
 
-use super::kernels;
+use crate::cpu::attention::{AttentionScratch, ProductOrder};
+use crate::cpu::{attend_row, math, AttentionGeometry, WeightMatrix};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 
@@ -122,14 +122,22 @@ impl LlamaConfig {
 /// One transformer block's weights.
 struct Block {
     attn_norm: Vec<f32>,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: WeightMatrix,
+    wk: WeightMatrix,
+    wv: WeightMatrix,
+    wo: WeightMatrix,
     ffn_norm: Vec<f32>,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    w_gate: WeightMatrix,
+    w_up: WeightMatrix,
+    w_down: WeightMatrix,
+}
+
+/// The token embedding table: rows looked up straight from the quantised matrix where this
+/// crate has its format (shared with the output projection when the model ties them), or
+/// dequantised once otherwise.
+enum Embeddings {
+    Quantized(Arc<WeightMatrix>),
+    Dense(Vec<f32>),
 }
 
 /// The key/value cache of one sequence, for every layer.
@@ -195,13 +203,12 @@ pub struct SeqStep<'a> {
 /// A llama-family model with weights in memory and no per-sequence state.
 pub struct LlamaModel {
     config: LlamaConfig,
-    embeddings: Tensor,
+    embeddings: Embeddings,
     blocks: Vec<Block>,
     output_norm: Vec<f32>,
-    output: QMatMul,
+    output: Arc<WeightMatrix>,
     /// Per rotated pair, the divisor llama 3.1-style frequency scaling applies (1 if none).
     rope_freq_factors: Vec<f32>,
-    device: Device,
 }
 
 impl std::fmt::Debug for LlamaModel {
@@ -239,9 +246,9 @@ impl LlamaModel {
             config.intermediate_size,
             config.kv_width(),
         );
-        let matmul = |name: &str, shape: &[usize]| -> Result<QMatMul> {
+        let matrix = |name: &str, shape: &[usize]| -> Result<WeightMatrix> {
             expect_shape(name, shape)?;
-            Ok(QMatMul::from_qtensor(gguf.tensor(name, &device)?)?)
+            WeightMatrix::from_gguf(gguf, name)
         };
         let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
             expect_shape(name, &[len])?;
@@ -251,31 +258,39 @@ impl LlamaModel {
                 .to_vec1::<f32>()?)
         };
 
-        expect_shape("token_embd.weight", &[config.vocab_size, h])?;
-        let embeddings = gguf
-            .tensor("token_embd.weight", &device)?
-            .dequantize(&device)?;
+        let token_embd = Arc::new(matrix("token_embd.weight", &[config.vocab_size, h])?);
+        let mut probe = vec![0f32; h];
+        let embeddings = if token_embd.dequantize_row(0, &mut probe) {
+            Embeddings::Quantized(token_embd.clone())
+        } else {
+            Embeddings::Dense(
+                gguf.tensor("token_embd.weight", &device)?
+                    .dequantize(&device)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            )
+        };
         let mut blocks = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
             let p = format!("blk.{l}");
             blocks.push(Block {
                 attn_norm: vector(&format!("{p}.attn_norm.weight"), h)?,
-                wq: matmul(&format!("{p}.attn_q.weight"), &[h, h])?,
-                wk: matmul(&format!("{p}.attn_k.weight"), &[kv, h])?,
-                wv: matmul(&format!("{p}.attn_v.weight"), &[kv, h])?,
-                wo: matmul(&format!("{p}.attn_output.weight"), &[h, h])?,
+                wq: matrix(&format!("{p}.attn_q.weight"), &[h, h])?,
+                wk: matrix(&format!("{p}.attn_k.weight"), &[kv, h])?,
+                wv: matrix(&format!("{p}.attn_v.weight"), &[kv, h])?,
+                wo: matrix(&format!("{p}.attn_output.weight"), &[h, h])?,
                 ffn_norm: vector(&format!("{p}.ffn_norm.weight"), h)?,
-                w_gate: matmul(&format!("{p}.ffn_gate.weight"), &[i, h])?,
-                w_up: matmul(&format!("{p}.ffn_up.weight"), &[i, h])?,
-                w_down: matmul(&format!("{p}.ffn_down.weight"), &[h, i])?,
+                w_gate: matrix(&format!("{p}.ffn_gate.weight"), &[i, h])?,
+                w_up: matrix(&format!("{p}.ffn_up.weight"), &[i, h])?,
+                w_down: matrix(&format!("{p}.ffn_down.weight"), &[h, i])?,
             });
         }
         let output_norm = vector("output_norm.weight", h)?;
         // Models with tied embeddings (SmolLM2) have no separate output matrix.
         let output = if gguf.has_tensor("output.weight") {
-            matmul("output.weight", &[config.vocab_size, h])?
+            Arc::new(matrix("output.weight", &[config.vocab_size, h])?)
         } else {
-            QMatMul::from_qtensor(gguf.tensor("token_embd.weight", &device)?)?
+            token_embd
         };
         let rope_freq_factors = if gguf.has_tensor("rope_freqs.weight") {
             vector("rope_freqs.weight", config.rope_dim / 2)?
@@ -289,7 +304,6 @@ impl LlamaModel {
             output_norm,
             output,
             rope_freq_factors,
-            device,
         })
     }
 
@@ -356,30 +370,39 @@ impl LlamaModel {
             return Ok(Vec::new());
         }
         let n = all_tokens.len();
-        let (h, kvw) = (cfg.hidden_size, cfg.kv_width());
+        let (h, kvw, inter) = (cfg.hidden_size, cfg.kv_width(), cfg.intermediate_size);
 
-        let ids = Tensor::from_slice(&all_tokens, n, &self.device)?;
-        let mut x = self
-            .embeddings
-            .index_select(&ids, 0)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let mut x = vec![0f32; n * h];
+        for (row, &token) in x.chunks_exact_mut(h).zip(&all_tokens) {
+            self.embed(token as usize, row);
+        }
         let positions: Vec<usize> = spans
             .iter()
             .flat_map(|s| s.start_pos..s.start_pos + s.len)
             .collect();
+        let theta_scale = cfg.rope_theta.powf(-2.0 / cfg.rope_dim as f32);
+        let rope: Vec<Vec<(f32, f32)>> = positions
+            .iter()
+            .map(|&pos| {
+                let mut cache = vec![(0f32, 0f32); cfg.rope_dim / 2];
+                math::rope_cache(pos, theta_scale, &self.rope_freq_factors, &mut cache);
+                cache
+            })
+            .collect();
         let mut normed = vec![0f32; n * h];
         let mut attn = vec![0f32; n * h];
+        let (mut q, mut k, mut v) = (vec![0f32; n * h], vec![0f32; n * kvw], vec![0f32; n * kvw]);
+        let mut projected = vec![0f32; n * h];
+        let (mut gate, mut up) = (vec![0f32; n * inter], vec![0f32; n * inter]);
 
         for (layer, block) in self.blocks.iter().enumerate() {
-            kernels::rms_norm_rows(&x, &block.attn_norm, cfg.rms_norm_eps, &mut normed);
-            let normed_t = Tensor::from_slice(&normed, (n, h), &self.device)?;
-            let mut q = to_vec(&block.wq.forward(&normed_t)?)?;
-            let mut k = to_vec(&block.wk.forward(&normed_t)?)?;
-            let v = to_vec(&block.wv.forward(&normed_t)?)?;
-            for (row, &pos) in positions.iter().enumerate() {
-                self.rope(&mut q[row * h..(row + 1) * h], pos);
-                self.rope(&mut k[row * kvw..(row + 1) * kvw], pos);
+            math::rms_norm_rows(&x, &block.attn_norm, cfg.rms_norm_eps, &mut normed);
+            block.wq.matmul(&normed, &mut q)?;
+            block.wk.matmul(&normed, &mut k)?;
+            block.wv.matmul(&normed, &mut v)?;
+            for (row, cache) in rope.iter().enumerate() {
+                math::rope_rows(&mut q[row * h..(row + 1) * h], cfg.head_dim, cache);
+                math::rope_rows(&mut k[row * kvw..(row + 1) * kvw], cfg.head_dim, cache);
             }
             for (seq, span) in batch.iter_mut().zip(&spans) {
                 let rows = span.row * kvw..(span.row + span.len) * kvw;
@@ -387,22 +410,17 @@ impl LlamaModel {
                 seq.kv.values[layer].extend(v[rows].iter().map(|&f| f16::from_f32(f)));
             }
             self.attention(batch, &spans, layer, &q, &mut attn);
-            let o = to_vec(&block.wo.forward(&Tensor::from_slice(
-                &attn,
-                (n, h),
-                &self.device,
-            )?)?)?;
-            kernels::add_assign(&mut x, &o);
+            block.wo.matmul(&attn, &mut projected)?;
+            math::add_assign(&mut x, &projected);
 
-            kernels::rms_norm_rows(&x, &block.ffn_norm, cfg.rms_norm_eps, &mut normed);
-            let normed_t = Tensor::from_slice(&normed, (n, h), &self.device)?;
-            let gate = block.w_gate.forward(&normed_t)?;
-            let up = block.w_up.forward(&normed_t)?;
-            let mut gated = to_vec(&gate)?;
-            kernels::silu_mul(&mut gated, &to_vec(&up)?);
-            let gated_t = Tensor::from_slice(&gated, (n, cfg.intermediate_size), &self.device)?;
-            let down = to_vec(&block.w_down.forward(&gated_t)?)?;
-            kernels::add_assign(&mut x, &down);
+            math::rms_norm_rows(&x, &block.ffn_norm, cfg.rms_norm_eps, &mut normed);
+            block.w_gate.matmul(&normed, &mut gate)?;
+            block.w_up.matmul(&normed, &mut up)?;
+            gate.par_chunks_mut(inter)
+                .zip(up.par_chunks(inter))
+                .for_each(|(g, u)| math::swiglu(g, u));
+            block.w_down.matmul(&gate, &mut projected)?;
+            math::add_assign(&mut x, &projected);
         }
         for seq in batch.iter_mut() {
             seq.kv.len += seq.tokens.len();
@@ -412,37 +430,28 @@ impl LlamaModel {
         let mut last = vec![0f32; spans.len() * h];
         for (i, span) in spans.iter().enumerate() {
             let row = span.row + span.len - 1;
-            kernels::rms_norm_rows(
+            math::rms_norm_rows(
                 &x[row * h..(row + 1) * h],
                 &self.output_norm,
                 cfg.rms_norm_eps,
                 &mut last[i * h..(i + 1) * h],
             );
         }
-        let logits =
-            self.output
-                .forward(&Tensor::from_slice(&last, (spans.len(), h), &self.device)?)?;
-        Ok(logits.to_vec2::<f32>()?)
+        let vocab = cfg.vocab_size;
+        let mut logits = vec![0f32; spans.len() * vocab];
+        self.output.matmul(&last, &mut logits)?;
+        Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 
-    /// Rotates adjacent pairs of each head's first `rope_dim` dimensions, as ggml's
-    /// `GGML_ROPE_TYPE_NORM` does (the layout llama GGUF weights are converted to).
-    fn rope(&self, row: &mut [f32], pos: usize) {
-        let cfg = &self.config;
-        let theta_scale = cfg.rope_theta.powf(-2.0 / cfg.rope_dim as f32);
-        for head in row.chunks_exact_mut(cfg.head_dim) {
-            // The angle advances by repeated f32 multiplication, exactly as ggml computes it.
-            let mut theta = pos as f32;
-            for (pair, factor) in head[..cfg.rope_dim]
-                .chunks_exact_mut(2)
-                .zip(&self.rope_freq_factors)
-            {
-                let angle = theta / factor;
-                let (sin, cos) = angle.sin_cos();
-                let (a, b) = (pair[0], pair[1]);
-                pair[0] = a * cos - b * sin;
-                pair[1] = a * sin + b * cos;
-                theta *= theta_scale;
+    /// Writes token `token`'s embedding into `out`.
+    fn embed(&self, token: usize, out: &mut [f32]) {
+        match &self.embeddings {
+            Embeddings::Quantized(matrix) => {
+                matrix.dequantize_row(token, out);
+            }
+            Embeddings::Dense(table) => {
+                let h = out.len();
+                out.copy_from_slice(&table[token * h..(token + 1) * h]);
             }
         }
     }
@@ -459,7 +468,7 @@ impl LlamaModel {
         let cfg = &self.config;
         let h = cfg.hidden_size;
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-        let geometry = kernels::AttentionGeometry {
+        let geometry = AttentionGeometry {
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
@@ -468,24 +477,31 @@ impl LlamaModel {
         // Map each packed row to its sequence and position so rows can run in parallel.
         let mut row_seq = Vec::with_capacity(out.len() / h);
         for (s, span) in spans.iter().enumerate() {
+            // llama.cpp sums a single token's products in another order than a prompt's.
+            let order = ProductOrder::for_step(span.len, cfg.head_dim);
             for t in 0..span.len {
-                row_seq.push((s, span.start_pos + t));
+                row_seq.push((s, span.start_pos + t, order));
             }
         }
         out.par_chunks_mut(h)
             .zip(q.par_chunks(h))
             .zip(row_seq.par_iter())
-            .for_each(|((out_row, q_row), &(s, pos))| {
-                let kv = &batch[s].kv;
-                kernels::attend_row(
-                    &geometry,
-                    q_row,
-                    &kv.keys[layer],
-                    &kv.values[layer],
-                    pos + 1,
-                    out_row,
-                );
-            });
+            .for_each_init(
+                AttentionScratch::default,
+                |scratch, ((out_row, q_row), &(s, pos, order))| {
+                    let kv = &batch[s].kv;
+                    attend_row(
+                        order,
+                        &geometry,
+                        q_row,
+                        &kv.keys[layer],
+                        &kv.values[layer],
+                        pos + 1,
+                        out_row,
+                        scratch,
+                    );
+                },
+            );
     }
 }
 
@@ -494,8 +510,4 @@ struct Span {
     row: usize,
     len: usize,
     start_pos: usize,
-}
-
-fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }

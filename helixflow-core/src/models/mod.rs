@@ -1,4 +1,3 @@
-//! Model architectures. One file per architecture; shared CPU kernels in [`kernels`].
+//! Model architectures, one file per architecture; their CPU kernels are in [`crate::cpu`].
 
-pub mod kernels;
 pub mod llama;

@@ -1,0 +1,269 @@
+//! Causal attention of one query row over a sequence's f16 key/value cache.
+//!
+//! The arithmetic is llama.cpp's without flash attention: queries rounded to f16, scores as
+//! f16×f16 dot products, softmax with ggml's vector `expf`, probabilities rounded to f16, and
+//! the weighted sum of values as f16×f16 dot products over positions. llama.cpp sums those dot
+//! products in one of two orders (see [`ProductOrder`]), depending on how many tokens the step
+//! has; both are reproduced.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use super::features::has_avx2_fma;
+use super::math::{hsum8, softmax_numerators};
+
+/// The shape of multi-head attention with grouped key/value heads.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionGeometry {
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads; each serves `num_heads / num_kv_heads` query heads.
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Score scale, `1/sqrt(head_dim)`.
+    pub scale: f32,
+}
+
+/// The summation order of the f16 dot products, which llama.cpp picks by the number of query
+/// tokens in the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductOrder {
+    /// Several tokens (prefill): llamafile's tinyBLAS, one eight-lane accumulator.
+    Gemm,
+    /// A single token (decode): ggml's `ggml_vec_dot_f16`, four eight-lane accumulators.
+    Gemv,
+}
+
+impl ProductOrder {
+    /// The order llama.cpp uses for a step of `tokens` query tokens with heads `head_dim` wide
+    /// (tinyBLAS needs at least two tokens and a multiple of eight).
+    pub fn for_step(tokens: usize, head_dim: usize) -> Self {
+        if tokens >= 2 && head_dim % 8 == 0 {
+            Self::Gemm
+        } else {
+            Self::Gemv
+        }
+    }
+}
+
+/// Reusable buffers for [`attend_row`], so that a decode step does not allocate.
+#[derive(Debug, Default)]
+pub struct AttentionScratch {
+    scores: Vec<f32>,
+    probs: Vec<f32>,
+    query: Vec<f32>,
+    key: Vec<f32>,
+    lanes: Vec<[f32; 32]>,
+}
+
+/// Attention of one query row (all heads) over the first `len` cached positions.
+///
+/// `keys` and `values` are `[position][kv_head][head_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_row(
+    order: ProductOrder,
+    geo: &AttentionGeometry,
+    q_row: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    len: usize,
+    out_row: &mut [f32],
+    scratch: &mut AttentionScratch,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { attend_row_fma(order, geo, q_row, keys, values, len, out_row, scratch) };
+        return;
+    }
+    attend_row_portable(order, geo, q_row, keys, values, len, out_row, scratch);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_row_fma(
+    order: ProductOrder,
+    geo: &AttentionGeometry,
+    q_row: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    len: usize,
+    out_row: &mut [f32],
+    scratch: &mut AttentionScratch,
+) {
+    attend_row_portable(order, geo, q_row, keys, values, len, out_row, scratch);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_row_portable(
+    order: ProductOrder,
+    geo: &AttentionGeometry,
+    q_row: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    len: usize,
+    out_row: &mut [f32],
+    scratch: &mut AttentionScratch,
+) {
+    let hd = geo.head_dim;
+    let kvw = geo.num_kv_heads * hd;
+    let group = geo.num_heads / geo.num_kv_heads;
+    let AttentionScratch {
+        scores,
+        probs,
+        query,
+        key,
+        lanes,
+    } = scratch;
+    scores.resize(len, 0.0);
+    probs.resize(len, 0.0);
+    query.resize(hd, 0.0);
+    key.resize(hd, 0.0);
+    lanes.resize(hd, [0.0; 32]);
+    for head in 0..geo.num_heads {
+        let kv_head = head / group;
+        for (dst, &src) in query.iter_mut().zip(&q_row[head * hd..(head + 1) * hd]) {
+            *dst = f16::from_f32(src).to_f32();
+        }
+        let mut max = f32::NEG_INFINITY;
+        for (pos, score) in scores.iter_mut().enumerate() {
+            let start = pos * kvw + kv_head * hd;
+            widen(&keys[start..start + hd], key);
+            *score = match order {
+                ProductOrder::Gemm => dot_gemm(query, key),
+                ProductOrder::Gemv => dot_gemv(query, key),
+            } * geo.scale;
+            max = max.max(*score);
+        }
+        let sum = softmax_numerators(scores, max);
+        let inv = (1.0 / sum) as f32;
+        for (p, &s) in probs.iter_mut().zip(scores.iter()) {
+            *p = f16::from_f32(s * inv).to_f32();
+        }
+        // Weighted sum of values, a dot product over positions per output dimension: position
+        // `pos` goes to slot `pos % 8` (Gemm) or `pos % 32` (Gemv's four accumulators).
+        lanes.fill([0.0; 32]);
+        let slots = match order {
+            ProductOrder::Gemm => 8,
+            ProductOrder::Gemv => 32,
+        };
+        for (pos, &p) in probs.iter().enumerate() {
+            let start = pos * kvw + kv_head * hd;
+            let slot = pos % slots;
+            widen(&values[start..start + hd], key);
+            for (acc, &v) in lanes.iter_mut().zip(key.iter()) {
+                acc[slot] = v.mul_add(p, acc[slot]);
+            }
+        }
+        for (o, acc) in out_row[head * hd..(head + 1) * hd]
+            .iter_mut()
+            .zip(lanes.iter())
+        {
+            *o = match order {
+                ProductOrder::Gemm => hsum8(acc[..8].try_into().expect("8 lanes")),
+                ProductOrder::Gemv => reduce_gemv(acc),
+            };
+        }
+    }
+}
+
+#[inline(always)]
+fn widen(src: &[f16], dst: &mut [f32]) {
+    src.convert_to_f32_slice(dst);
+}
+
+/// tinyBLAS's dot product: element `i` into lane `i % 8`, reduced with [`hsum8`]. Only used
+/// for lengths that are multiples of eight.
+#[inline(always)]
+fn dot_gemm(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] = ca[l].mul_add(cb[l], lanes[l]);
+        }
+    }
+    hsum8(&lanes)
+}
+
+/// `ggml_vec_dot_f16`'s dot product: element `i` of each 32-element chunk into slot `i`
+/// (four accumulators of eight lanes), reduced by [`reduce_gemv`]; a tail shorter than a
+/// chunk is added afterwards in f64.
+#[inline(always)]
+fn dot_gemv(a: &[f32], b: &[f32]) -> f32 {
+    let mut slots = [0f32; 32];
+    let whole = a.len() / 32 * 32;
+    for (ca, cb) in a[..whole].chunks_exact(32).zip(b[..whole].chunks_exact(32)) {
+        for i in 0..32 {
+            slots[i] = ca[i].mul_add(cb[i], slots[i]);
+        }
+    }
+    let mut total = f64::from(reduce_gemv(&slots));
+    for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
+        total += f64::from(x * y);
+    }
+    total as f32
+}
+
+/// GGML_F32x8_REDUCE: the four accumulators pairwise, then the lanes by halves and pairs.
+#[inline(always)]
+fn reduce_gemv(slots: &[f32; 32]) -> f32 {
+    let mut r = [0f32; 8];
+    for (l, v) in r.iter_mut().enumerate() {
+        *v = (slots[l] + slots[16 + l]) + (slots[8 + l] + slots[24 + l]);
+    }
+    let t = [r[0] + r[4], r[1] + r[5], r[2] + r[6], r[3] + r[7]];
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attention_is_softmax_weighted_values() {
+        // Two heads sharing one kv head, three positions, head_dim 2.
+        let geo = AttentionGeometry {
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 2,
+            scale: 1.0,
+        };
+        let k: Vec<f16> = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0].map(f16::from_f32).to_vec();
+        let v: Vec<f16> = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0].map(f16::from_f32).to_vec();
+        let q = [1.0f32, 0.0, 0.0, 0.0];
+        let mut out = [0f32; 4];
+        let mut scratch = AttentionScratch::default();
+        attend_row(
+            ProductOrder::Gemv,
+            &geo,
+            &q,
+            &k,
+            &v,
+            3,
+            &mut out,
+            &mut scratch,
+        );
+        let s = [1.0f32, 0.0, 1.0].map(f32::exp);
+        let z: f32 = s.iter().sum();
+        let expect0 = (s[0] * 1.0 + s[1] * 3.0 + s[2] * 5.0) / z;
+        assert!((out[0] - expect0).abs() < 2e-3, "{} vs {expect0}", out[0]);
+        // The second head has a zero query: uniform weights.
+        assert!((out[2] - 3.0).abs() < 2e-3);
+        assert!((out[3] - 4.0).abs() < 2e-3);
+        // Causality: only the first position visible.
+        attend_row(
+            ProductOrder::Gemv,
+            &geo,
+            &q,
+            &k,
+            &v,
+            1,
+            &mut out,
+            &mut scratch,
+        );
+        assert_eq!(out[..2], [1.0, 2.0]);
+    }
+}

@@ -1,0 +1,244 @@
+//! Element-wise and row kernels: RMSNorm, residual add, rotary embedding, SwiGLU, and ggml's
+//! vector exponential with its horizontal sums.
+
+use super::features::has_avx2_fma;
+
+/// Sums eight lanes the way ggml's `hsum_float_8` (and llamafile's `hsum`) does:
+/// high half plus low half, then the pairs two apart, then the last two.
+#[inline(always)]
+pub fn hsum8(lanes: &[f32; 8]) -> f32 {
+    let quad = [
+        lanes[4] + lanes[0],
+        lanes[5] + lanes[1],
+        lanes[6] + lanes[2],
+        lanes[7] + lanes[3],
+    ];
+    (quad[0] + quad[2]) + (quad[1] + quad[3])
+}
+
+const EXP_SHIFT: f32 = 12_582_912.0; // 0x1.8p23
+const LOG2_E: u32 = 0x3fb8_aa3b;
+const LN2_LO: u32 = 0x35bf_be8e;
+const LN2_HI: u32 = 0x3f31_7200;
+const POLY: [u32; 5] = [
+    0x3c07_2010,
+    0x3d2b_9f17,
+    0x3e2a_af33,
+    0x3eff_fedb,
+    0x3f7f_fff6,
+];
+
+/// ggml's vector `expf` (an Arm optimized-routines polynomial, at most ~1.5 ulp from the true
+/// value), lane for lane as its AVX2 form computes it. Softmax and SiLU use it, so matching
+/// llama.cpp means using it too.
+#[inline(always)]
+pub fn v_expf(x: f32) -> f32 {
+    let f = f32::from_bits;
+    let z = x.mul_add(f(LOG2_E), EXP_SHIFT);
+    let n = z - EXP_SHIFT;
+    let b = (-n).mul_add(f(LN2_LO), (-n).mul_add(f(LN2_HI), x));
+    let e = z.to_bits() << 23;
+    let k = f(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let j = f(POLY[0])
+        .mul_add(b, f(POLY[1]))
+        .mul_add(u, f(POLY[2]).mul_add(b, f(POLY[3])))
+        .mul_add(u, f(POLY[4]) * b);
+    if n.abs() <= 126.0 || n.is_nan() {
+        return k.mul_add(j, k);
+    }
+    // Results whose exponent leaves the normal range: scale in two steps.
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f(g.wrapping_add(0x7f00_0000));
+    let s2 = f(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// `gate = silu(gate) * up`, with ggml's SiLU `x / (1 + exp(-x))` over its vector `expf`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { swiglu_fma(gate, up) };
+        return;
+    }
+    swiglu_portable(gate, up);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_fma(gate: &mut [f32], up: &[f32]) {
+    swiglu_portable(gate, up);
+}
+
+#[inline(always)]
+fn swiglu_portable(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = x / (1.0 + v_expf(0.0 - x)) * u;
+    }
+}
+
+/// Softmax numerators of one score row in place (`exp(s - max)` with [`v_expf`]) and their
+/// sum, reduced as ggml does: eight lanes at a time with [`hsum8`], groups added in f64. The
+/// row is zero-padded to a multiple of eight, which is what llama.cpp's masked padding adds.
+pub fn softmax_numerators(scores: &mut [f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { softmax_numerators_fma(scores, max) };
+    }
+    softmax_numerators_portable(scores, max)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_numerators_fma(scores: &mut [f32], max: f32) -> f64 {
+    softmax_numerators_portable(scores, max)
+}
+
+#[inline(always)]
+fn softmax_numerators_portable(scores: &mut [f32], max: f32) -> f64 {
+    let mut sum = 0f64;
+    for group in scores.chunks_mut(8) {
+        let mut lanes = [0f32; 8];
+        for (lane, s) in lanes.iter_mut().zip(group.iter_mut()) {
+            *s = v_expf(*s - max);
+            *lane = *s;
+        }
+        sum += f64::from(hsum8(&lanes));
+    }
+    sum
+}
+
+/// RMSNorm of each `weight.len()`-wide row of `x`, times `weight`, into `out`.
+///
+/// As ggml: squares in f32, their sum in f64, the mean rounded to f32.
+pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let width = weight.len();
+    for (row, out_row) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+        let mean = (sum / width as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &w) in out_row.iter_mut().zip(row).zip(weight) {
+            *o = (v * scale) * w;
+        }
+    }
+}
+
+/// `x += y`, element-wise.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Per-pair cosines and sines of one position, as ggml's rope cache computes them: the angle
+/// advances by repeated f32 multiplication with `theta_scale`, divided by each pair's
+/// frequency factor.
+pub fn rope_cache(pos: usize, theta_scale: f32, freq_factors: &[f32], cache: &mut [(f32, f32)]) {
+    let mut theta = pos as f32;
+    for (slot, &factor) in cache.iter_mut().zip(freq_factors) {
+        let (sin, cos) = (theta / factor).sin_cos();
+        *slot = (cos, sin);
+        theta *= theta_scale;
+    }
+}
+
+/// Rotates adjacent pairs of each `head_dim`-wide head's first `2 * cache.len()` values
+/// (ggml's `GGML_ROPE_TYPE_NORM`, the layout llama GGUF weights are converted to).
+///
+/// The products are fused the way GCC contracts ggml's `x0*cos - x1*sin`: the first product
+/// into a multiply-add with the rounded second.
+pub fn rope_rows(row: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
+    for head in row.chunks_exact_mut(head_dim) {
+        for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(cache) {
+            let (x0, x1) = (pair[0], pair[1]);
+            pair[0] = x0.mul_add(cos, -(x1 * sin));
+            pair[1] = x0.mul_add(sin, x1 * cos);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v_expf_is_within_two_ulp_of_exp() {
+        // Over the range where results are normal floats.
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (v_expf(x), (x as f64).exp());
+            let ulp = f64::from(f32::EPSILON) * want;
+            assert!(
+                (f64::from(got) - want).abs() <= 2.0 * ulp,
+                "exp({x}) = {got}"
+            );
+            x += 0.0137;
+        }
+        assert_eq!(v_expf(f32::NEG_INFINITY), 0.0);
+        assert_eq!(v_expf(0.0), 1.0);
+        assert_eq!(v_expf(-200.0), 0.0);
+    }
+
+    #[test]
+    fn hsum8_adds_everything() {
+        assert_eq!(hsum8(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]), 36.0);
+    }
+
+    #[test]
+    fn rms_norm_matches_definition() {
+        let x = [1.0f32, -2.0, 3.0, 4.0, 0.5, 0.5, 0.5, 0.5];
+        let w = [1.0f32, 2.0, 1.0, 0.5];
+        let mut out = [0f32; 8];
+        rms_norm_rows(&x, &w, 1e-6, &mut out);
+        let rms = ((1.0 + 4.0 + 9.0 + 16.0) / 4.0f32 + 1e-6).sqrt();
+        assert!((out[1] - (-2.0 / rms * 2.0)).abs() < 1e-6);
+        assert!((out[4] - 0.5 / (0.25f32 + 1e-6).sqrt()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn swiglu_matches_definition() {
+        let mut g = [0.0f32, 1.0, -3.0, 2.5, -0.5, 7.0, 0.25, -9.0, 4.0];
+        let up = [2.0f32, 2.0, 1.0, 1.0, 3.0, -1.0, 2.0, 1.0, 0.5];
+        let want: Vec<f32> = g
+            .iter()
+            .zip(&up)
+            .map(|(&x, &u)| x / (1.0 + (-x).exp()) * u)
+            .collect();
+        swiglu(&mut g, &up);
+        for (got, want) in g.iter().zip(want) {
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn softmax_numerators_sum_in_groups_of_eight() {
+        let mut s: Vec<f32> = (0..13).map(|i| i as f32 * 0.3).collect();
+        let max = 12.0 * 0.3;
+        let sum = softmax_numerators(&mut s, max);
+        let want: f64 = (0..13).map(|i| (i as f64 * 0.3 - 3.6).exp()).sum();
+        assert!((sum - want).abs() < 1e-5);
+        assert!((s[12] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position() {
+        let mut cache = [(0f32, 0f32); 2];
+        rope_cache(3, 0.5, &[1.0, 1.0], &mut cache);
+        assert!((cache[0].0 - 3f32.cos()).abs() < 1e-7);
+        assert!((cache[1].1 - 1.5f32.sin()).abs() < 1e-7);
+        let mut row = [1.0f32, 0.0, 0.0, 1.0];
+        rope_rows(&mut row, 4, &cache);
+        assert!((row[0] - 3f32.cos()).abs() < 1e-6 && (row[1] - 3f32.sin()).abs() < 1e-6);
+        assert!((row[2] + 1.5f32.sin()).abs() < 1e-6 && (row[3] - 1.5f32.cos()).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,204 @@
+//! Quantised block formats: ggml's weight blocks as stored in GGUF files, and the 8-bit
+//! activation blocks that matrix products quantise their input rows into.
+
+use half::f16;
+
+/// Values per block in every format here.
+pub const BLOCK: usize = 32;
+
+/// `Q4_0`: 32 weights as 4-bit values `q - 8` times one f16 scale.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ4_0 {
+    /// Scale, f16 bits.
+    pub d: u16,
+    /// Low nibbles are values 0..16, high nibbles values 16..32.
+    pub qs: [u8; 16],
+}
+
+/// `Q4_1`: 32 weights as 4-bit values `q * d + m`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ4_1 {
+    /// Scale, f16 bits.
+    pub d: u16,
+    /// Minimum, f16 bits.
+    pub m: u16,
+    /// Low nibbles are values 0..16, high nibbles values 16..32.
+    pub qs: [u8; 16],
+}
+
+/// `Q8_0`: 32 weights as signed bytes times one f16 scale.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    /// Scale, f16 bits.
+    pub d: u16,
+    /// The values.
+    pub qs: [i8; 32],
+}
+
+/// A quantised activation block (ggml's `block_q8_0` / `block_q8_1`), with the f16 fields
+/// already widened to f32 (exactly: they hold f16-representable values).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct ActBlock {
+    /// Scale (an f16 value).
+    pub d: f32,
+    /// `d * sum(qs)` rounded to f16, which `Q4_1` products need; 0 for `Q8_0` activations.
+    pub s: f32,
+    /// The values.
+    pub qs: [i8; 32],
+}
+
+/// Parses little-endian GGUF bytes into blocks of `size` bytes each.
+fn parse<T>(bytes: &[u8], size: usize, read: impl Fn(&[u8]) -> T) -> Vec<T> {
+    bytes.chunks_exact(size).map(read).collect()
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+impl BlockQ4_0 {
+    /// Bytes per block in a file.
+    pub const BYTES: usize = 18;
+
+    /// Reads blocks from GGUF bytes (a multiple of [`Self::BYTES`]).
+    pub fn parse_all(bytes: &[u8]) -> Vec<Self> {
+        parse(bytes, Self::BYTES, |b| Self {
+            d: le16(b, 0),
+            qs: b[2..18].try_into().expect("16 bytes"),
+        })
+    }
+
+    /// The 32 weights.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let d = f16::from_bits(self.d).to_f32();
+        for (j, &q) in self.qs.iter().enumerate() {
+            out[j] = ((q & 0x0f) as i32 - 8) as f32 * d;
+            out[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+impl BlockQ4_1 {
+    /// Bytes per block in a file.
+    pub const BYTES: usize = 20;
+
+    /// Reads blocks from GGUF bytes (a multiple of [`Self::BYTES`]).
+    pub fn parse_all(bytes: &[u8]) -> Vec<Self> {
+        parse(bytes, Self::BYTES, |b| Self {
+            d: le16(b, 0),
+            m: le16(b, 2),
+            qs: b[4..20].try_into().expect("16 bytes"),
+        })
+    }
+
+    /// The 32 weights.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let d = f16::from_bits(self.d).to_f32();
+        let m = f16::from_bits(self.m).to_f32();
+        for (j, &q) in self.qs.iter().enumerate() {
+            out[j] = (q & 0x0f) as f32 * d + m;
+            out[j + 16] = (q >> 4) as f32 * d + m;
+        }
+    }
+}
+
+impl BlockQ8_0 {
+    /// Bytes per block in a file.
+    pub const BYTES: usize = 34;
+
+    /// Reads blocks from GGUF bytes (a multiple of [`Self::BYTES`]).
+    pub fn parse_all(bytes: &[u8]) -> Vec<Self> {
+        parse(bytes, Self::BYTES, |b| {
+            let mut qs = [0i8; 32];
+            for (q, &byte) in qs.iter_mut().zip(&b[2..34]) {
+                *q = byte as i8;
+            }
+            Self { d: le16(b, 0), qs }
+        })
+    }
+
+    /// The 32 weights.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let d = f16::from_bits(self.d).to_f32();
+        for (o, &q) in out.iter_mut().zip(&self.qs) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+/// Which activation format a weight type multiplies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActFormat {
+    /// `Q8_0`: scale only.
+    Q8_0,
+    /// `Q8_1`: scale and scaled sum.
+    Q8_1,
+}
+
+/// Quantises `x` (a multiple of 32 values) into activation blocks, exactly as ggml's AVX2
+/// `quantize_row_q8_0` / `quantize_row_q8_1` do: scale `max|x| / 127` stored as f16, values
+/// `x * (127 / max|x|)` rounded half to even, and for `Q8_1` the sum times the unrounded scale,
+/// rounded to f16.
+pub fn quantize_row(x: &[f32], format: ActFormat, out: &mut [ActBlock]) {
+    for (chunk, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+        let max = chunk.iter().fold(0f32, |m, &v| m.max(v.abs()));
+        let d = max / 127.0;
+        let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in block.qs.iter_mut().zip(chunk) {
+            let r = (v * id).round_ties_even() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        block.d = f16::from_f32(d).to_f32();
+        block.s = match format {
+            ActFormat::Q8_0 => 0.0,
+            ActFormat::Q8_1 => f16::from_f32(d * sum as f32).to_f32(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_row_rounds_half_to_even_and_keeps_the_sum() {
+        // max 127 gives id = 1: values land exactly on .5 and must round to even.
+        let mut x = [0f32; 32];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -3.5;
+        x[3] = 0.5;
+        let mut out = [ActBlock::default()];
+        quantize_row(&x, ActFormat::Q8_1, &mut out);
+        assert_eq!(&out[0].qs[..4], &[127, 2, -4, 0]);
+        assert_eq!(out[0].d, 1.0);
+        assert_eq!(out[0].s, 125.0);
+    }
+
+    #[test]
+    fn zero_rows_quantise_to_zero() {
+        let mut out = [ActBlock::default(); 2];
+        quantize_row(&[0.0; 64], ActFormat::Q8_1, &mut out);
+        assert!(out
+            .iter()
+            .all(|b| b.d == 0.0 && b.s == 0.0 && b.qs == [0; 32]));
+    }
+
+    #[test]
+    fn blocks_parse_and_dequantize() {
+        let mut bytes = vec![0u8; 20];
+        bytes[..2].copy_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
+        bytes[2..4].copy_from_slice(&f16::from_f32(-1.0).to_bits().to_le_bytes());
+        bytes[4] = 0x3f; // value 0 = 15, value 16 = 3
+        let block = BlockQ4_1::parse_all(&bytes)[0];
+        let mut out = [0f32; 32];
+        block.dequantize(&mut out);
+        assert_eq!((out[0], out[16], out[1]), (6.5, 0.5, -1.0));
+    }
+}

@@ -54,30 +54,39 @@ pub struct AttentionScratch {
     probs: Vec<f32>,
     query: Vec<f32>,
     key: Vec<f32>,
-    lanes: Vec<[f32; 32]>,
+    lanes: Vec<f32>,
 }
 
-/// Attention of one query row (all heads) over the first `len` cached positions.
+/// Attention of the query heads served by key/value head `kv_head` (`q_group` and
+/// `out_group` hold those heads of one token, `num_heads / num_kv_heads` of them) over the
+/// first `len` cached positions.
 ///
 /// `keys` and `values` are `[position][kv_head][head_dim]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_row(
     order: ProductOrder,
     geo: &AttentionGeometry,
-    q_row: &[f32],
+    kv_head: usize,
+    q_group: &[f32],
     keys: &[f16],
     values: &[f16],
     len: usize,
-    out_row: &mut [f32],
+    out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { attend_row_fma(order, geo, q_row, keys, values, len, out_row, scratch) };
+        unsafe {
+            attend_row_fma(
+                order, geo, kv_head, q_group, keys, values, len, out_group, scratch,
+            )
+        };
         return;
     }
-    attend_row_portable(order, geo, q_row, keys, values, len, out_row, scratch);
+    attend_row_portable(
+        order, geo, kv_head, q_group, keys, values, len, out_group, scratch,
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -86,14 +95,17 @@ pub fn attend_row(
 unsafe fn attend_row_fma(
     order: ProductOrder,
     geo: &AttentionGeometry,
-    q_row: &[f32],
+    kv_head: usize,
+    q_group: &[f32],
     keys: &[f16],
     values: &[f16],
     len: usize,
-    out_row: &mut [f32],
+    out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    attend_row_portable(order, geo, q_row, keys, values, len, out_row, scratch);
+    attend_row_portable(
+        order, geo, kv_head, q_group, keys, values, len, out_group, scratch,
+    );
 }
 
 #[inline(always)]
@@ -101,16 +113,23 @@ unsafe fn attend_row_fma(
 fn attend_row_portable(
     order: ProductOrder,
     geo: &AttentionGeometry,
-    q_row: &[f32],
+    kv_head: usize,
+    q_group: &[f32],
     keys: &[f16],
     values: &[f16],
     len: usize,
-    out_row: &mut [f32],
+    out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
     let hd = geo.head_dim;
     let kvw = geo.num_kv_heads * hd;
     let group = geo.num_heads / geo.num_kv_heads;
+    // Dot products over positions put position `pos` in slot `pos % 8` (Gemm) or `pos % 32`
+    // (Gemv's four accumulators of eight lanes).
+    let slots = match order {
+        ProductOrder::Gemm => 8,
+        ProductOrder::Gemv => 32,
+    };
     let AttentionScratch {
         scores,
         probs,
@@ -118,54 +137,62 @@ fn attend_row_portable(
         key,
         lanes,
     } = scratch;
-    scores.resize(len, 0.0);
-    probs.resize(len, 0.0);
-    query.resize(hd, 0.0);
+    scores.resize(group * len, 0.0);
+    probs.resize(group * len, 0.0);
+    query.resize(group * hd, 0.0);
     key.resize(hd, 0.0);
-    lanes.resize(hd, [0.0; 32]);
-    for head in 0..geo.num_heads {
-        let kv_head = head / group;
-        for (dst, &src) in query.iter_mut().zip(&q_row[head * hd..(head + 1) * hd]) {
+    lanes.resize(group * slots * hd, 0.0);
+    // The query heads of one key/value head share each widened cache row.
+    {
+        for (dst, &src) in query.iter_mut().zip(q_group) {
             *dst = f16::from_f32(src).to_f32();
         }
-        let mut max = f32::NEG_INFINITY;
-        for (pos, score) in scores.iter_mut().enumerate() {
+        for pos in 0..len {
             let start = pos * kvw + kv_head * hd;
             widen(&keys[start..start + hd], key);
-            *score = match order {
-                ProductOrder::Gemm => dot_gemm(query, key),
-                ProductOrder::Gemv => dot_gemv(query, key),
-            } * geo.scale;
-            max = max.max(*score);
-        }
-        let sum = softmax_numerators(scores, max);
-        let inv = (1.0 / sum) as f32;
-        for (p, &s) in probs.iter_mut().zip(scores.iter()) {
-            *p = f16::from_f32(s * inv).to_f32();
-        }
-        // Weighted sum of values, a dot product over positions per output dimension: position
-        // `pos` goes to slot `pos % 8` (Gemm) or `pos % 32` (Gemv's four accumulators).
-        lanes.fill([0.0; 32]);
-        let slots = match order {
-            ProductOrder::Gemm => 8,
-            ProductOrder::Gemv => 32,
-        };
-        for (pos, &p) in probs.iter().enumerate() {
-            let start = pos * kvw + kv_head * hd;
-            let slot = pos % slots;
-            widen(&values[start..start + hd], key);
-            for (acc, &v) in lanes.iter_mut().zip(key.iter()) {
-                acc[slot] = v.mul_add(p, acc[slot]);
+            for (g, q) in query.chunks_exact(hd).enumerate() {
+                scores[g * len + pos] = match order {
+                    ProductOrder::Gemm => dot_gemm(q, key),
+                    ProductOrder::Gemv => dot_gemv(q, key),
+                } * geo.scale;
             }
         }
-        for (o, acc) in out_row[head * hd..(head + 1) * hd]
-            .iter_mut()
-            .zip(lanes.iter())
+        for (g_scores, g_probs) in scores
+            .chunks_exact_mut(len)
+            .zip(probs.chunks_exact_mut(len))
         {
-            *o = match order {
-                ProductOrder::Gemm => hsum8(acc[..8].try_into().expect("8 lanes")),
-                ProductOrder::Gemv => reduce_gemv(acc),
-            };
+            let max = g_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let inv = (1.0 / softmax_numerators(g_scores, max)) as f32;
+            for (p, &s) in g_probs.iter_mut().zip(g_scores.iter()) {
+                *p = f16::from_f32(s * inv).to_f32();
+            }
+        }
+        // Weighted sums of values: `lanes[g][slot][d]`, so each position updates contiguous
+        // rows of `hd` accumulators.
+        lanes.fill(0.0);
+        for pos in 0..len {
+            let start = pos * kvw + kv_head * hd;
+            widen(&values[start..start + hd], key);
+            let slot = pos % slots;
+            for (g, acc) in lanes.chunks_exact_mut(slots * hd).enumerate() {
+                let p = probs[g * len + pos];
+                for (a, &v) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(key.iter()) {
+                    *a = v.mul_add(p, *a);
+                }
+            }
+        }
+        for (g, acc) in lanes.chunks_exact(slots * hd).enumerate() {
+            let out = &mut out_group[g * hd..(g + 1) * hd];
+            for (d, o) in out.iter_mut().enumerate() {
+                let mut gathered = [0f32; 32];
+                for (slot, x) in gathered[..slots].iter_mut().enumerate() {
+                    *x = acc[slot * hd + d];
+                }
+                *o = match order {
+                    ProductOrder::Gemm => hsum8(gathered[..8].try_into().expect("8 lanes")),
+                    ProductOrder::Gemv => reduce_gemv(&gathered),
+                };
+            }
         }
     }
 }
@@ -239,6 +266,7 @@ mod tests {
         attend_row(
             ProductOrder::Gemv,
             &geo,
+            0,
             &q,
             &k,
             &v,
@@ -257,6 +285,7 @@ mod tests {
         attend_row(
             ProductOrder::Gemv,
             &geo,
+            0,
             &q,
             &k,
             &v,

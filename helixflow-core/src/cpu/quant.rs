@@ -144,6 +144,24 @@ pub enum ActFormat {
 /// `x * (127 / max|x|)` rounded half to even, and for `Q8_1` the sum times the unrounded scale,
 /// rounded to f16.
 pub fn quantize_row(x: &[f32], format: ActFormat, out: &mut [ActBlock]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::features::has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { quantize_row_avx2(x, format, out) };
+        return;
+    }
+    quantize_row_portable(x, format, out);
+}
+
+/// [`quantize_row`] compiled with AVX2, where rounding is one instruction instead of a call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_row_avx2(x: &[f32], format: ActFormat, out: &mut [ActBlock]) {
+    quantize_row_portable(x, format, out);
+}
+
+#[inline(always)]
+fn quantize_row_portable(x: &[f32], format: ActFormat, out: &mut [ActBlock]) {
     for (chunk, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
         let max = chunk.iter().fold(0f32, |m, &v| m.max(v.abs()));
         let d = max / 127.0;

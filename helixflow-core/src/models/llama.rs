@@ -324,7 +324,9 @@ impl LlamaModel {
     /// (prefill chunks and single decode tokens mix freely). A sequence with no new tokens is
     /// an error, as is a token id outside the vocabulary or a position beyond the context.
     pub fn forward(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
-        let result = self.forward_packed(batch);
+        // Run the step on a pool thread: its parallel loops then split work with the other
+        // workers directly instead of handing every loop over from an outside thread.
+        let result = rayon::scope(|_| self.forward_packed(batch));
         if result.is_err() {
             // Leave every cache as it was: a failed step must not leave half-appended layers.
             let kvw = self.config.kv_width();
@@ -483,21 +485,25 @@ impl LlamaModel {
                 row_seq.push((s, span.start_pos + t, order));
             }
         }
-        out.par_chunks_mut(h)
-            .zip(q.par_chunks(h))
-            .zip(row_seq.par_iter())
+        // One task per token and key/value head: a decode step still uses every thread.
+        let group_width = h / cfg.num_kv_heads;
+        out.par_chunks_mut(group_width)
+            .zip(q.par_chunks(group_width))
+            .enumerate()
             .for_each_init(
                 AttentionScratch::default,
-                |scratch, ((out_row, q_row), &(s, pos, order))| {
+                |scratch, (task, (out_group, q_group))| {
+                    let (s, pos, order) = row_seq[task / cfg.num_kv_heads];
                     let kv = &batch[s].kv;
                     attend_row(
                         order,
                         &geometry,
-                        q_row,
+                        task % cfg.num_kv_heads,
+                        q_group,
                         &kv.keys[layer],
                         &kv.values[layer],
                         pos + 1,
-                        out_row,
+                        out_group,
                         scratch,
                     );
                 },

@@ -3,6 +3,9 @@
 # alternating, and prints both with the ratio. llama-cpp-python is installed into a cached
 # virtual environment the first time (it compiles llama.cpp: several minutes).
 #
+# llama.cpp is built for AVX2 + FMA + F16C without AVX-512 (the machine class the project
+# targets, and the build the golden outputs came from); set LLAMA_CMAKE_ARGS to change that.
+#
 #   benches/compare_llama_cpp.sh [--prompt-tokens N] [--gen-tokens N] [--rounds R]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +20,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-venv="${HELIXFLOW_BENCH_VENV:-$HOME/.cache/helixflow-bench/venv}"
+venv="${HELIXFLOW_BENCH_VENV:-$HOME/.cache/helixflow-bench/venv-avx2}"
+cmake_args="${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF}"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
   echo "installing llama-cpp-python==0.3.36 into $venv (compiles llama.cpp)..." >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q llama-cpp-python==0.3.36 numpy
+  CMAKE_ARGS="$cmake_args" "$venv/bin/pip" install -q --no-binary llama-cpp-python \
+    llama-cpp-python==0.3.36 numpy
 fi
 
 cargo build --release --quiet --bin helixflow

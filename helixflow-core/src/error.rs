@@ -80,6 +80,16 @@ pub enum Error {
         context: usize,
     },
 
+    /// The KV cache pool has no free block for a step; the engine preempts a sequence and
+    /// retries, a direct caller gets this error.
+    #[error("the KV cache is full: {needed} more blocks needed, {free} free")]
+    KvCacheFull {
+        /// Blocks the step needed.
+        needed: usize,
+        /// Blocks that were free.
+        free: usize,
+    },
+
     // ---- Lower layers ----
     /// An error from the tensor library.
     #[error("tensor error: {0}")]

@@ -8,7 +8,8 @@
 
 use crate::completion::{FinishReason, TokenLogprob, TopLogprob};
 use crate::error::{Error, Result};
-use crate::models::llama::{KvState, LlamaModel, SeqStep};
+use crate::kv_cache::SequenceKv;
+use crate::models::llama::{LlamaModel, SeqStep};
 use crate::sampling::{Sampler, SamplingParams, TokenHistory};
 use crate::stop::StopMatcher;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -91,7 +92,7 @@ pub struct TokenOutput {
 pub struct Sequence {
     prompt_len: usize,
     pending: Vec<u32>,
-    kv: KvState,
+    kv: SequenceKv,
     sampler: Sampler,
     history: TokenHistory,
     decoder: IncrementalDecoder,

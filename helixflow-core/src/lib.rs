@@ -10,6 +10,7 @@ pub mod embeddings;
 pub mod error;
 pub mod generation;
 pub mod gguf;
+pub mod kv_cache;
 pub mod models;
 pub mod sampling;
 pub mod source;

@@ -11,6 +11,7 @@ use half::slice::HalfFloatSliceExt;
 
 use super::features::has_avx2_fma;
 use super::math::{hsum8, softmax_numerators};
+use crate::kv_cache::KvView;
 
 /// The shape of multi-head attention with grouped key/value heads.
 #[derive(Debug, Clone, Copy)]
@@ -61,15 +62,14 @@ pub struct AttentionScratch {
 /// `out_group` hold those heads of one token, `num_heads / num_kv_heads` of them) over the
 /// first `len` cached positions.
 ///
-/// `keys` and `values` are `[position][kv_head][head_dim]`.
+/// `kv` is the layer's cache, rows `[kv_head][head_dim]` per position.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_row(
     order: ProductOrder,
     geo: &AttentionGeometry,
     kv_head: usize,
     q_group: &[f32],
-    keys: &[f16],
-    values: &[f16],
+    kv: &KvView<'_>,
     len: usize,
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
@@ -77,16 +77,10 @@ pub fn attend_row(
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe {
-            attend_row_fma(
-                order, geo, kv_head, q_group, keys, values, len, out_group, scratch,
-            )
-        };
+        unsafe { attend_row_fma(order, geo, kv_head, q_group, kv, len, out_group, scratch) };
         return;
     }
-    attend_row_portable(
-        order, geo, kv_head, q_group, keys, values, len, out_group, scratch,
-    );
+    attend_row_portable(order, geo, kv_head, q_group, kv, len, out_group, scratch);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -97,15 +91,12 @@ unsafe fn attend_row_fma(
     geo: &AttentionGeometry,
     kv_head: usize,
     q_group: &[f32],
-    keys: &[f16],
-    values: &[f16],
+    kv: &KvView<'_>,
     len: usize,
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    attend_row_portable(
-        order, geo, kv_head, q_group, keys, values, len, out_group, scratch,
-    );
+    attend_row_portable(order, geo, kv_head, q_group, kv, len, out_group, scratch);
 }
 
 #[inline(always)]
@@ -115,14 +106,13 @@ fn attend_row_portable(
     geo: &AttentionGeometry,
     kv_head: usize,
     q_group: &[f32],
-    keys: &[f16],
-    values: &[f16],
+    kv: &KvView<'_>,
     len: usize,
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
     let hd = geo.head_dim;
-    let kvw = geo.num_kv_heads * hd;
+    let head_cols = kv_head * hd..(kv_head + 1) * hd;
     let group = geo.num_heads / geo.num_kv_heads;
     // Dot products over positions put position `pos` in slot `pos % 8` (Gemm) or `pos % 32`
     // (Gemv's four accumulators of eight lanes).
@@ -148,8 +138,7 @@ fn attend_row_portable(
             *dst = f16::from_f32(src).to_f32();
         }
         for pos in 0..len {
-            let start = pos * kvw + kv_head * hd;
-            widen(&keys[start..start + hd], key);
+            widen(&kv.key_row(pos)[head_cols.clone()], key);
             for (g, q) in query.chunks_exact(hd).enumerate() {
                 scores[g * len + pos] = match order {
                     ProductOrder::Gemm => dot_gemm(q, key),
@@ -171,8 +160,7 @@ fn attend_row_portable(
         // rows of `hd` accumulators.
         lanes.fill(0.0);
         for pos in 0..len {
-            let start = pos * kvw + kv_head * hd;
-            widen(&values[start..start + hd], key);
+            widen(&kv.value_row(pos)[head_cols.clone()], key);
             let slot = pos % slots;
             for (g, acc) in lanes.chunks_exact_mut(slots * hd).enumerate() {
                 let p = probs[g * len + pos];
@@ -248,6 +236,7 @@ fn reduce_gemv(slots: &[f32; 32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv_cache::{BlockLayout, KvPool, SequenceKv};
 
     #[test]
     fn attention_is_softmax_weighted_values() {
@@ -258,8 +247,21 @@ mod tests {
             head_dim: 2,
             scale: 1.0,
         };
-        let k: Vec<f16> = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0].map(f16::from_f32).to_vec();
-        let v: Vec<f16> = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0].map(f16::from_f32).to_vec();
+        // Blocks of two positions, so the three positions span two blocks.
+        let layout = BlockLayout {
+            block_size: 2,
+            num_layers: 1,
+            kv_width: 2,
+        };
+        let mut kv = SequenceKv::new(KvPool::unbounded(layout));
+        kv.reserve(3).unwrap();
+        kv.write(
+            0,
+            0,
+            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        );
+        kv.advance(3);
         let q = [1.0f32, 0.0, 0.0, 0.0];
         let mut out = [0f32; 4];
         let mut scratch = AttentionScratch::default();
@@ -268,8 +270,7 @@ mod tests {
             &geo,
             0,
             &q,
-            &k,
-            &v,
+            &kv.view(0),
             3,
             &mut out,
             &mut scratch,
@@ -287,8 +288,7 @@ mod tests {
             &geo,
             0,
             &q,
-            &k,
-            &v,
+            &kv.view(0),
             1,
             &mut out,
             &mut scratch,

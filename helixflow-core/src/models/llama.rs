@@ -11,13 +11,16 @@
 use std::sync::Arc;
 
 use candle_core::Device;
-use half::f16;
 use rayon::prelude::*;
 
 use crate::cpu::attention::{AttentionScratch, ProductOrder};
 use crate::cpu::{attend_row, math, AttentionGeometry, WeightMatrix};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::kv_cache::{BlockLayout, KvPool, SequenceKv};
+
+/// Positions per KV block for caches made by [`LlamaModel::new_kv_state`].
+pub const DEFAULT_BLOCK_SIZE: usize = 16;
 
 /// Hyper-parameters read from the GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,64 +143,12 @@ enum Embeddings {
     Dense(Vec<f32>),
 }
 
-/// The key/value cache of one sequence, for every layer.
-///
-/// Rows are appended as the sequence advances; the vectors grow geometrically, so there are
-/// no per-step whole-cache copies.
-#[derive(Debug, Clone, Default)]
-pub struct KvState {
-    /// Per layer: keys, `[position][kv_head][head_dim]`, as f16 like llama.cpp's cache.
-    keys: Vec<Vec<f16>>,
-    /// Per layer: values, same layout.
-    values: Vec<Vec<f16>>,
-    len: usize,
-}
-
-impl KvState {
-    /// An empty cache for `config`'s model.
-    pub fn new(config: &LlamaConfig) -> Self {
-        Self {
-            keys: vec![Vec::new(); config.num_layers],
-            values: vec![Vec::new(); config.num_layers],
-            len: 0,
-        }
-    }
-
-    /// Positions cached so far (the position of the next token).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Drops positions from `len` on (to recompute them, or to reuse a prefix).
-    pub fn truncate(&mut self, len: usize, kv_width: usize) {
-        let len = len.min(self.len);
-        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            layer.truncate(len * kv_width);
-        }
-        self.len = len;
-    }
-
-    /// Bytes of cache memory in use.
-    pub fn bytes(&self) -> usize {
-        self.keys
-            .iter()
-            .chain(self.values.iter())
-            .map(|l| l.len() * 2)
-            .sum()
-    }
-}
-
 /// One sequence's part of a packed forward step.
 pub struct SeqStep<'a> {
     /// The new tokens; their positions continue from `kv.len()`.
     pub tokens: &'a [u32],
     /// The sequence's cache; the new tokens are appended to it.
-    pub kv: &'a mut KvState,
+    pub kv: &'a mut SequenceKv,
 }
 
 /// A llama-family model with weights in memory and no per-sequence state.
@@ -312,9 +263,18 @@ impl LlamaModel {
         &self.config
     }
 
-    /// A fresh, empty cache for one sequence.
-    pub fn new_kv_state(&self) -> KvState {
-        KvState::new(&self.config)
+    /// The shape of this model's KV cache blocks of `block_size` positions.
+    pub fn block_layout(&self, block_size: usize) -> BlockLayout {
+        BlockLayout {
+            block_size,
+            num_layers: self.config.num_layers,
+            kv_width: self.config.kv_width(),
+        }
+    }
+
+    /// A fresh, empty cache for one sequence run on its own, with a pool of its own.
+    pub fn new_kv_state(&self) -> SequenceKv {
+        SequenceKv::new(KvPool::unbounded(self.block_layout(DEFAULT_BLOCK_SIZE)))
     }
 
     /// Runs one packed step: appends every sequence's new tokens to its cache and returns,
@@ -328,11 +288,9 @@ impl LlamaModel {
         // workers directly instead of handing every loop over from an outside thread.
         let result = rayon::scope(|_| self.forward_packed(batch));
         if result.is_err() {
-            // Leave every cache as it was: a failed step must not leave half-appended layers.
-            let kvw = self.config.kv_width();
+            // Leave every cache as it was: no half-written layers, no blocks held for nothing.
             for seq in batch.iter_mut() {
-                let len = seq.kv.len();
-                seq.kv.truncate(len, kvw);
+                seq.kv.release_unused();
             }
         }
         result
@@ -371,6 +329,20 @@ impl LlamaModel {
         if all_tokens.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(kv) = batch
+            .iter()
+            .map(|s| &s.kv)
+            .find(|kv| kv.pool().layout() != &self.block_layout(kv.pool().layout().block_size))
+        {
+            return Err(Error::InvalidRequest(format!(
+                "a KV cache of layout {:?} does not fit this model",
+                kv.pool().layout()
+            )));
+        }
+        for seq in batch.iter_mut() {
+            let new_len = seq.kv.len() + seq.tokens.len();
+            seq.kv.reserve(new_len)?;
+        }
         let n = all_tokens.len();
         let (h, kvw, inter) = (cfg.hidden_size, cfg.kv_width(), cfg.intermediate_size);
 
@@ -408,8 +380,8 @@ impl LlamaModel {
             }
             for (seq, span) in batch.iter_mut().zip(&spans) {
                 let rows = span.row * kvw..(span.row + span.len) * kvw;
-                seq.kv.keys[layer].extend(k[rows.clone()].iter().map(|&f| f16::from_f32(f)));
-                seq.kv.values[layer].extend(v[rows].iter().map(|&f| f16::from_f32(f)));
+                seq.kv
+                    .write(layer, span.start_pos, &k[rows.clone()], &v[rows]);
             }
             self.attention(batch, &spans, layer, &q, &mut attn);
             block.wo.matmul(&attn, &mut projected)?;
@@ -425,7 +397,7 @@ impl LlamaModel {
             math::add_assign(&mut x, &projected);
         }
         for seq in batch.iter_mut() {
-            seq.kv.len += seq.tokens.len();
+            seq.kv.advance(seq.tokens.len());
         }
 
         // Only the last position of each sequence needs logits.
@@ -494,14 +466,12 @@ impl LlamaModel {
                 AttentionScratch::default,
                 |scratch, (task, (out_group, q_group))| {
                     let (s, pos, order) = row_seq[task / cfg.num_kv_heads];
-                    let kv = &batch[s].kv;
                     attend_row(
                         order,
                         &geometry,
                         task % cfg.num_kv_heads,
                         q_group,
-                        &kv.keys[layer],
-                        &kv.values[layer],
+                        &batch[s].kv.view(layer),
                         pos + 1,
                         out_group,
                         scratch,

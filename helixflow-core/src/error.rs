@@ -90,6 +90,17 @@ pub enum Error {
         free: usize,
     },
 
+    /// The engine's queue is full: the request was refused, try again later.
+    #[error("the engine is overloaded: {queued} requests are already queued")]
+    Overloaded {
+        /// The queue's capacity.
+        queued: usize,
+    },
+
+    /// The engine has stopped (its thread ended); no more requests can run.
+    #[error("the engine has stopped")]
+    EngineStopped,
+
     // ---- Lower layers ----
     /// An error from the tensor library.
     #[error("tensor error: {0}")]

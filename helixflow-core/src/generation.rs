@@ -89,9 +89,14 @@ pub struct TokenOutput {
 }
 
 /// One choice being generated.
+///
+/// Its tokens are the prompt followed by what it has generated; the cache holds the first
+/// `kv.len()` of them. The rest are pending: the whole prompt at first (prefilled in one step
+/// or in chunks), then the last sampled token, or everything again after a preemption dropped
+/// the cache.
 pub struct Sequence {
     prompt_len: usize,
-    pending: Vec<u32>,
+    tokens: Vec<u32>,
     kv: SequenceKv,
     sampler: Sampler,
     history: TokenHistory,
@@ -116,6 +121,21 @@ impl Sequence {
         max_tokens: usize,
         seed: Option<u64>,
     ) -> Result<Self> {
+        let kv = model.new_kv_state();
+        Self::with_cache(model, tokenizer, prompt, params, max_tokens, seed, kv)
+    }
+
+    /// [`Sequence::new`] with the cache given: empty, or holding a prefix of `prompt` (from
+    /// a prefix cache).
+    pub fn with_cache(
+        model: &LlamaModel,
+        tokenizer: &Tokenizer,
+        prompt: Vec<u32>,
+        params: &GenerationParams,
+        max_tokens: usize,
+        seed: Option<u64>,
+        kv: SequenceKv,
+    ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
@@ -128,8 +148,8 @@ impl Sequence {
             prompt_len: prompt.len(),
             history: TokenHistory::new(&prompt),
             decoder: IncrementalDecoder::with_context(&prompt),
-            pending: prompt,
-            kv: model.new_kv_state(),
+            tokens: prompt,
+            kv,
             sampler,
             stop: StopMatcher::new(&params.stop)?,
             generated: Vec::new(),
@@ -159,13 +179,66 @@ impl Sequence {
         self.finish.is_some()
     }
 
-    /// The part of the next packed step that belongs to this sequence: the tokens not yet in
-    /// its cache (the whole prompt at first, then the last sampled token).
-    pub fn step_input(&mut self) -> SeqStep<'_> {
+    /// Tokens not yet in the cache.
+    pub fn pending_len(&self) -> usize {
+        self.tokens.len() - self.kv.len()
+    }
+
+    /// The sequence's cache.
+    pub fn kv(&self) -> &SequenceKv {
+        &self.kv
+    }
+
+    /// The prompt followed by the generated tokens.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The part of the next packed step that belongs to this sequence: the pending tokens, at
+    /// most `max_tokens` of them (a chunk of a long prefill).
+    pub fn step_input(&mut self, max_tokens: usize) -> SeqStep<'_> {
+        let start = self.kv.len();
+        let end = self.tokens.len().min(start + max_tokens.max(1));
         SeqStep {
-            tokens: &self.pending,
+            tokens: &self.tokens[start..end],
             kv: &mut self.kv,
+            prompt_len: self.prompt_len,
         }
+    }
+
+    /// Whether the last step left tokens pending (a chunked prefill): its logits are not for
+    /// the next token and must not be sampled.
+    pub fn is_prefilling(&self) -> bool {
+        self.pending_len() > 0
+    }
+
+    /// Drops the cache so that its blocks go back to the pool; the next steps recompute it
+    /// (preemption). The numbers come out identical: every position is recomputed in the
+    /// same product order as before.
+    pub fn evict_cache(&mut self) {
+        self.kv.truncate(0);
+    }
+
+    /// Another choice of the same request sharing this one's cache (copy-on-write), with its
+    /// own sampler seeded by `seed`. Call it after the prompt has been prefilled.
+    pub fn fork(&self, params: &GenerationParams, vocab: usize, seed: Option<u64>) -> Result<Self> {
+        let sampler = match seed {
+            Some(seed) => Sampler::with_seed(&params.sampling, vocab, seed)?,
+            None => Sampler::new(&params.sampling, vocab)?,
+        };
+        Ok(Self {
+            prompt_len: self.prompt_len,
+            tokens: self.tokens.clone(),
+            kv: self.kv.clone(),
+            sampler,
+            history: self.history.clone(),
+            decoder: self.decoder.clone(),
+            stop: StopMatcher::new(&params.stop)?,
+            generated: self.generated.clone(),
+            max_tokens: self.max_tokens,
+            eot_ids: self.eot_ids.clone(),
+            finish: self.finish,
+        })
     }
 
     /// Takes the logits of the step and samples the next token.
@@ -175,11 +248,15 @@ impl Sequence {
                 "the sequence has already finished".into(),
             ));
         }
+        if self.is_prefilling() {
+            return Err(Error::InvalidRequest(
+                "the sequence is still prefilling its prompt".into(),
+            ));
+        }
         let sampled = self.sampler.sample(logits, &self.history)?;
         self.history.push_generated(sampled.id);
         self.generated.push(sampled.id);
-        self.pending.clear();
-        self.pending.push(sampled.id);
+        self.tokens.push(sampled.id);
 
         let logprob = self.sampler.params().logprobs.then(|| {
             token_logprob(
@@ -258,7 +335,7 @@ pub fn run_batch(
             .iter_mut()
             .enumerate()
             .filter(|(_, s)| !s.is_finished())
-            .map(|(i, s)| (i, s.step_input()))
+            .map(|(i, s)| (i, s.step_input(usize::MAX)))
             .unzip();
         if active.is_empty() {
             return Ok(());

@@ -7,6 +7,7 @@ pub mod chat_template;
 pub mod completion;
 pub mod cpu;
 pub mod embeddings;
+pub mod engine;
 pub mod error;
 pub mod generation;
 pub mod gguf;

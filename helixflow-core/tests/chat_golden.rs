@@ -65,6 +65,7 @@ fn greedy_path(chat: &ChatModel, prompt: &[u32], max: usize) -> (Vec<u32>, Vec<f
             .forward(&mut [SeqStep {
                 tokens: &input,
                 kv: &mut kv,
+                prompt_len: prompt.len(),
             }])
             .unwrap()
             .remove(0);

@@ -81,6 +81,7 @@ fn run(model: &LlamaModel) -> Vec<Vec<f32>> {
         let step = &mut [SeqStep {
             tokens,
             kv: &mut kv,
+            prompt_len: 6,
         }];
         out.push(model.forward(step).unwrap().remove(0));
     }
@@ -128,6 +129,7 @@ fn packing_sequences_does_not_change_their_logits() {
             let step = &mut [SeqStep {
                 tokens: p,
                 kv: &mut kv,
+                prompt_len: p.len(),
             }];
             model.forward(step).unwrap().remove(0)
         })
@@ -136,7 +138,11 @@ fn packing_sequences_does_not_change_their_logits() {
     let mut steps: Vec<SeqStep> = prompts
         .iter()
         .zip(kvs.iter_mut())
-        .map(|(p, kv)| SeqStep { tokens: p, kv })
+        .map(|(p, kv)| SeqStep {
+            tokens: p,
+            kv,
+            prompt_len: p.len(),
+        })
         .collect();
     let packed = model.forward(&mut steps).unwrap();
     assert_eq!(packed, alone);

@@ -27,7 +27,7 @@ pub struct AttentionGeometry {
 }
 
 /// The summation order of the f16 dot products, which llama.cpp picks by the number of query
-/// tokens in the step.
+/// tokens in its batch: the prompt's tokens go together, generated tokens one at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProductOrder {
     /// Several tokens (prefill): llamafile's tinyBLAS, one eight-lane accumulator.
@@ -37,10 +37,11 @@ pub enum ProductOrder {
 }
 
 impl ProductOrder {
-    /// The order llama.cpp uses for a step of `tokens` query tokens with heads `head_dim` wide
-    /// (tinyBLAS needs at least two tokens and a multiple of eight).
-    pub fn for_step(tokens: usize, head_dim: usize) -> Self {
-        if tokens >= 2 && head_dim % 8 == 0 {
+    /// The order llama.cpp uses for the token at `pos` of a sequence whose prompt has
+    /// `prompt_len` tokens, with heads `head_dim` wide: the prompt is one batch (tinyBLAS, which
+    /// needs at least two tokens and a multiple of eight), every later token a batch of one.
+    pub fn for_position(pos: usize, prompt_len: usize, head_dim: usize) -> Self {
+        if pos < prompt_len && prompt_len >= 2 && head_dim % 8 == 0 {
             Self::Gemm
         } else {
             Self::Gemv

@@ -149,6 +149,11 @@ pub struct SeqStep<'a> {
     pub tokens: &'a [u32],
     /// The sequence's cache; the new tokens are appended to it.
     pub kv: &'a mut SequenceKv,
+    /// Length of the sequence's prompt. Prompt positions are computed in llama.cpp's
+    /// prompt-batch order and later positions in its single-token order (see
+    /// [`ProductOrder`]), so a token's numbers depend only on its role, never on how the
+    /// scheduler chunked or batched it.
+    pub prompt_len: usize,
 }
 
 /// A llama-family model with weights in memory and no per-sequence state.
@@ -323,6 +328,7 @@ impl LlamaModel {
                 row: all_tokens.len(),
                 len: seq.tokens.len(),
                 start_pos: seq.kv.len(),
+                prompt_len: seq.prompt_len,
             });
             all_tokens.extend_from_slice(seq.tokens);
         }
@@ -451,10 +457,10 @@ impl LlamaModel {
         // Map each packed row to its sequence and position so rows can run in parallel.
         let mut row_seq = Vec::with_capacity(out.len() / h);
         for (s, span) in spans.iter().enumerate() {
-            // llama.cpp sums a single token's products in another order than a prompt's.
-            let order = ProductOrder::for_step(span.len, cfg.head_dim);
-            for t in 0..span.len {
-                row_seq.push((s, span.start_pos + t, order));
+            for pos in span.start_pos..span.start_pos + span.len {
+                // llama.cpp sums a prompt's products in another order than a single token's.
+                let order = ProductOrder::for_position(pos, span.prompt_len, cfg.head_dim);
+                row_seq.push((s, pos, order));
             }
         }
         // One task per token and key/value head: a decode step still uses every thread.
@@ -486,4 +492,5 @@ struct Span {
     row: usize,
     len: usize,
     start_pos: usize,
+    prompt_len: usize,
 }

@@ -25,7 +25,7 @@ const REPLACEMENT: char = '\u{FFFD}';
 /// Concatenating every [`push`](Self::push) result and the final [`finish`](Self::finish) gives
 /// `tokenizer.decode(ids, true)` for the pushed ids (plus, with context, what those ids add after
 /// the context).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct IncrementalDecoder {
     /// Ids seen so far (context and pushed), minus compacted ones.
     ids: Vec<u32>,

@@ -1,0 +1,58 @@
+//! Counters the engine publishes for monitoring.
+
+use std::sync::Mutex;
+
+/// A snapshot of the engine's state and counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineStats {
+    /// Requests waiting to be admitted.
+    pub waiting_requests: usize,
+    /// Requests admitted and not finished.
+    pub running_requests: usize,
+    /// Sequences (choices) running.
+    pub running_seqs: usize,
+    /// KV blocks the budget allows.
+    pub kv_blocks_total: usize,
+    /// KV blocks in use.
+    pub kv_blocks_used: usize,
+    /// KV blocks free.
+    pub kv_blocks_free: usize,
+    /// Steps run so far.
+    pub steps: u64,
+    /// Tokens computed (prompt and generated) over all steps.
+    pub tokens_computed: u64,
+    /// Tokens generated over all steps.
+    pub tokens_generated: u64,
+    /// Prompt tokens computed over all steps (prefill, including recomputation).
+    pub prefill_tokens: u64,
+    /// Sequences in the last step's batch.
+    pub last_batch_seqs: usize,
+    /// Tokens in the last step's batch.
+    pub last_batch_tokens: usize,
+    /// Times a request was preempted for lack of KV blocks.
+    pub preemptions: u64,
+    /// Requests finished (all choices done).
+    pub finished_requests: u64,
+    /// Requests cancelled by their caller.
+    pub cancelled_requests: u64,
+}
+
+/// The shared cell the worker writes and handles read.
+#[derive(Debug, Default)]
+pub(crate) struct StatsCell(Mutex<EngineStats>);
+
+impl StatsCell {
+    pub(crate) fn read(&self) -> EngineStats {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut EngineStats)) {
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}

@@ -247,3 +247,58 @@ fn choices_of_one_request_share_the_prompt_and_sample_independently() {
     assert_eq!(first, sample(7));
     assert!(first[0] != first[1] || first[1] != first[2], "{first:?}");
 }
+
+#[test]
+fn a_shared_system_prompt_is_prefilled_once() {
+    let engine = start(EngineConfig::default());
+    let tokenizer = model().tokenizer().clone();
+    let system = "You are a meticulous assistant. Answer in one short sentence, cite no sources, \
+                  and never use lists. Prefer plain words over jargon, and say so when unsure. \
+                  Keep units metric, dates in ISO format, and numbers as digits. Be kind. ";
+    let prompt = |question: &str| {
+        tokenizer
+            .encode(&format!("{system}{question}"), false)
+            .unwrap()
+    };
+    // The cold run, then the same system prompt with another question.
+    let first = prompt("What is the capital of France?");
+    let second = prompt("Why is the sky blue?");
+    assert!(first.len() > 48, "{} tokens", first.len());
+    let cold = collect(
+        engine
+            .submit(first.clone(), GenerationParams::greedy(8), None)
+            .unwrap(),
+    );
+    let before = engine.stats();
+    let warm_first = collect(
+        engine
+            .submit(first, GenerationParams::greedy(8), None)
+            .unwrap(),
+    );
+    let after = engine.stats();
+    assert_eq!(
+        warm_first, cold,
+        "a cached prefix must not change the output"
+    );
+    assert!(after.prefix_cache_hits > before.prefix_cache_hits);
+    assert!(
+        after.prefill_tokens - before.prefill_tokens < 16,
+        "the cached prompt was prefilled again: {before:?} {after:?}"
+    );
+
+    // The second prompt reuses the shared part and matches a cold engine's output.
+    let hits = engine.stats().prefix_cache_hits;
+    let warm_second = collect(
+        engine
+            .submit(second.clone(), GenerationParams::greedy(8), None)
+            .unwrap(),
+    );
+    assert!(engine.stats().prefix_cache_hits >= hits + 2);
+    let cold_engine = start(EngineConfig::default());
+    let cold_second = collect(
+        cold_engine
+            .submit(second, GenerationParams::greedy(8), None)
+            .unwrap(),
+    );
+    assert_eq!(warm_second, cold_second);
+}

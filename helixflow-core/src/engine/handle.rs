@@ -102,9 +102,11 @@ impl EngineHandle {
     pub fn stats(&self) -> EngineStats {
         let mut stats = self.inner.stats.read();
         let pool = self.inner.pool.stats();
+        // Cached blocks that no sequence uses count as free, as they are evicted on demand.
+        let evictable = stats.kv_blocks_evictable.min(pool.used);
         stats.kv_blocks_total = pool.capacity;
-        stats.kv_blocks_used = pool.used;
-        stats.kv_blocks_free = pool.free;
+        stats.kv_blocks_used = pool.used - evictable;
+        stats.kv_blocks_free = pool.free + evictable;
         stats
     }
 

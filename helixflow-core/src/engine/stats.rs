@@ -13,10 +13,16 @@ pub struct EngineStats {
     pub running_seqs: usize,
     /// KV blocks the budget allows.
     pub kv_blocks_total: usize,
-    /// KV blocks in use.
+    /// KV blocks in use by sequences.
     pub kv_blocks_used: usize,
-    /// KV blocks free.
+    /// KV blocks free, counting cached blocks no sequence uses (they are evicted on demand).
     pub kv_blocks_free: usize,
+    /// KV blocks held by the prefix cache (some may also be in use by sequences).
+    pub kv_blocks_cached: usize,
+    /// Cached blocks that no sequence uses.
+    pub kv_blocks_evictable: usize,
+    /// Prompt blocks reused from the prefix cache so far.
+    pub prefix_cache_hits: u64,
     /// Steps run so far.
     pub steps: u64,
     /// Tokens computed (prompt and generated) over all steps.

@@ -10,7 +10,7 @@ use super::request::{EngineEvent, EventSink};
 use super::stats::StatsCell;
 use crate::chat_model::ChatModel;
 use crate::generation::{GenerationParams, Sequence};
-use crate::kv_cache::{KvPool, SequenceKv};
+use crate::kv_cache::{block_hashes, KvPool, PrefixCache, SequenceKv};
 use crate::models::llama::SeqStep;
 use crate::sampling::choice_seed;
 use crate::{Error, Result};
@@ -32,6 +32,10 @@ struct Request {
     /// its cache, so that they share the prompt's blocks.
     choices: Vec<Sequence>,
     completion_tokens: usize,
+    /// Prefix hashes of the prompt's full blocks (empty for prompts too short to share).
+    prompt_hashes: Vec<u64>,
+    /// Prompt blocks already offered to the prefix cache.
+    published_blocks: usize,
 }
 
 impl Request {
@@ -61,6 +65,7 @@ pub(crate) struct Worker {
     waiting: VecDeque<Request>,
     running: Vec<Request>,
     arrivals: u64,
+    prefix: PrefixCache,
 }
 
 impl Worker {
@@ -80,6 +85,7 @@ impl Worker {
             waiting: VecDeque::new(),
             running: Vec::new(),
             arrivals: 0,
+            prefix: PrefixCache::new(),
         }
     }
 
@@ -122,11 +128,20 @@ impl Worker {
 
     fn enqueue(&mut self, submission: Submission) {
         self.arrivals += 1;
+        // Prompts of one token are computed in another product order than longer ones, so
+        // their blocks are never shared (see `ProductOrder`).
+        let prompt_hashes = if submission.prompt.len() >= 2 {
+            block_hashes(&submission.prompt, self.config.block_size)
+        } else {
+            Vec::new()
+        };
         self.waiting.push_back(Request {
             arrival: self.arrivals,
             submission,
             choices: Vec::new(),
             completion_tokens: 0,
+            prompt_hashes,
+            published_blocks: 0,
         });
     }
 
@@ -161,12 +176,12 @@ impl Worker {
             &view,
             self.running_seq_count(),
             self.config.max_num_seqs,
-            self.pool.stats().free,
+            self.pool.stats().free + self.prefix.evictable(),
         );
         for _ in 0..count.min(self.waiting.len()) {
             let mut request = self.waiting.pop_front().expect("counted");
             if request.choices.is_empty() {
-                match self.first_choice(&request.submission) {
+                match self.first_choice(&request) {
                     Ok(seq) => request.choices.push(seq),
                     Err(e) => {
                         request.submission.sink.send(EngineEvent::Failed(e));
@@ -183,7 +198,17 @@ impl Worker {
         }
     }
 
-    fn first_choice(&self, s: &Submission) -> Result<Sequence> {
+    /// Choice 0 of a request, starting from the longest cached prefix of its prompt (at
+    /// least one prompt token is always computed: its logits give the first token).
+    fn first_choice(&mut self, request: &Request) -> Result<Sequence> {
+        let s = &request.submission;
+        let bs = self.config.block_size;
+        let usable = (s.prompt.len() - 1) / bs;
+        let mut blocks = self
+            .prefix
+            .lookup(&request.prompt_hashes[..usable.min(request.prompt_hashes.len())]);
+        blocks.truncate(usable);
+        let cached = blocks.len() * bs;
         Sequence::with_cache(
             self.chat.model(),
             self.chat.tokenizer(),
@@ -191,8 +216,25 @@ impl Worker {
             &s.params,
             s.max_tokens,
             s.seed.map(|seed| choice_seed(seed, 0)),
-            SequenceKv::new(self.pool.clone()),
+            SequenceKv::with_prefix(self.pool.clone(), blocks, cached),
         )
+    }
+
+    /// Offers the prompt blocks that running requests have completed to the prefix cache.
+    fn publish_prompt_blocks(&mut self) {
+        let bs = self.config.block_size;
+        for request in &mut self.running {
+            let Some(seq) = request.choices.first() else {
+                continue;
+            };
+            let full = seq.kv().len().min(seq.prompt_len()) / bs;
+            let full = full.min(request.prompt_hashes.len());
+            for j in request.published_blocks..full {
+                self.prefix
+                    .insert(request.prompt_hashes[j], &seq.kv().blocks()[j]);
+            }
+            request.published_blocks = request.published_blocks.max(full);
+        }
     }
 
     /// Running sequences as (request index, choice index), in a stable order.
@@ -231,7 +273,11 @@ impl Worker {
                     kv.blocks_needed(kv.len() + n)
                 })
                 .sum();
-            if needed <= self.pool.stats().free {
+            let free = self.pool.stats().free;
+            if needed > free && self.prefix.evict(needed - free) > 0 {
+                continue;
+            }
+            if needed <= free {
                 let plan: Vec<_> = seqs
                     .into_iter()
                     .zip(chunks)
@@ -322,6 +368,7 @@ impl Worker {
                 return;
             }
         };
+        self.publish_prompt_blocks();
         let mut generated = 0u64;
         for (&(r, c, _), logits) in order.iter().zip(&logits) {
             let request = &mut self.running[r];
@@ -370,6 +417,11 @@ impl Worker {
     }
 
     fn publish(&self) {
+        let (cached, hits, evictable) = (
+            self.prefix.len(),
+            self.prefix.hits(),
+            self.prefix.evictable(),
+        );
         let (waiting, running, seqs) = (
             self.waiting.len(),
             self.running.len(),
@@ -383,6 +435,9 @@ impl Worker {
             s.waiting_requests = waiting;
             s.running_requests = running;
             s.running_seqs = seqs;
+            s.kv_blocks_cached = cached;
+            s.prefix_cache_hits = hits;
+            s.kv_blocks_evictable = evictable;
         });
     }
 }

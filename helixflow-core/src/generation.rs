@@ -25,6 +25,9 @@ pub struct GenerationParams {
     pub stop: Vec<String>,
     /// Number of choices (sequences) to generate.
     pub n: usize,
+    /// Keep generating past the model's end-of-turn tokens (benchmarks), until `max_tokens`
+    /// or a stop string.
+    pub ignore_eos: bool,
 }
 
 /// The most choices one request may ask for.
@@ -38,6 +41,7 @@ impl GenerationParams {
             max_tokens: Some(max_tokens),
             stop: Vec::new(),
             n: 1,
+            ignore_eos: false,
         }
     }
 
@@ -154,7 +158,11 @@ impl Sequence {
             stop: StopMatcher::new(&params.stop)?,
             generated: Vec::new(),
             max_tokens,
-            eot_ids: tokenizer.end_of_turn_ids().to_vec(),
+            eot_ids: if params.ignore_eos {
+                Vec::new()
+            } else {
+                tokenizer.end_of_turn_ids().to_vec()
+            },
             finish: None,
         })
     }

@@ -39,6 +39,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let logits = model.forward(&mut [SeqStep {
             tokens: &prompt,
             kv: &mut kv,
+            prompt_len: prompt.len(),
         }])?;
         prefill.push(prompt.len() as f64 / start.elapsed().as_secs_f64());
 
@@ -48,6 +49,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let logits = model.forward(&mut [SeqStep {
                 tokens: &[next],
                 kv: &mut kv,
+                prompt_len: prompt.len(),
             }])?;
             next = argmax(&logits[0]);
         }

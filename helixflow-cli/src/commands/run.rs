@@ -23,6 +23,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         max_tokens: Some(args.max_tokens),
         stop: args.stop.clone(),
         n: 1,
+        ignore_eos: false,
     };
     let model = load::chat_model(&args.model)?;
     if args.json {

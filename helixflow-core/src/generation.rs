@@ -206,7 +206,7 @@ impl Sequence {
     /// most `max_tokens` of them (a chunk of a long prefill).
     pub fn step_input(&mut self, max_tokens: usize) -> SeqStep<'_> {
         let start = self.kv.len();
-        let end = self.tokens.len().min(start + max_tokens.max(1));
+        let end = self.tokens.len().min(start.saturating_add(max_tokens.max(1)));
         SeqStep {
             tokens: &self.tokens[start..end],
             kv: &mut self.kv,

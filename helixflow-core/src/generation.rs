@@ -143,11 +143,7 @@ impl Sequence {
         if prompt.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
-        let vocab = model.config().vocab_size;
-        let sampler = match seed {
-            Some(seed) => Sampler::with_seed(&params.sampling, vocab, seed)?,
-            None => Sampler::new(&params.sampling, vocab)?,
-        };
+        let sampler = sampler_for(params, model.config().vocab_size, seed)?;
         Ok(Self {
             prompt_len: prompt.len(),
             history: TokenHistory::new(&prompt),
@@ -206,7 +202,10 @@ impl Sequence {
     /// most `max_tokens` of them (a chunk of a long prefill).
     pub fn step_input(&mut self, max_tokens: usize) -> SeqStep<'_> {
         let start = self.kv.len();
-        let end = self.tokens.len().min(start.saturating_add(max_tokens.max(1)));
+        let end = self
+            .tokens
+            .len()
+            .min(start.saturating_add(max_tokens.max(1)));
         SeqStep {
             tokens: &self.tokens[start..end],
             kv: &mut self.kv,
@@ -230,10 +229,7 @@ impl Sequence {
     /// Another choice of the same request sharing this one's cache (copy-on-write), with its
     /// own sampler seeded by `seed`. Call it after the prompt has been prefilled.
     pub fn fork(&self, params: &GenerationParams, vocab: usize, seed: Option<u64>) -> Result<Self> {
-        let sampler = match seed {
-            Some(seed) => Sampler::with_seed(&params.sampling, vocab, seed)?,
-            None => Sampler::new(&params.sampling, vocab)?,
-        };
+        let sampler = sampler_for(params, vocab, seed)?;
         Ok(Self {
             prompt_len: self.prompt_len,
             tokens: self.tokens.clone(),
@@ -302,6 +298,14 @@ impl Sequence {
             logprob,
             finish: self.finish,
         })
+    }
+}
+
+/// A sampler for `params`, seeded with `seed` or from the OS.
+fn sampler_for(params: &GenerationParams, vocab: usize, seed: Option<u64>) -> Result<Sampler> {
+    match seed {
+        Some(seed) => Sampler::with_seed(&params.sampling, vocab, seed),
+        None => Sampler::new(&params.sampling, vocab),
     }
 }
 

@@ -59,59 +59,63 @@ pub struct AttentionScratch {
     lanes: Vec<f32>,
 }
 
-/// Attention of the query heads served by key/value head `kv_head` (`q_group` and
-/// `out_group` hold those heads of one token, `num_heads / num_kv_heads` of them) over the
-/// first `len` cached positions.
-///
-/// `kv` is the layer's cache, rows `[kv_head][head_dim]` per position.
-#[allow(clippy::too_many_arguments)]
+/// One token's attention for the query heads of one key/value head.
+#[derive(Clone, Copy)]
+pub struct AttentionTask<'a> {
+    /// The summation order of the token's products.
+    pub order: ProductOrder,
+    /// The key/value head.
+    pub kv_head: usize,
+    /// The token's queries of the heads that `kv_head` serves (`num_heads / num_kv_heads`
+    /// heads, back to back).
+    pub queries: &'a [f32],
+    /// The layer's cache, rows `[kv_head][head_dim]` per position.
+    pub kv: KvView<'a>,
+    /// Positions visible to the token (its own included).
+    pub len: usize,
+}
+
+/// Runs `task` into `out_group` (the same heads as `task.queries`).
 pub fn attend_row(
-    order: ProductOrder,
     geo: &AttentionGeometry,
-    kv_head: usize,
-    q_group: &[f32],
-    kv: &KvView<'_>,
-    len: usize,
+    task: &AttentionTask<'_>,
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { attend_row_fma(order, geo, kv_head, q_group, kv, len, out_group, scratch) };
+        unsafe { attend_row_fma(geo, task, out_group, scratch) };
         return;
     }
-    attend_row_portable(order, geo, kv_head, q_group, kv, len, out_group, scratch);
+    attend_row_portable(geo, task, out_group, scratch);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn attend_row_fma(
-    order: ProductOrder,
     geo: &AttentionGeometry,
-    kv_head: usize,
-    q_group: &[f32],
-    kv: &KvView<'_>,
-    len: usize,
+    task: &AttentionTask<'_>,
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    attend_row_portable(order, geo, kv_head, q_group, kv, len, out_group, scratch);
+    attend_row_portable(geo, task, out_group, scratch);
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn attend_row_portable(
-    order: ProductOrder,
     geo: &AttentionGeometry,
-    kv_head: usize,
-    q_group: &[f32],
-    kv: &KvView<'_>,
-    len: usize,
+    task: &AttentionTask<'_>,
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
+    let AttentionTask {
+        order,
+        kv_head,
+        queries: q_group,
+        kv,
+        len,
+    } = *task;
     let hd = geo.head_dim;
     let head_cols = kv_head * hd..(kv_head + 1) * hd;
     let group = geo.num_heads / geo.num_kv_heads;
@@ -266,16 +270,17 @@ mod tests {
         let q = [1.0f32, 0.0, 0.0, 0.0];
         let mut out = [0f32; 4];
         let mut scratch = AttentionScratch::default();
-        attend_row(
-            ProductOrder::Gemv,
-            &geo,
-            0,
-            &q,
-            &kv.view(0),
-            3,
-            &mut out,
-            &mut scratch,
-        );
+        let mut attend = |len: usize, out: &mut [f32]| {
+            let task = AttentionTask {
+                order: ProductOrder::Gemv,
+                kv_head: 0,
+                queries: &q,
+                kv: kv.view(0),
+                len,
+            };
+            attend_row(&geo, &task, out, &mut scratch);
+        };
+        attend(3, &mut out);
         let s = [1.0f32, 0.0, 1.0].map(f32::exp);
         let z: f32 = s.iter().sum();
         let expect0 = (s[0] * 1.0 + s[1] * 3.0 + s[2] * 5.0) / z;
@@ -284,16 +289,7 @@ mod tests {
         assert!((out[2] - 3.0).abs() < 2e-3);
         assert!((out[3] - 4.0).abs() < 2e-3);
         // Causality: only the first position visible.
-        attend_row(
-            ProductOrder::Gemv,
-            &geo,
-            0,
-            &q,
-            &kv.view(0),
-            1,
-            &mut out,
-            &mut scratch,
-        );
+        attend(1, &mut out);
         assert_eq!(out[..2], [1.0, 2.0]);
     }
 }

@@ -210,14 +210,42 @@ mod avx2 {
         }
     }
 
+    /// Blocks whose values unpack to 32 signed bytes under one scale.
+    trait SignedBytes {
+        fn scale_bits(&self) -> u16;
+        fn signed_values(&self) -> __m256i;
+    }
+
+    impl SignedBytes for BlockQ4_0 {
+        fn scale_bits(&self) -> u16 {
+            self.d
+        }
+        #[inline(always)]
+        fn signed_values(&self) -> __m256i {
+            // SAFETY: only called from the AVX2 kernels below, inlined into their features.
+            unsafe { _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8)) }
+        }
+    }
+
+    impl SignedBytes for BlockQ8_0 {
+        fn scale_bits(&self) -> u16 {
+            self.d
+        }
+        #[inline(always)]
+        fn signed_values(&self) -> __m256i {
+            // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
+            unsafe { _mm256_loadu_si256(self.qs.as_ptr().cast()) }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn q4_0_tile<const R: usize>(x: &[BlockQ4_0], acts: &[ActBlock], out: &mut [f32]) {
+    fn signed_tile<B: SignedBytes, const R: usize>(x: &[B], acts: &[ActBlock], out: &mut [f32]) {
         let nb = x.len();
         let mut acc = [_mm256_setzero_ps(); R];
         for (b, xb) in x.iter().enumerate() {
             prefetch_ahead(xb);
-            let d = f16_to_f32(xb.d);
-            let qx = _mm256_sub_epi8(nibbles(&xb.qs), _mm256_set1_epi8(8));
+            let d = f16_to_f32(xb.scale_bits());
+            let qx = xb.signed_values();
             for r in 0..R {
                 let yb = &acts[r * nb + b];
                 let xy = mul_sum_i8(qx, load_act(yb));
@@ -230,23 +258,13 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    fn q4_0_tile<const R: usize>(x: &[BlockQ4_0], acts: &[ActBlock], out: &mut [f32]) {
+        signed_tile::<BlockQ4_0, R>(x, acts, out);
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn q8_0_tile<const R: usize>(x: &[BlockQ8_0], acts: &[ActBlock], out: &mut [f32]) {
-        let nb = x.len();
-        let mut acc = [_mm256_setzero_ps(); R];
-        for (b, xb) in x.iter().enumerate() {
-            prefetch_ahead(xb);
-            let d = f16_to_f32(xb.d);
-            // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
-            let qx = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
-            for r in 0..R {
-                let yb = &acts[r * nb + b];
-                let xy = mul_sum_i8(qx, load_act(yb));
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * yb.d), xy, acc[r]);
-            }
-        }
-        for r in 0..R {
-            out[r] = hsum(acc[r]);
-        }
+        signed_tile::<BlockQ8_0, R>(x, acts, out);
     }
 
     impl SimdDot for BlockQ4_1 {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use rayon::prelude::*;
 
-use crate::cpu::attention::{AttentionScratch, ProductOrder};
+use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
 use crate::cpu::{attend_row, math, AttentionGeometry, WeightMatrix};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -472,16 +472,14 @@ impl LlamaModel {
                 AttentionScratch::default,
                 |scratch, (task, (out_group, q_group))| {
                     let (s, pos, order) = row_seq[task / cfg.num_kv_heads];
-                    attend_row(
+                    let task = AttentionTask {
                         order,
-                        &geometry,
-                        task % cfg.num_kv_heads,
-                        q_group,
-                        &batch[s].kv.view(layer),
-                        pos + 1,
-                        out_group,
-                        scratch,
-                    );
+                        kv_head: task % cfg.num_kv_heads,
+                        queries: q_group,
+                        kv: batch[s].kv.view(layer),
+                        len: pos + 1,
+                    };
+                    attend_row(&geometry, &task, out_group, scratch);
                 },
             );
     }

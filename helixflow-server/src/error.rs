@@ -1,0 +1,157 @@
+//! One error type for every handler, rendered as OpenAI's error JSON.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use helixflow_core::Error as CoreError;
+use serde_json::json;
+
+/// An API error: an HTTP status and OpenAI's `{"error": {...}}` body.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// OpenAI's error `type`.
+    pub kind: &'static str,
+    /// OpenAI's error `code`, when there is one.
+    pub code: Option<&'static str>,
+    /// The request field at fault, when known.
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            code: None,
+            param: None,
+        }
+    }
+
+    /// 400: the request is malformed or a parameter is out of range.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    /// 400 naming the field at fault.
+    pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            param: Some(param.to_string()),
+            ..Self::invalid(message)
+        }
+    }
+
+    /// 404 for a model this server does not serve.
+    pub fn unknown_model(model: &str) -> Self {
+        Self {
+            code: Some("model_not_found"),
+            param: Some("model".into()),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("The model `{model}` does not exist or is not served here."),
+            )
+        }
+    }
+
+    /// 404 for an unknown route.
+    pub fn not_found(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("No route {path}"),
+        )
+    }
+
+    /// 401: no or a wrong API key.
+    pub fn unauthorized() -> Self {
+        Self {
+            code: Some("invalid_api_key"),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "Missing or invalid API key: send `Authorization: Bearer <key>`.",
+            )
+        }
+    }
+
+    /// 503: the engine's queue is full; retry shortly.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+    }
+
+    /// 500: a failure of the server itself.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match &e {
+            CoreError::InvalidRequest(_)
+            | CoreError::ContextOverflow { .. }
+            | CoreError::ChatTemplate { .. }
+            | CoreError::Tokenizer(_) => Self::invalid(e.to_string()),
+            CoreError::ModelNotFound(m) => Self::unknown_model(m),
+            CoreError::Overloaded { .. } | CoreError::KvCacheFull { .. } => {
+                Self::overloaded(e.to_string())
+            }
+            _ => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_errors_map_to_client_or_server_statuses() {
+        let bad = ApiError::from(CoreError::InvalidRequest(
+            "n must be between 1 and 16".into(),
+        ));
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let busy = ApiError::from(CoreError::Overloaded { queued: 4 });
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        let overflow = ApiError::from(CoreError::ContextOverflow {
+            prompt_tokens: 10,
+            max_tokens: 9000,
+            context: 8192,
+        });
+        assert_eq!(overflow.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ApiError::unknown_model("x").body()["error"]["code"],
+            "model_not_found"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! `POST /v1/embeddings`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::wire::{parse_body, EmbeddingRequest};
+
+/// The inputs: strings, or token id lists.
+enum Inputs {
+    Texts(Vec<String>),
+    Tokens(Vec<Vec<u32>>),
+}
+
+fn inputs(input: &Value) -> Result<Inputs, ApiError> {
+    let bad = || {
+        ApiError::invalid_param(
+            "input",
+            "input must be a string, a list of strings, a list of token ids or a list of such lists",
+        )
+    };
+    let ids = |values: &[Value]| -> Option<Vec<u32>> {
+        values
+            .iter()
+            .map(|v| v.as_u64().and_then(|id| u32::try_from(id).ok()))
+            .collect()
+    };
+    let parsed = match input {
+        Value::String(s) => Inputs::Texts(vec![s.clone()]),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {
+            Inputs::Texts(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+            )
+        }
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => {
+            Inputs::Tokens(vec![ids(items).ok_or_else(bad)?])
+        }
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_array) => {
+            let lists: Option<Vec<Vec<u32>>> = items
+                .iter()
+                .map(|v| v.as_array().and_then(|a| ids(a)))
+                .collect();
+            Inputs::Tokens(lists.ok_or_else(bad)?)
+        }
+        _ => return Err(bad()),
+    };
+    // An empty string is a valid input (the encoder still sees its special tokens); an
+    // empty token list is not.
+    if let Inputs::Tokens(lists) = &parsed {
+        if lists.iter().any(Vec::is_empty) {
+            return Err(ApiError::invalid_param(
+                "input",
+                "token lists must not be empty",
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+/// Embeds the inputs; the vectors come back as float lists or base64 little-endian f32.
+pub(crate) async fn embeddings(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request: EmbeddingRequest = parse_body(body)?;
+    let embedder = match state.embedder() {
+        Some(m) if m.name() == request.model => m.clone(),
+        _ => return Err(ApiError::unknown_model(&request.model)),
+    };
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "encoding_format",
+                format!("encoding_format must be `float` or `base64`, not `{other}`"),
+            ))
+        }
+    };
+    if let Some(d) = request.dimensions {
+        if d != embedder.dimension() {
+            return Err(ApiError::invalid_param(
+                "dimensions",
+                format!(
+                    "this model only gives {}-dimensional embeddings; `dimensions: {d}` is not supported",
+                    embedder.dimension()
+                ),
+            ));
+        }
+    }
+    let inputs = inputs(&request.input)?;
+    // The encoder is compute-bound: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || match inputs {
+        Inputs::Texts(texts) => {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed(&refs)
+        }
+        Inputs::Tokens(ids) => embedder.embed_token_ids(&ids),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the embedding task failed: {e}")))??;
+    let data: Vec<Value> = result
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    })))
+}

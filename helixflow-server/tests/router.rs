@@ -1,0 +1,436 @@
+//! Every route of the HTTP application, driven in process (no socket) on the default models.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use helixflow_core::chat_model::ChatModel;
+use helixflow_core::embeddings::EmbeddingModel;
+use helixflow_core::engine::{Engine, EngineConfig, EngineHandle};
+use helixflow_core::source::{self, ModelHome, ModelSpec, SilentProgress};
+use helixflow_server::{router, AppState};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const CHAT: &str = "smollm2-135m-instruct";
+const EMBED: &str = "all-minilm-l6-v2";
+
+fn builtin(id: &str) -> std::path::PathBuf {
+    let spec = ModelSpec::parse(id).unwrap();
+    source::resolve(&spec, &ModelHome::from_env().unwrap(), &SilentProgress)
+        .unwrap()
+        .path
+}
+
+fn golden(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../helixflow-core/tests/fixtures/golden")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn engine() -> EngineHandle {
+    static ENGINE: OnceLock<EngineHandle> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let chat = ChatModel::load_named(builtin(CHAT), CHAT).unwrap();
+            Engine::start(Arc::new(chat), EngineConfig::default()).unwrap()
+        })
+        .clone()
+}
+
+fn embedder() -> Arc<EmbeddingModel> {
+    static MODEL: OnceLock<Arc<EmbeddingModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            Arc::new(
+                EmbeddingModel::load(&builtin(EMBED))
+                    .unwrap()
+                    .with_name(EMBED),
+            )
+        })
+        .clone()
+}
+
+fn app() -> Router {
+    router(AppState::new(engine(), Some(embedder()), None))
+}
+
+async fn call(
+    app: Router,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> (StatusCode, Vec<u8>) {
+    let mut request = Request::builder().method(method).uri(path);
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(body.map_or(Body::empty(), Body::from))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, bytes.to_vec())
+}
+
+async fn post(path: &str, body: Value) -> (StatusCode, Value) {
+    let (status, bytes) = call(app(), "POST", path, Some(body.to_string())).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse_payloads(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+        .collect()
+}
+
+fn assert_openai_error(body: &Value) {
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn greedy_chat_reproduces_the_reference_texts() {
+    for case in golden("smollm2-chat.json")["cases"].as_array().unwrap() {
+        let max = case["greedy_completion_token_ids"]
+            .as_array()
+            .unwrap()
+            .len();
+        let (status, body) = post(
+            "/v1/chat/completions",
+            json!({"model": CHAT, "messages": case["messages"], "temperature": 0, "max_tokens": max}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["object"], "chat.completion");
+        assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            case["greedy_completion_text"]
+        );
+        let prompt_len = case["prompt_token_ids"].as_array().unwrap().len();
+        assert_eq!(body["usage"]["prompt_tokens"], prompt_len);
+        assert_eq!(body["usage"]["completion_tokens"], max);
+        assert_eq!(body["usage"]["total_tokens"], prompt_len + max);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_chat_matches_the_whole_answer_and_ends_with_usage_and_done() {
+    let request = json!({
+        "model": CHAT, "temperature": 0, "max_tokens": 20,
+        "messages": [{"role": "user", "content": "Name three primary colors."}],
+    });
+    let (_, whole) = post("/v1/chat/completions", request.clone()).await;
+    let mut streamed = request;
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (status, body) = call(
+        app(),
+        "POST",
+        "/v1/chat/completions",
+        Some(streamed.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let payloads = sse_payloads(&body);
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"], whole["usage"]);
+    let finish = &chunks[chunks.len() - 2]["choices"][0]["finish_reason"];
+    assert_eq!(finish, &whole["choices"][0]["finish_reason"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn choices_seeds_logprobs_and_stop_strings() {
+    let messages = json!([{"role": "user", "content": "Write a short poem about the sea."}]);
+    let sampled = json!({"model": CHAT, "messages": messages, "n": 2, "seed": 42,
+                         "temperature": 1.0, "max_tokens": 12, "logprobs": true, "top_logprobs": 3});
+    let (status, first) = post("/v1/chat/completions", sampled.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (_, again) = post("/v1/chat/completions", sampled).await;
+    assert_eq!(
+        first["choices"], again["choices"],
+        "the same seed gives the same choices"
+    );
+    assert_eq!(first["choices"].as_array().unwrap().len(), 2);
+    let content = first["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert!(!content.is_empty());
+    assert_eq!(content[0]["top_logprobs"].as_array().unwrap().len(), 3);
+
+    let (_, plain) = post(
+        "/v1/chat/completions",
+        json!({"model": CHAT, "messages": messages, "temperature": 0, "max_tokens": 24}),
+    )
+    .await;
+    let text = plain["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let word: String = text.split_whitespace().nth(2).unwrap().to_string();
+    let (_, stopped) = post("/v1/chat/completions",
+        json!({"model": CHAT, "messages": messages, "temperature": 0, "max_tokens": 24, "stop": word})).await;
+    let cut = stopped["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.starts_with(cut) && !cut.contains(&word),
+        "{cut:?} / {text:?}"
+    );
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_completions_take_strings_and_token_ids() {
+    let (status, body) = post("/v1/completions",
+        json!({"model": CHAT, "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["object"], "text_completion");
+    let text = body["choices"][0]["text"].as_str().unwrap().to_string();
+    assert_eq!(body["usage"]["completion_tokens"], 5);
+    let ids = engine()
+        .model()
+        .encode_prompt("The capital of France is")
+        .unwrap();
+    let (_, by_ids) = post(
+        "/v1/completions",
+        json!({"model": CHAT, "prompt": ids, "max_tokens": 5, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(by_ids["choices"][0]["text"], text);
+    let (status, body) = call(
+        app(),
+        "POST",
+        "/v1/completions",
+        Some(
+            json!({"model": CHAT,
+        "prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "stream": true})
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let payloads = sse_payloads(&body);
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    assert!(payloads.len() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_match_the_reference_as_floats_and_base64() {
+    let cases = golden("minilm-embeddings.json")["cases"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let inputs: Vec<&str> = cases.iter().map(|c| c["input"].as_str().unwrap()).collect();
+    let (status, body) = post("/v1/embeddings", json!({"model": EMBED, "input": inputs})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["object"], "list");
+    for (case, item) in cases.iter().zip(body["data"].as_array().unwrap()) {
+        let want: Vec<f64> = case["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let got: Vec<f64> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let dot: f64 = want.iter().zip(&got).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!(dot / (norm(&want) * norm(&got)) >= 0.9999);
+    }
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let (_, b64) = post(
+        "/v1/embeddings",
+        json!({"model": EMBED, "input": inputs[0], "encoding_format": "base64"}),
+    )
+    .await;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let first: Vec<f32> = body["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(floats, first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_health_and_readiness() {
+    let (status, body) = call(app(), "GET", "/v1/models", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [CHAT, EMBED]);
+    let (status, body) = call(app(), "GET", &format!("/v1/models/{CHAT}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["object"],
+        "model"
+    );
+    assert_eq!(call(app(), "GET", "/health", None).await.0, StatusCode::OK);
+    assert_eq!(call(app(), "GET", "/ready", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_mistakes_get_openai_errors_with_the_right_status() {
+    let messages = json!([{"role": "user", "content": "Hi"}]);
+    let context = engine().model().context_length();
+    for (path, body, want) in [
+        (
+            "/v1/chat/completions",
+            "{not json".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-9", "messages": messages}).to_string(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": CHAT, "messages": messages, "max_tokens": context + 1}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": CHAT, "messages": messages, "n": 0}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": CHAT, "messages": messages, "n": 100}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": CHAT, "messages": messages, "logprobs": true, "top_logprobs": 50})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": CHAT, "messages": messages, "temperature": 9}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": CHAT, "messages": "hello"}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/completions",
+            json!({"model": CHAT, "prompt": {"x": 1}}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": EMBED, "input": []}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": EMBED, "input": "x", "dimensions": 3}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": CHAT, "input": "x"}).to_string(),
+            StatusCode::NOT_FOUND,
+        ),
+        ("/v1/nothing", "{}".to_string(), StatusCode::NOT_FOUND),
+    ] {
+        let (status, bytes) = call(app(), "POST", path, Some(body.clone())).await;
+        assert_eq!(
+            status,
+            want,
+            "{path} {body}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_openai_error(&serde_json::from_slice(&bytes).unwrap());
+    }
+    // Oversized bodies.
+    let small = router(AppState::new(engine(), None, None).with_body_limit(64));
+    let big = json!({"model": CHAT, "messages": [{"role": "user", "content": "x".repeat(200)}]});
+    let (status, bytes) = call(small, "POST", "/v1/chat/completions", Some(big.to_string())).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_openai_error(&serde_json::from_slice(&bytes).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_key_guards_v1_but_not_health() {
+    let guarded = router(AppState::new(engine(), None, Some("s3cret".into())));
+    let (status, bytes) = call(guarded.clone(), "GET", "/v1/models", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_openai_error(&serde_json::from_slice(&bytes).unwrap());
+    let request = Request::builder()
+        .uri("/v1/models")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        guarded.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let request = Request::builder()
+        .uri("/v1/models")
+        .header("authorization", "Bearer wrong")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        guarded.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(guarded, "GET", "/health", None).await.0,
+        StatusCode::OK
+    );
+}

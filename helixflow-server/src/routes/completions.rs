@@ -5,7 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream;
 use helixflow_core::completion::{
     new_id, system_fingerprint, unix_now, ChoiceLogprobs, CompletionChoice, FinishReason,
     TextCompletion, Usage,

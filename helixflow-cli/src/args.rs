@@ -24,6 +24,8 @@ pub enum Command {
     Models(ModelsArgs),
     /// Measure prefill and decode speed.
     Bench(BenchArgs),
+    /// Serve the OpenAI-compatible API over HTTPS (HTTP with --no-tls).
+    Serve(ServeArgs),
 }
 
 /// Default chat model.
@@ -118,4 +120,58 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `helixflow serve`. Every flag can also come from the environment variable named.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "HELIXFLOW_HOST")]
+    pub host: std::net::IpAddr,
+    /// HTTPS (or HTTP) port; 0 picks a free one.
+    #[arg(long, default_value_t = 8443, env = "HELIXFLOW_PORT")]
+    pub port: u16,
+    /// Chat model id or GGUF path.
+    #[arg(long, short, default_value = DEFAULT_CHAT_MODEL, env = "HELIXFLOW_MODEL")]
+    pub model: String,
+    /// Embedding model id or folder; `none` serves no embeddings.
+    #[arg(long, default_value = DEFAULT_EMBEDDING_MODEL, env = "HELIXFLOW_EMBEDDING_MODEL")]
+    pub embedding_model: String,
+    /// API key that `/v1` requests must send as `Authorization: Bearer <key>`.
+    #[arg(long, env = "HELIXFLOW_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Allow listening on a non-loopback address without an API key.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Serve plain HTTP (behind a TLS-terminating proxy).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub no_tls: bool,
+    /// PEM certificate chain; without it a self-signed localhost certificate is used.
+    #[arg(long, requires = "tls_key", env = "HELIXFLOW_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", env = "HELIXFLOW_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Where the server keeps its files (the self-signed certificate); default: the user's
+    /// data directory.
+    #[arg(long, env = "HELIXFLOW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Most tokens computed per engine step.
+    #[arg(long, default_value_t = 512, env = "HELIXFLOW_MAX_BATCHED_TOKENS")]
+    pub max_batched_tokens: usize,
+    /// Most sequences running at once.
+    #[arg(long, default_value_t = 64, env = "HELIXFLOW_MAX_NUM_SEQS")]
+    pub max_num_seqs: usize,
+    /// Memory for the KV cache, in MiB.
+    #[arg(long, default_value_t = 1024, env = "HELIXFLOW_KV_CACHE_MIB")]
+    pub kv_cache_mib: usize,
+    /// Requests that may wait in the queue before new ones get 503.
+    #[arg(long, default_value_t = 256, env = "HELIXFLOW_QUEUE_CAPACITY")]
+    pub queue_capacity: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 4 << 20, env = "HELIXFLOW_BODY_LIMIT")]
+    pub body_limit: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM or ctrl-c.
+    #[arg(long, default_value_t = 30, env = "HELIXFLOW_GRACE_SECONDS")]
+    pub grace_seconds: u64,
 }

@@ -21,6 +21,7 @@ fn main() {
         args::Command::Embed(a) => commands::embed::run(a),
         args::Command::Models(a) => commands::models::run(a),
         args::Command::Bench(a) => commands::bench::run(a),
+        args::Command::Serve(a) => commands::serve::run(a),
     };
     if let Err(err) = result {
         // `{:#}` prints the whole cause chain on one line, without a backtrace.

@@ -11,10 +11,12 @@
 mod auth;
 pub mod error;
 mod routes;
+pub mod serve;
 pub mod state;
 mod wire;
 
 pub use error::ApiError;
+pub use serve::{serve, ServeConfig, ServeError, Tls};
 pub use state::AppState;
 
 use axum::routing::{get, post};

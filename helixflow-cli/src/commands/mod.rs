@@ -4,3 +4,4 @@ pub mod bench;
 pub mod embed;
 pub mod models;
 pub mod run;
+pub mod serve;

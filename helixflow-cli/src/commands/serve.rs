@@ -1,0 +1,70 @@
+//! `helixflow serve`: the OpenAI-compatible server on the chosen models.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use helixflow_core::engine::{EngineConfig, KvBudget};
+use helixflow_server::{ServeConfig, Tls};
+
+use crate::args::ServeArgs;
+
+/// Runs the server until SIGTERM or ctrl-c, then drains in-flight requests.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let tls = if args.no_tls {
+        Tls::Off
+    } else if let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) {
+        Tls::Files { cert, key }
+    } else {
+        let dir = match &args.data_dir {
+            Some(dir) => dir.clone(),
+            None => dirs::data_dir()
+                .context("no data directory: pass --data-dir")?
+                .join("helixflow"),
+        };
+        Tls::SelfSigned(dir)
+    };
+    let config = ServeConfig {
+        host: args.host,
+        port: args.port,
+        tls,
+        chat_model: args.model,
+        embedding_model: (args.embedding_model != "none").then_some(args.embedding_model),
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        insecure_no_auth: args.insecure_no_auth,
+        engine: EngineConfig {
+            max_batched_tokens: args.max_batched_tokens,
+            max_num_seqs: args.max_num_seqs,
+            queue_capacity: args.queue_capacity,
+            kv_budget: KvBudget::Bytes(args.kv_cache_mib << 20),
+            ..EngineConfig::default()
+        },
+        body_limit: args.body_limit,
+        grace: Duration::from_secs(args.grace_seconds),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async { helixflow_server::serve(config, shutdown_signal(), |_| {}).await })?;
+    eprintln!("helixflow: stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

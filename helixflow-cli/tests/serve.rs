@@ -1,0 +1,146 @@
+//! `helixflow serve` end to end: the real binary on a free port, over HTTP and HTTPS, shut
+//! down by SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running server and the address it announced.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+            .args(["serve", "--port", "0", "--embedding-model", "none"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server announces its address before exiting")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("helixflow: serving on ") {
+                break url.to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        self.child.wait().unwrap()
+    }
+}
+
+/// A plain HTTP/1.1 exchange; returns the status code and the body.
+fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let host = url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+#[test]
+fn serves_chat_over_http_and_stops_cleanly_on_sigterm() {
+    let server = Server::start(&["--no-tls"]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    assert_eq!(http(&server.url, "GET", "/health", "").0, 200);
+    let request = serde_json::json!({
+        "model": "smollm2-135m-instruct", "temperature": 0, "max_tokens": 20,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    });
+    let (status, body) = http(
+        &server.url,
+        "POST",
+        "/v1/chat/completions",
+        &request.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "L'Étoile, la Marseillaise, la femme, la femme au"
+    );
+    let (status, body) = http(&server.url, "POST", "/v1/chat/completions", "{");
+    assert_eq!(status, 400, "{body}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn serves_https_with_a_generated_certificate_by_default() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let server = Server::start(&["--data-dir", dir, "--api-key", "k3y"]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    assert!(data.path().join("localhost-cert.pem").exists());
+    // The certificate is self-signed: curl is told to trust it.
+    let cert = data.path().join("localhost-cert.pem");
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(extra)
+            .arg(format!("{url}/v1/models"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(curl(&["-H", "Authorization: Bearer k3y"]), "200");
+    assert_eq!(curl(&[]), "401");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn refuses_an_open_address_without_a_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args(["serve", "--host", "0.0.0.0", "--port", "0", "--no-tls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--api-key") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

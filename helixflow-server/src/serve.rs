@@ -1,0 +1,224 @@
+//! Running the server: load the models, start the engine, bind HTTPS (or HTTP), and shut
+//! down gracefully.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+use helixflow_core::chat_model::ChatModel;
+use helixflow_core::embeddings::EmbeddingModel;
+use helixflow_core::engine::{Engine, EngineConfig};
+use helixflow_core::source::{self, ModelHome, ModelKind, ModelSpec, StderrProgress};
+
+use crate::state::AppState;
+
+/// How the server speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain HTTP (behind a TLS-terminating proxy).
+    Off,
+    /// A certificate chain and private key in PEM files.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
+    /// A self-signed certificate for `localhost`, made once and kept in this directory.
+    SelfSigned(PathBuf),
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    pub port: u16,
+    /// TLS mode.
+    pub tls: Tls,
+    /// Chat model id or path.
+    pub chat_model: String,
+    /// Embedding model id or path; `None` serves no embeddings.
+    pub embedding_model: Option<String>,
+    /// The key `/v1` requests must present.
+    pub api_key: Option<String>,
+    /// Allow a non-loopback address without a key.
+    pub insecure_no_auth: bool,
+    /// The engine's settings.
+    pub engine: EngineConfig,
+    /// Request body limit in bytes.
+    pub body_limit: usize,
+    /// How long in-flight requests may run after a shutdown request.
+    pub grace: Duration,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unsafe or inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// A model could not be found or loaded.
+    #[error(transparent)]
+    Core(#[from] helixflow_core::Error),
+    /// Binding, TLS or the certificate files failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// Loads the models, then serves until `shutdown` resolves; in-flight requests then get
+/// `config.grace` to finish. `on_listen` is told the bound address (useful with port 0).
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(SocketAddr) + Send + 'static,
+) -> Result<(), ServeError> {
+    if !config.host.is_loopback() && config.api_key.is_none() && !config.insecure_no_auth {
+        return Err(ServeError::Config(format!(
+            "refusing to listen on {} without an API key: set --api-key (or HELIXFLOW_API_KEY), \
+             or pass --insecure-no-auth",
+            config.host
+        )));
+    }
+    let state = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || load_state(&config))
+            .await
+            .map_err(|e| ServeError::Config(format!("model loading panicked: {e}")))??
+    };
+    let app = crate::router(state.with_body_limit(config.body_limit));
+    let addr = SocketAddr::new(config.host, config.port);
+    let handle = Handle::new();
+    let grace = config.grace;
+    let on_shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: letting in-flight requests finish for {grace:?}");
+        on_shutdown.graceful_shutdown(Some(grace));
+    });
+    let announce = handle.clone();
+    let scheme = if config.tls == Tls::Off {
+        "http"
+    } else {
+        "https"
+    };
+    tokio::spawn(async move {
+        if let Some(bound) = announce.listening().await {
+            eprintln!("helixflow: serving on {scheme}://{bound}");
+            on_listen(bound);
+        }
+    });
+    let service = app.into_make_service();
+    match &config.tls {
+        Tls::Off => axum_server::bind(addr).handle(handle).serve(service).await,
+        tls => {
+            let (cert, key) = match tls {
+                Tls::Files { cert, key } => (cert.clone(), key.clone()),
+                Tls::SelfSigned(dir) => self_signed(dir)?,
+                Tls::Off => unreachable!("handled above"),
+            };
+            // ring is the one crypto provider compiled in; installing it twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls = RustlsConfig::from_pem_file(&cert, &key)
+                .await
+                .map_err(io(format!(
+                    "loading {} and {}",
+                    cert.display(),
+                    key.display()
+                )))?;
+            axum_server::bind_rustls(addr, rustls)
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    }
+    .map_err(io(format!("serving on {addr}")))
+}
+
+/// Resolves and loads the models and starts the engine.
+fn load_state(config: &ServeConfig) -> Result<AppState, ServeError> {
+    let home = ModelHome::from_env()?;
+    let resolve = |arg: &str, want: ModelKind| -> Result<_, ServeError> {
+        let resolved = source::resolve(&ModelSpec::parse(arg)?, &home, &StderrProgress)?;
+        if resolved.kind != want {
+            return Err(ServeError::Config(format!(
+                "`{arg}` is not a {want:?} model"
+            )));
+        }
+        Ok(resolved)
+    };
+    let chat = resolve(&config.chat_model, ModelKind::Chat)?;
+    let chat = ChatModel::load_named(&chat.path, &chat.name)?;
+    let embedder = match &config.embedding_model {
+        Some(arg) => {
+            let resolved = resolve(arg, ModelKind::Embedding)?;
+            Some(Arc::new(
+                EmbeddingModel::load(&resolved.path)?.with_name(resolved.name),
+            ))
+        }
+        None => None,
+    };
+    let engine = Engine::start(Arc::new(chat), config.engine.clone())?;
+    Ok(AppState::new(engine, embedder, config.api_key.clone()))
+}
+
+/// The self-signed certificate and key in `dir`, made on first use.
+fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), ServeError> {
+    let (cert, key) = (
+        dir.join("localhost-cert.pem"),
+        dir.join("localhost-key.pem"),
+    );
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| ServeError::Config(format!("generating a certificate: {e}")))?;
+    std::fs::write(&cert, generated.cert.pem())
+        .map_err(io(format!("writing {}", cert.display())))?;
+    write_private(&key, &generated.key_pair.serialize_pem())?;
+    eprintln!(
+        "helixflow: generated a self-signed certificate for localhost: {} (clients must trust \
+         it or skip verification; pass --tls-cert/--tls-key for a real one)",
+        cert.display()
+    );
+    Ok((cert, key))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> Result<(), ServeError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(io(format!("writing {}", path.display())))?;
+    file.write_all(contents.as_bytes())
+        .map_err(io(format!("writing {}", path.display())))
+}

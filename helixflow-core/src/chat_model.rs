@@ -5,9 +5,8 @@ use std::path::Path;
 
 use crate::chat_template::{ChatMessage, ChatTemplate, CHATML_TEMPLATE};
 use crate::completion::{
-    new_id, system_fingerprint, unix_now, ChatChoice, ChatChunkChoice, ChatCompletion,
-    ChatCompletionChunk, ChatDelta, ChoiceLogprobs, CompletionChoice, FinishReason, TextCompletion,
-    Usage,
+    new_id, system_fingerprint, unix_now, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
+    ChatDelta, ChoiceLogprobs, GeneratedChoice, TextCompletion, Usage,
 };
 use crate::error::{Error, Result};
 use crate::generation::{run_batch, GenerationParams, Sequence, TokenOutput};
@@ -31,15 +30,6 @@ impl std::fmt::Debug for ChatModel {
             .field("model", &self.model)
             .finish_non_exhaustive()
     }
-}
-
-/// What one choice produced, collected from the token stream.
-#[derive(Debug, Default)]
-struct ChoiceText {
-    text: String,
-    logprobs: Option<ChoiceLogprobs>,
-    finish: Option<FinishReason>,
-    tokens: usize,
 }
 
 impl ChatModel {
@@ -169,24 +159,13 @@ impl ChatModel {
             }))
         })?;
         let usage = Usage::new(prompt.len(), choices.iter().map(|c| c.tokens).sum());
-        Ok(ChatCompletion {
-            id: id.clone(),
-            object: "chat.completion".into(),
+        Ok(ChatCompletion::new(
+            id,
             created,
-            model: self.name.clone(),
-            system_fingerprint: system_fingerprint(),
-            choices: choices
-                .into_iter()
-                .enumerate()
-                .map(|(index, c)| ChatChoice {
-                    index,
-                    message: ChatMessage::new("assistant", c.text),
-                    logprobs: c.logprobs,
-                    finish_reason: c.finish.unwrap_or(FinishReason::Length),
-                })
-                .collect(),
+            self.name.clone(),
+            choices,
             usage,
-        })
+        ))
     }
 
     /// Continues a raw text prompt (no chat template).
@@ -207,24 +186,14 @@ impl ChatModel {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
         let choices = self.generate_ids(&ids, params, on_token)?;
-        Ok(TextCompletion {
-            id: new_id("cmpl"),
-            object: "text_completion".into(),
-            created: unix_now(),
-            model: self.name.clone(),
-            system_fingerprint: system_fingerprint(),
-            usage: Usage::new(ids.len(), choices.iter().map(|c| c.tokens).sum()),
-            choices: choices
-                .into_iter()
-                .enumerate()
-                .map(|(index, c)| CompletionChoice {
-                    index,
-                    text: c.text,
-                    logprobs: c.logprobs,
-                    finish_reason: c.finish.unwrap_or(FinishReason::Length),
-                })
-                .collect(),
-        })
+        let usage = Usage::new(ids.len(), choices.iter().map(|c| c.tokens).sum());
+        Ok(TextCompletion::new(
+            new_id("cmpl"),
+            unix_now(),
+            self.name.clone(),
+            choices,
+            usage,
+        ))
     }
 
     /// Generates `params.n` choices after `prompt` (token ids), all stepped together.
@@ -233,7 +202,7 @@ impl ChatModel {
         prompt: &[u32],
         params: &GenerationParams,
         mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
-    ) -> Result<Vec<ChoiceText>> {
+    ) -> Result<Vec<GeneratedChoice>> {
         params.validate(self.model.config().vocab_size)?;
         let budget = params.token_budget(prompt.len(), self.context_length())?;
         // One base seed for the request, so every choice gets its own reproducible stream.
@@ -250,20 +219,11 @@ impl ChatModel {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut choices: Vec<ChoiceText> = (0..params.n)
-            .map(|_| ChoiceText {
-                logprobs: params.sampling.logprobs.then(ChoiceLogprobs::default),
-                ..ChoiceText::default()
-            })
+        let mut choices: Vec<GeneratedChoice> = (0..params.n)
+            .map(|_| GeneratedChoice::new(params.sampling.logprobs))
             .collect();
         run_batch(&self.model, &self.tokenizer, &mut seqs, |i, out| {
-            let choice = &mut choices[i];
-            choice.text.push_str(&out.text);
-            choice.tokens += 1;
-            choice.finish = out.finish;
-            if let (Some(lps), Some(lp)) = (choice.logprobs.as_mut(), out.logprob.as_ref()) {
-                lps.content.push(lp.clone());
-            }
+            choices[i].push(out);
             on_token(i, out)
         })?;
         Ok(choices)

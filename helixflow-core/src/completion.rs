@@ -175,6 +175,100 @@ pub struct TextCompletion {
     pub usage: Usage,
 }
 
+/// One choice as it is generated: its text, logprobs and finish reason, gathered token by
+/// token and then shaped into a [`ChatCompletion`] or [`TextCompletion`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GeneratedChoice {
+    /// The text so far.
+    pub text: String,
+    /// Token logprobs, when requested (`Some` from the start then).
+    pub logprobs: Option<ChoiceLogprobs>,
+    /// Why generation stopped, once it has.
+    pub finish: Option<FinishReason>,
+    /// Tokens generated.
+    pub tokens: usize,
+}
+
+impl GeneratedChoice {
+    /// An empty choice; `logprobs` says whether logprobs are collected.
+    pub fn new(logprobs: bool) -> Self {
+        Self {
+            logprobs: logprobs.then(ChoiceLogprobs::default),
+            ..Self::default()
+        }
+    }
+
+    /// Adds one generated token.
+    pub fn push(&mut self, out: &crate::generation::TokenOutput) {
+        self.text.push_str(&out.text);
+        self.tokens += 1;
+        self.finish = out.finish.or(self.finish);
+        if let (Some(lps), Some(lp)) = (self.logprobs.as_mut(), out.logprob.as_ref()) {
+            lps.content.push(lp.clone());
+        }
+    }
+}
+
+impl ChatCompletion {
+    /// A `chat.completion` from finished choices.
+    pub fn new(
+        id: String,
+        created: u64,
+        model: String,
+        choices: Vec<GeneratedChoice>,
+        usage: Usage,
+    ) -> Self {
+        Self {
+            id,
+            object: "chat.completion".into(),
+            created,
+            model,
+            system_fingerprint: system_fingerprint(),
+            choices: choices
+                .into_iter()
+                .enumerate()
+                .map(|(index, c)| ChatChoice {
+                    index,
+                    message: crate::chat_template::ChatMessage::new("assistant", c.text),
+                    logprobs: c.logprobs,
+                    finish_reason: c.finish.unwrap_or(FinishReason::Length),
+                })
+                .collect(),
+            usage,
+        }
+    }
+}
+
+impl TextCompletion {
+    /// A `text_completion` from finished choices.
+    pub fn new(
+        id: String,
+        created: u64,
+        model: String,
+        choices: Vec<GeneratedChoice>,
+        usage: Usage,
+    ) -> Self {
+        Self {
+            id,
+            object: "text_completion".into(),
+            created,
+            model,
+            system_fingerprint: system_fingerprint(),
+            choices: choices
+                .into_iter()
+                .enumerate()
+                .map(|(index, c)| CompletionChoice {
+                    index,
+                    text: c.text,
+                    logprobs: c.logprobs,
+                    finish_reason: c.finish.unwrap_or(FinishReason::Length),
+                })
+                .collect(),
+            usage,
+        }
+    }
+}
+
 /// The fingerprint reported in every response: the crate version.
 pub fn system_fingerprint() -> String {
     format!("helixflow-{}", env!("CARGO_PKG_VERSION"))

@@ -6,10 +6,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, StreamExt};
-use helixflow_core::chat_template::{messages_from_openai, ChatMessage};
+use helixflow_core::chat_template::messages_from_openai;
 use helixflow_core::completion::{
-    new_id, system_fingerprint, unix_now, ChatChoice, ChatChunkChoice, ChatCompletion,
-    ChatCompletionChunk, ChatDelta, ChoiceLogprobs, FinishReason, Usage,
+    new_id, system_fingerprint, unix_now, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
+    ChatDelta, ChoiceLogprobs, Usage,
 };
 use helixflow_core::engine::EngineEvent;
 use tokio::sync::mpsc;
@@ -45,26 +45,8 @@ pub(crate) async fn chat_completions(
     let (id, created, model) = (new_id("chatcmpl"), unix_now(), fields.model.clone());
     if !fields.stream {
         let done = collect(events, n, logprobs).await?;
-        return Ok(Json(ChatCompletion {
-            id,
-            object: "chat.completion".into(),
-            created,
-            model,
-            system_fingerprint: system_fingerprint(),
-            usage: Usage::new(done.prompt_tokens, done.completion_tokens),
-            choices: done
-                .choices
-                .into_iter()
-                .enumerate()
-                .map(|(index, c)| ChatChoice {
-                    index,
-                    message: ChatMessage::new("assistant", c.text),
-                    logprobs: c.logprobs,
-                    finish_reason: c.finish.unwrap_or(FinishReason::Length),
-                })
-                .collect(),
-        })
-        .into_response());
+        let answer = ChatCompletion::new(id, created, model, done.choices, done.usage);
+        return Ok(Json(answer).into_response());
     }
     let stream = ChunkStream {
         events,

@@ -7,8 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream;
 use helixflow_core::completion::{
-    new_id, system_fingerprint, unix_now, ChoiceLogprobs, CompletionChoice, FinishReason,
-    TextCompletion, Usage,
+    new_id, system_fingerprint, unix_now, ChoiceLogprobs, TextCompletion, Usage,
 };
 use helixflow_core::engine::EngineEvent;
 use helixflow_core::sampling::MAX_TOP_LOGPROBS;
@@ -79,26 +78,8 @@ pub(crate) async fn completions(
     let (id, created, model) = (new_id("cmpl"), unix_now(), fields.model.clone());
     if !fields.stream {
         let done = collect(events, n, logprobs).await?;
-        return Ok(Json(TextCompletion {
-            id,
-            object: "text_completion".into(),
-            created,
-            model,
-            system_fingerprint: system_fingerprint(),
-            usage: Usage::new(done.prompt_tokens, done.completion_tokens),
-            choices: done
-                .choices
-                .into_iter()
-                .enumerate()
-                .map(|(index, c)| CompletionChoice {
-                    index,
-                    text: c.text,
-                    logprobs: c.logprobs,
-                    finish_reason: c.finish.unwrap_or(FinishReason::Length),
-                })
-                .collect(),
-        })
-        .into_response());
+        let answer = TextCompletion::new(id, created, model, done.choices, done.usage);
+        return Ok(Json(answer).into_response());
     }
     let header = json!({
         "id": id, "object": "text_completion", "created": created, "model": model,

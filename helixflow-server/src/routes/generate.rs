@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use helixflow_core::completion::{ChoiceLogprobs, FinishReason};
+use helixflow_core::completion::{GeneratedChoice, Usage};
 use helixflow_core::engine::EngineEvent;
 use helixflow_core::generation::GenerationParams;
 use tokio::sync::mpsc;
@@ -35,19 +35,10 @@ pub(crate) fn submit(
     Ok(rx)
 }
 
-/// One choice's whole answer.
-#[derive(Debug, Default)]
-pub(crate) struct ChoiceResult {
-    pub(crate) text: String,
-    pub(crate) logprobs: Option<ChoiceLogprobs>,
-    pub(crate) finish: Option<FinishReason>,
-}
-
 /// Every choice's answer and the usage counts.
 pub(crate) struct Collected {
-    pub(crate) choices: Vec<ChoiceResult>,
-    pub(crate) prompt_tokens: usize,
-    pub(crate) completion_tokens: usize,
+    pub(crate) choices: Vec<GeneratedChoice>,
+    pub(crate) usage: Usage,
 }
 
 /// Waits for the whole generation.
@@ -56,32 +47,20 @@ pub(crate) async fn collect(
     n: usize,
     logprobs: bool,
 ) -> Result<Collected, ApiError> {
-    let mut collected = Collected {
-        choices: (0..n)
-            .map(|_| ChoiceResult {
-                logprobs: logprobs.then(ChoiceLogprobs::default),
-                ..ChoiceResult::default()
-            })
-            .collect(),
-        prompt_tokens: 0,
-        completion_tokens: 0,
-    };
+    let mut choices: Vec<GeneratedChoice> =
+        (0..n).map(|_| GeneratedChoice::new(logprobs)).collect();
+    let mut prompt_tokens = 0;
     while let Some(event) = events.recv().await {
         match event {
-            EngineEvent::Started { prompt_tokens } => collected.prompt_tokens = prompt_tokens,
+            EngineEvent::Started { prompt_tokens: p } => prompt_tokens = p,
             EngineEvent::Token { choice, output } => {
-                let Some(c) = collected.choices.get_mut(choice) else {
-                    continue;
-                };
-                c.text.push_str(&output.text);
-                c.finish = output.finish.or(c.finish);
-                if let (Some(lps), Some(lp)) = (c.logprobs.as_mut(), output.logprob) {
-                    lps.content.push(lp);
+                if let Some(c) = choices.get_mut(choice) {
+                    c.push(&output);
                 }
             }
             EngineEvent::Done { completion_tokens } => {
-                collected.completion_tokens = completion_tokens;
-                return Ok(collected);
+                let usage = Usage::new(prompt_tokens, completion_tokens);
+                return Ok(Collected { choices, usage });
             }
             EngineEvent::Failed(e) => return Err(e.into()),
         }

@@ -434,3 +434,78 @@ async fn an_api_key_guards_v1_but_not_health() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let chat = engine().model().clone();
+    let busy = Engine::start(
+        chat,
+        EngineConfig {
+            queue_capacity: 1,
+            max_num_seqs: 1,
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
+    let app = router(AppState::new(busy, None, None));
+    let body = json!({"model": CHAT, "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "Tell me a story."}]})
+    .to_string();
+    let requests = (0..12).map(|_| {
+        let (app, body) = (app.clone(), body.clone());
+        tokio::spawn(async move {
+            let request = Request::builder()
+                .method("POST")
+                .uri("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let retry = response.headers().get("retry-after").cloned();
+            (response.status(), retry)
+        })
+    });
+    let mut refused = 0;
+    for handle in requests.collect::<Vec<_>>() {
+        let (status, retry) = handle.await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(retry.is_some(), "503 without Retry-After");
+            refused += 1;
+        } else {
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    assert!(refused > 0, "nothing was refused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_stream_cancels_its_generation() {
+    let chat = engine().model().clone();
+    let own = Engine::start(chat, EngineConfig::default()).unwrap();
+    let app = router(AppState::new(own.clone(), None, None));
+    let body = json!({"model": CHAT, "max_tokens": 400, "stream": true,
+                      "messages": [{"role": "user", "content": "Write a long story."}]});
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let mut body = response.into_body();
+    // Read the first chunk, then hang up.
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some());
+    drop(body);
+    let start = std::time::Instant::now();
+    loop {
+        let stats = own.stats();
+        if stats.running_requests == 0 && stats.kv_blocks_used == 0 {
+            assert!(stats.cancelled_requests >= 1, "{stats:?}");
+            assert!(stats.tokens_generated < 400, "{stats:?}");
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "not cancelled: {stats:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

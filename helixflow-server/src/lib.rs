@@ -6,10 +6,11 @@
 //!
 //! [`router`] builds the axum application for an [`AppState`]; the routes are
 //! `/v1/chat/completions`, `/v1/completions` (JSON or SSE streams), `/v1/embeddings`,
-//! `/v1/models[/{id}]`, `/health` and `/ready`.
+//! `/v1/models[/{id}]`, `/health`, `/ready` and `/metrics` (Prometheus).
 
 mod auth;
 pub mod error;
+pub mod metrics;
 mod routes;
 pub mod serve;
 pub mod state;
@@ -41,6 +42,12 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
+        .route("/metrics", get(metrics::metrics))
+        // After routing, so that requests are counted by their route template.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .fallback(routes::health::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.body_limit()))
         .with_state(state)

@@ -6,6 +6,8 @@ use helixflow_core::completion::unix_now;
 use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::EngineHandle;
 
+use crate::metrics::Metrics;
+
 /// The state of the HTTP application; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -18,6 +20,7 @@ struct Inner {
     api_key: Option<String>,
     body_limit: usize,
     started: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -35,6 +38,7 @@ impl AppState {
                 api_key,
                 body_limit: crate::DEFAULT_BODY_LIMIT,
                 started: unix_now(),
+                metrics: Arc::default(),
             }),
         }
     }
@@ -47,6 +51,7 @@ impl AppState {
             api_key: shared.api_key.clone(),
             body_limit: shared.body_limit,
             started: shared.started,
+            metrics: shared.metrics.clone(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -79,6 +84,11 @@ impl AppState {
     /// The request body limit in bytes.
     pub fn body_limit(&self) -> usize {
         self.inner.body_limit
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     /// When the server started (Unix seconds): the `created` time of its models.

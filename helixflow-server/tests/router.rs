@@ -491,21 +491,77 @@ async fn dropping_a_stream_cancels_its_generation() {
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();
-    let response = app.oneshot(request).await.unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
     let mut body = response.into_body();
     // Read the first chunk, then hang up.
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.data_ref().is_some());
     drop(body);
+    // The metrics endpoint shows the sequence gone and its blocks back.
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
     let start = std::time::Instant::now();
     loop {
-        let stats = own.stats();
-        if stats.running_requests == 0 && stats.kv_blocks_used == 0 {
-            assert!(stats.cancelled_requests >= 1, "{stats:?}");
-            assert!(stats.tokens_generated < 400, "{stats:?}");
+        let (_, body) = call(app.clone(), "GET", "/metrics", None).await;
+        let text = String::from_utf8(body).unwrap();
+        if metric(&text, "helixflow_running_sequences") == 0.0
+            && metric(&text, "helixflow_kv_blocks_used") == 0.0
+        {
+            assert!(
+                metric(&text, "helixflow_cancelled_requests_total") >= 1.0,
+                "{text}"
+            );
+            assert!(
+                metric(&text, "helixflow_completion_tokens_total") < 400.0,
+                "{text}"
+            );
             break;
         }
-        assert!(start.elapsed().as_secs() < 60, "not cancelled: {stats:?}");
+        assert!(start.elapsed().as_secs() < 60, "not cancelled: {text}");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_tokens_and_latencies() {
+    let app = app();
+    let (status, _) = call(
+        app.clone(),
+        "POST",
+        "/v1/chat/completions",
+        Some(
+            json!({
+        "model": CHAT, "max_tokens": 4, "temperature": 0,
+        "messages": [{"role": "user", "content": "Hi"}]})
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(app, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("helixflow_requests_total{route=\"/v1/chat/completions\",status=\"200\"}"),
+        "{text}"
+    );
+    for name in [
+        "helixflow_time_to_first_token_seconds_count",
+        "helixflow_inter_token_seconds_count",
+        "helixflow_completion_tokens_total",
+        "helixflow_prompt_tokens_total",
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name}"))
+            .parse()
+            .unwrap();
+        assert!(value >= 1.0, "{name} = {value}");
+    }
+    assert!(text.contains("# TYPE helixflow_kv_blocks_free gauge"));
 }

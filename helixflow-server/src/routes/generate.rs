@@ -2,6 +2,7 @@
 //! collection of a whole answer.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,8 +26,19 @@ pub(crate) fn submit(
     let seed = params.sampling.seed;
     let events = state.engine().submit(prompt, params, seed)?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let metrics = state.metrics().clone();
     tokio::task::spawn_blocking(move || {
+        let (mut last, mut first) = (Instant::now(), true);
         for event in events {
+            match &event {
+                EngineEvent::Started { prompt_tokens } => metrics.prompt(*prompt_tokens),
+                EngineEvent::Token { .. } => {
+                    let now = Instant::now();
+                    metrics.token(std::mem::replace(&mut first, false), now - last);
+                    last = now;
+                }
+                _ => {}
+            }
             if tx.send(event).is_err() {
                 return; // the client is gone: dropping `events` cancels the request
             }

@@ -13,9 +13,19 @@ struct Server {
 }
 
 impl Server {
+    /// A server of the chat model only.
     fn start(args: &[&str]) -> Self {
+        Self::spawn(&[&["--embedding-model", "none"], args].concat())
+    }
+
+    /// A server of both default models.
+    fn start_with_embeddings(args: &[&str]) -> Self {
+        Self::spawn(args)
+    }
+
+    fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_helixflow"))
-            .args(["serve", "--port", "0", "--embedding-model", "none"])
+            .args(["serve", "--port", "0"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -143,4 +153,64 @@ fn refuses_an_open_address_without_a_key() {
         stderr.contains("--api-key") && !stderr.contains("panicked"),
         "{stderr}"
     );
+}
+
+/// A Python with the official `openai` package: `$HELIXFLOW_TEST_PYTHON`, else a virtual
+/// environment made (once) under the user's cache directory.
+fn openai_python() -> std::path::PathBuf {
+    if let Some(python) = std::env::var_os("HELIXFLOW_TEST_PYTHON") {
+        return python.into();
+    }
+    let venv = dirs_cache().join("helixflow-test/venv-openai");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "openai==3.54.0"])
+            .status()
+            .unwrap();
+        assert!(installed.success(), "installing openai failed");
+    }
+    python
+}
+
+fn dirs_cache() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+        .expect("a cache directory")
+}
+
+#[test]
+fn the_official_openai_sdk_just_works() {
+    let python = openai_python();
+    let server = Server::start_with_embeddings(&["--no-tls", "--api-key", "sdk-key"]);
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../helixflow-core/tests/fixtures/golden");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(format!("{}/v1", server.url))
+        .arg("sdk-key")
+        .arg(golden)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.stop().success());
 }

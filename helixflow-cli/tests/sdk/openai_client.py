@@ -1,0 +1,93 @@
+"""Drives a running `helixflow serve` with the official OpenAI Python SDK.
+
+Usage: python openai_client.py BASE_URL API_KEY GOLDEN_DIR. Exits non-zero on the first
+mismatch; prints one line per check.
+"""
+
+import json
+import math
+import sys
+
+import openai
+from openai import OpenAI
+
+base_url, api_key, golden_dir = sys.argv[1:4]
+client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
+CHAT, EMBED = "smollm2-135m-instruct", "all-minilm-l6-v2"
+chat_golden = json.load(open(f"{golden_dir}/smollm2-chat.json"))
+embed_golden = json.load(open(f"{golden_dir}/minilm-embeddings.json"))
+
+
+def check(name, condition, detail=""):
+    if not condition:
+        print(f"FAIL {name}: {detail}")
+        sys.exit(1)
+    print(f"ok {name}")
+
+
+# Greedy chat reproduces the reference texts.
+for case in chat_golden["cases"]:
+    n = len(case["greedy_completion_token_ids"])
+    r = client.chat.completions.create(model=CHAT, messages=case["messages"], temperature=0, max_tokens=n)
+    check("greedy chat", r.choices[0].message.content == case["greedy_completion_text"],
+          repr(r.choices[0].message.content))
+    check("usage", r.usage.completion_tokens == n and r.usage.prompt_tokens == len(case["prompt_token_ids"]))
+
+messages = [{"role": "user", "content": "Name three primary colors."}]
+whole = client.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=16)
+
+# Streaming with usage.
+chunks = list(client.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=16,
+                                             stream=True, stream_options={"include_usage": True}))
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check("stream text", text == whole.choices[0].message.content, repr(text))
+check("stream usage", chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens)
+
+# n, seed, logprobs.
+kwargs = dict(model=CHAT, messages=messages, n=2, seed=7, temperature=1.0, max_tokens=10, logprobs=True, top_logprobs=2)
+a, b = client.chat.completions.create(**kwargs), client.chat.completions.create(**kwargs)
+check("n=2", len(a.choices) == 2)
+check("seed", [c.message.content for c in a.choices] == [c.message.content for c in b.choices])
+lp = a.choices[0].logprobs.content
+check("logprobs", len(lp) > 0 and len(lp[0].top_logprobs) == 2 and lp[0].logprob <= 0)
+
+# Stop strings.
+words = whole.choices[0].message.content.split()
+stopped = client.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=16, stop=[words[1]])
+check("stop", stopped.choices[0].finish_reason == "stop" and words[1] not in stopped.choices[0].message.content)
+
+# Text completions.
+c = client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=5, temperature=0)
+check("completions", c.usage.completion_tokens == 5 and isinstance(c.choices[0].text, str))
+
+# Embeddings, float and base64 (the SDK asks for base64 by default and decodes it).
+inputs = [case["input"] for case in embed_golden["cases"]]
+e = client.embeddings.create(model=EMBED, input=inputs)
+for case, item in zip(embed_golden["cases"], e.data):
+    want, got = case["embedding"], item.embedding
+    cos = sum(x * y for x, y in zip(want, got)) / math.sqrt(sum(x * x for x in want) * sum(y * y for y in got))
+    check("embedding cosine", cos >= 0.9999, cos)
+f = client.embeddings.create(model=EMBED, input=inputs[0], encoding_format="float")
+check("embedding float", abs(f.data[0].embedding[0] - e.data[0].embedding[0]) < 1e-6)
+
+# Models.
+ids = [m.id for m in client.models.list().data]
+check("models", ids == [CHAT, EMBED], ids)
+check("model", client.models.retrieve(CHAT).id == CHAT)
+
+# Errors.
+def raises(kind, fn):
+    try:
+        fn()
+    except kind:
+        return True
+    except Exception as other:  # noqa: BLE001
+        print(f"  got {type(other).__name__}: {other}")
+    return False
+
+check("unknown model 404", raises(openai.NotFoundError, lambda: client.chat.completions.create(model="gpt-9", messages=messages)))
+check("context 400", raises(openai.BadRequestError, lambda: client.chat.completions.create(model=CHAT, messages=messages, max_tokens=10**6)))
+check("n 400", raises(openai.BadRequestError, lambda: client.chat.completions.create(model=CHAT, messages=messages, n=99)))
+bad = OpenAI(base_url=base_url, api_key="wrong", max_retries=0)
+check("key 401", raises(openai.AuthenticationError, lambda: bad.models.list()))
+print("all ok")

@@ -88,7 +88,7 @@ pub fn attend_row(
         unsafe { attend_row_fma(geo, task, out_group, scratch) };
         return;
     }
-    attend_row_portable(geo, task, out_group, scratch);
+    attend_row_portable::<SoftWiden>(geo, task, out_group, scratch);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -99,11 +99,11 @@ unsafe fn attend_row_fma(
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    attend_row_portable(geo, task, out_group, scratch);
+    attend_row_portable::<F16cWiden>(geo, task, out_group, scratch);
 }
 
 #[inline(always)]
-fn attend_row_portable(
+fn attend_row_portable<W: Widen>(
     geo: &AttentionGeometry,
     task: &AttentionTask<'_>,
     out_group: &mut [f32],
@@ -143,7 +143,7 @@ fn attend_row_portable(
             *dst = f16::from_f32(src).to_f32();
         }
         for pos in 0..len {
-            widen(&kv.key_row(pos)[head_cols.clone()], key);
+            W::widen(&kv.key_row(pos)[head_cols.clone()], key);
             for (g, q) in query.chunks_exact(hd).enumerate() {
                 scores[g * len + pos] = match order {
                     ProductOrder::Gemm => dot_gemm(q, key),
@@ -165,7 +165,7 @@ fn attend_row_portable(
         // rows of `hd` accumulators.
         lanes.fill(0.0);
         for pos in 0..len {
-            widen(&kv.value_row(pos)[head_cols.clone()], key);
+            W::widen(&kv.value_row(pos)[head_cols.clone()], key);
             let slot = pos % slots;
             for (g, acc) in lanes.chunks_exact_mut(slots * hd).enumerate() {
                 let p = probs[g * len + pos];
@@ -190,9 +190,44 @@ fn attend_row_portable(
     }
 }
 
-#[inline(always)]
-fn widen(src: &[f16], dst: &mut [f32]) {
-    src.convert_to_f32_slice(dst);
+/// f16 → f32 conversion of a cached row (exact either way; only the speed differs).
+trait Widen {
+    fn widen(src: &[f16], dst: &mut [f32]);
+}
+
+/// `half`'s conversion, for the portable path.
+struct SoftWiden;
+
+impl Widen for SoftWiden {
+    #[inline(always)]
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+/// The F16C instruction, eight values at a time, inlined into the AVX2 kernel.
+#[cfg(target_arch = "x86_64")]
+struct F16cWiden;
+
+#[cfg(target_arch = "x86_64")]
+impl Widen for F16cWiden {
+    #[inline(always)]
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        use std::arch::x86_64::{_mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+        let whole = src.len() / 8 * 8;
+        for (s, d) in src[..whole]
+            .chunks_exact(8)
+            .zip(dst[..whole].chunks_exact_mut(8))
+        {
+            // SAFETY: only used by `attend_row_fma`, which runs where F16C is present; the
+            // loads and stores cover exactly eight elements of each slice.
+            unsafe {
+                let halves = _mm_loadu_si128(s.as_ptr().cast());
+                _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(halves));
+            }
+        }
+        src[whole..].convert_to_f32_slice(&mut dst[whole..src.len()]);
+    }
 }
 
 /// tinyBLAS's dot product: element `i` into lane `i % 8`, reduced with [`hsum8`]. Only used

@@ -122,9 +122,14 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// `helixflow serve`. Every flag can also come from the environment variable named.
+/// `helixflow serve`. Every flag can also come from the environment variable named, or from
+/// the `--config` TOML file (keys are the flag names, e.g. `port = 8443`, `no_tls = true`);
+/// a flag beats the environment, which beats the file, which beats the default.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings.
+    #[arg(long, env = "HELIXFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1", env = "HELIXFLOW_HOST")]
     pub host: std::net::IpAddr,

@@ -3,12 +3,17 @@
 
 mod args;
 mod commands;
+mod config_file;
 mod load;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
-    let cli = args::Cli::parse();
+    let matches = args::Cli::command().get_matches();
+    let cli = match args::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HELIXFLOW_LOG")
@@ -21,7 +26,12 @@ fn main() {
         args::Command::Embed(a) => commands::embed::run(a),
         args::Command::Models(a) => commands::models::run(a),
         args::Command::Bench(a) => commands::bench::run(a),
-        args::Command::Serve(a) => commands::serve::run(a),
+        args::Command::Serve(mut a) => {
+            let serve = matches
+                .subcommand_matches("serve")
+                .expect("the serve subcommand");
+            config_file::apply(&mut a, serve).and_then(|()| commands::serve::run(a))
+        }
     };
     if let Err(err) = result {
         // `{:#}` prints the whole cause chain on one line, without a backtrace.

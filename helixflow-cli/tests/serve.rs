@@ -214,3 +214,32 @@ fn the_official_openai_sdk_just_works() {
     );
     assert!(server.stop().success());
 }
+
+#[test]
+fn settings_come_from_a_config_file_unless_a_flag_says_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("helixflow.toml");
+    std::fs::write(
+        &config,
+        "no_tls = true\nembedding_model = \"none\"\nport = 1\nmax_num_seqs = 4\n",
+    )
+    .unwrap();
+    // `--port 0` (a flag) beats `port = 1` (the file); `no_tls` comes from the file.
+    let server = Server::spawn(&["--config", config.to_str().unwrap()]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    assert!(!server.url.ends_with(":1"), "{}", server.url);
+    assert_eq!(http(&server.url, "GET", "/health", "").0, 200);
+    assert!(server.stop().success());
+
+    std::fs::write(&config, "prot = 8443\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting `prot`"));
+}

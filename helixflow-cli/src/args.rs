@@ -176,6 +176,9 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 4 << 20, env = "HELIXFLOW_BODY_LIMIT")]
     pub body_limit: usize,
+    /// Seconds one generation may run before it is cut off.
+    #[arg(long, default_value_t = 600, env = "HELIXFLOW_REQUEST_TIMEOUT_SECONDS")]
+    pub request_timeout_seconds: u64,
     /// Seconds in-flight requests get to finish after SIGTERM or ctrl-c.
     #[arg(long, default_value_t = 30, env = "HELIXFLOW_GRACE_SECONDS")]
     pub grace_seconds: u64,

@@ -26,6 +26,9 @@ use axum::Router;
 /// The request body limit when the state sets none (bytes).
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
 
+/// How long one generation may run when the state sets no limit.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The HTTP application: every route, with authentication on `/v1/*`.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()

@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// How long in-flight requests may run after a shutdown request.
     pub grace: Duration,
+    /// How long one generation may run before it is cut off (504, or an error event).
+    pub request_timeout: Duration,
 }
 
 /// Why the server could not run.
@@ -102,7 +104,10 @@ pub async fn serve(
             .await
             .map_err(|e| ServeError::Config(format!("model loading panicked: {e}")))??
     };
-    let app = crate::router(state.with_body_limit(config.body_limit));
+    let state = state
+        .with_body_limit(config.body_limit)
+        .with_request_timeout(config.request_timeout);
+    let app = crate::router(state);
     let addr = SocketAddr::new(config.host, config.port);
     let handle = Handle::new();
     let grace = config.grace;

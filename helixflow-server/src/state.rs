@@ -1,6 +1,7 @@
 //! What the handlers share: the engine, the embedding model, the key.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use helixflow_core::completion::unix_now;
 use helixflow_core::embeddings::EmbeddingModel;
@@ -14,6 +15,7 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     engine: EngineHandle,
     embedder: Option<Arc<EmbeddingModel>>,
@@ -21,6 +23,7 @@ struct Inner {
     body_limit: usize,
     started: u64,
     metrics: Arc<Metrics>,
+    request_timeout: Duration,
 }
 
 impl AppState {
@@ -39,26 +42,32 @@ impl AppState {
                 body_limit: crate::DEFAULT_BODY_LIMIT,
                 started: unix_now(),
                 metrics: Arc::default(),
+                request_timeout: crate::DEFAULT_REQUEST_TIMEOUT,
             }),
         }
     }
 
     /// The same state with another request body limit (bytes).
     pub fn with_body_limit(self, bytes: usize) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            engine: shared.engine.clone(),
-            embedder: shared.embedder.clone(),
-            api_key: shared.api_key.clone(),
-            body_limit: shared.body_limit,
-            started: shared.started,
-            metrics: shared.metrics.clone(),
-        });
+        let mut inner = (*self.inner).clone();
+        inner.body_limit = bytes;
         Self {
-            inner: Arc::new(Inner {
-                body_limit: bytes,
-                ..inner
-            }),
+            inner: Arc::new(inner),
         }
+    }
+
+    /// The same state with another limit on how long one generation may take.
+    pub fn with_request_timeout(self, timeout: Duration) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.request_timeout = timeout;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// How long one generation may take before it is cut off.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
     /// The engine serving the chat model.

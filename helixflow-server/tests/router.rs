@@ -565,3 +565,44 @@ async fn metrics_count_requests_tokens_and_latencies() {
     }
     assert!(text.contains("# TYPE helixflow_kv_blocks_free gauge"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generation_past_the_timeout_is_cut_off_and_cancelled() {
+    let chat = engine().model().clone();
+    let own = Engine::start(chat, EngineConfig::default()).unwrap();
+    let app = router(
+        AppState::new(own.clone(), None, None)
+            .with_request_timeout(std::time::Duration::from_millis(300)),
+    );
+    let long = json!({"model": CHAT, "max_tokens": 2000, "temperature": 0,
+                      "messages": [{"role": "user", "content": "Write a very long story."}]});
+    let (status, body) = call(
+        app.clone(),
+        "POST",
+        "/v1/chat/completions",
+        Some(long.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_openai_error(&serde_json::from_slice(&body).unwrap());
+    let mut streamed = long;
+    streamed["stream"] = json!(true);
+    let (status, body) = call(
+        app,
+        "POST",
+        "/v1/chat/completions",
+        Some(streamed.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let payloads = sse_payloads(&body);
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    let error: Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
+    assert_openai_error(&error);
+    let start = std::time::Instant::now();
+    while own.stats().running_requests > 0 || own.stats().kv_blocks_used > 0 {
+        assert!(start.elapsed().as_secs() < 60, "{:?}", own.stats());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(own.stats().tokens_generated < 2 * 2000);
+}

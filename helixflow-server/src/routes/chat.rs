@@ -12,9 +12,8 @@ use helixflow_core::completion::{
     ChatDelta, ChoiceLogprobs, Usage,
 };
 use helixflow_core::engine::EngineEvent;
-use tokio::sync::mpsc;
 
-use super::generate::{collect, sse, submit};
+use super::generate::{collect, sse, submit, Events};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::{parse_body, ChatRequest};
@@ -68,7 +67,7 @@ pub(crate) async fn chat_completions(
 
 /// Turns engine events into `chat.completion.chunk` payloads.
 struct ChunkStream {
-    events: mpsc::UnboundedReceiver<EngineEvent>,
+    events: Events,
     id: String,
     created: u64,
     model: String,
@@ -98,10 +97,12 @@ impl ChunkStream {
             return None;
         }
         loop {
-            let Some(event) = self.events.recv().await else {
-                self.finished = true;
-                let e = ApiError::internal("the engine stopped before the answer was complete");
-                return Some(vec![Err(e)]);
+            let event = match self.events.next().await {
+                Ok(event) => event,
+                Err(e) => {
+                    self.finished = true;
+                    return Some(vec![Err(e)]);
+                }
             };
             match event {
                 EngineEvent::Started { prompt_tokens } => self.prompt_tokens = prompt_tokens,

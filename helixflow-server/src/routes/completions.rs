@@ -12,9 +12,8 @@ use helixflow_core::completion::{
 use helixflow_core::engine::EngineEvent;
 use helixflow_core::sampling::MAX_TOP_LOGPROBS;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-use super::generate::{collect, sse, submit};
+use super::generate::{collect, sse, submit, Events};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::{parse_body, CompletionRequest};
@@ -101,7 +100,7 @@ pub(crate) async fn completions(
 
 /// Turns engine events into streamed `text_completion` payloads.
 struct TextStream {
-    events: mpsc::UnboundedReceiver<EngineEvent>,
+    events: Events,
     header: Value,
     include_usage: bool,
     prompt_tokens: usize,
@@ -123,10 +122,12 @@ impl TextStream {
             return None;
         }
         loop {
-            let Some(event) = self.events.recv().await else {
-                self.finished = true;
-                let e = ApiError::internal("the engine stopped before the answer was complete");
-                return Some(Err(e));
+            let event = match self.events.next().await {
+                Ok(event) => event,
+                Err(e) => {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
             };
             match event {
                 EngineEvent::Started { prompt_tokens } => self.prompt_tokens = prompt_tokens,

@@ -22,7 +22,7 @@ pub(crate) fn submit(
     state: &AppState,
     prompt: Vec<u32>,
     params: GenerationParams,
-) -> Result<mpsc::UnboundedReceiver<EngineEvent>, ApiError> {
+) -> Result<Events, ApiError> {
     let seed = params.sampling.seed;
     let events = state.engine().submit(prompt, params, seed)?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -44,7 +44,30 @@ pub(crate) fn submit(
             }
         }
     });
-    Ok(rx)
+    Ok(Events {
+        rx,
+        deadline: tokio::time::Instant::now() + state.request_timeout(),
+    })
+}
+
+/// A generation's events, cut off at the request's deadline.
+pub(crate) struct Events {
+    rx: mpsc::UnboundedReceiver<EngineEvent>,
+    deadline: tokio::time::Instant,
+}
+
+impl Events {
+    /// The next event. Past the deadline this is a 504 error, and dropping `self` then
+    /// cancels the generation.
+    pub(crate) async fn next(&mut self) -> Result<EngineEvent, ApiError> {
+        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Ok(Some(event)) => Ok(event),
+            Ok(None) => Err(ApiError::internal(
+                "the engine stopped before the answer was complete",
+            )),
+            Err(_) => Err(ApiError::timeout()),
+        }
+    }
 }
 
 /// Every choice's answer and the usage counts.
@@ -55,15 +78,15 @@ pub(crate) struct Collected {
 
 /// Waits for the whole generation.
 pub(crate) async fn collect(
-    mut events: mpsc::UnboundedReceiver<EngineEvent>,
+    mut events: Events,
     n: usize,
     logprobs: bool,
 ) -> Result<Collected, ApiError> {
     let mut choices: Vec<GeneratedChoice> =
         (0..n).map(|_| GeneratedChoice::new(logprobs)).collect();
     let mut prompt_tokens = 0;
-    while let Some(event) = events.recv().await {
-        match event {
+    loop {
+        match events.next().await? {
             EngineEvent::Started { prompt_tokens: p } => prompt_tokens = p,
             EngineEvent::Token { choice, output } => {
                 if let Some(c) = choices.get_mut(choice) {
@@ -77,9 +100,6 @@ pub(crate) async fn collect(
             EngineEvent::Failed(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::internal(
-        "the engine stopped before the answer was complete",
-    ))
 }
 
 /// An SSE response from JSON payloads, ending with `data: [DONE]`. A failure mid-stream is

@@ -43,7 +43,32 @@ impl Server {
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Self { child, url }
+        let server = Self { child, url };
+        server.wait_ready();
+        server
+    }
+
+    /// The listener opens before the models are loaded: wait for `/ready`.
+    fn wait_ready(&self) {
+        let start = std::time::Instant::now();
+        loop {
+            let status = if self.url.starts_with("http://") {
+                http(&self.url, "GET", "/ready", "").0.to_string()
+            } else {
+                let out = Command::new("curl")
+                    .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+                    .arg(format!("{}/ready", self.url))
+                    .output()
+                    .expect("curl runs");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            if status == "200" {
+                return;
+            }
+            assert_eq!(status, "503", "/ready before loading must be 503");
+            assert!(start.elapsed() < Duration::from_secs(120), "never ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGTERM, then the exit status.
@@ -242,4 +267,25 @@ fn settings_come_from_a_config_file_unless_a_flag_says_otherwise() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting `prot`"));
+}
+
+#[test]
+fn a_model_that_cannot_load_stops_the_server_with_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args([
+            "serve",
+            "--no-tls",
+            "--port",
+            "0",
+            "--model",
+            "/nonexistent/model.gguf",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nonexistent") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }

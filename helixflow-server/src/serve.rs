@@ -4,9 +4,12 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use helixflow_core::chat_model::ChatModel;
@@ -14,6 +17,9 @@ use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::{Engine, EngineConfig};
 use helixflow_core::source::{self, ModelHome, ModelKind, ModelSpec, StderrProgress};
 
+use tower::ServiceExt;
+
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// How the server speaks TLS.
@@ -98,16 +104,10 @@ pub async fn serve(
             config.host
         )));
     }
-    let state = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || load_state(&config))
-            .await
-            .map_err(|e| ServeError::Config(format!("model loading panicked: {e}")))??
-    };
-    let state = state
-        .with_body_limit(config.body_limit)
-        .with_request_timeout(config.request_timeout);
-    let app = crate::router(state);
+    // Listen at once; until the models are loaded `/health` answers and everything else,
+    // `/ready` included, is a 503.
+    let app_slot: Arc<OnceLock<Router>> = Arc::default();
+    let app = loading_router(app_slot.clone());
     let addr = SocketAddr::new(config.host, config.port);
     let handle = Handle::new();
     let grace = config.grace;
@@ -130,8 +130,12 @@ pub async fn serve(
         }
     });
     let service = app.into_make_service();
-    match &config.tls {
-        Tls::Off => axum_server::bind(addr).handle(handle).serve(service).await,
+    let server = match &config.tls {
+        Tls::Off => tokio::spawn(
+            axum_server::bind(addr)
+                .handle(handle.clone())
+                .serve(service),
+        ),
         tls => {
             let (cert, key) = match tls {
                 Tls::Files { cert, key } => (cert.clone(), key.clone()),
@@ -147,13 +151,55 @@ pub async fn serve(
                     cert.display(),
                     key.display()
                 )))?;
-            axum_server::bind_rustls(addr, rustls)
-                .handle(handle)
-                .serve(service)
-                .await
+            tokio::spawn(
+                axum_server::bind_rustls(addr, rustls)
+                    .handle(handle.clone())
+                    .serve(service),
+            )
+        }
+    };
+    let loaded = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || load_state(&config))
+            .await
+            .map_err(|e| ServeError::Config(format!("model loading panicked: {e}")))
+            .and_then(|r| r)
+    };
+    match loaded {
+        Ok(state) => {
+            let state = state
+                .with_body_limit(config.body_limit)
+                .with_request_timeout(config.request_timeout);
+            let _ = app_slot.set(crate::router(state));
+            eprintln!("helixflow: models loaded, ready");
+        }
+        Err(e) => {
+            handle.shutdown();
+            let _ = server.await;
+            return Err(e);
         }
     }
-    .map_err(io(format!("serving on {addr}")))
+    server
+        .await
+        .map_err(|e| ServeError::Config(format!("the server task failed: {e}")))?
+        .map_err(io(format!("serving on {addr}")))
+}
+
+/// Serves `/health` and 503s until the real application is in `slot`, then hands every
+/// request to it.
+fn loading_router(slot: Arc<OnceLock<Router>>) -> Router {
+    Router::new().fallback(move |request: Request| {
+        let slot = slot.clone();
+        async move {
+            match slot.get() {
+                Some(app) => app.clone().oneshot(request).await.into_response(),
+                None if request.uri().path() == "/health" => {
+                    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+                }
+                None => ApiError::overloaded("the models are still loading").into_response(),
+            }
+        }
+    })
 }
 
 /// Resolves and loads the models and starts the engine.

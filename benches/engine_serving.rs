@@ -11,7 +11,7 @@ use clap::Parser;
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::engine::{Engine, EngineConfig, EngineEvent};
 use helixflow_core::generation::GenerationParams;
-use helixflow_core::source::{self, ModelHome, ModelSpec, StderrProgress};
+use helixflow_core::source::{self, StderrProgress};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -46,8 +46,7 @@ struct StreamTimes {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let spec = ModelSpec::parse(&args.model)?;
-    let resolved = source::resolve(&spec, &ModelHome::from_env()?, &StderrProgress)?;
+    let resolved = source::resolve_arg(&args.model, &StderrProgress)?;
     let chat = Arc::new(
         ChatModel::load_named(&resolved.path, &resolved.name)
             .with_context(|| format!("loading {}", resolved.path.display()))?,
@@ -87,7 +86,7 @@ fn run_level(args: &Args, chat: &Arc<ChatModel>, streams: usize) -> Result<()> {
         prompt.truncate(args.prompt_tokens);
         let mut params = GenerationParams::greedy(args.gen_tokens);
         params.ignore_eos = true;
-        let stream = engine.submit(prompt, params, None)?;
+        let stream = engine.submit(prompt, params)?;
         handles.push(std::thread::spawn(move || -> Result<StreamTimes> {
             let submitted = Instant::now();
             let mut last = submitted;

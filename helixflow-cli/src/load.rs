@@ -3,15 +3,11 @@
 use anyhow::{bail, Context, Result};
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::embeddings::EmbeddingModel;
-use helixflow_core::source::{
-    self, ModelHome, ModelKind, ModelSpec, ResolvedModel, StderrProgress,
-};
+use helixflow_core::source::{self, ModelKind, ResolvedModel, StderrProgress};
 
 /// Finds (and if needed downloads) the model named by `arg`.
 pub fn resolve(arg: &str) -> Result<ResolvedModel> {
-    let spec = ModelSpec::parse(arg)?;
-    let home = ModelHome::from_env()?;
-    Ok(source::resolve(&spec, &home, &StderrProgress)?)
+    Ok(source::resolve_arg(arg, &StderrProgress)?)
 }
 
 /// Loads a chat model.

@@ -86,7 +86,7 @@ fn greedy_outputs_do_not_depend_on_what_else_is_in_flight() {
     let mut streams = Vec::new();
     for (i, (prompt, want)) in cases().into_iter().enumerate() {
         let stream = engine
-            .submit(prompt, GenerationParams::greedy(want.len()), None)
+            .submit(prompt, GenerationParams::greedy(want.len()))
             .unwrap();
         streams.push((stream, want));
         // Stagger arrivals: the next request comes a few steps after this one.
@@ -116,7 +116,7 @@ fn a_pool_too_small_for_everyone_preempts_and_still_gives_the_same_output() {
         .into_iter()
         .map(|(prompt, want)| {
             let stream = engine
-                .submit(prompt, GenerationParams::greedy(want.len()), None)
+                .submit(prompt, GenerationParams::greedy(want.len()))
                 .unwrap();
             (stream, want)
         })
@@ -139,7 +139,7 @@ fn dropping_a_stream_frees_its_blocks_mid_prefill_and_mid_decode() {
 
     // Mid-prefill: the prompt needs several 8-token steps.
     let stream = engine
-        .submit(prompt.clone(), GenerationParams::greedy(40), None)
+        .submit(prompt.clone(), GenerationParams::greedy(40))
         .unwrap();
     wait_for(&engine, "the prefill to start", |s| s.kv_blocks_used > 0);
     assert!(engine.stats().tokens_generated == 0);
@@ -149,9 +149,7 @@ fn dropping_a_stream_frees_its_blocks_mid_prefill_and_mid_decode() {
     });
 
     // Mid-decode.
-    let stream = engine
-        .submit(prompt, GenerationParams::greedy(40), None)
-        .unwrap();
+    let stream = engine.submit(prompt, GenerationParams::greedy(40)).unwrap();
     let mut tokens = 0;
     while tokens < 3 {
         if let Ok(EngineEvent::Token { .. }) = stream.recv_timeout(PATIENCE) {
@@ -176,7 +174,7 @@ fn a_full_queue_refuses_requests_at_once() {
     let mut accepted = Vec::new();
     let mut refused = 0;
     for _ in 0..40 {
-        match engine.submit(prompt.clone(), GenerationParams::greedy(8), None) {
+        match engine.submit(prompt.clone(), GenerationParams::greedy(8)) {
             Ok(stream) => accepted.push(stream),
             Err(Error::Overloaded { queued: 2 }) => refused += 1,
             Err(e) => panic!("unexpected error {e}"),
@@ -198,12 +196,12 @@ fn requests_that_can_never_fit_are_refused_at_submission() {
     });
     let (prompt, _) = cases().remove(0);
     let err = engine
-        .submit(prompt, GenerationParams::greedy(32), None)
+        .submit(prompt, GenerationParams::greedy(32))
         .unwrap_err();
     assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
     let context = model().model().config().context_length;
     let err = engine
-        .submit(vec![1; context], GenerationParams::greedy(1), None)
+        .submit(vec![1; context], GenerationParams::greedy(1))
         .unwrap_err();
     assert!(matches!(err, Error::ContextOverflow { .. }), "{err}");
 }
@@ -215,7 +213,7 @@ fn choices_of_one_request_share_the_prompt_and_sample_independently() {
     // Greedy choices all follow the reference.
     let mut params = GenerationParams::greedy(want.len());
     params.n = 3;
-    let stream = engine.submit(prompt.clone(), params, None).unwrap();
+    let stream = engine.submit(prompt.clone(), params).unwrap();
     let mut per_choice = vec![Vec::new(); 3];
     for event in stream {
         match event {
@@ -232,7 +230,8 @@ fn choices_of_one_request_share_the_prompt_and_sample_independently() {
         let mut params = GenerationParams::greedy(12);
         params.sampling.temperature = 1.0;
         params.n = 3;
-        let stream = engine.submit(prompt.clone(), params, Some(seed)).unwrap();
+        params.sampling.seed = Some(seed);
+        let stream = engine.submit(prompt.clone(), params).unwrap();
         let mut per_choice = vec![Vec::new(); 3];
         for event in stream {
             match event {
@@ -266,15 +265,11 @@ fn a_shared_system_prompt_is_prefilled_once() {
     assert!(first.len() > 48, "{} tokens", first.len());
     let cold = collect(
         engine
-            .submit(first.clone(), GenerationParams::greedy(8), None)
+            .submit(first.clone(), GenerationParams::greedy(8))
             .unwrap(),
     );
     let before = engine.stats();
-    let warm_first = collect(
-        engine
-            .submit(first, GenerationParams::greedy(8), None)
-            .unwrap(),
-    );
+    let warm_first = collect(engine.submit(first, GenerationParams::greedy(8)).unwrap());
     let after = engine.stats();
     assert_eq!(
         warm_first, cold,
@@ -290,14 +285,14 @@ fn a_shared_system_prompt_is_prefilled_once() {
     let hits = engine.stats().prefix_cache_hits;
     let warm_second = collect(
         engine
-            .submit(second.clone(), GenerationParams::greedy(8), None)
+            .submit(second.clone(), GenerationParams::greedy(8))
             .unwrap(),
     );
     assert!(engine.stats().prefix_cache_hits >= hits + 2);
     let cold_engine = start(EngineConfig::default());
     let cold_second = collect(
         cold_engine
-            .submit(second, GenerationParams::greedy(8), None)
+            .submit(second, GenerationParams::greedy(8))
             .unwrap(),
     );
     assert_eq!(warm_second, cold_second);

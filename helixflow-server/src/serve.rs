@@ -15,7 +15,7 @@ use axum_server::Handle;
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::{Engine, EngineConfig};
-use helixflow_core::source::{self, ModelHome, ModelKind, ModelSpec, StderrProgress};
+use helixflow_core::source::{self, ModelKind, StderrProgress};
 
 use tower::ServiceExt;
 
@@ -204,9 +204,8 @@ fn loading_router(slot: Arc<OnceLock<Router>>) -> Router {
 
 /// Resolves and loads the models and starts the engine.
 fn load_state(config: &ServeConfig) -> Result<AppState, ServeError> {
-    let home = ModelHome::from_env()?;
     let resolve = |arg: &str, want: ModelKind| -> Result<_, ServeError> {
-        let resolved = source::resolve(&ModelSpec::parse(arg)?, &home, &StderrProgress)?;
+        let resolved = source::resolve_arg(arg, &StderrProgress)?;
         if resolved.kind != want {
             return Err(ServeError::Config(format!(
                 "`{arg}` is not a {want:?} model"

@@ -110,15 +110,11 @@ impl EngineHandle {
         stats
     }
 
-    /// Queues generation from prompt token ids. Fails at once, without queueing, when the
+    /// Queues generation from prompt token ids (choice `i` samples with
+    /// `choice_seed(params.sampling.seed, i)`). Fails at once, without queueing, when the
     /// parameters are invalid, when the request could never fit the context or the KV pool,
     /// or with [`Error::Overloaded`] when the queue is full.
-    pub fn submit(
-        &self,
-        prompt: Vec<u32>,
-        params: GenerationParams,
-        seed: Option<u64>,
-    ) -> Result<RequestStream> {
+    pub fn submit(&self, prompt: Vec<u32>, params: GenerationParams) -> Result<RequestStream> {
         let model = self.inner.model.model();
         if prompt.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
@@ -140,7 +136,6 @@ impl EngineHandle {
         let submission = Submission {
             prompt,
             params,
-            seed,
             max_tokens,
             sink,
         };

@@ -19,7 +19,6 @@ use crate::{Error, Result};
 pub(crate) struct Submission {
     pub(crate) prompt: Vec<u32>,
     pub(crate) params: GenerationParams,
-    pub(crate) seed: Option<u64>,
     pub(crate) max_tokens: usize,
     pub(crate) sink: EventSink,
 }
@@ -215,7 +214,7 @@ impl Worker {
             s.prompt.clone(),
             &s.params,
             s.max_tokens,
-            s.seed.map(|seed| choice_seed(seed, 0)),
+            s.params.sampling.seed.map(|seed| choice_seed(seed, 0)),
             SequenceKv::with_prefix(self.pool.clone(), blocks, cached),
         )
     }
@@ -446,7 +445,7 @@ impl Worker {
 fn fork_choices(request: &mut Request, vocab: usize) -> Result<()> {
     let params = &request.submission.params;
     for i in 1..params.n {
-        let seed = request.submission.seed.map(|s| choice_seed(s, i as u64));
+        let seed = params.sampling.seed.map(|s| choice_seed(s, i as u64));
         let fork = request.choices[0].fork(params, vocab, seed)?;
         request.choices.push(fork);
     }

@@ -133,6 +133,12 @@ pub struct CachedModel {
     pub verified: bool,
 }
 
+/// Resolves a model argument as users write it (a path, a built-in id or a hub id) in the
+/// model home and with the source options of the environment.
+pub fn resolve_arg(arg: &str, progress: &dyn Progress) -> Result<ResolvedModel> {
+    resolve(&ModelSpec::parse(arg)?, &ModelHome::from_env()?, progress)
+}
+
 /// Resolves `spec` with [`SourceOptions::from_env`]; see [`resolve_with`].
 pub fn resolve(
     spec: &ModelSpec,

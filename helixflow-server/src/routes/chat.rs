@@ -5,15 +5,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::{self, StreamExt};
 use helixflow_core::chat_template::messages_from_openai;
 use helixflow_core::completion::{
     new_id, system_fingerprint, unix_now, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatDelta, ChoiceLogprobs, Usage,
 };
-use helixflow_core::engine::EngineEvent;
+use helixflow_core::generation::TokenOutput;
 
-use super::generate::{collect, sse, submit, Events};
+use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::{parse_body, ChatRequest};
@@ -47,37 +46,24 @@ pub(crate) async fn chat_completions(
         let answer = ChatCompletion::new(id, created, model, done.choices, done.usage);
         return Ok(Json(answer).into_response());
     }
-    let stream = ChunkStream {
-        events,
+    let shape = ChunkShape {
         id,
         created,
         model,
         started: vec![false; n],
-        include_usage: fields.include_usage(),
-        prompt_tokens: 0,
-        finished: false,
     };
-    let payloads = stream::unfold(stream, |mut s| async move {
-        let batch = s.next_payloads().await?;
-        Some((stream::iter(batch), s))
-    })
-    .flatten();
-    Ok(sse(payloads))
+    Ok(sse(stream_payloads(events, fields.include_usage(), shape)))
 }
 
-/// Turns engine events into `chat.completion.chunk` payloads.
-struct ChunkStream {
-    events: Events,
+/// `chat.completion.chunk` payloads: the role in each choice's first chunk, then text deltas.
+struct ChunkShape {
     id: String,
     created: u64,
     model: String,
     started: Vec<bool>,
-    include_usage: bool,
-    prompt_tokens: usize,
-    finished: bool,
 }
 
-impl ChunkStream {
+impl ChunkShape {
     fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> serde_json::Value {
         serde_json::to_value(ChatCompletionChunk {
             id: self.id.clone(),
@@ -90,54 +76,30 @@ impl ChunkStream {
         })
         .expect("chunks serialise")
     }
+}
 
-    /// The payloads of the next event; `None` when the stream is over.
-    async fn next_payloads(&mut self) -> Option<Vec<Result<serde_json::Value, ApiError>>> {
-        if self.finished {
-            return None;
+impl StreamShape for ChunkShape {
+    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<serde_json::Value> {
+        let first = !std::mem::replace(self.started.get_mut(choice)?, true);
+        if output.text.is_empty() && output.finish.is_none() && !first {
+            return None; // held back (UTF-8 or a possible stop string)
         }
-        loop {
-            let event = match self.events.next().await {
-                Ok(event) => event,
-                Err(e) => {
-                    self.finished = true;
-                    return Some(vec![Err(e)]);
-                }
-            };
-            match event {
-                EngineEvent::Started { prompt_tokens } => self.prompt_tokens = prompt_tokens,
-                EngineEvent::Token { choice, output } => {
-                    let first = !std::mem::replace(&mut self.started[choice], true);
-                    if output.text.is_empty() && output.finish.is_none() && !first {
-                        continue; // held back (UTF-8 or a possible stop string)
-                    }
-                    let delta = ChatDelta {
-                        role: first.then(|| "assistant".to_string()),
-                        content: (!output.text.is_empty() || first).then_some(output.text),
-                    };
-                    let choice = ChatChunkChoice {
-                        index: choice,
-                        delta,
-                        logprobs: output
-                            .logprob
-                            .map(|lp| ChoiceLogprobs { content: vec![lp] }),
-                        finish_reason: output.finish,
-                    };
-                    return Some(vec![Ok(self.chunk(vec![choice], None))]);
-                }
-                EngineEvent::Done { completion_tokens } => {
-                    self.finished = true;
-                    if !self.include_usage {
-                        return None;
-                    }
-                    let usage = Usage::new(self.prompt_tokens, completion_tokens);
-                    return Some(vec![Ok(self.chunk(Vec::new(), Some(usage)))]);
-                }
-                EngineEvent::Failed(e) => {
-                    self.finished = true;
-                    return Some(vec![Err(e.into())]);
-                }
-            }
-        }
+        let delta = ChatDelta {
+            role: first.then(|| "assistant".to_string()),
+            content: (!output.text.is_empty() || first).then_some(output.text),
+        };
+        let choice = ChatChunkChoice {
+            index: choice,
+            delta,
+            logprobs: output
+                .logprob
+                .map(|lp| ChoiceLogprobs { content: vec![lp] }),
+            finish_reason: output.finish,
+        };
+        Some(self.chunk(vec![choice], None))
+    }
+
+    fn usage(&self, usage: Usage) -> serde_json::Value {
+        self.chunk(Vec::new(), Some(usage))
     }
 }

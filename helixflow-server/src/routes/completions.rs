@@ -5,15 +5,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream;
 use helixflow_core::completion::{
     new_id, system_fingerprint, unix_now, ChoiceLogprobs, TextCompletion, Usage,
 };
-use helixflow_core::engine::EngineEvent;
+use helixflow_core::generation::TokenOutput;
 use helixflow_core::sampling::MAX_TOP_LOGPROBS;
 use serde_json::{json, Value};
 
-use super::generate::{collect, sse, submit, Events};
+use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::{parse_body, CompletionRequest};
@@ -84,30 +83,19 @@ pub(crate) async fn completions(
         "id": id, "object": "text_completion", "created": created, "model": model,
         "system_fingerprint": system_fingerprint(),
     });
-    let state = TextStream {
+    Ok(sse(stream_payloads(
         events,
-        header,
-        include_usage: fields.include_usage(),
-        prompt_tokens: 0,
-        finished: false,
-    };
-    let payloads = stream::unfold(state, |mut s| async move {
-        let item = s.next_payload().await?;
-        Some((item, s))
-    });
-    Ok(sse(payloads))
+        fields.include_usage(),
+        TextShape { header },
+    )))
 }
 
-/// Turns engine events into streamed `text_completion` payloads.
-struct TextStream {
-    events: Events,
+/// Streamed `text_completion` payloads: the same header on each, one choice's text delta.
+struct TextShape {
     header: Value,
-    include_usage: bool,
-    prompt_tokens: usize,
-    finished: bool,
 }
 
-impl TextStream {
+impl TextShape {
     fn payload(&self, choices: Value, usage: Option<Usage>) -> Value {
         let mut value = self.header.clone();
         value["choices"] = choices;
@@ -116,49 +104,26 @@ impl TextStream {
         }
         value
     }
+}
 
-    async fn next_payload(&mut self) -> Option<Result<Value, ApiError>> {
-        if self.finished {
+impl StreamShape for TextShape {
+    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<Value> {
+        if output.text.is_empty() && output.finish.is_none() {
             return None;
         }
-        loop {
-            let event = match self.events.next().await {
-                Ok(event) => event,
-                Err(e) => {
-                    self.finished = true;
-                    return Some(Err(e));
-                }
-            };
-            match event {
-                EngineEvent::Started { prompt_tokens } => self.prompt_tokens = prompt_tokens,
-                EngineEvent::Token { choice, output } => {
-                    if output.text.is_empty() && output.finish.is_none() {
-                        continue;
-                    }
-                    let logprobs = output
-                        .logprob
-                        .map(|lp| ChoiceLogprobs { content: vec![lp] });
-                    let choices = json!([{
-                        "index": choice,
-                        "text": output.text,
-                        "logprobs": logprobs,
-                        "finish_reason": output.finish,
-                    }]);
-                    return Some(Ok(self.payload(choices, None)));
-                }
-                EngineEvent::Done { completion_tokens } => {
-                    self.finished = true;
-                    if !self.include_usage {
-                        return None;
-                    }
-                    let usage = Usage::new(self.prompt_tokens, completion_tokens);
-                    return Some(Ok(self.payload(json!([]), Some(usage))));
-                }
-                EngineEvent::Failed(e) => {
-                    self.finished = true;
-                    return Some(Err(e.into()));
-                }
-            }
-        }
+        let logprobs = output
+            .logprob
+            .map(|lp| ChoiceLogprobs { content: vec![lp] });
+        let choices = json!([{
+            "index": choice,
+            "text": output.text,
+            "logprobs": logprobs,
+            "finish_reason": output.finish,
+        }]);
+        Some(self.payload(choices, None))
+    }
+
+    fn usage(&self, usage: Usage) -> Value {
+        self.payload(json!([]), Some(usage))
     }
 }

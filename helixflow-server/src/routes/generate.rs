@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use helixflow_core::completion::{GeneratedChoice, Usage};
 use helixflow_core::engine::EngineEvent;
-use helixflow_core::generation::GenerationParams;
+use helixflow_core::generation::{GenerationParams, TokenOutput};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -23,8 +23,7 @@ pub(crate) fn submit(
     prompt: Vec<u32>,
     params: GenerationParams,
 ) -> Result<Events, ApiError> {
-    let seed = params.sampling.seed;
-    let events = state.engine().submit(prompt, params, seed)?;
+    let events = state.engine().submit(prompt, params)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let metrics = state.metrics().clone();
     tokio::task::spawn_blocking(move || {
@@ -100,6 +99,72 @@ pub(crate) async fn collect(
             EngineEvent::Failed(e) => return Err(e.into()),
         }
     }
+}
+
+/// What a streaming endpoint makes of the engine's events: a payload per token (or none, for a
+/// token whose text is held back) and the final usage payload.
+pub(crate) trait StreamShape: Send + 'static {
+    /// The payload of choice `choice`'s token `output`, if there is one to send.
+    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<serde_json::Value>;
+    /// The last payload, with the usage counts (when `include_usage` was asked for).
+    fn usage(&self, usage: Usage) -> serde_json::Value;
+}
+
+/// The payloads of a streamed generation in `shape`, ending after `Done` or after an error
+/// (the engine's failure, or the request timeout).
+pub(crate) fn stream_payloads(
+    events: Events,
+    include_usage: bool,
+    shape: impl StreamShape,
+) -> impl Stream<Item = Result<serde_json::Value, ApiError>> + Send + 'static {
+    struct State<S> {
+        events: Events,
+        shape: S,
+        prompt_tokens: usize,
+        finished: bool,
+    }
+    let state = State {
+        events,
+        shape,
+        prompt_tokens: 0,
+        finished: false,
+    };
+    stream::unfold(state, move |mut s| async move {
+        if s.finished {
+            return None;
+        }
+        loop {
+            let event = match s.events.next().await {
+                Ok(event) => event,
+                Err(e) => {
+                    s.finished = true;
+                    return Some((Err(e), s));
+                }
+            };
+            match event {
+                EngineEvent::Started { prompt_tokens } => s.prompt_tokens = prompt_tokens,
+                EngineEvent::Token { choice, output } => {
+                    if let Some(payload) = s.shape.token(choice, output) {
+                        return Some((Ok(payload), s));
+                    }
+                }
+                EngineEvent::Done { completion_tokens } => {
+                    s.finished = true;
+                    if !include_usage {
+                        return None;
+                    }
+                    let payload = s
+                        .shape
+                        .usage(Usage::new(s.prompt_tokens, completion_tokens));
+                    return Some((Ok(payload), s));
+                }
+                EngineEvent::Failed(e) => {
+                    s.finished = true;
+                    return Some((Err(e.into()), s));
+                }
+            }
+        }
+    })
 }
 
 /// An SSE response from JSON payloads, ending with `data: [DONE]`. A failure mid-stream is

@@ -22,7 +22,7 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Download and list models.
     Models(ModelsArgs),
-    /// Measure prefill and decode speed.
+    /// Measure prefill and decode speed, or serving throughput and latency (--streams, --serve).
     Bench(BenchArgs),
     /// Serve the OpenAI-compatible API over HTTPS (HTTP with --no-tls).
     Serve(ServeArgs),
@@ -102,21 +102,42 @@ pub enum ModelsCommand {
     },
 }
 
-/// `helixflow bench`.
+/// `helixflow bench`: single-stream prefill and decode rates by default; with `--streams`, a
+/// serving sweep of the in-process engine; with `--serve URL`, the same sweep over HTTP.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Chat model id or GGUF path.
+    /// Chat model id or GGUF path (with --serve: the model id the server serves).
     #[arg(long, short, default_value = DEFAULT_CHAT_MODEL)]
     pub model: String,
-    /// Prompt length for the prefill measurement.
-    #[arg(long, default_value_t = 512)]
-    pub prompt_tokens: usize,
-    /// Tokens to decode for the decode measurement.
+    /// Prompt length [default: 512 for the single-stream benchmark, 64 for serving sweeps].
+    #[arg(long)]
+    pub prompt_tokens: Option<usize>,
+    /// Tokens to generate (per request in serving sweeps).
     #[arg(long, default_value_t = 128)]
     pub gen_tokens: usize,
-    /// Repetitions; the median is reported.
+    /// Repetitions of the single-stream benchmark; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Serving sweep: concurrency levels, comma-separated [default with --serve: 1,4,16,64].
+    /// Without --serve the engine runs in this process.
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Vec<usize>,
+    /// Serving sweep over HTTP against the server at this URL (`http://` or `https://`),
+    /// with streaming `/v1/completions` requests.
+    #[arg(long, value_name = "URL")]
+    pub serve: Option<String>,
+    /// API key sent as `Authorization: Bearer <key>` with --serve.
+    #[arg(long, env = "HELIXFLOW_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// PEM certificate(s) to trust for an `https://` --serve URL [default: the Mozilla roots].
+    #[arg(long, value_name = "PEM", requires = "serve")]
+    pub cacert: Option<PathBuf>,
+    /// Requests each concurrent stream sends, one after another, in a serving sweep.
+    #[arg(long, default_value_t = 1)]
+    pub requests_per_stream: usize,
+    /// The in-process engine's token budget per step (as `helixflow serve`'s flag).
+    #[arg(long, default_value_t = 512, conflicts_with = "serve")]
+    pub max_batched_tokens: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -136,12 +157,23 @@ pub struct ServeArgs {
     /// HTTPS (or HTTP) port; 0 picks a free one.
     #[arg(long, default_value_t = 8443, env = "HELIXFLOW_PORT")]
     pub port: u16,
-    /// Chat model id or GGUF path.
-    #[arg(long, short, default_value = DEFAULT_CHAT_MODEL, env = "HELIXFLOW_MODEL")]
-    pub model: String,
-    /// Embedding model id or folder; `none` serves no embeddings.
-    #[arg(long, default_value = DEFAULT_EMBEDDING_MODEL, env = "HELIXFLOW_EMBEDDING_MODEL")]
-    pub embedding_model: String,
+    /// gRPC port; 0 picks a free one.
+    #[arg(long, default_value_t = 50051, env = "HELIXFLOW_GRPC_PORT")]
+    pub grpc_port: u16,
+    /// Serve no gRPC.
+    #[arg(long, env = "HELIXFLOW_NO_GRPC")]
+    pub no_grpc: bool,
+    /// A model to serve: a built-in id, a hub id or a path, chat or embedding; repeat the
+    /// flag (or separate with commas) for several. Default: the built-in chat and embedding
+    /// models.
+    #[arg(
+        long,
+        short,
+        env = "HELIXFLOW_MODEL",
+        value_delimiter = ',',
+        default_values_t = [DEFAULT_CHAT_MODEL.to_string(), DEFAULT_EMBEDDING_MODEL.to_string()]
+    )]
+    pub model: Vec<String>,
     /// API key that `/v1` requests must send as `Authorization: Bearer <key>`.
     #[arg(long, env = "HELIXFLOW_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -53,13 +53,24 @@ pub fn merge(args: &mut ServeArgs, table: &Table, is_default: impl Fn(&str) -> b
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| bad("a non-negative integer"))
         };
+        // One model, or a list of them.
+        let strings = || match value {
+            toml::Value::String(s) => Ok(vec![s.clone()]),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("a string or a list of strings")),
+            _ => Err(bad("a string or a list of strings")),
+        };
         let flag = || value.as_bool().ok_or_else(|| bad("true or false"));
         let path = || string().map(PathBuf::from);
         match id.as_str() {
             "host" => args.host = string()?.parse().map_err(|_| bad("an IP address"))?,
             "port" => args.port = u16::try_from(number()?).map_err(|_| bad("a port"))?,
-            "model" => args.model = string()?,
-            "embedding_model" => args.embedding_model = string()?,
+            "model" => args.model = strings()?,
+            "grpc_port" => args.grpc_port = u16::try_from(number()?).map_err(|_| bad("a port"))?,
+            "no_grpc" => args.no_grpc = flag()?,
             "api_key" => args.api_key = Some(string()?),
             "insecure_no_auth" => args.insecure_no_auth = flag()?,
             "no_tls" => args.no_tls = flag()?,
@@ -110,7 +121,10 @@ mod tests {
         assert_eq!(args.port, 9000);
         assert!(args.no_tls);
         assert_eq!(args.max_num_seqs, 8);
-        assert_eq!(args.model, "x.gguf");
+        assert_eq!(args.model, ["x.gguf"]);
+        let table: Table = "model = [\"a.gguf\", \"b\"]".parse().unwrap();
+        merge(&mut args, &table, |_| true).unwrap();
+        assert_eq!(args.model, ["a.gguf", "b"]);
     }
 
     #[test]
@@ -122,6 +136,7 @@ mod tests {
             "port = 70000",
             "no_tls = 1",
             "host = \"x\"",
+            "model = [1]",
         ] {
             let table: Table = bad.parse().unwrap();
             assert!(merge(&mut args, &table, |_| true).is_err(), "{bad}");

@@ -1,107 +1,22 @@
 //! `helixflow serve` end to end: the real binary on a free port, over HTTP and HTTPS, shut
 //! down by SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
-/// A running server and the address it announced.
-struct Server {
-    child: Child,
-    url: String,
-}
+use std::process::Command;
+
+use common::{http, Server};
 
 impl Server {
     /// A server of the chat model only.
     fn start(args: &[&str]) -> Self {
-        Self::spawn(&[&["--embedding-model", "none"], args].concat())
+        Self::spawn(&[&["--model", "smollm2-135m-instruct"], args].concat())
     }
 
     /// A server of both default models.
     fn start_with_embeddings(args: &[&str]) -> Self {
         Self::spawn(args)
     }
-
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_helixflow"))
-            .args(["serve", "--port", "0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server announces its address before exiting")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("helixflow: serving on ") {
-                break url.to_string();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let server = Self { child, url };
-        server.wait_ready();
-        server
-    }
-
-    /// The listener opens before the models are loaded: wait for `/ready`.
-    fn wait_ready(&self) {
-        let start = std::time::Instant::now();
-        loop {
-            let status = if self.url.starts_with("http://") {
-                http(&self.url, "GET", "/ready", "").0.to_string()
-            } else {
-                let out = Command::new("curl")
-                    .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
-                    .arg(format!("{}/ready", self.url))
-                    .output()
-                    .expect("curl runs");
-                String::from_utf8_lossy(&out.stdout).into_owned()
-            };
-            if status == "200" {
-                return;
-            }
-            assert_eq!(status, "503", "/ready before loading must be 503");
-            assert!(start.elapsed() < Duration::from_secs(120), "never ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        self.child.wait().unwrap()
-    }
-}
-
-/// A plain HTTP/1.1 exchange; returns the status code and the body.
-fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let host = url.strip_prefix("http://").unwrap();
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
-    (status, body)
 }
 
 #[test]
@@ -169,7 +84,16 @@ fn serves_https_with_a_generated_certificate_by_default() {
 #[test]
 fn refuses_an_open_address_without_a_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
-        .args(["serve", "--host", "0.0.0.0", "--port", "0", "--no-tls"])
+        .args([
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--no-tls",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -246,7 +170,7 @@ fn settings_come_from_a_config_file_unless_a_flag_says_otherwise() {
     let config = dir.path().join("helixflow.toml");
     std::fs::write(
         &config,
-        "no_tls = true\nembedding_model = \"none\"\nport = 1\nmax_num_seqs = 4\n",
+        "no_tls = true\nmodel = \"smollm2-135m-instruct\"\nport = 1\nmax_num_seqs = 4\n",
     )
     .unwrap();
     // `--port 0` (a flag) beats `port = 1` (the file); `no_tls` comes from the file.
@@ -277,6 +201,8 @@ fn a_model_that_cannot_load_stops_the_server_with_an_error() {
             "--no-tls",
             "--port",
             "0",
+            "--grpc-port",
+            "0",
             "--model",
             "/nonexistent/model.gguf",
         ])
@@ -288,4 +214,236 @@ fn a_model_that_cannot_load_stops_the_server_with_an_error() {
         stderr.contains("nonexistent") && !stderr.contains("panicked"),
         "{stderr}"
     );
+}
+
+mod grpc {
+    use helixflow_server::grpc::proto::generation_event::Event;
+    use helixflow_server::grpc::proto::inference_client::InferenceClient;
+    use helixflow_server::grpc::proto::{
+        completion_request, ChatMessage, ChatRequest, CompletionRequest, EmbedRequest,
+        FinishReason, GenerationOptions, ListModelsRequest,
+    };
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    use tonic::{Code, Request};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    use super::Server;
+
+    const KEY: &str = "grpc-k3y";
+
+    fn authorized<T>(message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        let value = format!("Bearer {KEY}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+        request
+    }
+
+    fn golden_embedding() -> (String, Vec<f64>) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../helixflow-core/tests/fixtures/golden/minilm-embeddings.json");
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let case = &golden["cases"][0];
+        let vector = case["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        (case["input"].as_str().unwrap().to_string(), vector)
+    }
+
+    /// Streams a greedy chat over TLS and returns the events' text, token count and usage.
+    async fn greedy_chat(
+        client: &mut InferenceClient<Channel>,
+        model: &str,
+    ) -> Result<(String, usize, u32), tonic::Status> {
+        let request = ChatRequest {
+            model: model.into(),
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: "What is the capital of France?".into(),
+            }],
+            options: Some(GenerationOptions {
+                temperature: Some(0.0),
+                max_tokens: Some(20),
+                ..Default::default()
+            }),
+        };
+        let mut stream = client.chat(authorized(request)).await?.into_inner();
+        let (mut text, mut tokens, mut started, mut usage) = (String::new(), 0, false, None);
+        while let Some(event) = stream.message().await? {
+            match event.event.unwrap() {
+                Event::Started(s) => {
+                    assert!(!started && tokens == 0 && s.id.starts_with("chatcmpl-"));
+                    assert!(s.prompt_tokens > 5);
+                    started = true;
+                }
+                Event::Token(t) => {
+                    assert!(started && usage.is_none());
+                    text.push_str(&t.text);
+                    tokens += 1;
+                    if tokens == 20 {
+                        assert_eq!(t.finish_reason(), FinishReason::Length);
+                    }
+                }
+                Event::Finished(f) => usage = f.usage,
+            }
+        }
+        let usage = usage.expect("a finished event ends the stream");
+        assert_eq!(
+            usage.total_tokens,
+            usage.prompt_tokens + usage.completion_tokens
+        );
+        Ok((text, tokens, usage.completion_tokens))
+    }
+
+    #[test]
+    fn the_grpc_api_streams_chat_embeds_and_reports_health_over_tls() {
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start_with_embeddings(&[
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--api-key",
+            KEY,
+        ]);
+        let port = server
+            .grpc
+            .as_deref()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        let cert = std::fs::read(data.path().join("localhost-cert.pem")).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(cert))
+                .domain_name("localhost");
+            let channel = Channel::from_shared(format!("https://localhost:{port}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .expect("a TLS connection to the gRPC port");
+
+            // Health needs no key; the server is ready, so every service is SERVING.
+            let mut health = HealthClient::new(channel.clone());
+            for service in ["", "helixflow.v1.Inference"] {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(status.status(), ServingStatus::Serving, "{service:?}");
+            }
+
+            let mut client = InferenceClient::new(channel);
+            let refused = client
+                .list_models(Request::new(ListModelsRequest {}))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Code::Unauthenticated);
+            let models = client
+                .list_models(authorized(ListModelsRequest {}))
+                .await
+                .unwrap()
+                .into_inner()
+                .models;
+            let listed: Vec<(&str, &str)> = models
+                .iter()
+                .map(|m| (m.id.as_str(), m.kind.as_str()))
+                .collect();
+            assert_eq!(
+                listed,
+                [
+                    ("smollm2-135m-instruct", "chat"),
+                    ("all-minilm-l6-v2", "embedding")
+                ]
+            );
+
+            // Greedy decoding reproduces the same text as the HTTP API.
+            let (text, tokens, completion_tokens) =
+                greedy_chat(&mut client, "smollm2-135m-instruct")
+                    .await
+                    .unwrap();
+            assert_eq!(text, "L'Étoile, la Marseillaise, la femme, la femme au");
+            assert_eq!((tokens, completion_tokens), (20, 20));
+
+            // A raw completion from token ids, with logprobs.
+            let request = CompletionRequest {
+                model: "smollm2-135m-instruct".into(),
+                prompt: Some(completion_request::Prompt::Text("The sky is".into())),
+                options: Some(GenerationOptions {
+                    max_tokens: Some(3),
+                    temperature: Some(0.0),
+                    logprobs: true,
+                    top_logprobs: 2,
+                    ..Default::default()
+                }),
+            };
+            let mut stream = client
+                .complete(authorized(request))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut seen = 0;
+            while let Some(event) = stream.message().await.unwrap() {
+                if let Some(Event::Token(t)) = event.event {
+                    assert!(t.logprob.unwrap() <= 0.0);
+                    assert_eq!(t.top_logprobs.len(), 2);
+                    seen += 1;
+                }
+            }
+            assert_eq!(seen, 3);
+
+            let (input, expected) = golden_embedding();
+            let embedded = client
+                .embed(authorized(EmbedRequest {
+                    model: "all-minilm-l6-v2".into(),
+                    texts: vec![input],
+                    token_inputs: Vec::new(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            let got = &embedded.embeddings[0].values;
+            let dot: f64 = got
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| f64::from(*a) * b)
+                .sum();
+            let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+            let cosine = dot
+                / (norm(&mut got.iter().map(|&x| f64::from(x)))
+                    * norm(&mut expected.iter().copied()));
+            assert!(cosine >= 0.9999, "cosine {cosine}");
+            assert!(embedded.usage.unwrap().prompt_tokens > 0);
+
+            // Errors are statuses with the HTTP API's messages.
+            let unknown = greedy_chat(&mut client, "no-such-model").await.unwrap_err();
+            assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+            let wrong_kind = greedy_chat(&mut client, "all-minilm-l6-v2")
+                .await
+                .unwrap_err();
+            assert_eq!(wrong_kind.code(), Code::NotFound, "{wrong_kind:?}");
+            assert!(wrong_kind.message().contains("not a chat model"));
+            let empty = client
+                .chat(authorized(ChatRequest {
+                    model: "smollm2-135m-instruct".into(),
+                    messages: Vec::new(),
+                    options: None,
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
+        });
+        assert!(server.stop().success());
+    }
 }

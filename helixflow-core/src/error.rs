@@ -14,6 +14,16 @@ pub enum Error {
     #[error("model not found: {0}")]
     ModelNotFound(String),
 
+    /// The model exists but is of the other kind (an embedding model asked to generate text,
+    /// or a chat model asked for embeddings).
+    #[error("`{model}` is not a {wanted} model")]
+    WrongModelKind {
+        /// The model named.
+        model: String,
+        /// The kind the operation needs.
+        wanted: crate::source::ModelKind,
+    },
+
     /// A model file exists but is malformed (bad magic, truncated, absurd sizes, ...).
     #[error("invalid model file {}: {reason}", path.display())]
     InvalidModelFile {

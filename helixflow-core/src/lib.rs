@@ -13,6 +13,7 @@ pub mod generation;
 pub mod gguf;
 pub mod kv_cache;
 pub mod models;
+pub mod registry;
 pub mod sampling;
 pub mod source;
 pub mod stop;

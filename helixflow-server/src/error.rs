@@ -119,11 +119,36 @@ impl From<CoreError> for ApiError {
             | CoreError::ChatTemplate { .. }
             | CoreError::Tokenizer(_) => Self::invalid(e.to_string()),
             CoreError::ModelNotFound(m) => Self::unknown_model(m),
+            // OpenAI answers a model of the wrong kind with a 404 too, saying why.
+            CoreError::WrongModelKind { model, wanted } => Self {
+                message: format!(
+                    "The model `{model}` is not a {wanted} model and cannot serve this endpoint."
+                ),
+                ..Self::unknown_model(model)
+            },
             CoreError::Overloaded { .. } | CoreError::KvCacheFull { .. } => {
                 Self::overloaded(e.to_string())
             }
             _ => Self::internal(e.to_string()),
         }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        use tonic::Code;
+        let code = match e.status {
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Code::InvalidArgument,
+            StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
+            StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+            StatusCode::FORBIDDEN => Code::PermissionDenied,
+            StatusCode::NOT_FOUND => Code::NotFound,
+            StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+            StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+            _ => Code::Internal,
+        };
+        tonic::Status::new(code, e.message)
     }
 }
 
@@ -161,6 +186,18 @@ mod tests {
         assert_eq!(
             ApiError::unknown_model("x").body()["error"]["code"],
             "model_not_found"
+        );
+        let status = tonic::Status::from(ApiError::unknown_model("x"));
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert!(status.message().contains("`x`"));
+        assert_eq!(tonic::Status::from(busy).code(), tonic::Code::Unavailable);
+        assert_eq!(
+            tonic::Status::from(bad).code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            tonic::Status::from(ApiError::unauthorized()).code(),
+            tonic::Code::Unauthenticated
         );
     }
 }

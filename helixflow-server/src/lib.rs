@@ -6,10 +6,12 @@
 //!
 //! [`router`] builds the axum application for an [`AppState`]; the routes are
 //! `/v1/chat/completions`, `/v1/completions` (JSON or SSE streams), `/v1/embeddings`,
-//! `/v1/models[/{id}]`, `/health`, `/ready` and `/metrics` (Prometheus).
+//! `/v1/models[/{id}]`, `/health`, `/ready` and `/metrics` (Prometheus). [`grpc`] serves the
+//! same models over gRPC, and [`serve()`] runs both, over TLS by default.
 
 mod auth;
 pub mod error;
+pub mod grpc;
 pub mod metrics;
 mod routes;
 pub mod serve;
@@ -17,7 +19,7 @@ pub mod state;
 mod wire;
 
 pub use error::ApiError;
-pub use serve::{serve, ServeConfig, ServeError, Tls};
+pub use serve::{serve, Listening, ServeConfig, ServeError, Tls};
 pub use state::AppState;
 
 use axum::routing::{get, post};

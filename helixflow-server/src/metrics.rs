@@ -19,6 +19,92 @@ const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// A metric family read from each engine's statistics.
+struct EngineFamily {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    value: fn(&EngineStats) -> u64,
+}
+
+const fn family(
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    value: fn(&EngineStats) -> u64,
+) -> EngineFamily {
+    EngineFamily {
+        name,
+        help,
+        kind,
+        value,
+    }
+}
+
+/// The engine figures, labelled by model.
+const ENGINE_FAMILIES: [EngineFamily; 10] = [
+    family(
+        "helixflow_prefix_cache_hits_total",
+        "Prompt blocks reused from the prefix cache.",
+        "counter",
+        |s| s.prefix_cache_hits,
+    ),
+    family(
+        "helixflow_preemptions_total",
+        "Requests preempted for lack of KV blocks.",
+        "counter",
+        |s| s.preemptions,
+    ),
+    family(
+        "helixflow_cancelled_requests_total",
+        "Requests cancelled by their client.",
+        "counter",
+        |s| s.cancelled_requests,
+    ),
+    family(
+        "helixflow_engine_steps_total",
+        "Engine steps run.",
+        "counter",
+        |s| s.steps,
+    ),
+    family(
+        "helixflow_queue_length",
+        "Requests waiting for admission.",
+        "gauge",
+        |s| s.waiting_requests as u64,
+    ),
+    family(
+        "helixflow_running_requests",
+        "Requests being generated.",
+        "gauge",
+        |s| s.running_requests as u64,
+    ),
+    family(
+        "helixflow_running_sequences",
+        "Sequences (choices) being generated.",
+        "gauge",
+        |s| s.running_seqs as u64,
+    ),
+    family(
+        "helixflow_kv_blocks_used",
+        "KV cache blocks in use by sequences.",
+        "gauge",
+        |s| s.kv_blocks_used as u64,
+    ),
+    family(
+        "helixflow_kv_blocks_free",
+        "KV cache blocks free (unused cached blocks included).",
+        "gauge",
+        |s| s.kv_blocks_free as u64,
+    ),
+    family(
+        "helixflow_kv_blocks_cached",
+        "KV cache blocks held by the prefix cache.",
+        "gauge",
+        |s| s.kv_blocks_cached as u64,
+    ),
+];
+
 /// A fixed-bucket histogram of durations.
 #[derive(Default)]
 struct Histogram {
@@ -90,8 +176,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text, with the engine's current figures as gauges.
-    pub fn render(&self, engine: &EngineStats) -> String {
+    /// The exposition text, with each chat model's engine figures labelled by model id.
+    pub fn render(&self, engines: &[(&str, EngineStats)]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -120,26 +206,6 @@ impl Metrics {
                 "Tokens generated.",
                 self.completion_tokens.load(Ordering::Relaxed),
             ),
-            (
-                "helixflow_prefix_cache_hits_total",
-                "Prompt blocks reused from the prefix cache.",
-                engine.prefix_cache_hits,
-            ),
-            (
-                "helixflow_preemptions_total",
-                "Requests preempted for lack of KV blocks.",
-                engine.preemptions,
-            ),
-            (
-                "helixflow_cancelled_requests_total",
-                "Requests cancelled by their client.",
-                engine.cancelled_requests,
-            ),
-            (
-                "helixflow_engine_steps_total",
-                "Engine steps run.",
-                engine.steps,
-            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -147,43 +213,13 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
-        let gauges = [
-            (
-                "helixflow_queue_length",
-                "Requests waiting for admission.",
-                engine.waiting_requests,
-            ),
-            (
-                "helixflow_running_requests",
-                "Requests being generated.",
-                engine.running_requests,
-            ),
-            (
-                "helixflow_running_sequences",
-                "Sequences (choices) being generated.",
-                engine.running_seqs,
-            ),
-            (
-                "helixflow_kv_blocks_used",
-                "KV cache blocks in use by sequences.",
-                engine.kv_blocks_used,
-            ),
-            (
-                "helixflow_kv_blocks_free",
-                "KV cache blocks free (unused cached blocks included).",
-                engine.kv_blocks_free,
-            ),
-            (
-                "helixflow_kv_blocks_cached",
-                "KV cache blocks held by the prefix cache.",
-                engine.kv_blocks_cached,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+        for family in ENGINE_FAMILIES {
+            let (name, help, kind) = (family.name, family.help, family.kind);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (model, stats) in engines {
+                let value = (family.value)(stats);
+                let _ = writeln!(out, "{name}{{model=\"{model}\"}} {value}");
+            }
         }
         self.time_to_first_token.render(
             &mut out,
@@ -212,7 +248,12 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
 
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics().render(&state.engine().stats());
+    let engines: Vec<(&str, EngineStats)> = state
+        .models()
+        .engines()
+        .map(|e| (e.model().name(), e.stats()))
+        .collect();
+    let body = state.metrics().render(&engines);
     (
         [(
             axum::http::header::CONTENT_TYPE,

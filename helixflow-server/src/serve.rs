@@ -12,10 +12,9 @@ use axum::response::IntoResponse;
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
-use helixflow_core::chat_model::ChatModel;
-use helixflow_core::embeddings::EmbeddingModel;
-use helixflow_core::engine::{Engine, EngineConfig};
-use helixflow_core::source::{self, ModelKind, StderrProgress};
+use helixflow_core::engine::EngineConfig;
+use helixflow_core::registry::ModelRegistry;
+use helixflow_core::source::StderrProgress;
 
 use tower::ServiceExt;
 
@@ -45,12 +44,12 @@ pub struct ServeConfig {
     pub host: IpAddr,
     /// Port to listen on (0 picks a free one).
     pub port: u16,
+    /// gRPC port (0 picks a free one); `None` serves no gRPC.
+    pub grpc_port: Option<u16>,
     /// TLS mode.
     pub tls: Tls,
-    /// Chat model id or path.
-    pub chat_model: String,
-    /// Embedding model id or path; `None` serves no embeddings.
-    pub embedding_model: Option<String>,
+    /// The models to serve: ids or paths, chat and embedding models alike.
+    pub models: Vec<String>,
     /// The key `/v1` requests must present.
     pub api_key: Option<String>,
     /// Allow a non-loopback address without a key.
@@ -90,12 +89,22 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     move |source| ServeError::Io { what, source }
 }
 
-/// Loads the models, then serves until `shutdown` resolves; in-flight requests then get
-/// `config.grace` to finish. `on_listen` is told the bound address (useful with port 0).
+/// Where the server listens, once it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// The HTTPS (or HTTP) address.
+    pub http: SocketAddr,
+    /// The gRPC address, when gRPC is served.
+    pub grpc: Option<SocketAddr>,
+}
+
+/// Listens at once, loads the models, then serves HTTP and gRPC until `shutdown` resolves;
+/// in-flight requests then get `config.grace` to finish. `on_listen` is told the bound
+/// addresses (useful with port 0).
 pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_listen: impl FnOnce(SocketAddr) + Send + 'static,
+    on_listen: impl FnOnce(Listening) + Send + 'static,
 ) -> Result<(), ServeError> {
     if !config.host.is_loopback() && config.api_key.is_none() && !config.insecure_no_auth {
         return Err(ServeError::Config(format!(
@@ -104,47 +113,76 @@ pub async fn serve(
             config.host
         )));
     }
-    // Listen at once; until the models are loaded `/health` answers and everything else,
-    // `/ready` included, is a 503.
-    let app_slot: Arc<OnceLock<Router>> = Arc::default();
-    let app = loading_router(app_slot.clone());
-    let addr = SocketAddr::new(config.host, config.port);
+    let tls = match &config.tls {
+        Tls::Off => None,
+        Tls::Files { cert, key } => Some((cert.clone(), key.clone())),
+        Tls::SelfSigned(dir) => Some(self_signed(dir)?),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // ring is the one crypto provider compiled in; installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // One shutdown request reaches both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let handle = Handle::new();
     let grace = config.grace;
-    let on_shutdown = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: letting in-flight requests finish for {grace:?}");
-        on_shutdown.graceful_shutdown(Some(grace));
-    });
-    let announce = handle.clone();
-    let scheme = if config.tls == Tls::Off {
-        "http"
-    } else {
-        "https"
-    };
-    tokio::spawn(async move {
-        if let Some(bound) = announce.listening().await {
-            eprintln!("helixflow: serving on {scheme}://{bound}");
-            on_listen(bound);
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: letting in-flight requests finish for {grace:?}");
+            let _ = stop.send(true);
+            handle.graceful_shutdown(Some(grace));
+        });
+    }
+    let stop_requested = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|&s| s).await;
         }
-    });
-    let service = app.into_make_service();
-    let server = match &config.tls {
-        Tls::Off => tokio::spawn(
+    };
+
+    // Listen at once; until the models are loaded `/health` answers and everything else,
+    // `/ready` included, is a 503 (gRPC: UNAVAILABLE, health NOT_SERVING).
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<AppState>();
+    let grpc = match config.grpc_port {
+        Some(port) => {
+            let listener = tokio::net::TcpListener::bind((config.host, port))
+                .await
+                .map_err(io(format!("binding gRPC to {}:{port}", config.host)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(io("reading the gRPC address"))?;
+            eprintln!("helixflow: gRPC on {bound}");
+            let ready = async move {
+                match ready_rx.await {
+                    Ok(state) => state,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let served = crate::grpc::serve_grpc(
+                listener,
+                tls.clone(),
+                config.api_key.clone(),
+                ready,
+                stop_requested(),
+            );
+            Some((bound, tokio::spawn(served)))
+        }
+        None => None,
+    };
+    let grpc_addr = grpc.as_ref().map(|(addr, _)| *addr);
+    let app_slot: Arc<OnceLock<Router>> = Arc::default();
+    let service = loading_router(app_slot.clone()).into_make_service();
+    let addr = SocketAddr::new(config.host, config.port);
+    let server = match &tls {
+        None => tokio::spawn(
             axum_server::bind(addr)
                 .handle(handle.clone())
                 .serve(service),
         ),
-        tls => {
-            let (cert, key) = match tls {
-                Tls::Files { cert, key } => (cert.clone(), key.clone()),
-                Tls::SelfSigned(dir) => self_signed(dir)?,
-                Tls::Off => unreachable!("handled above"),
-            };
-            // ring is the one crypto provider compiled in; installing it twice is harmless.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let rustls = RustlsConfig::from_pem_file(&cert, &key)
+        Some((cert, key)) => {
+            let rustls = RustlsConfig::from_pem_file(cert, key)
                 .await
                 .map_err(io(format!(
                     "loading {} and {}",
@@ -158,6 +196,19 @@ pub async fn serve(
             )
         }
     };
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Some(http) = handle.listening().await {
+                eprintln!("helixflow: serving on {scheme}://{http}");
+                on_listen(Listening {
+                    http,
+                    grpc: grpc_addr,
+                });
+            }
+        });
+    }
+
     let loaded = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || load_state(&config))
@@ -170,19 +221,32 @@ pub async fn serve(
             let state = state
                 .with_body_limit(config.body_limit)
                 .with_request_timeout(config.request_timeout);
-            let _ = app_slot.set(crate::router(state));
+            let _ = app_slot.set(crate::router(state.clone()));
+            let _ = ready_tx.send(state);
             eprintln!("helixflow: models loaded, ready");
         }
         Err(e) => {
             handle.shutdown();
             let _ = server.await;
+            if let Some((_, task)) = grpc {
+                task.abort();
+            }
             return Err(e);
         }
     }
-    server
+    let http = server
         .await
         .map_err(|e| ServeError::Config(format!("the server task failed: {e}")))?
-        .map_err(io(format!("serving on {addr}")))
+        .map_err(io(format!("serving on {addr}")));
+    if let Some((_, task)) = grpc {
+        // gRPC drains on its own; past the grace period its streams are cut.
+        match tokio::time::timeout(grace, task).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => return Err(ServeError::Config(format!("the gRPC task failed: {e}"))),
+            Err(_) => tracing::warn!("gRPC calls still running after the grace period"),
+        }
+    }
+    http
 }
 
 /// Serves `/health` and 503s until the real application is in `slot`, then hands every
@@ -202,30 +266,13 @@ fn loading_router(slot: Arc<OnceLock<Router>>) -> Router {
     })
 }
 
-/// Resolves and loads the models and starts the engine.
+/// Resolves and loads the models and starts an engine for each chat model.
 fn load_state(config: &ServeConfig) -> Result<AppState, ServeError> {
-    let resolve = |arg: &str, want: ModelKind| -> Result<_, ServeError> {
-        let resolved = source::resolve_arg(arg, &StderrProgress)?;
-        if resolved.kind != want {
-            return Err(ServeError::Config(format!(
-                "`{arg}` is not a {want:?} model"
-            )));
-        }
-        Ok(resolved)
-    };
-    let chat = resolve(&config.chat_model, ModelKind::Chat)?;
-    let chat = ChatModel::load_named(&chat.path, &chat.name)?;
-    let embedder = match &config.embedding_model {
-        Some(arg) => {
-            let resolved = resolve(arg, ModelKind::Embedding)?;
-            Some(Arc::new(
-                EmbeddingModel::load(&resolved.path)?.with_name(resolved.name),
-            ))
-        }
-        None => None,
-    };
-    let engine = Engine::start(Arc::new(chat), config.engine.clone())?;
-    Ok(AppState::new(engine, embedder, config.api_key.clone()))
+    if config.models.is_empty() {
+        return Err(ServeError::Config("no model to serve".into()));
+    }
+    let models = ModelRegistry::load(&config.models, &config.engine, &StderrProgress)?;
+    Ok(AppState::new(models, config.api_key.clone()))
 }
 
 /// The self-signed certificate and key in `dir`, made on first use.

@@ -1,4 +1,4 @@
-//! What the handlers share: the engine, the embedding model, the key.
+//! What the handlers share: the served models, the key, the limits and the metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +6,9 @@ use std::time::Duration;
 use helixflow_core::completion::unix_now;
 use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::EngineHandle;
+use helixflow_core::registry::ModelRegistry;
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 /// The state of the HTTP application; cheap to clone.
@@ -17,8 +19,7 @@ pub struct AppState {
 
 #[derive(Clone)]
 struct Inner {
-    engine: EngineHandle,
-    embedder: Option<Arc<EmbeddingModel>>,
+    models: ModelRegistry,
     api_key: Option<String>,
     body_limit: usize,
     started: u64,
@@ -27,17 +28,12 @@ struct Inner {
 }
 
 impl AppState {
-    /// Serves the engine's chat model and, if given, an embedding model. With `api_key`,
-    /// every `/v1` request must carry `Authorization: Bearer <api_key>`.
-    pub fn new(
-        engine: EngineHandle,
-        embedder: Option<Arc<EmbeddingModel>>,
-        api_key: Option<String>,
-    ) -> Self {
+    /// Serves the models of the registry. With `api_key`, every `/v1` request must carry
+    /// `Authorization: Bearer <api_key>`.
+    pub fn new(models: ModelRegistry, api_key: Option<String>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                engine,
-                embedder,
+                models,
                 api_key,
                 body_limit: crate::DEFAULT_BODY_LIMIT,
                 started: unix_now(),
@@ -70,19 +66,19 @@ impl AppState {
         self.inner.request_timeout
     }
 
-    /// The engine serving the chat model.
-    pub fn engine(&self) -> &EngineHandle {
-        &self.inner.engine
+    /// The served models.
+    pub fn models(&self) -> &ModelRegistry {
+        &self.inner.models
     }
 
-    /// The id of the chat model.
-    pub fn chat_model_id(&self) -> &str {
-        self.inner.engine.model().name()
+    /// The engine of chat model `id` (404 for an unknown id, 400 for an embedding model).
+    pub fn chat_engine(&self, id: &str) -> Result<&EngineHandle, ApiError> {
+        self.inner.models.chat(id).map_err(model_error)
     }
 
-    /// The embedding model, if one is served.
-    pub fn embedder(&self) -> Option<&Arc<EmbeddingModel>> {
-        self.inner.embedder.as_ref()
+    /// Embedding model `id` (404 for an unknown id, 400 for a chat model).
+    pub fn embedder(&self, id: &str) -> Result<&Arc<EmbeddingModel>, ApiError> {
+        self.inner.models.embedding(id).map_err(model_error)
     }
 
     /// The key `/v1` requests must present, if any.
@@ -103,5 +99,13 @@ impl AppState {
     /// When the server started (Unix seconds): the `created` time of its models.
     pub fn started(&self) -> u64 {
         self.inner.started
+    }
+}
+
+/// A registry lookup failure, naming `model` as the field at fault.
+fn model_error(e: helixflow_core::Error) -> ApiError {
+    ApiError {
+        param: Some("model".into()),
+        ..e.into()
     }
 }

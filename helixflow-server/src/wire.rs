@@ -59,6 +59,9 @@ pub(crate) struct GenerationFields {
     pub(crate) top_k: Option<usize>,
     pub(crate) min_p: Option<f32>,
     pub(crate) repetition_penalty: Option<f32>,
+    /// vLLM's extension: keep generating past end-of-sequence tokens (benchmarks use it).
+    #[serde(default)]
+    pub(crate) ignore_eos: bool,
     /// Accepted and ignored (OpenAI uses it for abuse monitoring).
     #[allow(dead_code)]
     pub(crate) user: Option<String>,
@@ -110,7 +113,7 @@ impl GenerationFields {
                 Some(Stop::Many(v)) => v.clone(),
             },
             n: self.n.unwrap_or(1),
-            ignore_eos: false,
+            ignore_eos: self.ignore_eos,
         })
     }
 }

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::{Engine, EngineConfig, EngineHandle};
+use helixflow_core::registry::{ModelRegistry, ServedModel};
 use helixflow_core::source::{self, ModelHome, ModelSpec, SilentProgress};
 use helixflow_server::{router, AppState};
 use http_body_util::BodyExt;
@@ -55,8 +56,35 @@ fn embedder() -> Arc<EmbeddingModel> {
         .clone()
 }
 
+/// The served models: `engine`'s chat model, and the embedding model if `embeddings`.
+fn models(engine: EngineHandle, embeddings: bool) -> ModelRegistry {
+    let mut models = ModelRegistry::new();
+    models.add(ServedModel::Chat(engine)).unwrap();
+    if embeddings {
+        models.add(ServedModel::Embedding(embedder())).unwrap();
+    }
+    models
+}
+
 fn app() -> Router {
-    router(AppState::new(engine(), Some(embedder()), None))
+    router(AppState::new(models(engine(), true), None))
+}
+
+/// The sum of every series of metric `name` (labelled or not), if there is one.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.parse::<f64>().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 async fn call(
@@ -398,7 +426,7 @@ async fn client_mistakes_get_openai_errors_with_the_right_status() {
         assert_openai_error(&serde_json::from_slice(&bytes).unwrap());
     }
     // Oversized bodies.
-    let small = router(AppState::new(engine(), None, None).with_body_limit(64));
+    let small = router(AppState::new(models(engine(), false), None).with_body_limit(64));
     let big = json!({"model": CHAT, "messages": [{"role": "user", "content": "x".repeat(200)}]});
     let (status, bytes) = call(small, "POST", "/v1/chat/completions", Some(big.to_string())).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -407,7 +435,10 @@ async fn client_mistakes_get_openai_errors_with_the_right_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_key_guards_v1_but_not_health() {
-    let guarded = router(AppState::new(engine(), None, Some("s3cret".into())));
+    let guarded = router(AppState::new(
+        models(engine(), false),
+        Some("s3cret".into()),
+    ));
     let (status, bytes) = call(guarded.clone(), "GET", "/v1/models", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_openai_error(&serde_json::from_slice(&bytes).unwrap());
@@ -447,7 +478,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
         },
     )
     .unwrap();
-    let app = router(AppState::new(busy, None, None));
+    let app = router(AppState::new(models(busy, false), None));
     let body = json!({"model": CHAT, "max_tokens": 16,
                       "messages": [{"role": "user", "content": "Tell me a story."}]})
     .to_string();
@@ -482,7 +513,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
 async fn dropping_a_stream_cancels_its_generation() {
     let chat = engine().model().clone();
     let own = Engine::start(chat, EngineConfig::default()).unwrap();
-    let app = router(AppState::new(own.clone(), None, None));
+    let app = router(AppState::new(models(own.clone(), false), None));
     let body = json!({"model": CHAT, "max_tokens": 400, "stream": true,
                       "messages": [{"role": "user", "content": "Write a long story."}]});
     let request = Request::builder()
@@ -498,11 +529,8 @@ async fn dropping_a_stream_cancels_its_generation() {
     assert!(first.data_ref().is_some());
     drop(body);
     // The metrics endpoint shows the sequence gone and its blocks back.
-    let metric = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    let metric = |text: &str, name: &str| {
+        metric(text, name).unwrap_or_else(|| panic!("no {name} in {text}"))
     };
     let start = std::time::Instant::now();
     loop {
@@ -555,15 +583,15 @@ async fn metrics_count_requests_tokens_and_latencies() {
         "helixflow_completion_tokens_total",
         "helixflow_prompt_tokens_total",
     ] {
-        let value: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name}"))
-            .parse()
-            .unwrap();
+        let value = metric(&text, name).unwrap_or_else(|| panic!("no {name}"));
         assert!(value >= 1.0, "{name} = {value}");
     }
     assert!(text.contains("# TYPE helixflow_kv_blocks_free gauge"));
+    // Engine figures are labelled with the model they belong to.
+    assert!(
+        text.contains(&format!("helixflow_kv_blocks_free{{model=\"{CHAT}\"}} ")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -571,7 +599,7 @@ async fn a_generation_past_the_timeout_is_cut_off_and_cancelled() {
     let chat = engine().model().clone();
     let own = Engine::start(chat, EngineConfig::default()).unwrap();
     let app = router(
-        AppState::new(own.clone(), None, None)
+        AppState::new(models(own.clone(), false), None)
             .with_request_timeout(std::time::Duration::from_millis(300)),
     );
     let long = json!({"model": CHAT, "max_tokens": 2000, "temperature": 0,
@@ -605,4 +633,27 @@ async fn a_generation_past_the_timeout_is_cut_off_and_cancelled() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     assert!(own.stats().tokens_generated < 2 * 2000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignore_eos_generates_exactly_max_tokens() {
+    let mut request = json!({"model": CHAT, "temperature": 0, "max_tokens": 40,
+        "messages": [{"role": "user", "content": "Reply with one word: yes or no?"}]});
+    let (status, body) = post("/v1/chat/completions", request.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() < 40);
+    request["ignore_eos"] = json!(true);
+    let (status, body) = post("/v1/chat/completions", request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 40);
+    let (status, body) = post(
+        "/v1/completions",
+        json!({"model": CHAT, "prompt": "Yes", "max_tokens": 40, "temperature": 0,
+               "ignore_eos": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 40);
 }

@@ -27,8 +27,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         host: args.host,
         port: args.port,
         tls,
-        chat_model: args.model,
-        embedding_model: (args.embedding_model != "none").then_some(args.embedding_model),
+        grpc_port: (!args.no_grpc).then_some(args.grpc_port),
+        models: args.model,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         insecure_no_auth: args.insecure_no_auth,
         engine: EngineConfig {

@@ -24,9 +24,7 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse_body(body)?;
     let fields = &request.fields;
-    if fields.model != state.chat_model_id() {
-        return Err(ApiError::unknown_model(&fields.model));
-    }
+    let engine = state.chat_engine(&fields.model)?;
     let params = fields.params(request.logprobs, request.top_logprobs.unwrap_or(0))?;
     if request.top_logprobs.is_some_and(|n| n > 0) && !request.logprobs {
         return Err(ApiError::invalid_param(
@@ -34,12 +32,12 @@ pub(crate) async fn chat_completions(
             "top_logprobs needs logprobs: true",
         ));
     }
-    let chat = state.engine().model().clone();
+    let chat = engine.model();
     let messages = messages_from_openai(&request.messages)?;
     let prompt = chat.encode_prompt(&chat.render_chat(&messages)?)?;
     let n = params.n;
     let logprobs = params.sampling.logprobs;
-    let events = submit(&state, prompt, params)?;
+    let events = submit(&state, engine, prompt, params)?;
     let (id, created, model) = (new_id("chatcmpl"), unix_now(), fields.model.clone());
     if !fields.stream {
         let done = collect(events, n, logprobs).await?;

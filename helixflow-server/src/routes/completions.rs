@@ -5,6 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use helixflow_core::chat_model::ChatModel;
 use helixflow_core::completion::{
     new_id, system_fingerprint, unix_now, ChoiceLogprobs, TextCompletion, Usage,
 };
@@ -18,7 +19,7 @@ use crate::state::AppState;
 use crate::wire::{parse_body, CompletionRequest};
 
 /// The prompt's token ids: a string, a list with one string, or token ids.
-fn prompt_ids(state: &AppState, prompt: &Value) -> Result<Vec<u32>, ApiError> {
+fn prompt_ids(chat: &ChatModel, prompt: &Value) -> Result<Vec<u32>, ApiError> {
     let bad = || {
         ApiError::invalid_param(
             "prompt",
@@ -26,7 +27,6 @@ fn prompt_ids(state: &AppState, prompt: &Value) -> Result<Vec<u32>, ApiError> {
              (one prompt per request)",
         )
     };
-    let chat = state.engine().model();
     match prompt {
         Value::String(text) => Ok(chat.encode_prompt(text)?),
         Value::Array(items) => match items.as_slice() {
@@ -53,9 +53,7 @@ pub(crate) async fn completions(
 ) -> Result<Response, ApiError> {
     let request: CompletionRequest = parse_body(body)?;
     let fields = &request.fields;
-    if fields.model != state.chat_model_id() {
-        return Err(ApiError::unknown_model(&fields.model));
-    }
+    let engine = state.chat_engine(&fields.model)?;
     if request.echo {
         return Err(ApiError::invalid_param("echo", "echo is not supported"));
     }
@@ -67,12 +65,12 @@ pub(crate) async fn completions(
         ));
     }
     let params = fields.params(request.logprobs.is_some(), top)?;
-    let prompt = prompt_ids(&state, &request.prompt)?;
+    let prompt = prompt_ids(engine.model(), &request.prompt)?;
     if prompt.is_empty() {
         return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
     }
     let (n, logprobs) = (params.n, params.sampling.logprobs);
-    let events = submit(&state, prompt, params)?;
+    let events = submit(&state, engine, prompt, params)?;
     let (id, created, model) = (new_id("cmpl"), unix_now(), fields.model.clone());
     if !fields.stream {
         let done = collect(events, n, logprobs).await?;

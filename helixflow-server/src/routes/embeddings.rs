@@ -5,14 +5,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 use base64::Engine as _;
+use helixflow_core::embeddings::{EmbeddingModel, Embeddings};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::{parse_body, EmbeddingRequest};
 
 /// The inputs: strings, or token id lists.
-enum Inputs {
+pub(crate) enum Inputs {
     Texts(Vec<String>),
     Tokens(Vec<Vec<u32>>),
 }
@@ -52,17 +54,45 @@ fn inputs(input: &Value) -> Result<Inputs, ApiError> {
         }
         _ => return Err(bad()),
     };
-    // An empty string is a valid input (the encoder still sees its special tokens); an
-    // empty token list is not.
-    if let Inputs::Tokens(lists) = &parsed {
-        if lists.iter().any(Vec::is_empty) {
+    parsed.checked()
+}
+
+impl Inputs {
+    /// The inputs if they can be embedded: an empty string is valid (the encoder still sees
+    /// its special tokens); an empty token list, or no input at all, is not.
+    pub(crate) fn checked(self) -> Result<Self, ApiError> {
+        let (empty_list, none) = match &self {
+            Inputs::Texts(texts) => (false, texts.is_empty()),
+            Inputs::Tokens(lists) => (lists.iter().any(Vec::is_empty), lists.is_empty()),
+        };
+        if empty_list {
             return Err(ApiError::invalid_param(
                 "input",
                 "token lists must not be empty",
             ));
         }
+        if none {
+            return Err(ApiError::invalid_param(
+                "input",
+                "there is nothing to embed",
+            ));
+        }
+        Ok(self)
     }
-    Ok(parsed)
+
+    /// Embeds the inputs on a blocking thread (the encoder is compute-bound).
+    pub(crate) async fn embed(self, model: Arc<EmbeddingModel>) -> Result<Embeddings, ApiError> {
+        tokio::task::spawn_blocking(move || match self {
+            Inputs::Texts(texts) => {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                model.embed(&refs)
+            }
+            Inputs::Tokens(ids) => model.embed_token_ids(&ids),
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the embedding task failed: {e}")))?
+        .map_err(ApiError::from)
+    }
 }
 
 /// Embeds the inputs; the vectors come back as float lists or base64 little-endian f32.
@@ -71,10 +101,7 @@ pub(crate) async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let request: EmbeddingRequest = parse_body(body)?;
-    let embedder = match state.embedder() {
-        Some(m) if m.name() == request.model => m.clone(),
-        _ => return Err(ApiError::unknown_model(&request.model)),
-    };
+    let embedder = state.embedder(&request.model)?.clone();
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -96,17 +123,7 @@ pub(crate) async fn embeddings(
             ));
         }
     }
-    let inputs = inputs(&request.input)?;
-    // The encoder is compute-bound: keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || match inputs {
-        Inputs::Texts(texts) => {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed(&refs)
-        }
-        Inputs::Tokens(ids) => embedder.embed_token_ids(&ids),
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("the embedding task failed: {e}")))??;
+    let result = inputs(&request.input)?.embed(embedder).await?;
     let data: Vec<Value> = result
         .vectors
         .iter()

@@ -8,7 +8,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use helixflow_core::completion::{GeneratedChoice, Usage};
-use helixflow_core::engine::EngineEvent;
+use helixflow_core::engine::{EngineEvent, EngineHandle};
 use helixflow_core::generation::{GenerationParams, TokenOutput};
 use tokio::sync::mpsc;
 
@@ -20,10 +20,11 @@ use crate::state::AppState;
 /// engine stream, and the engine cancels the request.
 pub(crate) fn submit(
     state: &AppState,
+    engine: &EngineHandle,
     prompt: Vec<u32>,
     params: GenerationParams,
 ) -> Result<Events, ApiError> {
-    let events = state.engine().submit(prompt, params)?;
+    let events = engine.submit(prompt, params)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let metrics = state.metrics().clone();
     tokio::task::spawn_blocking(move || {
@@ -46,6 +47,7 @@ pub(crate) fn submit(
     Ok(Events {
         rx,
         deadline: tokio::time::Instant::now() + state.request_timeout(),
+        prompt_tokens: 0,
     })
 }
 
@@ -53,6 +55,7 @@ pub(crate) fn submit(
 pub(crate) struct Events {
     rx: mpsc::UnboundedReceiver<EngineEvent>,
     deadline: tokio::time::Instant,
+    prompt_tokens: usize,
 }
 
 impl Events {
@@ -60,12 +63,22 @@ impl Events {
     /// cancels the generation.
     pub(crate) async fn next(&mut self) -> Result<EngineEvent, ApiError> {
         match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-            Ok(Some(event)) => Ok(event),
+            Ok(Some(event)) => {
+                if let EngineEvent::Started { prompt_tokens } = event {
+                    self.prompt_tokens = prompt_tokens;
+                }
+                Ok(event)
+            }
             Ok(None) => Err(ApiError::internal(
                 "the engine stopped before the answer was complete",
             )),
             Err(_) => Err(ApiError::timeout()),
         }
+    }
+
+    /// The prompt's length, once the `Started` event has been seen.
+    pub(crate) fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
     }
 }
 
@@ -83,17 +96,16 @@ pub(crate) async fn collect(
 ) -> Result<Collected, ApiError> {
     let mut choices: Vec<GeneratedChoice> =
         (0..n).map(|_| GeneratedChoice::new(logprobs)).collect();
-    let mut prompt_tokens = 0;
     loop {
         match events.next().await? {
-            EngineEvent::Started { prompt_tokens: p } => prompt_tokens = p,
+            EngineEvent::Started { .. } => {}
             EngineEvent::Token { choice, output } => {
                 if let Some(c) = choices.get_mut(choice) {
                     c.push(&output);
                 }
             }
             EngineEvent::Done { completion_tokens } => {
-                let usage = Usage::new(prompt_tokens, completion_tokens);
+                let usage = Usage::new(events.prompt_tokens(), completion_tokens);
                 return Ok(Collected { choices, usage });
             }
             EngineEvent::Failed(e) => return Err(e.into()),
@@ -120,13 +132,11 @@ pub(crate) fn stream_payloads(
     struct State<S> {
         events: Events,
         shape: S,
-        prompt_tokens: usize,
         finished: bool,
     }
     let state = State {
         events,
         shape,
-        prompt_tokens: 0,
         finished: false,
     };
     stream::unfold(state, move |mut s| async move {
@@ -142,7 +152,7 @@ pub(crate) fn stream_payloads(
                 }
             };
             match event {
-                EngineEvent::Started { prompt_tokens } => s.prompt_tokens = prompt_tokens,
+                EngineEvent::Started { .. } => {}
                 EngineEvent::Token { choice, output } => {
                     if let Some(payload) = s.shape.token(choice, output) {
                         return Some((Ok(payload), s));
@@ -155,7 +165,7 @@ pub(crate) fn stream_payloads(
                     }
                     let payload = s
                         .shape
-                        .usage(Usage::new(s.prompt_tokens, completion_tokens));
+                        .usage(Usage::new(s.events.prompt_tokens(), completion_tokens));
                     return Some((Ok(payload), s));
                 }
                 EngineEvent::Failed(e) => {

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::Uri;
 use axum::Json;
+use helixflow_core::registry::ServedModel;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -13,14 +14,26 @@ pub(crate) async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the models are loaded (they are before the router exists) and the engine runs.
+/// Readiness: the models are loaded (they are before the router exists); each chat model's
+/// queue and running requests.
 pub(crate) async fn ready(State(state): State<AppState>) -> Json<Value> {
-    let stats = state.engine().stats();
-    Json(json!({
-        "status": "ready",
-        "waiting_requests": stats.waiting_requests,
-        "running_requests": stats.running_requests,
-    }))
+    let models: Vec<Value> = state
+        .models()
+        .models()
+        .iter()
+        .map(|m| match m {
+            ServedModel::Chat(engine) => {
+                let stats = engine.stats();
+                json!({
+                    "id": m.id(),
+                    "waiting_requests": stats.waiting_requests,
+                    "running_requests": stats.running_requests,
+                })
+            }
+            ServedModel::Embedding(_) => json!({"id": m.id()}),
+        })
+        .collect();
+    Json(json!({"status": "ready", "models": models}))
 }
 
 /// 404 in OpenAI's error shape for any other path.

@@ -7,21 +7,17 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-fn served(state: &AppState) -> Vec<String> {
-    let mut ids = vec![state.chat_model_id().to_string()];
-    ids.extend(state.embedder().map(|m| m.name().to_string()));
-    ids
-}
-
 fn model_object(state: &AppState, id: &str) -> Value {
     json!({"id": id, "object": "model", "created": state.started(), "owned_by": "helixflow"})
 }
 
 /// The models this server serves.
 pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = served(&state)
+    let data: Vec<Value> = state
+        .models()
+        .models()
         .iter()
-        .map(|id| model_object(&state, id))
+        .map(|m| model_object(&state, m.id()))
         .collect();
     Json(json!({"object": "list", "data": data}))
 }
@@ -31,7 +27,7 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if served(&state).contains(&id) {
+    if state.models().get(&id).is_some() {
         Ok(Json(model_object(&state, &id)))
     } else {
         Err(ApiError::unknown_model(&id))

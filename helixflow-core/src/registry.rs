@@ -1,0 +1,127 @@
+//! The models a process serves, by id: chat models, each behind its own engine, and
+//! embedding models. Every front end (HTTP, gRPC, Python) looks models up here, so an unknown
+//! id or a model of the wrong kind is reported the same way everywhere.
+
+use std::sync::Arc;
+
+use crate::chat_model::ChatModel;
+use crate::embeddings::EmbeddingModel;
+use crate::engine::{Engine, EngineConfig, EngineHandle};
+use crate::source::{self, ModelKind, Progress};
+use crate::{Error, Result};
+
+/// One served model.
+#[derive(Clone)]
+pub enum ServedModel {
+    /// A chat (text generation) model and the engine that runs it.
+    Chat(EngineHandle),
+    /// An embedding model.
+    Embedding(Arc<EmbeddingModel>),
+}
+
+impl ServedModel {
+    /// The id clients name the model by.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Chat(engine) => engine.model().name(),
+            Self::Embedding(model) => model.name(),
+        }
+    }
+
+    /// Whether it generates text or embeds it.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Self::Chat(_) => ModelKind::Chat,
+            Self::Embedding(_) => ModelKind::Embedding,
+        }
+    }
+}
+
+/// The served models in the order they were added; ids are unique.
+#[derive(Clone, Default)]
+pub struct ModelRegistry {
+    models: Vec<ServedModel>,
+}
+
+impl ModelRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Resolves each argument (a built-in id, a hub id or a path, as the CLI accepts), loads
+    /// it, and starts an engine with `engine` settings for every chat model.
+    pub fn load(args: &[String], engine: &EngineConfig, progress: &dyn Progress) -> Result<Self> {
+        let mut registry = Self::new();
+        for arg in args {
+            let resolved = source::resolve_arg(arg, progress)?;
+            let served = match resolved.kind {
+                ModelKind::Chat => {
+                    let chat = ChatModel::load_named(&resolved.path, &resolved.name)?;
+                    ServedModel::Chat(Engine::start(Arc::new(chat), engine.clone())?)
+                }
+                ModelKind::Embedding => ServedModel::Embedding(Arc::new(
+                    EmbeddingModel::load(&resolved.path)?.with_name(resolved.name),
+                )),
+            };
+            registry.add(served)?;
+        }
+        Ok(registry)
+    }
+
+    /// Adds a model; a second model with the same id is an error.
+    pub fn add(&mut self, model: ServedModel) -> Result<()> {
+        if self.get(model.id()).is_some() {
+            return Err(Error::InvalidRequest(format!(
+                "two models are named `{}`",
+                model.id()
+            )));
+        }
+        self.models.push(model);
+        Ok(())
+    }
+
+    /// Every served model.
+    pub fn models(&self) -> &[ServedModel] {
+        &self.models
+    }
+
+    /// The model with this id.
+    pub fn get(&self, id: &str) -> Option<&ServedModel> {
+        self.models.iter().find(|m| m.id() == id)
+    }
+
+    /// The engine of chat model `id`: [`Error::ModelNotFound`] if no model has that id,
+    /// [`Error::WrongModelKind`] if it is an embedding model.
+    pub fn chat(&self, id: &str) -> Result<&EngineHandle> {
+        match self.get(id) {
+            Some(ServedModel::Chat(engine)) => Ok(engine),
+            Some(ServedModel::Embedding(_)) => Err(Error::WrongModelKind {
+                model: id.to_string(),
+                wanted: ModelKind::Chat,
+            }),
+            None => Err(Error::ModelNotFound(id.to_string())),
+        }
+    }
+
+    /// Embedding model `id`: [`Error::ModelNotFound`] if no model has that id,
+    /// [`Error::WrongModelKind`] if it is a chat model.
+    pub fn embedding(&self, id: &str) -> Result<&Arc<EmbeddingModel>> {
+        match self.get(id) {
+            Some(ServedModel::Embedding(model)) => Ok(model),
+            Some(ServedModel::Chat(_)) => Err(Error::WrongModelKind {
+                model: id.to_string(),
+                wanted: ModelKind::Embedding,
+            }),
+            None => Err(Error::ModelNotFound(id.to_string())),
+        }
+    }
+
+    /// The engines of the chat models.
+    pub fn engines(&self) -> impl Iterator<Item = &EngineHandle> {
+        self.models.iter().filter_map(|m| match m {
+            ServedModel::Chat(engine) => Some(engine),
+            ServedModel::Embedding(_) => None,
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! The gRPC API (`proto/helixflow/v1/inference.proto`): the inference service over the same
+//! models, parameters and errors as the HTTP routes, and the standard health service.
+
+mod convert;
+mod server;
+
+pub use server::serve_grpc;
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use futures_util::stream::{self, Stream};
+use helixflow_core::completion::{new_id, unix_now, Usage};
+use helixflow_core::engine::EngineEvent;
+use helixflow_core::registry::ServedModel;
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::routes::embeddings::Inputs;
+use crate::routes::generate::{submit, Events};
+use crate::state::AppState;
+
+/// The generated protobuf messages, service traits and clients.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("helixflow.v1");
+}
+
+use proto::generation_event::Event;
+use proto::inference_server::Inference;
+
+/// The inference service. Until the models are loaded (`state` empty) every call is
+/// `UNAVAILABLE`, as the HTTP API answers 503.
+#[derive(Clone)]
+pub struct InferenceService {
+    state: Arc<OnceLock<AppState>>,
+}
+
+impl InferenceService {
+    /// A service that answers once `state` is set.
+    pub fn new(state: Arc<OnceLock<AppState>>) -> Self {
+        Self { state }
+    }
+
+    fn state(&self) -> Result<&AppState, Status> {
+        self.state
+            .get()
+            .ok_or_else(|| ApiError::overloaded("the models are still loading").into())
+    }
+}
+
+/// A server-streamed generation.
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::GenerationEvent, Status>> + Send>>;
+
+fn event(event: Event) -> proto::GenerationEvent {
+    proto::GenerationEvent { event: Some(event) }
+}
+
+/// The engine's events as protobuf events: `started`, the tokens, `finished`; an error ends
+/// the stream with its status. Dropping the stream (the client went away) cancels the
+/// generation.
+fn event_stream(events: Events, id: String, model: String) -> EventStream {
+    let created = unix_now();
+    let stream = stream::unfold(Some(events), move |events| {
+        let (id, model) = (id.clone(), model.clone());
+        async move {
+            let mut events = events?;
+            let item = match events.next().await {
+                Ok(EngineEvent::Started { prompt_tokens }) => {
+                    Ok(event(Event::Started(proto::Started {
+                        id,
+                        model,
+                        created,
+                        prompt_tokens: prompt_tokens as u32,
+                    })))
+                }
+                Ok(EngineEvent::Token { choice, output }) => {
+                    Ok(event(Event::Token(convert::token(choice, output))))
+                }
+                Ok(EngineEvent::Done { completion_tokens }) => {
+                    // The prompt count came with `Started`; the final usage repeats it.
+                    let usage = Usage::new(events.prompt_tokens(), completion_tokens);
+                    let finished = proto::Finished {
+                        usage: Some(convert::usage(usage)),
+                    };
+                    return Some((Ok(event(Event::Finished(finished))), None));
+                }
+                Ok(EngineEvent::Failed(e)) => Err(Status::from(ApiError::from(e))),
+                Err(e) => Err(Status::from(e)),
+            };
+            let next = item.is_ok().then_some(events);
+            Some((item, next))
+        }
+    });
+    Box::pin(stream)
+}
+
+#[tonic::async_trait]
+impl Inference for InferenceService {
+    type ChatStream = EventStream;
+    type CompleteStream = EventStream;
+
+    async fn chat(
+        &self,
+        request: Request<proto::ChatRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let state = self.state()?;
+        let request = request.into_inner();
+        let engine = state.chat_engine(&request.model)?;
+        let chat = engine.model();
+        let messages = convert::messages(request.messages);
+        let prompt = chat
+            .render_chat(&messages)
+            .and_then(|text| chat.encode_prompt(&text))
+            .map_err(ApiError::from)?;
+        let events = submit(state, engine, prompt, convert::params(request.options))?;
+        Ok(Response::new(event_stream(
+            events,
+            new_id("chatcmpl"),
+            request.model,
+        )))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<proto::CompletionRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let state = self.state()?;
+        let request = request.into_inner();
+        let engine = state.chat_engine(&request.model)?;
+        let prompt = match request.prompt {
+            Some(proto::completion_request::Prompt::Text(text)) => engine
+                .model()
+                .encode_prompt(&text)
+                .map_err(ApiError::from)?,
+            Some(proto::completion_request::Prompt::Tokens(tokens)) => tokens.ids,
+            None => Vec::new(),
+        };
+        if prompt.is_empty() {
+            return Err(ApiError::invalid_param("prompt", "the prompt is empty").into());
+        }
+        let events = submit(state, engine, prompt, convert::params(request.options))?;
+        Ok(Response::new(event_stream(
+            events,
+            new_id("cmpl"),
+            request.model,
+        )))
+    }
+
+    async fn embed(
+        &self,
+        request: Request<proto::EmbedRequest>,
+    ) -> Result<Response<proto::EmbedResponse>, Status> {
+        let state = self.state()?;
+        let request = request.into_inner();
+        let model = state.embedder(&request.model)?.clone();
+        let inputs = match (request.texts.is_empty(), request.token_inputs.is_empty()) {
+            (false, false) => {
+                return Err(ApiError::invalid_param(
+                    "input",
+                    "give texts or token_inputs, not both",
+                )
+                .into())
+            }
+            (true, false) => {
+                Inputs::Tokens(request.token_inputs.into_iter().map(|t| t.ids).collect())
+            }
+            _ => Inputs::Texts(request.texts),
+        };
+        let result = inputs.checked()?.embed(model).await?;
+        Ok(Response::new(proto::EmbedResponse {
+            model: request.model,
+            embeddings: result
+                .vectors
+                .into_iter()
+                .map(|values| proto::Embedding { values })
+                .collect(),
+            usage: Some(convert::usage(Usage::new(result.prompt_tokens, 0))),
+        }))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<proto::ListModelsRequest>,
+    ) -> Result<Response<proto::ListModelsResponse>, Status> {
+        let state = self.state()?;
+        let models = state
+            .models()
+            .models()
+            .iter()
+            .map(|m| proto::Model {
+                id: m.id().to_string(),
+                kind: match m {
+                    ServedModel::Chat(_) => "chat",
+                    ServedModel::Embedding(_) => "embedding",
+                }
+                .to_string(),
+                created: state.started(),
+                owned_by: "helixflow".to_string(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListModelsResponse { models }))
+    }
+}

@@ -67,6 +67,41 @@ pub struct ChoiceLogprobs {
     pub content: Vec<TokenLogprob>,
 }
 
+/// The `logprobs` object of the legacy `/v1/completions` API: parallel lists, one entry per
+/// generated token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyLogprobs {
+    /// Each token's text.
+    pub tokens: Vec<String>,
+    /// Each token's log-probability.
+    pub token_logprobs: Vec<f32>,
+    /// Each position's most likely tokens, text to log-probability (empty objects when no
+    /// alternatives were asked for).
+    pub top_logprobs: Vec<std::collections::BTreeMap<String, f32>>,
+    /// Where each token starts in the completion text, in characters.
+    pub text_offset: Vec<usize>,
+}
+
+impl LegacyLogprobs {
+    /// The legacy form of `tokens`, the first starting at character `offset` of the text.
+    pub fn new(tokens: &[TokenLogprob], mut offset: usize) -> Self {
+        let mut out = Self::default();
+        for t in tokens {
+            out.tokens.push(t.token.clone());
+            out.token_logprobs.push(t.logprob);
+            out.top_logprobs.push(
+                t.top_logprobs
+                    .iter()
+                    .map(|alt| (alt.token.clone(), alt.logprob))
+                    .collect(),
+            );
+            out.text_offset.push(offset);
+            offset += t.token.chars().count();
+        }
+        out
+    }
+}
+
 /// One choice of a chat completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatChoice {
@@ -150,8 +185,8 @@ pub struct CompletionChoice {
     pub index: usize,
     /// The generated text.
     pub text: String,
-    /// Token log-probabilities, when requested.
-    pub logprobs: Option<ChoiceLogprobs>,
+    /// Token log-probabilities, when requested, in the legacy shape.
+    pub logprobs: Option<LegacyLogprobs>,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
 }
@@ -260,12 +295,49 @@ impl TextCompletion {
                 .map(|(index, c)| CompletionChoice {
                     index,
                     text: c.text,
-                    logprobs: c.logprobs,
+                    logprobs: c.logprobs.map(|lp| LegacyLogprobs::new(&lp.content, 0)),
                     finish_reason: c.finish.unwrap_or(FinishReason::Length),
                 })
                 .collect(),
             usage,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logprob(token: &str, logprob: f32, alternatives: &[(&str, f32)]) -> TokenLogprob {
+        TokenLogprob {
+            token: token.into(),
+            logprob,
+            bytes: token.as_bytes().to_vec(),
+            top_logprobs: alternatives
+                .iter()
+                .map(|&(t, lp)| TopLogprob {
+                    token: t.into(),
+                    logprob: lp,
+                    bytes: t.as_bytes().to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn legacy_logprobs_are_parallel_lists_with_character_offsets() {
+        let tokens = [
+            logprob(" é", -0.5, &[(" é", -0.5), (" e", -1.5)]),
+            logprob("tait", -0.25, &[("tait", -0.25), ("t", -2.0)]),
+        ];
+        let legacy = LegacyLogprobs::new(&tokens, 3);
+        assert_eq!(legacy.tokens, [" é", "tait"]);
+        assert_eq!(legacy.token_logprobs, [-0.5, -0.25]);
+        // " é" is two characters (three bytes).
+        assert_eq!(legacy.text_offset, [3, 5]);
+        assert_eq!(legacy.top_logprobs[1]["t"], -2.0);
+        let json = serde_json::to_value(&legacy).unwrap();
+        assert_eq!(json["top_logprobs"][0][" e"], -1.5);
     }
 }
 

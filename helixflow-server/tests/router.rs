@@ -243,6 +243,73 @@ async fn choices_seeds_logprobs_and_stop_strings() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn text_completion_logprobs_have_the_legacy_shape_streamed_or_not() {
+    let request = json!({"model": CHAT, "prompt": "Once upon a time", "max_tokens": 6,
+                         "temperature": 0, "logprobs": 3});
+    let (status, whole) = post("/v1/completions", request.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    let choice = &whole["choices"][0];
+    let logprobs = &choice["logprobs"];
+    let tokens: Vec<&str> = logprobs["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 6);
+    assert_eq!(tokens.concat(), choice["text"].as_str().unwrap());
+    let offsets: Vec<u64> = logprobs["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let mut expected = 0;
+    for (token, offset) in tokens.iter().zip(&offsets) {
+        assert_eq!(*offset, expected);
+        expected += token.chars().count() as u64;
+    }
+    for (top, lp) in logprobs["top_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(logprobs["token_logprobs"].as_array().unwrap())
+    {
+        let top = top.as_object().unwrap();
+        assert_eq!(top.len(), 3);
+        // Greedy: the chosen token is the most likely one.
+        let best = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert!((best - lp.as_f64().unwrap()).abs() < 1e-6, "{top:?} {lp}");
+    }
+    assert!(choice["logprobs"].get("content").is_none());
+
+    let mut streamed = request;
+    streamed["stream"] = json!(true);
+    let (status, body) = call(app(), "POST", "/v1/completions", Some(streamed.to_string())).await;
+    assert_eq!(status, StatusCode::OK);
+    let payloads = sse_payloads(&body);
+    let chunks: Vec<Value> = payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    let mut stream_logprobs =
+        json!({"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []});
+    for chunk in &chunks {
+        let Some(lp) = chunk["choices"][0].get("logprobs").filter(|v| !v.is_null()) else {
+            continue;
+        };
+        for key in ["tokens", "token_logprobs", "top_logprobs", "text_offset"] {
+            let list = stream_logprobs[key].as_array_mut().unwrap();
+            list.extend(lp[key].as_array().unwrap().iter().cloned());
+        }
+    }
+    assert_eq!(&stream_logprobs, logprobs);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn text_completions_take_strings_and_token_ids() {
     let (status, body) = post("/v1/completions",
         json!({"model": CHAT, "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0})).await;

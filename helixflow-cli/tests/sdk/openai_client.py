@@ -59,6 +59,15 @@ check("stop", stopped.choices[0].finish_reason == "stop" and words[1] not in sto
 # Text completions.
 c = client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=5, temperature=0)
 check("completions", c.usage.completion_tokens == 5 and isinstance(c.choices[0].text, str))
+lc = client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=5, temperature=0, logprobs=2)
+legacy = lc.choices[0].logprobs
+check("legacy logprobs", len(legacy.tokens) == 5 and "".join(legacy.tokens) == lc.choices[0].text
+      and len(legacy.token_logprobs) == 5 and all(len(t) == 2 for t in legacy.top_logprobs)
+      and legacy.text_offset[0] == 0, legacy)
+streamed = [ch for ch in client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=5,
+                                                   temperature=0, logprobs=2, stream=True)]
+streamed_tokens = [t for ch in streamed if ch.choices and ch.choices[0].logprobs for t in ch.choices[0].logprobs.tokens]
+check("legacy logprobs streamed", streamed_tokens == legacy.tokens, streamed_tokens)
 
 # Embeddings, float and base64 (the SDK asks for base64 by default and decodes it).
 inputs = [case["input"] for case in embed_golden["cases"]]

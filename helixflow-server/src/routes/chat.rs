@@ -8,7 +8,7 @@ use axum::Json;
 use helixflow_core::chat_template::messages_from_openai;
 use helixflow_core::completion::{
     new_id, system_fingerprint, unix_now, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatDelta, ChoiceLogprobs, Usage,
+    ChatDelta, ChoiceLogprobs, TokenLogprob, Usage,
 };
 use helixflow_core::generation::TokenOutput;
 
@@ -49,6 +49,7 @@ pub(crate) async fn chat_completions(
         created,
         model,
         started: vec![false; n],
+        pending: vec![Vec::new(); n],
     };
     Ok(sse(stream_payloads(events, fields.include_usage(), shape)))
 }
@@ -59,11 +60,13 @@ struct ChunkShape {
     created: u64,
     model: String,
     started: Vec<bool>,
+    /// Each choice's logprobs of tokens whose text is still held back.
+    pending: Vec<Vec<TokenLogprob>>,
 }
 
 impl ChunkShape {
-    fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> serde_json::Value {
-        serde_json::to_value(ChatCompletionChunk {
+    fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> String {
+        serde_json::to_string(&ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk".into(),
             created: self.created,
@@ -77,11 +80,15 @@ impl ChunkShape {
 }
 
 impl StreamShape for ChunkShape {
-    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<serde_json::Value> {
+    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<String> {
+        let pending = self.pending.get_mut(choice)?;
+        pending.extend(output.logprob);
         let first = !std::mem::replace(self.started.get_mut(choice)?, true);
         if output.text.is_empty() && output.finish.is_none() && !first {
-            return None; // held back (UTF-8 or a possible stop string)
+            // Held back (UTF-8 or a possible stop string): its logprob goes with the text.
+            return None;
         }
+        let tokens = std::mem::take(pending);
         let delta = ChatDelta {
             role: first.then(|| "assistant".to_string()),
             content: (!output.text.is_empty() || first).then_some(output.text),
@@ -89,15 +96,13 @@ impl StreamShape for ChunkShape {
         let choice = ChatChunkChoice {
             index: choice,
             delta,
-            logprobs: output
-                .logprob
-                .map(|lp| ChoiceLogprobs { content: vec![lp] }),
+            logprobs: (!tokens.is_empty()).then_some(ChoiceLogprobs { content: tokens }),
             finish_reason: output.finish,
         };
         Some(self.chunk(vec![choice], None))
     }
 
-    fn usage(&self, usage: Usage) -> serde_json::Value {
+    fn usage(&self, usage: Usage) -> String {
         self.chunk(Vec::new(), Some(usage))
     }
 }

@@ -7,11 +7,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::completion::{
-    new_id, system_fingerprint, unix_now, ChoiceLogprobs, TextCompletion, Usage,
+    new_id, system_fingerprint, unix_now, FinishReason, LegacyLogprobs, TextCompletion,
+    TokenLogprob, Usage,
 };
 use helixflow_core::generation::TokenOutput;
 use helixflow_core::sampling::MAX_TOP_LOGPROBS;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
 use crate::error::ApiError;
@@ -77,51 +79,91 @@ pub(crate) async fn completions(
         let answer = TextCompletion::new(id, created, model, done.choices, done.usage);
         return Ok(Json(answer).into_response());
     }
-    let header = json!({
-        "id": id, "object": "text_completion", "created": created, "model": model,
-        "system_fingerprint": system_fingerprint(),
-    });
-    Ok(sse(stream_payloads(
-        events,
-        fields.include_usage(),
-        TextShape { header },
-    )))
+    let shape = TextShape {
+        id,
+        created,
+        model,
+        offsets: vec![0; n],
+        pending: vec![Vec::new(); n],
+    };
+    Ok(sse(stream_payloads(events, fields.include_usage(), shape)))
 }
 
-/// Streamed `text_completion` payloads: the same header on each, one choice's text delta.
+/// One streamed `text_completion` payload.
+#[derive(Serialize)]
+struct TextChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: String,
+    choices: Vec<TextChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+}
+
+/// One choice's text delta.
+#[derive(Serialize)]
+struct TextChunkChoice {
+    index: usize,
+    text: String,
+    logprobs: Option<LegacyLogprobs>,
+    finish_reason: Option<FinishReason>,
+}
+
+/// Streamed `text_completion` payloads: one choice's text delta each.
 struct TextShape {
-    header: Value,
+    id: String,
+    created: u64,
+    model: String,
+    /// Each choice's text length so far, in characters: the next token's `text_offset`.
+    offsets: Vec<usize>,
+    /// Each choice's logprobs of tokens whose text is still held back.
+    pending: Vec<Vec<TokenLogprob>>,
 }
 
 impl TextShape {
-    fn payload(&self, choices: Value, usage: Option<Usage>) -> Value {
-        let mut value = self.header.clone();
-        value["choices"] = choices;
-        if let Some(usage) = usage {
-            value["usage"] = serde_json::to_value(usage).expect("usage serialises");
-        }
-        value
+    fn payload(&self, choices: Vec<TextChunkChoice>, usage: Option<Usage>) -> String {
+        serde_json::to_string(&TextChunk {
+            id: &self.id,
+            object: "text_completion",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: system_fingerprint(),
+            choices,
+            usage,
+        })
+        .expect("chunks serialise")
     }
 }
 
 impl StreamShape for TextShape {
-    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<Value> {
+    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<String> {
+        let pending = self.pending.get_mut(choice)?;
+        pending.extend(output.logprob);
         if output.text.is_empty() && output.finish.is_none() {
-            return None;
+            return None; // held back: its logprob goes out with the next text
         }
-        let logprobs = output
-            .logprob
-            .map(|lp| ChoiceLogprobs { content: vec![lp] });
-        let choices = json!([{
-            "index": choice,
-            "text": output.text,
-            "logprobs": logprobs,
-            "finish_reason": output.finish,
-        }]);
-        Some(self.payload(choices, None))
+        let offset = self.offsets.get_mut(choice)?;
+        let tokens = std::mem::take(pending);
+        let logprobs = (!tokens.is_empty()).then(|| {
+            let legacy = LegacyLogprobs::new(&tokens, *offset);
+            *offset += tokens
+                .iter()
+                .map(|t| t.token.chars().count())
+                .sum::<usize>();
+            legacy
+        });
+        let delta = TextChunkChoice {
+            index: choice,
+            text: output.text,
+            logprobs,
+            finish_reason: output.finish,
+        };
+        Some(self.payload(vec![delta], None))
     }
 
-    fn usage(&self, usage: Usage) -> Value {
-        self.payload(json!([]), Some(usage))
+    fn usage(&self, usage: Usage) -> String {
+        self.payload(Vec::new(), Some(usage))
     }
 }

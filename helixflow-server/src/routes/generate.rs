@@ -113,13 +113,14 @@ pub(crate) async fn collect(
     }
 }
 
-/// What a streaming endpoint makes of the engine's events: a payload per token (or none, for a
-/// token whose text is held back) and the final usage payload.
+/// What a streaming endpoint makes of the engine's events: a JSON payload per token (or none,
+/// for a token whose text is held back) and the final usage payload. Payloads are serialised
+/// straight from typed values, so f32 figures print in their shortest form.
 pub(crate) trait StreamShape: Send + 'static {
     /// The payload of choice `choice`'s token `output`, if there is one to send.
-    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<serde_json::Value>;
+    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<String>;
     /// The last payload, with the usage counts (when `include_usage` was asked for).
-    fn usage(&self, usage: Usage) -> serde_json::Value;
+    fn usage(&self, usage: Usage) -> String;
 }
 
 /// The payloads of a streamed generation in `shape`, ending after `Done` or after an error
@@ -128,7 +129,7 @@ pub(crate) fn stream_payloads(
     events: Events,
     include_usage: bool,
     shape: impl StreamShape,
-) -> impl Stream<Item = Result<serde_json::Value, ApiError>> + Send + 'static {
+) -> impl Stream<Item = Result<String, ApiError>> + Send + 'static {
     struct State<S> {
         events: Events,
         shape: S,
@@ -180,13 +181,13 @@ pub(crate) fn stream_payloads(
 /// An SSE response from JSON payloads, ending with `data: [DONE]`. A failure mid-stream is
 /// sent as an error event, after which the stream ends.
 pub(crate) fn sse(
-    payloads: impl Stream<Item = Result<serde_json::Value, ApiError>> + Send + 'static,
+    payloads: impl Stream<Item = Result<String, ApiError>> + Send + 'static,
 ) -> Response {
     use futures_util::StreamExt;
     let events = payloads
         .map(|item| {
             let data = match item {
-                Ok(value) => value.to_string(),
+                Ok(json) => json,
                 Err(e) => e.body().to_string(),
             };
             Ok::<_, Infallible>(Event::default().data(data))

@@ -28,6 +28,7 @@ const TEMPLATE_NAME: &str = "chat_template";
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     /// Who speaks: `"system"`, `"user"`, `"assistant"`, ...
     pub role: String,

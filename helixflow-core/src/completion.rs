@@ -7,6 +7,7 @@ use crate::chat_template::ChatMessage;
 /// Why a choice stopped generating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FinishReason {
     /// An end-of-turn token or a stop string.
     Stop,
@@ -16,6 +17,7 @@ pub enum FinishReason {
 
 /// Token counts of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
@@ -38,6 +40,7 @@ impl Usage {
 
 /// One alternative token and its log-probability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopLogprob {
     /// The token's text.
     pub token: String,
@@ -49,6 +52,7 @@ pub struct TopLogprob {
 
 /// The log-probability of one generated token, with the most likely alternatives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenLogprob {
     /// The token's text.
     pub token: String,
@@ -62,6 +66,7 @@ pub struct TokenLogprob {
 
 /// The `logprobs` object of a choice.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChoiceLogprobs {
     /// One entry per generated token.
     pub content: Vec<TokenLogprob>,
@@ -70,6 +75,7 @@ pub struct ChoiceLogprobs {
 /// The `logprobs` object of the legacy `/v1/completions` API: parallel lists, one entry per
 /// generated token.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LegacyLogprobs {
     /// Each token's text.
     pub tokens: Vec<String>,
@@ -104,6 +110,7 @@ impl LegacyLogprobs {
 
 /// One choice of a chat completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatChoice {
     /// Index of the choice (0..n).
     pub index: usize,
@@ -117,6 +124,7 @@ pub struct ChatChoice {
 
 /// A chat completion, shaped like OpenAI's `chat.completion` object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatCompletion {
     /// Unique id, `chatcmpl-...`.
     pub id: String,
@@ -136,6 +144,7 @@ pub struct ChatCompletion {
 
 /// The incremental message of a streamed chat choice.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatDelta {
     /// `assistant` in the first chunk of a choice, absent afterwards.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +156,7 @@ pub struct ChatDelta {
 
 /// One choice's part of a streamed chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatChunkChoice {
     /// Index of the choice.
     pub index: usize,
@@ -160,6 +170,7 @@ pub struct ChatChunkChoice {
 
 /// A streamed piece of a chat completion, shaped like OpenAI's `chat.completion.chunk`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatCompletionChunk {
     /// The same id in every chunk of a completion.
     pub id: String,
@@ -180,6 +191,7 @@ pub struct ChatCompletionChunk {
 
 /// One choice of a text completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompletionChoice {
     /// Index of the choice.
     pub index: usize,
@@ -193,6 +205,7 @@ pub struct CompletionChoice {
 
 /// A text completion, shaped like OpenAI's `text_completion` object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TextCompletion {
     /// Unique id, `cmpl-...`.
     pub id: String,

@@ -3,7 +3,29 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use helixflow_core::Error as CoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// OpenAI's error body.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    error: ErrorDetail,
+}
+
+/// The `error` object of [`ErrorBody`].
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Human-readable explanation.
+    message: String,
+    /// `invalid_request_error` or `server_error`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The request field at fault, when known.
+    param: Option<String>,
+    /// A machine-readable code (`model_not_found`, `invalid_api_key`), when there is one.
+    code: Option<&'static str>,
+}
 
 /// An API error: an HTTP status and OpenAI's `{"error": {...}}` body.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -100,14 +122,15 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
-        json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
+        serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind,
+                param: self.param.clone(),
+                code: self.code,
+            },
         })
+        .expect("errors serialise")
     }
 }
 

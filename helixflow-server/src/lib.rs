@@ -6,13 +6,14 @@
 //!
 //! [`router`] builds the axum application for an [`AppState`]; the routes are
 //! `/v1/chat/completions`, `/v1/completions` (JSON or SSE streams), `/v1/embeddings`,
-//! `/v1/models[/{id}]`, `/health`, `/ready` and `/metrics` (Prometheus). [`grpc`] serves the
+//! `/v1/models[/{id}]`, `/health`, `/ready`, `/metrics` (Prometheus) and `/openapi.json`. [`grpc`] serves the
 //! same models over gRPC, and [`serve()`] runs both, over TLS by default.
 
 mod auth;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+mod openapi;
 mod routes;
 pub mod serve;
 pub mod state;
@@ -22,8 +23,11 @@ pub use error::ApiError;
 pub use serve::{serve, Listening, ServeConfig, ServeError, Tls};
 pub use state::AppState;
 
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The request body limit when the state sets none (bytes).
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
@@ -31,23 +35,36 @@ pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
 /// How long one generation may run when the state sets no limit.
 pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// The HTTP application: every route, with authentication on `/v1/*`.
+/// The HTTP application: every route, with authentication on `/v1/*`, and the OpenAPI
+/// document of them at `/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/chat/completions", post(routes::chat::chat_completions))
-        .route("/completions", post(routes::completions::completions))
-        .route("/embeddings", post(routes::embeddings::embeddings))
-        .route("/models", get(routes::models::list))
-        .route("/models/{id}", get(routes::models::get))
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(routes::chat::chat_completions))
+        .routes(routes!(routes::completions::completions))
+        .routes(routes!(routes::embeddings::embeddings))
+        .routes(routes!(routes::models::list))
+        .routes(routes!(routes::models::get))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
         ));
-    Router::new()
+    let (app, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/v1", v1)
-        .route("/health", get(routes::health::health))
-        .route("/ready", get(routes::health::ready))
-        .route("/metrics", get(metrics::metrics))
+        .routes(routes!(routes::health::health))
+        .routes(routes!(routes::health::ready))
+        .routes(routes!(metrics::metrics))
+        .split_for_parts();
+    let document = api.to_json().expect("the OpenAPI document serialises");
+    let openapi = move || {
+        let document = document.clone();
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                document,
+            )
+        }
+    };
+    app.route("/openapi.json", get(openapi))
         // After routing, so that requests are counted by their route template.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -247,6 +247,8 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let engines: Vec<(&str, EngineStats)> = state
         .models()

@@ -8,6 +8,7 @@ use helixflow_core::generation::GenerationParams;
 use helixflow_core::sampling::SamplingParams;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
@@ -25,7 +26,7 @@ pub(crate) fn parse_body<T: DeserializeOwned>(
 }
 
 /// `stop`: one string or several.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum Stop {
     One(String),
@@ -33,31 +34,47 @@ pub(crate) enum Stop {
 }
 
 /// `stream_options`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct StreamOptions {
     #[serde(default)]
     pub(crate) include_usage: bool,
 }
 
 /// The generation fields shared by chat and text completions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct GenerationFields {
+    /// The chat model's id.
     pub(crate) model: String,
+    /// Answer as a stream of server-sent events, ending with `data: [DONE]`.
     #[serde(default)]
     pub(crate) stream: bool,
+    /// `include_usage: true` adds a last chunk with the token counts.
     pub(crate) stream_options: Option<StreamOptions>,
+    /// Independent choices to generate (1..=16).
     pub(crate) n: Option<usize>,
+    /// The same seed and request give the same output.
     pub(crate) seed: Option<i64>,
+    /// Up to 4 strings that end generation (not included in the output).
     pub(crate) stop: Option<Stop>,
+    /// Most tokens to generate (default: up to the context length).
     pub(crate) max_tokens: Option<usize>,
+    /// The newer name of `max_tokens`; wins when both are given.
     pub(crate) max_completion_tokens: Option<usize>,
+    /// Sampling temperature, 0 (greedy) to 2.
     pub(crate) temperature: Option<f32>,
+    /// Nucleus sampling mass, (0, 1].
     pub(crate) top_p: Option<f32>,
+    /// Penalty per previous occurrence of a token, -2 to 2.
     pub(crate) frequency_penalty: Option<f32>,
+    /// Penalty for any previous occurrence of a token, -2 to 2.
     pub(crate) presence_penalty: Option<f32>,
+    /// Token id (as a string) to a bias added to its logit, -100 to 100.
     pub(crate) logit_bias: Option<HashMap<String, f32>>,
+    /// Sample among the k most likely tokens only (extension).
     pub(crate) top_k: Option<usize>,
+    /// Drop tokens less likely than min_p times the most likely one (extension).
     pub(crate) min_p: Option<f32>,
+    /// Divide the logits of previous tokens by this (extension; 1 = off).
     pub(crate) repetition_penalty: Option<f32>,
     /// vLLM's extension: keep generating past end-of-sequence tokens (benchmarks use it).
     #[serde(default)]
@@ -119,23 +136,28 @@ impl GenerationFields {
 }
 
 /// `POST /v1/chat/completions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct ChatRequest {
     #[serde(flatten)]
     pub(crate) fields: GenerationFields,
+    /// The conversation: OpenAI chat messages (`role`, and `content` as a string or text
+    /// parts).
     pub(crate) messages: serde_json::Value,
+    /// Report each generated token's log-probability.
     #[serde(default)]
     pub(crate) logprobs: bool,
+    /// With `logprobs`, also the most likely alternatives at each position (0..=20).
     pub(crate) top_logprobs: Option<usize>,
 }
 
 /// `POST /v1/completions`: `prompt` is a string, a list of one string, or token ids.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct CompletionRequest {
     #[serde(flatten)]
     pub(crate) fields: GenerationFields,
+    /// A string, a list with one string, or a list of token ids.
     pub(crate) prompt: serde_json::Value,
-    /// The legacy API's number of alternatives per token (0..=5).
+    /// The legacy API's logprobs: alternatives per token (0..=20).
     pub(crate) logprobs: Option<usize>,
     /// Echo the prompt before the completion (unsupported: rejected if true).
     #[serde(default)]
@@ -143,11 +165,15 @@ pub(crate) struct CompletionRequest {
 }
 
 /// `POST /v1/embeddings`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct EmbeddingRequest {
+    /// The embedding model's id.
     pub(crate) model: String,
+    /// A string, a list of strings, a list of token ids, or a list of such lists.
     pub(crate) input: serde_json::Value,
+    /// `float` (the default) or `base64` (little-endian f32s).
     pub(crate) encoding_format: Option<String>,
+    /// Only the model's own dimension is supported; any other value is rejected.
     pub(crate) dimensions: Option<usize>,
     #[allow(dead_code)]
     pub(crate) user: Option<String>,

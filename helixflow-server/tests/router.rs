@@ -724,3 +724,105 @@ async fn ignore_eos_generates_exactly_max_tokens() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 40);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_describes_every_route_and_resolves() {
+    // Served without a key, like /health.
+    let guarded = router(AppState::new(models(engine(), false), Some("k".into())));
+    let (status, body) = call(guarded.clone(), "GET", "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let mut operations: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{method} {path}"))
+        })
+        .collect();
+    operations.sort();
+    assert_eq!(
+        operations,
+        [
+            "get /health",
+            "get /metrics",
+            "get /ready",
+            "get /v1/models",
+            "get /v1/models/{id}",
+            "post /v1/chat/completions",
+            "post /v1/completions",
+            "post /v1/embeddings",
+        ]
+    );
+    // Every documented route exists: none of them falls through to the 404 fallback.
+    for operation in &operations {
+        let (method, path) = operation.split_once(' ').unwrap();
+        let path = path.replace("{id}", CHAT);
+        let (status, _) = call(guarded.clone(), &method.to_uppercase(), &path, None).await;
+        assert!(
+            status == StatusCode::OK
+                || status == StatusCode::UNAUTHORIZED
+                || status == StatusCode::BAD_REQUEST,
+            "{operation}: {status}"
+        );
+    }
+    // /v1 operations need the bearer key; the scheme is declared.
+    let chat = &doc["paths"]["/v1/chat/completions"]["post"];
+    assert_eq!(chat["security"][0]["api_key"], json!([]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"]
+            .as_str()
+            .map(str::to_lowercase),
+        Some("bearer".into())
+    );
+    let content = &chat["responses"]["200"]["content"];
+    assert!(
+        content.get("application/json").is_some() && content.get("text/event-stream").is_some()
+    );
+    // Every schema reference resolves.
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    for r in found {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "{r} does not resolve"
+        );
+    }
+    let completion = &doc["components"]["schemas"]["ChatCompletion"]["properties"];
+    for field in [
+        "id",
+        "object",
+        "created",
+        "model",
+        "choices",
+        "usage",
+        "system_fingerprint",
+    ] {
+        assert!(completion.get(field).is_some(), "ChatCompletion.{field}");
+    }
+    // The shared generation fields are one schema, which both completion requests include.
+    let fields = &doc["components"]["schemas"]["GenerationFields"]["properties"];
+    assert!(fields.get("max_completion_tokens").is_some(), "{fields}");
+    for request in ["ChatRequest", "CompletionRequest"] {
+        let schema = doc["components"]["schemas"][request].to_string();
+        assert!(schema.contains("#/components/schemas/GenerationFields"), "{schema}");
+    }
+}

@@ -13,11 +13,22 @@ use helixflow_core::completion::{
 use helixflow_core::generation::TokenOutput;
 
 use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::{parse_body, ChatRequest};
 
 /// Answers a conversation, as one JSON object or as an SSE stream of chunks.
+#[utoipa::path(post, path = "/chat/completions", tag = "chat", security(("api_key" = [])),
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true`, server-sent `chat.completion.chunk` events ending with `data: [DONE]`",
+         content((ChatCompletion = "application/json"), (ChatCompletionChunk = "text/event-stream"))),
+        (status = 400, description = "Malformed request or parameter out of range", body = ErrorBody),
+        (status = 401, description = "No or a wrong API key", body = ErrorBody),
+        (status = 404, description = "No such chat model", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "The queue is full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 504, description = "The generation ran past the request timeout", body = ErrorBody)))]
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::{parse_body, CompletionRequest};
 
@@ -49,6 +49,17 @@ fn token_ids(values: &[Value]) -> Option<Vec<u32>> {
 }
 
 /// Continues a prompt, as one JSON object or an SSE stream.
+#[utoipa::path(post, path = "/completions", tag = "completions", security(("api_key" = [])),
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The continuation; with `stream: true`, server-sent `text_completion` events ending with `data: [DONE]`",
+         content((TextCompletion = "application/json"), (TextCompletion = "text/event-stream"))),
+        (status = 400, description = "Malformed request, parameter out of range, or `echo`", body = ErrorBody),
+        (status = 401, description = "No or a wrong API key", body = ErrorBody),
+        (status = 404, description = "No such chat model", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "The queue is full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 504, description = "The generation ran past the request timeout", body = ErrorBody)))]
 pub(crate) async fn completions(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

@@ -6,10 +6,12 @@ use axum::extract::State;
 use axum::Json;
 use base64::Engine as _;
 use helixflow_core::embeddings::{EmbeddingModel, Embeddings};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::{parse_body, EmbeddingRequest};
 
@@ -95,11 +97,61 @@ impl Inputs {
     }
 }
 
+/// One embedding vector: floats, or base64 of little-endian f32s.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum Vector {
+    /// `encoding_format: float`.
+    Floats(Vec<f32>),
+    /// `encoding_format: base64`.
+    Base64(String),
+}
+
+/// One input's embedding.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EmbeddingObject {
+    /// Always `embedding`.
+    object: &'static str,
+    /// The input's position in the request.
+    index: usize,
+    /// The vector.
+    embedding: Vector,
+}
+
+/// Tokens the inputs took.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EmbeddingUsage {
+    /// Tokens in all inputs.
+    prompt_tokens: usize,
+    /// The same number.
+    total_tokens: usize,
+}
+
+/// The `POST /v1/embeddings` answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EmbeddingList {
+    /// Always `list`.
+    object: &'static str,
+    /// One embedding per input, in order.
+    data: Vec<EmbeddingObject>,
+    /// The model that embedded.
+    model: String,
+    /// Token counts.
+    usage: EmbeddingUsage,
+}
+
 /// Embeds the inputs; the vectors come back as float lists or base64 little-endian f32.
+#[utoipa::path(post, path = "/embeddings", tag = "embeddings", security(("api_key" = [])),
+    request_body = EmbeddingRequest,
+    responses((status = 200, description = "One vector per input", body = EmbeddingList),
+              (status = 400, description = "Malformed input or unsupported `dimensions`", body = ErrorBody),
+              (status = 401, description = "No or a wrong API key", body = ErrorBody),
+              (status = 404, description = "No such embedding model", body = ErrorBody),
+              (status = 413, description = "The body is too large", body = ErrorBody)))]
 pub(crate) async fn embeddings(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EmbeddingList>, ApiError> {
     let request: EmbeddingRequest = parse_body(body)?;
     let embedder = state.embedder(&request.model)?.clone();
     let base64 = match request.encoding_format.as_deref() {
@@ -124,24 +176,31 @@ pub(crate) async fn embeddings(
         }
     }
     let result = inputs(&request.input)?.embed(embedder).await?;
-    let data: Vec<Value> = result
+    let data = result
         .vectors
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(index, v)| {
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(v)
+                Vector::Floats(v)
             };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+            EmbeddingObject {
+                object: "embedding",
+                index,
+                embedding,
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": request.model,
-        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-    })))
+    Ok(Json(EmbeddingList {
+        object: "list",
+        data,
+        model: request.model,
+        usage: EmbeddingUsage {
+            prompt_tokens: result.prompt_tokens,
+            total_tokens: result.prompt_tokens,
+        },
+    }))
 }

@@ -6,16 +6,21 @@ use axum::Json;
 use helixflow_core::registry::ServedModel;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process is up")))]
 pub(crate) async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Readiness: the models are loaded (they are before the router exists); each chat model's
 /// queue and running requests.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, description = "The models are loaded; each chat model's queue"),
+              (status = 503, description = "The models are still loading", body = ErrorBody)))]
 pub(crate) async fn ready(State(state): State<AppState>) -> Json<Value> {
     let models: Vec<Value> = state
         .models()

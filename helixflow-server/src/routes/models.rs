@@ -2,31 +2,70 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
-fn model_object(state: &AppState, id: &str) -> Value {
-    json!({"id": id, "object": "model", "created": state.started(), "owned_by": "helixflow"})
+/// A served model, as OpenAI describes one.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelObject {
+    /// The id requests name it by.
+    id: String,
+    /// Always `model`.
+    object: &'static str,
+    /// When the server started serving it (Unix seconds).
+    created: u64,
+    /// Always `helixflow`.
+    owned_by: &'static str,
+}
+
+/// The `GET /v1/models` answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelList {
+    /// Always `list`.
+    object: &'static str,
+    /// The served models.
+    data: Vec<ModelObject>,
+}
+
+fn model_object(state: &AppState, id: &str) -> ModelObject {
+    ModelObject {
+        id: id.to_string(),
+        object: "model",
+        created: state.started(),
+        owned_by: "helixflow",
+    }
 }
 
 /// The models this server serves.
-pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = state
+#[utoipa::path(get, path = "/models", tag = "models", security(("api_key" = [])),
+    responses((status = 200, description = "The served models", body = ModelList),
+              (status = 401, description = "No or a wrong API key", body = ErrorBody)))]
+pub(crate) async fn list(State(state): State<AppState>) -> Json<ModelList> {
+    let data = state
         .models()
         .models()
         .iter()
         .map(|m| model_object(&state, m.id()))
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Json(ModelList {
+        object: "list",
+        data,
+    })
 }
 
 /// One model, or 404.
+#[utoipa::path(get, path = "/models/{id}", tag = "models", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The model's id")),
+    responses((status = 200, description = "The model", body = ModelObject),
+              (status = 401, description = "No or a wrong API key", body = ErrorBody),
+              (status = 404, description = "No such model", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelObject>, ApiError> {
     if state.models().get(&id).is_some() {
         Ok(Json(model_object(&state, &id)))
     } else {

@@ -317,6 +317,26 @@ impl TextCompletion {
     }
 }
 
+/// The fingerprint reported in every response: the crate version.
+pub fn system_fingerprint() -> String {
+    format!("helixflow-{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh random id with `prefix` (e.g. `chatcmpl`).
+pub fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u128 = rand::rng().random();
+    format!("{prefix}-{n:032x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,24 +372,4 @@ mod tests {
         let json = serde_json::to_value(&legacy).unwrap();
         assert_eq!(json["top_logprobs"][0][" e"], -1.5);
     }
-}
-
-/// The fingerprint reported in every response: the crate version.
-pub fn system_fingerprint() -> String {
-    format!("helixflow-{}", env!("CARGO_PKG_VERSION"))
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A fresh random id with `prefix` (e.g. `chatcmpl`).
-pub fn new_id(prefix: &str) -> String {
-    use rand::Rng;
-    let n: u128 = rand::rng().random();
-    format!("{prefix}-{n:032x}")
 }

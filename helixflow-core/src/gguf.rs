@@ -235,7 +235,7 @@ impl GgufFile {
         let bytes = &self.mmap[info.offset..info.offset + info.len];
         // candle reinterprets the bytes as blocks whose fields need up to 4-byte alignment; a
         // file with an odd alignment setting gets an aligned copy instead of undefined behaviour.
-        let tensor = if (bytes.as_ptr() as usize) % 4 == 0 {
+        let tensor = if (bytes.as_ptr() as usize).is_multiple_of(4) {
             qtensor_from_ggml(info.dtype, bytes, info.shape.clone(), device)?
         } else {
             let mut words = vec![0u32; info.len.div_ceil(4)];
@@ -536,7 +536,7 @@ mod tests {
             for v in values {
                 self.data.extend(v.to_le_bytes());
             }
-            while self.data.len() % 32 != 0 {
+            while !self.data.len().is_multiple_of(32) {
                 self.data.push(0);
             }
             self.tensor_count += 1;
@@ -550,7 +550,7 @@ mod tests {
             out.extend(self.kv_count.to_le_bytes());
             out.extend(self.kvs);
             out.extend(self.infos);
-            while out.len() % 32 != 0 {
+            while !out.len().is_multiple_of(32) {
                 out.push(0);
             }
             out.extend(self.data);

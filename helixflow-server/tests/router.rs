@@ -823,6 +823,9 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
     assert!(fields.get("max_completion_tokens").is_some(), "{fields}");
     for request in ["ChatRequest", "CompletionRequest"] {
         let schema = doc["components"]["schemas"][request].to_string();
-        assert!(schema.contains("#/components/schemas/GenerationFields"), "{schema}");
+        assert!(
+            schema.contains("#/components/schemas/GenerationFields"),
+            "{schema}"
+        );
     }
 }

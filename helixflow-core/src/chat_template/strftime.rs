@@ -98,7 +98,11 @@ fn format_unix_time(seconds: u64, format: &str) -> String {
     let t = DateTime::from_unix(seconds);
     let month_name = MONTHS.get(t.month as usize - 1).copied().unwrap_or("");
     let weekday_name = WEEKDAYS.get(t.weekday).copied().unwrap_or("");
-    let hour12 = if t.hour % 12 == 0 { 12 } else { t.hour % 12 };
+    let hour12 = if t.hour.is_multiple_of(12) {
+        12
+    } else {
+        t.hour % 12
+    };
     let mut out = String::new();
     let mut chars = format.chars().peekable();
     while let Some(c) = chars.next() {

@@ -41,7 +41,7 @@ impl ProductOrder {
     /// `prompt_len` tokens, with heads `head_dim` wide: the prompt is one batch (tinyBLAS, which
     /// needs at least two tokens and a multiple of eight), every later token a batch of one.
     pub fn for_position(pos: usize, prompt_len: usize, head_dim: usize) -> Self {
-        if pos < prompt_len && prompt_len >= 2 && head_dim % 8 == 0 {
+        if pos < prompt_len && prompt_len >= 2 && head_dim.is_multiple_of(8) {
             Self::Gemm
         } else {
             Self::Gemv

@@ -44,7 +44,9 @@ pub(super) fn read_bert_config(path: &Path) -> Result<Config> {
     } else if config.type_vocab_size == 0 {
         Some("type_vocab_size is 0".to_string())
     } else if config.num_attention_heads == 0
-        || config.hidden_size % config.num_attention_heads != 0
+        || !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
     {
         Some(format!(
             "hidden_size {} is not a multiple of num_attention_heads {}",

@@ -80,7 +80,7 @@ impl SequenceKv {
 
     fn last_block_is_shared_and_partial(&self) -> bool {
         let bs = self.pool.layout().block_size;
-        self.len % bs != 0 && self.blocks.last().is_some_and(|b| Arc::strong_count(b) > 1)
+        !self.len.is_multiple_of(bs) && self.blocks.last().is_some_and(|b| Arc::strong_count(b) > 1)
     }
 
     /// Makes positions `len()..new_len` writable: allocates the blocks they need and copies a

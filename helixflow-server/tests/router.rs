@@ -829,3 +829,149 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
         );
     }
 }
+
+/// The wire shape of a JSON value, for snapshots: ids, times and the version fingerprint are
+/// replaced by placeholders, floats by `"<float>"` (the values are tested elsewhere), long
+/// vectors are cut to three entries and base64 strings to their length.
+fn shape(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("id", Value::String(s)) if s.contains('-') => {
+                            json!(format!("<{}-id>", s.split('-').next().unwrap()))
+                        }
+                        ("created", Value::Number(_)) => json!("<unix time>"),
+                        ("system_fingerprint", Value::String(_)) => json!("<fingerprint>"),
+                        ("embedding", Value::String(s)) => {
+                            json!(format!("<base64, {} chars>", s.len()))
+                        }
+                        ("embedding", Value::Array(items)) => {
+                            let mut cut: Vec<Value> = items.iter().take(3).map(shape).collect();
+                            cut.push(json!(format!("... {} in all", items.len())));
+                            Value::Array(cut)
+                        }
+                        _ => shape(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::Number(n) if n.is_f64() => json!("<float>"),
+        other => other.clone(),
+    }
+}
+
+/// Compares `actual` with `tests/snapshots/NAME`; `UPDATE_SNAPSHOTS=1` rewrites the file.
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_SNAPSHOTS=1 writes it)", path.display()));
+    assert_eq!(
+        actual, expected,
+        "the wire format of {name} changed; if that is intended, rerun with UPDATE_SNAPSHOTS=1"
+    );
+}
+
+/// A JSON response as a snapshot: the status and the body's shape.
+async fn json_snapshot(name: &str, method: &str, path: &str, body: Option<Value>) {
+    let (status, bytes) = call(app(), method, path, body.map(|b| b.to_string())).await;
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    let text =
+        serde_json::to_string_pretty(&json!({"status": status.as_u16(), "body": shape(&body)}))
+            .unwrap();
+    assert_snapshot(name, &(text + "\n"));
+}
+
+/// An SSE response as a snapshot: one line per event, each payload's shape.
+async fn sse_snapshot(name: &str, path: &str, body: Value) {
+    let (status, bytes) = call(app(), "POST", path, Some(body.to_string())).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut text = String::new();
+    for payload in sse_payloads(&bytes) {
+        let line = match serde_json::from_str::<Value>(&payload) {
+            Ok(value) => shape(&value).to_string(),
+            Err(_) => payload, // [DONE]
+        };
+        text.push_str(&format!("data: {line}\n"));
+    }
+    assert_snapshot(name, &text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wire_formats_match_their_snapshots() {
+    let chat = json!({"model": CHAT, "temperature": 0, "max_tokens": 5, "logprobs": true,
+                      "top_logprobs": 2,
+                      "messages": [{"role": "user", "content": "Name three primary colors."}]});
+    json_snapshot(
+        "chat_completion.json",
+        "POST",
+        "/v1/chat/completions",
+        Some(chat.clone()),
+    )
+    .await;
+    let mut streamed = chat;
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    sse_snapshot(
+        "chat_completion_stream.sse",
+        "/v1/chat/completions",
+        streamed,
+    )
+    .await;
+
+    let text = json!({"model": CHAT, "prompt": "The capital of France is", "max_tokens": 4,
+                      "temperature": 0, "logprobs": 2});
+    json_snapshot(
+        "text_completion.json",
+        "POST",
+        "/v1/completions",
+        Some(text.clone()),
+    )
+    .await;
+    let mut streamed = text;
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    sse_snapshot("text_completion_stream.sse", "/v1/completions", streamed).await;
+
+    let inputs = json!(["The weather is lovely today.", "It's so sunny outside!"]);
+    json_snapshot(
+        "embeddings_float.json",
+        "POST",
+        "/v1/embeddings",
+        Some(json!({"model": EMBED, "input": inputs})),
+    )
+    .await;
+    json_snapshot(
+        "embeddings_base64.json",
+        "POST",
+        "/v1/embeddings",
+        Some(json!({"model": EMBED, "input": inputs, "encoding_format": "base64"})),
+    )
+    .await;
+    json_snapshot("models.json", "GET", "/v1/models", None).await;
+    json_snapshot("model.json", "GET", &format!("/v1/models/{CHAT}"), None).await;
+    json_snapshot(
+        "error_unknown_model.json",
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": "nope", "messages": [{"role": "user", "content": "Hi"}]})),
+    )
+    .await;
+    json_snapshot(
+        "error_bad_parameter.json",
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": CHAT, "n": 99, "messages": [{"role": "user", "content": "Hi"}]})),
+    )
+    .await;
+}

@@ -97,6 +97,15 @@ def raises(kind, fn):
 check("unknown model 404", raises(openai.NotFoundError, lambda: client.chat.completions.create(model="gpt-9", messages=messages)))
 check("context 400", raises(openai.BadRequestError, lambda: client.chat.completions.create(model=CHAT, messages=messages, max_tokens=10**6)))
 check("n 400", raises(openai.BadRequestError, lambda: client.chat.completions.create(model=CHAT, messages=messages, n=99)))
+check("top_logprobs 400", raises(openai.BadRequestError, lambda: client.chat.completions.create(model=CHAT, messages=messages, logprobs=True, top_logprobs=21)))
+check("wrong kind 404", raises(openai.NotFoundError, lambda: client.embeddings.create(model=CHAT, input="x")))
+def too_large():
+    try:
+        client.embeddings.create(model=EMBED, input="x" * (5 << 20))
+    except openai.APIStatusError as e:
+        return e.status_code == 413
+    return False
+check("body 413", too_large())
 bad = OpenAI(base_url=base_url, api_key="wrong", max_retries=0)
 check("key 401", raises(openai.AuthenticationError, lambda: bad.models.list()))
 print("all ok")

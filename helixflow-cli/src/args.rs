@@ -26,6 +26,97 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the OpenAI-compatible API over HTTPS (HTTP with --no-tls).
     Serve(ServeArgs),
+    /// Create, list and revoke API keys.
+    Keys(KeysArgs),
+    /// Manage the platform database.
+    Db(DbArgs),
+}
+
+/// Which store the platform commands use: `DATABASE_URL` (or `DATABASE_TYPE` with
+/// `DATABASE_PATH`/`DATABASE_URL`), else `helixflow.db` in the data directory.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The data directory (as for `serve`); default: the user's data directory.
+    #[arg(long, env = "HELIXFLOW_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `helixflow keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// What to do with keys.
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// `helixflow keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key and print it (once: only its hash is stored).
+    Create {
+        /// A name for the key.
+        #[arg(long)]
+        name: String,
+        /// Who the key belongs to.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Scopes, comma-separated: inference, admin.
+        #[arg(long, value_delimiter = ',', default_value = "inference")]
+        scopes: Vec<String>,
+        /// Models the key may use, comma-separated; default: all.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Tokens per --period.
+        #[arg(long, requires = "period")]
+        budget: Option<u64>,
+        /// The budget's period: day or month.
+        #[arg(long, requires = "budget")]
+        period: Option<String>,
+        /// Expire after this long: 30d, 12h, 15m, 45s.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Print one JSON object (with `id` and `key`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the keys (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id: refused from then on.
+    Revoke {
+        /// The key's id (`key_...`).
+        id: String,
+    },
+}
+
+/// `helixflow db`.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DbCommand,
+}
+
+/// `helixflow db ...`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply the migrations the database lacks (serve does this at start-up too).
+    Migrate,
 }
 
 /// Default chat model.
@@ -135,6 +226,10 @@ pub struct BenchArgs {
     /// Requests each concurrent stream sends, one after another, in a serving sweep.
     #[arg(long, default_value_t = 1)]
     pub requests_per_stream: usize,
+    /// Seed of a serving sweep's prompt token ids [default: a new one per run]: the same seed
+    /// sends the same prompts, which a server that ran them before finds in its prefix cache.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// The in-process engine's token budget per step (as `helixflow serve`'s flag).
     #[arg(long, default_value_t = 512, conflicts_with = "serve")]
     pub max_batched_tokens: usize,

@@ -26,6 +26,8 @@ fn main() {
         args::Command::Embed(a) => commands::embed::run(a),
         args::Command::Models(a) => commands::models::run(a),
         args::Command::Bench(a) => commands::bench::run(a),
+        args::Command::Keys(a) => commands::keys::run(a),
+        args::Command::Db(a) => commands::db::run(a),
         args::Command::Serve(mut a) => {
             let serve = matches
                 .subcommand_matches("serve")

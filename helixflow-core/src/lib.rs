@@ -13,6 +13,8 @@ pub mod generation;
 pub mod gguf;
 pub mod kv_cache;
 pub mod models;
+#[cfg(feature = "platform")]
+pub mod platform;
 pub mod registry;
 pub mod sampling;
 pub mod source;

@@ -15,13 +15,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     } else if let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) {
         Tls::Files { cert, key }
     } else {
-        let dir = match &args.data_dir {
-            Some(dir) => dir.clone(),
-            None => dirs::data_dir()
-                .context("no data directory: pass --data-dir")?
-                .join("helixflow"),
-        };
-        Tls::SelfSigned(dir)
+        Tls::SelfSigned(super::data_dir(args.data_dir.as_deref())?)
     };
     let config = ServeConfig {
         host: args.host,

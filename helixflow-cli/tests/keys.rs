@@ -1,0 +1,102 @@
+//! `helixflow keys` and `helixflow db` against a SQLite store in a temporary data directory.
+
+use std::process::{Command, Output};
+
+fn helixflow(data_dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_TYPE")
+        .env_remove("DATABASE_PATH")
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn keys_are_created_listed_and_revoked_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&helixflow(dir.path(), &["db", "migrate"]));
+    assert!(dir.path().join("helixflow.db").exists());
+
+    let created: serde_json::Value = serde_json::from_str(&ok(&helixflow(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "inference,admin",
+            "--rpm",
+            "60",
+            "--budget",
+            "1000",
+            "--period",
+            "day",
+            "--models",
+            "a,b",
+            "--expires-in",
+            "30d",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with(created["prefix"].as_str().unwrap()));
+    assert_eq!(created["scopes"], serde_json::json!(["inference", "admin"]));
+    assert_eq!(created["limits"]["rpm"], 60);
+    assert_eq!(created["models"], serde_json::json!(["a", "b"]));
+    assert!(created["expires_at"].as_i64().unwrap() > created["created_at"].as_i64().unwrap());
+
+    let listed = ok(&helixflow(dir.path(), &["keys", "list", "--json"]));
+    assert!(listed.contains(&id));
+    assert!(!listed.contains(key), "the secret is never listed");
+    let table = ok(&helixflow(dir.path(), &["keys", "list"]));
+    assert!(table.contains(&id) && table.contains("active"), "{table}");
+
+    ok(&helixflow(dir.path(), &["keys", "revoke", &id]));
+    let table = ok(&helixflow(dir.path(), &["keys", "list"]));
+    assert!(table.contains("revoked"), "{table}");
+
+    for bad in [
+        &["keys", "revoke", "key_nope"][..],
+        &["keys", "create", "--name", "x", "--scopes", "root"],
+        &["keys", "create", "--name", "x", "--expires-in", "soon"],
+        &["keys", "create", "--name", ""],
+    ] {
+        let out = helixflow(dir.path(), bad);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("error: ") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_database_setting_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args(["keys", "list", "--data-dir"])
+        .arg(dir.path())
+        .env("DATABASE_TYPE", "oracle")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DATABASE_TYPE must be sqlite or postgres")
+    );
+}

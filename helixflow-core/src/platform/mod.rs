@@ -1,0 +1,65 @@
+//! The platform: API keys (and, as they land, users, quotas, rate limits and usage
+//! accounting), stored through `sqlx` in SQLite or PostgreSQL. The server, the CLI and the
+//! Python binding share this one API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), helixflow_core::platform::PlatformError> {
+//! use helixflow_core::platform::{NewKey, Store};
+//! let store = Store::connect("sqlite://helixflow.db").await?;
+//! store.migrate().await?;
+//! let created = store.create_key(NewKey::inference("ci")).await?;
+//! let key = store.verify_key(&created.secret).await?.expect("a fresh key works");
+//! assert_eq!(key.name, "ci");
+//! # Ok(())
+//! # }
+//! ```
+
+mod keys;
+pub(crate) mod store;
+
+pub use keys::{ApiKey, BudgetPeriod, CreatedKey, KeyLimits, NewKey, Scope};
+pub use store::{Backend, Store};
+
+/// What can go wrong in the platform's store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// The database URL or settings are wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The request to the store is invalid (a bad scope, an empty name, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+    /// A newer HelixFlow has migrated this database past what this version knows.
+    #[error(
+        "the database has migration {version}, which this HelixFlow does not know: it was \
+         made by a newer version; upgrade HelixFlow or use another database"
+    )]
+    NewerSchema {
+        /// The unknown migration's version.
+        version: i64,
+    },
+}
+
+impl PlatformError {
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::Config(message.into())
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,267 @@
+//! The platform store's test suite, run against SQLite and against PostgreSQL.
+//!
+//! PostgreSQL: `HELIXFLOW_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`)
+//! names a server on which each run creates, and then drops, a fresh database. Without a
+//! server the PostgreSQL tests say they were skipped, unless `HELIXFLOW_REQUIRE_POSTGRES=1`
+//! (set by CI), where they fail.
+#![cfg(feature = "platform")]
+
+use helixflow_core::platform::{BudgetPeriod, KeyLimits, NewKey, PlatformError, Scope, Store};
+use sqlx::Connection;
+
+/// A fresh store of each backend that can be reached.
+struct Fresh {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+    drop_db: Option<(String, String)>,
+}
+
+async fn sqlite() -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    Fresh {
+        store,
+        _dir: Some(dir),
+        drop_db: None,
+    }
+}
+
+async fn postgres() -> Option<Fresh> {
+    let admin_url = std::env::var("HELIXFLOW_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let required = std::env::var("HELIXFLOW_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(conn) => conn,
+        Err(e) if !required => {
+            eprintln!("SKIPPED the PostgreSQL half of this test: no server at {admin_url}: {e}");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL is required (HELIXFLOW_REQUIRE_POSTGRES=1): {admin_url}: {e}"),
+    };
+    let name = format!("helixflow_test_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let store = Store::connect(&format!("{base}/{name}")).await.unwrap();
+    store.migrate().await.unwrap();
+    Some(Fresh {
+        store,
+        _dir: None,
+        drop_db: Some((admin_url, name)),
+    })
+}
+
+impl Fresh {
+    async fn finish(self) {
+        self.store.close().await;
+        if let Some((admin_url, name)) = self.drop_db {
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Runs `suite` on SQLite and, when reachable, on PostgreSQL.
+macro_rules! on_both {
+    ($name:ident, $suite:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let fresh = super::sqlite().await;
+                super::$suite(&fresh.store).await;
+                fresh.finish().await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(fresh) = super::postgres().await {
+                    super::$suite(&fresh.store).await;
+                    fresh.finish().await;
+                }
+            }
+        }
+    };
+}
+
+async fn keys_are_created_verified_listed_and_revoked(store: &Store) {
+    let mut new = NewKey::inference("ci");
+    new.owner = Some("alice".into());
+    new.models = Some(vec!["smollm2-135m-instruct".into()]);
+    new.limits = KeyLimits {
+        rpm: Some(60),
+        tpm: Some(10_000),
+        budget_tokens: Some(1_000_000),
+        budget_period: Some(BudgetPeriod::Month),
+    };
+    let created = store.create_key(new).await.unwrap();
+    assert!(created.secret.starts_with(&created.key.prefix));
+    let key = store.verify_key(&created.secret).await.unwrap().unwrap();
+    assert_eq!(key, created.key);
+    assert!(key.has_scope(Scope::Inference) && !key.has_scope(Scope::Admin));
+    assert!(key.allows_model("smollm2-135m-instruct") && !key.allows_model("other"));
+    assert_eq!(key.limits.budget_period, Some(BudgetPeriod::Month));
+
+    // A wrong secret with a real prefix, a made-up key, and junk are all refused.
+    let mut wrong = created.secret.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'a' { 'b' } else { 'a' });
+    assert_eq!(store.verify_key(&wrong).await.unwrap(), None);
+    assert_eq!(
+        store
+            .verify_key("hfk_AAAAAAAAAAAA_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+            .await
+            .unwrap(),
+        None
+    );
+    for junk in ["", "x", "hfk_", "hfk_' OR 1=1 --_x", &"hfk_".repeat(10_000)] {
+        assert_eq!(store.verify_key(junk).await.unwrap(), None, "{junk:.20}");
+    }
+
+    let admin = store
+        .create_key(NewKey {
+            scopes: vec![Scope::Admin, Scope::Inference, Scope::Admin],
+            ..NewKey::inference("ops")
+        })
+        .await
+        .unwrap();
+    assert_eq!(admin.key.scopes, [Scope::Admin, Scope::Inference]);
+    let listed = store.list_keys().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|k| k.id == created.key.id));
+
+    assert!(store.revoke_key(&created.key.id).await.unwrap());
+    assert_eq!(store.verify_key(&created.secret).await.unwrap(), None);
+    let revoked = store.get_key(&created.key.id).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(!store.revoke_key("key_missing").await.unwrap());
+    assert!(store.verify_key(&admin.secret).await.unwrap().is_some());
+}
+on_both!(keys, keys_are_created_verified_listed_and_revoked);
+
+async fn expired_keys_and_invalid_requests_are_refused(store: &Store) {
+    let expired = store
+        .create_key(NewKey {
+            expires_at: Some(1),
+            ..NewKey::inference("old")
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.verify_key(&expired.secret).await.unwrap(), None);
+    let future = store
+        .create_key(NewKey {
+            expires_at: Some(i64::MAX),
+            ..NewKey::inference("new")
+        })
+        .await
+        .unwrap();
+    assert!(store.verify_key(&future.secret).await.unwrap().is_some());
+
+    let hostile = "Robert'); DROP TABLE api_keys; --";
+    let stored = store.create_key(NewKey::inference(hostile)).await.unwrap();
+    assert_eq!(
+        store.get_key(&stored.key.id).await.unwrap().unwrap().name,
+        hostile
+    );
+    for bad in [
+        NewKey::inference(""),
+        NewKey::inference("x".repeat(201)),
+        NewKey {
+            scopes: Vec::new(),
+            ..NewKey::inference("none")
+        },
+        NewKey {
+            models: Some(vec!["a,b".into()]),
+            ..NewKey::inference("comma")
+        },
+        NewKey {
+            limits: KeyLimits {
+                budget_tokens: Some(5),
+                ..KeyLimits::default()
+            },
+            ..NewKey::inference("half budget")
+        },
+    ] {
+        assert!(matches!(
+            store.create_key(bad).await,
+            Err(PlatformError::Invalid(_))
+        ));
+    }
+    assert_eq!(store.list_keys().await.unwrap().len(), 3);
+    assert!(store.get_key(hostile).await.unwrap().is_none());
+}
+on_both!(
+    expiry_and_validation,
+    expired_keys_and_invalid_requests_are_refused
+);
+
+async fn migrating_twice_is_harmless(store: &Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+}
+on_both!(migrations, migrating_twice_is_harmless);
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let fresh = sqlite().await;
+    // A migration this version does not know, as a newer HelixFlow would have left.
+    let dir = fresh._dir.as_ref().unwrap().path().to_path_buf();
+    let url = format!("sqlite://{}", dir.join("store.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, X'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let err = fresh.store.migrate().await.unwrap_err();
+    assert!(
+        matches!(err, PlatformError::NewerSchema { version: 9999 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer version"));
+    fresh.finish().await;
+}
+
+#[test]
+fn the_environment_picks_the_database() {
+    // One test owns these variables: tests run in threads of one process.
+    let dir = std::path::Path::new("/data");
+    let set = |vars: &[(&str, &str)]| {
+        for name in ["DATABASE_URL", "DATABASE_TYPE", "DATABASE_PATH"] {
+            std::env::remove_var(name);
+        }
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        Store::url_from_env(dir)
+    };
+    assert_eq!(set(&[]).unwrap(), "sqlite:///data/helixflow.db");
+    assert_eq!(
+        set(&[("DATABASE_URL", "postgres://db/x")]).unwrap(),
+        "postgres://db/x"
+    );
+    assert_eq!(
+        set(&[("DATABASE_TYPE", "sqlite"), ("DATABASE_PATH", "/tmp/a.db")]).unwrap(),
+        "sqlite:///tmp/a.db"
+    );
+    assert_eq!(
+        set(&[
+            ("DATABASE_TYPE", "postgres"),
+            ("DATABASE_URL", "postgres://h/db")
+        ])
+        .unwrap(),
+        "postgres://h/db"
+    );
+    assert!(set(&[("DATABASE_TYPE", "postgres")]).is_err());
+    assert!(set(&[("DATABASE_TYPE", "oracle")]).is_err());
+    set(&[]).unwrap();
+}

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{http, Server};
+use common::{http, post_json, Server};
 
 /// The sum of every series of metric `name` (labelled or not).
 fn metric(text: &str, name: &str) -> f64 {
@@ -109,12 +109,7 @@ fn twenty_streams_dropped_mid_way_free_their_sequences_and_blocks() {
         "model": "smollm2-135m-instruct", "max_tokens": 3,
         "messages": [{"role": "user", "content": "Hi"}],
     });
-    let (status, body) = http(
-        &server.url,
-        "POST",
-        "/v1/chat/completions",
-        &request.to_string(),
-    );
+    let (status, body) = post_json(&server.url, "/v1/chat/completions", &request);
     assert_eq!(status, 200, "{body}");
     assert!(server.stop().success());
 }
@@ -164,12 +159,7 @@ fn several_models_are_served_side_by_side() {
             "model": id, "max_tokens": 8, "temperature": 0,
             "messages": [{"role": "user", "content": "What is the capital of France?"}],
         });
-        let (status, body) = http(
-            &server.url,
-            "POST",
-            "/v1/chat/completions",
-            &request.to_string(),
-        );
+        let (status, body) = post_json(&server.url, "/v1/chat/completions", &request);
         assert_eq!(status, 200, "{body}");
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(answer["model"], *id);
@@ -180,12 +170,7 @@ fn several_models_are_served_side_by_side() {
     let request = serde_json::json!({
         "model": "all-minilm-l6-v2", "messages": [{"role": "user", "content": "Hi"}],
     });
-    let (status, body) = http(
-        &server.url,
-        "POST",
-        "/v1/chat/completions",
-        &request.to_string(),
-    );
+    let (status, body) = post_json(&server.url, "/v1/chat/completions", &request);
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("not a chat model"), "{body}");
     let (_, metrics) = http(&server.url, "GET", "/metrics", "");

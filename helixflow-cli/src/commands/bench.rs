@@ -1,4 +1,9 @@
-//! `helixflow bench`: prefill and decode throughput of a chat model, median of several runs.
+//! `helixflow bench`: prefill and decode throughput of a chat model, median of several runs;
+//! or, with `--streams` or `--serve URL`, a serving sweep over concurrency levels.
+
+mod engine;
+mod http;
+mod sweep;
 
 use std::time::Instant;
 
@@ -14,22 +19,52 @@ const FILLER: &str = "The history of computing is a story of people who wanted t
 faster and more reliably than they could by hand. Mechanical calculators, punched cards, \
 vacuum tubes, transistors and integrated circuits each made machines smaller and cheaper. ";
 
+/// Default concurrency levels of a sweep over HTTP.
+const DEFAULT_STREAMS: [usize; 4] = [1, 4, 16, 64];
+
 /// Runs the command.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.runs == 0 {
+    if args.serve.is_none() && args.streams.is_empty() {
+        return single_stream(&args);
+    }
+    let streams = if args.streams.is_empty() {
+        DEFAULT_STREAMS.to_vec()
+    } else {
+        args.streams.clone()
+    };
+    let workload = sweep::Workload {
+        prompt_tokens: args.prompt_tokens.unwrap_or(64),
+        gen_tokens: args.gen_tokens,
+        requests_per_stream: args.requests_per_stream,
+        seed: args.seed.unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(0, |d| d.as_nanos() as u64)
+        }),
+    };
+    sweep::validate(&workload, &streams)?;
+    match &args.serve {
+        Some(url) => http::run(&args, url, workload, &streams),
+        None => engine::run(&args, workload, &streams),
+    }
+}
+
+/// Prefill and decode rates of one sequence, straight on the model.
+fn single_stream(args: &BenchArgs) -> Result<()> {
+    let prompt_tokens = args.prompt_tokens.unwrap_or(512);
+    if prompt_tokens == 0 || args.gen_tokens == 0 || args.runs == 0 {
         bail!("--prompt-tokens, --gen-tokens and --runs must be at least 1");
     }
     let chat = load::chat_model(&args.model)?;
     let model = chat.model();
     let context = model.config().context_length;
-    if args.prompt_tokens + args.gen_tokens > context {
+    if prompt_tokens + args.gen_tokens > context {
         bail!("--prompt-tokens + --gen-tokens exceeds the model's context of {context}");
     }
     let mut prompt = Vec::new();
-    while prompt.len() < args.prompt_tokens {
+    while prompt.len() < prompt_tokens {
         prompt.extend(chat.tokenizer().encode(FILLER, false)?);
     }
-    prompt.truncate(args.prompt_tokens);
+    prompt.truncate(prompt_tokens);
 
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
@@ -59,7 +94,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.json {
         let out = json!({
             "model": chat.name(),
-            "prompt_tokens": args.prompt_tokens,
+            "prompt_tokens": prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "runs": args.runs,
             "threads": available_threads(),
@@ -69,10 +104,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("model:   {}", chat.name());
-        println!(
-            "prefill: {prefill:8.1} tokens/s ({} prompt tokens)",
-            args.prompt_tokens
-        );
+        println!("prefill: {prefill:8.1} tokens/s ({prompt_tokens} prompt tokens)");
         println!(
             "decode:  {decode:8.1} tokens/s ({} tokens after the prompt)",
             args.gen_tokens

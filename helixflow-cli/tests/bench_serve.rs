@@ -1,0 +1,112 @@
+//! `helixflow bench`'s serving sweeps end to end on the default chat model: in-process, and
+//! over HTTP against the real `helixflow serve`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Server;
+use serde_json::Value;
+
+/// The sweep every test runs: tiny, so that each takes seconds.
+const SWEEP: [&str; 6] = [
+    "--streams",
+    "1,2",
+    "--prompt-tokens",
+    "8",
+    "--gen-tokens",
+    "4",
+];
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .arg("bench")
+        .args(args)
+        .env_remove("HELIXFLOW_API_KEY")
+        .output()
+        .expect("the binary runs")
+}
+
+/// The JSON report of a sweep that succeeded, checked against [`SWEEP`].
+fn report(out: &Output, mode: &str) -> Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(v["mode"], mode, "{v}");
+    assert_eq!(v["model"], "smollm2-135m-instruct");
+    assert_eq!(
+        (
+            &v["prompt_tokens"],
+            &v["gen_tokens"],
+            &v["requests_per_stream"]
+        ),
+        (&8.into(), &4.into(), &1.into())
+    );
+    let levels = v["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2, "{v}");
+    for (level, streams) in levels.iter().zip([1, 2]) {
+        let f = |key: &str| {
+            level[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key}: {level}"))
+        };
+        assert_eq!(level["streams"], streams);
+        assert_eq!(level["requests"], streams);
+        assert_eq!(level["completion_tokens"], 4 * streams);
+        assert!(
+            f("wall_s") > 0.0 && f("output_tokens_per_s") > 0.0,
+            "{level}"
+        );
+        assert!(f("requests_per_s") > 0.0, "{level}");
+        assert!(0.0 < f("ttft_ms_p50") && f("ttft_ms_p50") <= f("ttft_ms_p99"));
+        // Up to three gaps between four tokens (fewer where a chunk carries several).
+        assert!(0.0 <= f("itl_ms_p50") && f("itl_ms_p50") <= f("itl_ms_p99"));
+    }
+    v
+}
+
+#[test]
+fn the_in_process_sweep_reports_every_level() {
+    let v = report(&bench(&[&SWEEP[..], &["--json"]].concat()), "in-process");
+    assert!(v["seed"].is_u64(), "{v}");
+    assert!(v["levels"][0]["peak_rss_mib"].as_f64().unwrap() > 0.0);
+    // The table: a header and a row per level.
+    let out = bench(&SWEEP);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(table.starts_with("streams"), "{table}");
+}
+
+#[test]
+fn the_http_sweep_streams_from_the_real_server() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::spawn(&["--no-tls", "--data-dir", data.path().to_str().unwrap()]);
+    let v = report(
+        &bench(
+            &[
+                &SWEEP[..],
+                &["--json", "--seed", "7", "--serve", &server.url],
+            ]
+            .concat(),
+        ),
+        "http",
+    );
+    assert_eq!(v["url"], server.url.as_str());
+    assert_eq!(v["seed"], 7);
+    assert!(v["levels"][1]["peak_rss_mib"].is_null());
+
+    // Failures end the command with the server's reason.
+    let out = bench(&["--serve", &server.url, "--model", "no-such-model"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("404") && stderr.contains("no-such-model"),
+        "{stderr}"
+    );
+    let out = bench(&["--serve", "http://127.0.0.1:1", "--streams", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("connecting to 127.0.0.1:1"), "{stderr}");
+    assert!(server.stop().success());
+}

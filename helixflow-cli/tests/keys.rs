@@ -1,5 +1,7 @@
 //! `helixflow keys` and `helixflow db` against a SQLite store in a temporary data directory.
 
+mod common;
+
 use std::process::{Command, Output};
 
 fn helixflow(data_dir: &std::path::Path, args: &[&str]) -> Output {
@@ -99,4 +101,52 @@ fn a_bad_database_setting_is_a_clear_error() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("DATABASE_TYPE must be sqlite or postgres")
     );
+}
+
+#[test]
+fn a_server_on_the_store_accepts_its_keys_until_they_are_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let created: serde_json::Value = serde_json::from_str(&ok(&helixflow(
+        dir.path(),
+        &["keys", "create", "--name", "e2e", "--json"],
+    )))
+    .unwrap();
+    let (id, key) = (
+        created["id"].as_str().unwrap(),
+        created["key"].as_str().unwrap(),
+    );
+    let server = common::Server::spawn_with_env(
+        &[
+            "--no-tls",
+            "--data-dir",
+            data,
+            "--model",
+            "smollm2-135m-instruct",
+        ],
+        &[("DATABASE_TYPE", "sqlite")],
+    );
+    assert_eq!(
+        common::http_as(&server.url, "GET", "/v1/models", "", None).0,
+        401
+    );
+    assert_eq!(
+        common::http_as(&server.url, "GET", "/v1/models", "", Some(key)).0,
+        200
+    );
+    // Revoked from the command line while the server runs: refused within a second or so.
+    ok(&helixflow(dir.path(), &["keys", "revoke", id]));
+    let revoked = std::time::Instant::now();
+    while common::http_as(&server.url, "GET", "/v1/models", "", Some(key)).0 == 200 {
+        assert!(
+            revoked.elapsed().as_millis() < 1500,
+            "the revoked key still works"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        common::http_as(&server.url, "GET", "/v1/models", "", Some(key)).0,
+        401
+    );
+    assert!(server.stop().success());
 }

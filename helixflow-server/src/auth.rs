@@ -1,52 +1,62 @@
-//! API-key authentication of `/v1` routes.
+//! Authentication of `/v1` routes: the operator key or a key from the store, and the scope
+//! and model checks the handlers apply.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
+use helixflow_core::platform::{Caller, Scope};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Lets the request through if the server has no key or the request carries it.
+/// The bearer token of an `Authorization` header value.
+pub(crate) fn bearer(value: Option<&str>) -> Option<&str> {
+    value.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
+}
+
+/// The caller presenting `token` if it may run inference: 401 for no or a bad key, 403 for a
+/// key without the `inference` scope.
+pub(crate) async fn inference_caller(
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let caller = state
+        .auth()
+        .authenticate(token)
+        .await
+        .map_err(|e| ApiError::internal(format!("checking the API key failed: {e}")))?
+        .ok_or_else(ApiError::unauthorized)?;
+    if !caller.has_scope(Scope::Inference) {
+        return Err(ApiError::forbidden(
+            "This API key does not have the `inference` scope.",
+        ));
+    }
+    Ok(caller)
+}
+
+/// Lets the request through with its [`Caller`] in the extensions, or answers 401/403.
 pub(crate) async fn require_api_key(
     State(state): State<AppState>,
-    request: Request,
+    headers: HeaderMap,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(key) = state.api_key() {
-        let presented = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(presented.as_bytes(), key.as_bytes()) {
-            return Err(ApiError::unauthorized());
-        }
-    }
+    let token = bearer(headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let caller = inference_caller(&state, token).await?;
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
 
-/// Compares without an early exit, so the time taken does not reveal a matching prefix.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, &x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
-    }
-    diff == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn equality_is_exact() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secreT", b"secret"));
-        assert!(!constant_time_eq(b"secret-longer", b"secret"));
-        assert!(!constant_time_eq(b"", b"secret"));
-        assert!(constant_time_eq(b"", b""));
+/// 403 unless `caller` may use `model`.
+pub(crate) fn check_model(caller: &Caller, model: &str) -> Result<(), ApiError> {
+    if caller.allows_model(model) {
+        Ok(())
+    } else {
+        Err(ApiError {
+            param: Some("model".into()),
+            ..ApiError::forbidden(format!("This API key may not use the model `{model}`."))
+        })
     }
 }

@@ -101,6 +101,14 @@ impl ApiError {
         }
     }
 
+    /// 403: a valid key without the scope or model the request needs.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            code: Some("permission_denied"),
+            ..Self::new(StatusCode::FORBIDDEN, "invalid_request_error", message)
+        }
+    }
+
     /// 503: the engine's queue is full; retry shortly.
     pub fn overloaded(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)

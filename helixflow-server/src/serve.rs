@@ -13,6 +13,7 @@ use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use helixflow_core::engine::EngineConfig;
+use helixflow_core::platform::{Authenticator, Store};
 use helixflow_core::registry::ModelRegistry;
 use helixflow_core::source::StderrProgress;
 
@@ -50,8 +51,11 @@ pub struct ServeConfig {
     pub tls: Tls,
     /// The models to serve: ids or paths, chat and embedding models alike.
     pub models: Vec<String>,
-    /// The key `/v1` requests must present.
+    /// The operator key `/v1` requests may present (every scope).
     pub api_key: Option<String>,
+    /// The platform's database (`sqlite://...` or `postgres://...`), whose API keys are
+    /// accepted beside the operator key; `None` serves without one.
+    pub database_url: Option<String>,
     /// Allow a non-loopback address without a key.
     pub insecure_no_auth: bool,
     /// The engine's settings.
@@ -73,6 +77,9 @@ pub enum ServeError {
     /// A model could not be found or loaded.
     #[error(transparent)]
     Core(#[from] helixflow_core::Error),
+    /// The platform's database could not be opened or migrated.
+    #[error(transparent)]
+    Platform(#[from] helixflow_core::platform::PlatformError),
     /// Binding, TLS or the certificate files failed.
     #[error("{what}: {source}")]
     Io {
@@ -106,13 +113,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listen: impl FnOnce(Listening) + Send + 'static,
 ) -> Result<(), ServeError> {
-    if !config.host.is_loopback() && config.api_key.is_none() && !config.insecure_no_auth {
+    let open = config.api_key.is_none() && config.database_url.is_none();
+    if !config.host.is_loopback() && open && !config.insecure_no_auth {
         return Err(ServeError::Config(format!(
             "refusing to listen on {} without an API key: set --api-key (or HELIXFLOW_API_KEY), \
              or pass --insecure-no-auth",
             config.host
         )));
     }
+    let store = match &config.database_url {
+        Some(url) => {
+            let store = Store::connect(url).await?;
+            store.migrate().await?;
+            Some(store)
+        }
+        None => None,
+    };
+    let auth = Authenticator::new(store, config.api_key.clone());
     let tls = match &config.tls {
         Tls::Off => None,
         Tls::Files { cert, key } => Some((cert.clone(), key.clone())),
@@ -160,13 +177,7 @@ pub async fn serve(
                     Err(_) => std::future::pending().await,
                 }
             };
-            let served = crate::grpc::serve_grpc(
-                listener,
-                tls.clone(),
-                config.api_key.clone(),
-                ready,
-                stop_requested(),
-            );
+            let served = crate::grpc::serve_grpc(listener, tls.clone(), ready, stop_requested());
             Some((bound, tokio::spawn(served)))
         }
         None => None,
@@ -211,7 +222,7 @@ pub async fn serve(
 
     let loaded = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || load_state(&config))
+        tokio::task::spawn_blocking(move || load_state(&config).map(|s| s.with_auth(auth)))
             .await
             .map_err(|e| ServeError::Config(format!("model loading panicked: {e}")))
             .and_then(|r| r)

@@ -6,6 +6,7 @@ use std::time::Duration;
 use helixflow_core::completion::unix_now;
 use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::EngineHandle;
+use helixflow_core::platform::Authenticator;
 use helixflow_core::registry::ModelRegistry;
 
 use crate::error::ApiError;
@@ -20,7 +21,7 @@ pub struct AppState {
 #[derive(Clone)]
 struct Inner {
     models: ModelRegistry,
-    api_key: Option<String>,
+    auth: Arc<Authenticator>,
     body_limit: usize,
     started: u64,
     metrics: Arc<Metrics>,
@@ -29,12 +30,12 @@ struct Inner {
 
 impl AppState {
     /// Serves the models of the registry. With `api_key`, every `/v1` request must carry
-    /// `Authorization: Bearer <api_key>`.
+    /// `Authorization: Bearer <api_key>`; [`AppState::with_auth`] adds the store's keys.
     pub fn new(models: ModelRegistry, api_key: Option<String>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 models,
-                api_key,
+                auth: Arc::new(Authenticator::new(None, api_key)),
                 body_limit: crate::DEFAULT_BODY_LIMIT,
                 started: unix_now(),
                 metrics: Arc::default(),
@@ -81,9 +82,18 @@ impl AppState {
         self.inner.models.embedding(id).map_err(model_error)
     }
 
-    /// The key `/v1` requests must present, if any.
-    pub fn api_key(&self) -> Option<&str> {
-        self.inner.api_key.as_deref()
+    /// The same state authenticating with `auth` (the operator key and the store's keys).
+    pub fn with_auth(self, auth: Authenticator) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.auth = Arc::new(auth);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Who may call `/v1`.
+    pub fn auth(&self) -> &Authenticator {
+        &self.inner.auth
     }
 
     /// The request body limit in bytes.

@@ -1,70 +1,17 @@
 //! Every route of the HTTP application, driven in process (no socket) on the default models.
 
-use std::sync::{Arc, OnceLock};
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
-use helixflow_core::chat_model::ChatModel;
-use helixflow_core::embeddings::EmbeddingModel;
-use helixflow_core::engine::{Engine, EngineConfig, EngineHandle};
-use helixflow_core::registry::{ModelRegistry, ServedModel};
-use helixflow_core::source::{self, ModelHome, ModelSpec, SilentProgress};
+use common::{call, engine, golden, models, CHAT, EMBED};
+use helixflow_core::engine::{Engine, EngineConfig};
 use helixflow_server::{router, AppState};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-const CHAT: &str = "smollm2-135m-instruct";
-const EMBED: &str = "all-minilm-l6-v2";
-
-fn builtin(id: &str) -> std::path::PathBuf {
-    let spec = ModelSpec::parse(id).unwrap();
-    source::resolve(&spec, &ModelHome::from_env().unwrap(), &SilentProgress)
-        .unwrap()
-        .path
-}
-
-fn golden(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../helixflow-core/tests/fixtures/golden")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn engine() -> EngineHandle {
-    static ENGINE: OnceLock<EngineHandle> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let chat = ChatModel::load_named(builtin(CHAT), CHAT).unwrap();
-            Engine::start(Arc::new(chat), EngineConfig::default()).unwrap()
-        })
-        .clone()
-}
-
-fn embedder() -> Arc<EmbeddingModel> {
-    static MODEL: OnceLock<Arc<EmbeddingModel>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            Arc::new(
-                EmbeddingModel::load(&builtin(EMBED))
-                    .unwrap()
-                    .with_name(EMBED),
-            )
-        })
-        .clone()
-}
-
-/// The served models: `engine`'s chat model, and the embedding model if `embeddings`.
-fn models(engine: EngineHandle, embeddings: bool) -> ModelRegistry {
-    let mut models = ModelRegistry::new();
-    models.add(ServedModel::Chat(engine)).unwrap();
-    if embeddings {
-        models.add(ServedModel::Embedding(embedder())).unwrap();
-    }
-    models
-}
 
 fn app() -> Router {
     router(AppState::new(models(engine(), true), None))
@@ -85,25 +32,6 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         })
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
-}
-
-async fn call(
-    app: Router,
-    method: &str,
-    path: &str,
-    body: Option<String>,
-) -> (StatusCode, Vec<u8>) {
-    let mut request = Request::builder().method(method).uri(path);
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(body.map_or(Body::empty(), Body::from))
-        .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, bytes.to_vec())
 }
 
 async fn post(path: &str, body: Value) -> (StatusCode, Value) {

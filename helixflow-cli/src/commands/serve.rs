@@ -17,6 +17,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     } else {
         Tls::SelfSigned(super::data_dir(args.data_dir.as_deref())?)
     };
+    let database_url = platform_database(&args)?;
     let config = ServeConfig {
         host: args.host,
         port: args.port,
@@ -24,6 +25,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         grpc_port: (!args.no_grpc).then_some(args.grpc_port),
         models: args.model,
         api_key: args.api_key.filter(|k| !k.is_empty()),
+        database_url,
         insecure_no_auth: args.insecure_no_auth,
         engine: EngineConfig {
             max_batched_tokens: args.max_batched_tokens,
@@ -40,6 +42,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
     runtime.block_on(async { helixflow_server::serve(config, shutdown_signal(), |_| {}).await })?;
     eprintln!("helixflow: stopped");
     Ok(())
+}
+
+/// The platform database, when the environment names one (`DATABASE_URL`, or `DATABASE_TYPE`
+/// with `DATABASE_PATH`): its API keys are then accepted beside `--api-key`.
+fn platform_database(args: &ServeArgs) -> Result<Option<String>> {
+    let named = ["DATABASE_URL", "DATABASE_TYPE"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    if !named {
+        return Ok(None);
+    }
+    let dir = super::data_dir(args.data_dir.as_deref())?;
+    Ok(Some(helixflow_core::platform::Store::url_from_env(&dir)?))
 }
 
 /// Resolves on ctrl-c or SIGTERM.

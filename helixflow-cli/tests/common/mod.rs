@@ -22,9 +22,15 @@ pub struct Server {
 impl Server {
     /// Starts `helixflow serve` on free ports with `args`, and waits until it is ready.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// [`Server::spawn`] with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_helixflow"))
             .args(["serve", "--port", "0", "--grpc-port", "0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -96,6 +102,18 @@ impl Drop for Server {
 
 /// A plain HTTP/1.1 exchange; returns the status code and the body.
 pub fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_as(url, method, path, body, None)
+}
+
+/// [`http`] with `Authorization: Bearer <key>`.
+pub fn http_as(
+    url: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    key: Option<&str>,
+) -> (u16, String) {
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     let host = url.strip_prefix("http://").unwrap();
     let mut stream = TcpStream::connect(host).unwrap();
     stream
@@ -104,7 +122,7 @@ pub fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

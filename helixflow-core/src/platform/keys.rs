@@ -8,6 +8,7 @@
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use super::auth::constant_time_eq;
 use super::store::on_pool;
 use super::{unix_now, PlatformError, Store};
 
@@ -252,11 +253,6 @@ fn prefix_of(presented: &str) -> Option<&str> {
     let (prefix, secret) = rest.split_once('_')?;
     (prefix.len() == PREFIX_CHARS && secret.len() == SECRET_CHARS)
         .then(|| &presented[..KEY_TAG.len() + PREFIX_CHARS])
-}
-
-/// Compares without an early exit.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn stored_count(v: Option<u64>) -> Option<i64> {

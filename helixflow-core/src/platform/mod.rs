@@ -14,9 +14,11 @@
 //! # }
 //! ```
 
+mod auth;
 mod keys;
 pub(crate) mod store;
 
+pub use auth::{Authenticator, Caller, CACHE_TTL};
 pub use keys::{ApiKey, BudgetPeriod, CreatedKey, KeyLimits, NewKey, Scope};
 pub use store::{Backend, Store};
 

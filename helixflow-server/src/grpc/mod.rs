@@ -12,9 +12,11 @@ use std::sync::{Arc, OnceLock};
 use futures_util::stream::{self, Stream};
 use helixflow_core::completion::{new_id, unix_now, Usage};
 use helixflow_core::engine::EngineEvent;
+use helixflow_core::platform::Caller;
 use helixflow_core::registry::ServedModel;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{bearer, check_model, inference_caller};
 use crate::error::ApiError;
 use crate::routes::embeddings::Inputs;
 use crate::routes::generate::{submit, Events};
@@ -42,10 +44,24 @@ impl InferenceService {
         Self { state }
     }
 
-    fn state(&self) -> Result<&AppState, Status> {
-        self.state
+    /// The loaded state and the authenticated caller, who must have the inference scope and,
+    /// when the call names one, access to `model`.
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        model: Option<&str>,
+    ) -> Result<(&AppState, Caller), Status> {
+        let state = self
+            .state
             .get()
-            .ok_or_else(|| ApiError::overloaded("the models are still loading").into())
+            .ok_or_else(|| ApiError::overloaded("the models are still loading"))?;
+        let metadata = request.metadata().get("authorization");
+        let token = bearer(metadata.and_then(|v| v.to_str().ok()));
+        let caller = inference_caller(state, token).await?;
+        if let Some(model) = model {
+            check_model(&caller, model)?;
+        }
+        Ok((state, caller))
     }
 }
 
@@ -104,7 +120,9 @@ impl Inference for InferenceService {
         &self,
         request: Request<proto::ChatRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let state = self.state()?;
+        let (state, _) = self
+            .authorize(&request, Some(&request.get_ref().model))
+            .await?;
         let request = request.into_inner();
         let engine = state.chat_engine(&request.model)?;
         let chat = engine.model();
@@ -125,7 +143,9 @@ impl Inference for InferenceService {
         &self,
         request: Request<proto::CompletionRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let state = self.state()?;
+        let (state, _) = self
+            .authorize(&request, Some(&request.get_ref().model))
+            .await?;
         let request = request.into_inner();
         let engine = state.chat_engine(&request.model)?;
         let prompt = match request.prompt {
@@ -151,7 +171,9 @@ impl Inference for InferenceService {
         &self,
         request: Request<proto::EmbedRequest>,
     ) -> Result<Response<proto::EmbedResponse>, Status> {
-        let state = self.state()?;
+        let (state, _) = self
+            .authorize(&request, Some(&request.get_ref().model))
+            .await?;
         let request = request.into_inner();
         let model = state.embedder(&request.model)?.clone();
         let inputs = match (request.texts.is_empty(), request.token_inputs.is_empty()) {
@@ -181,13 +203,14 @@ impl Inference for InferenceService {
 
     async fn list_models(
         &self,
-        _request: Request<proto::ListModelsRequest>,
+        request: Request<proto::ListModelsRequest>,
     ) -> Result<Response<proto::ListModelsResponse>, Status> {
-        let state = self.state()?;
+        let (state, caller) = self.authorize(&request, None).await?;
         let models = state
             .models()
             .models()
             .iter()
+            .filter(|m| caller.allows_model(m.id()))
             .map(|m| proto::Model {
                 id: m.id().to_string(),
                 kind: match m {

@@ -5,49 +5,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
-use tonic::service::Interceptor;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
-use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 
 use super::proto::inference_server::InferenceServer;
 use super::InferenceService;
-use crate::auth::constant_time_eq;
-use crate::error::ApiError;
 use crate::serve::ServeError;
 use crate::state::AppState;
 
-/// Refuses calls without `authorization: Bearer <key>` when the server has a key.
-#[derive(Clone)]
-struct RequireKey(Option<Arc<str>>);
-
-impl Interceptor for RequireKey {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(key) = &self.0 else {
-            return Ok(request);
-        };
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(presented.as_bytes(), key.as_bytes()) {
-            Ok(request)
-        } else {
-            Err(ApiError::unauthorized().into())
-        }
-    }
-}
-
 /// Serves the inference and health services on `listener` until `shutdown` resolves, then
-/// lets in-flight calls finish. `ready` resolves with the loaded state (or never, if loading
+/// lets in-flight calls finish. Calls authenticate as HTTP requests do (`authorization: Bearer
+/// <key>` metadata). `ready` resolves with the loaded state (or never, if loading
 /// fails); until then health says NOT_SERVING and calls are UNAVAILABLE.
 pub async fn serve_grpc(
     listener: TcpListener,
     tls: Option<(PathBuf, PathBuf)>,
-    api_key: Option<String>,
     ready: impl Future<Output = AppState> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -82,10 +55,7 @@ pub async fn serve_grpc(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServeError::Config(format!("gRPC TLS: {e}")))?;
     }
-    let inference = InferenceServer::with_interceptor(
-        InferenceService::new(slot),
-        RequireKey(api_key.map(Arc::from)),
-    );
+    let inference = InferenceServer::new(InferenceService::new(slot));
     builder
         .add_service(health_service)
         .add_service(inference)

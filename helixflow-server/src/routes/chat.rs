@@ -4,15 +4,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use helixflow_core::chat_template::messages_from_openai;
 use helixflow_core::completion::{
     new_id, system_fingerprint, unix_now, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatDelta, ChoiceLogprobs, TokenLogprob, Usage,
 };
 use helixflow_core::generation::TokenOutput;
+use helixflow_core::platform::Caller;
 
 use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
+use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::{parse_body, ChatRequest};
@@ -31,10 +33,12 @@ use crate::wire::{parse_body, ChatRequest};
         (status = 504, description = "The generation ran past the request timeout", body = ErrorBody)))]
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse_body(body)?;
     let fields = &request.fields;
+    check_model(&caller, &fields.model)?;
     let engine = state.chat_engine(&fields.model)?;
     let params = fields.params(request.logprobs, request.top_logprobs.unwrap_or(0))?;
     if request.top_logprobs.is_some_and(|n| n > 0) && !request.logprobs {

@@ -4,18 +4,20 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::completion::{
     new_id, system_fingerprint, unix_now, FinishReason, LegacyLogprobs, TextCompletion,
     TokenLogprob, Usage,
 };
 use helixflow_core::generation::TokenOutput;
+use helixflow_core::platform::Caller;
 use helixflow_core::sampling::MAX_TOP_LOGPROBS;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
+use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::{parse_body, CompletionRequest};
@@ -62,10 +64,12 @@ fn token_ids(values: &[Value]) -> Option<Vec<u32>> {
         (status = 504, description = "The generation ran past the request timeout", body = ErrorBody)))]
 pub(crate) async fn completions(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: CompletionRequest = parse_body(body)?;
     let fields = &request.fields;
+    check_model(&caller, &fields.model)?;
     let engine = state.chat_engine(&fields.model)?;
     if request.echo {
         return Err(ApiError::invalid_param("echo", "echo is not supported"));

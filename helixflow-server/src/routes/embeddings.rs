@@ -3,14 +3,16 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use base64::Engine as _;
 use helixflow_core::embeddings::{EmbeddingModel, Embeddings};
+use helixflow_core::platform::Caller;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
+use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::{parse_body, EmbeddingRequest};
@@ -150,9 +152,11 @@ pub(crate) struct EmbeddingList {
               (status = 413, description = "The body is too large", body = ErrorBody)))]
 pub(crate) async fn embeddings(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EmbeddingList>, ApiError> {
     let request: EmbeddingRequest = parse_body(body)?;
+    check_model(&caller, &request.model)?;
     let embedder = state.embedder(&request.model)?.clone();
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,

@@ -1,7 +1,8 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`.
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
+use helixflow_core::platform::Caller;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -39,15 +40,19 @@ fn model_object(state: &AppState, id: &str) -> ModelObject {
     }
 }
 
-/// The models this server serves.
+/// The models this server serves (those the caller's key may use).
 #[utoipa::path(get, path = "/models", tag = "models", security(("api_key" = [])),
     responses((status = 200, description = "The served models", body = ModelList),
               (status = 401, description = "No or a wrong API key", body = ErrorBody)))]
-pub(crate) async fn list(State(state): State<AppState>) -> Json<ModelList> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<ModelList> {
     let data = state
         .models()
         .models()
         .iter()
+        .filter(|m| caller.allows_model(m.id()))
         .map(|m| model_object(&state, m.id()))
         .collect();
     Json(ModelList {
@@ -64,9 +69,10 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<ModelList> {
               (status = 404, description = "No such model", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
-    if state.models().get(&id).is_some() {
+    if state.models().get(&id).is_some() && caller.allows_model(&id) {
         Ok(Json(model_object(&state, &id)))
     } else {
         Err(ApiError::unknown_model(&id))

@@ -25,7 +25,7 @@ pub enum Caller {
     /// configured: every scope, every model.
     Operator,
     /// A key from the store.
-    Key(ApiKey),
+    Key(Box<ApiKey>),
 }
 
 impl Caller {
@@ -54,12 +54,15 @@ impl Caller {
     }
 }
 
+/// A cached lookup: when it was made, and the key (`None`: no such active key).
+type Lookup = (Instant, Option<ApiKey>);
+
 /// Checks presented bearer tokens against the operator key and the store.
 #[derive(Debug)]
 pub struct Authenticator {
     store: Option<Store>,
     operator_key: Option<String>,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<ApiKey>)>>,
+    cache: Mutex<HashMap<[u8; 32], Lookup>>,
 }
 
 impl Authenticator {
@@ -102,7 +105,7 @@ impl Authenticator {
         };
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(cached) = self.cached(&digest) {
-            return Ok(cached.map(Caller::Key));
+            return Ok(cached.map(|k| Caller::Key(Box::new(k))));
         }
         let key = store.verify_key(token).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -110,7 +113,7 @@ impl Authenticator {
             cache.clear();
         }
         cache.insert(digest, (Instant::now(), key.clone()));
-        Ok(key.map(Caller::Key))
+        Ok(key.map(|k| Caller::Key(Box::new(k))))
     }
 
     /// Forgets every cached lookup of key `id` (after revoking it here).

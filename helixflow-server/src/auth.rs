@@ -22,29 +22,60 @@ pub(crate) async fn inference_caller(
     state: &AppState,
     token: Option<&str>,
 ) -> Result<Caller, ApiError> {
+    scoped_caller(state, token, Scope::Inference).await
+}
+
+/// The caller presenting `token` if it has `scope`: 401 for no or a bad key, 403 without it.
+async fn scoped_caller(
+    state: &AppState,
+    token: Option<&str>,
+    scope: Scope,
+) -> Result<Caller, ApiError> {
     let caller = state
         .auth()
         .authenticate(token)
         .await
         .map_err(|e| ApiError::internal(format!("checking the API key failed: {e}")))?
         .ok_or_else(ApiError::unauthorized)?;
-    if !caller.has_scope(Scope::Inference) {
-        return Err(ApiError::forbidden(
-            "This API key does not have the `inference` scope.",
-        ));
+    if !caller.has_scope(scope) {
+        return Err(ApiError::forbidden(format!(
+            "This API key does not have the `{}` scope.",
+            scope.as_str()
+        )));
     }
     Ok(caller)
 }
 
-/// Lets the request through with its [`Caller`] in the extensions, or answers 401/403.
+/// Lets an inference request through with its [`Caller`] in the extensions, or answers
+/// 401/403.
 pub(crate) async fn require_api_key(
     State(state): State<AppState>,
     headers: HeaderMap,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    require(&state, &headers, request, next, Scope::Inference).await
+}
+
+/// Lets an admin request through, or answers 401/403.
+pub(crate) async fn require_admin_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    require(&state, &headers, request, next, Scope::Admin).await
+}
+
+async fn require(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut request: Request,
+    next: Next,
+    scope: Scope,
+) -> Result<Response, ApiError> {
     let token = bearer(headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let caller = inference_caller(&state, token).await?;
+    let caller = scoped_caller(state, token, scope).await?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }

@@ -47,7 +47,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
-        ));
+        ))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(routes::admin::create_key, routes::admin::list_keys))
+                .routes(routes!(routes::admin::revoke_key))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::require_admin_key,
+                )),
+        );
     let (app, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/v1", v1)
         .routes(routes!(routes::health::health))

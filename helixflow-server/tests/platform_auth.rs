@@ -132,3 +132,100 @@ async fn stored_keys_carry_scopes_models_and_revocation_across_replicas() {
     let (code, _) = status(&a, "GET", "/health", None, None).await;
     assert_eq!(code, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_routes_manage_keys_and_refuse_hostile_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("platform.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let app = replica(&url).await;
+    let send = |method: &'static str, path: String, body: Option<String>, key: &str| {
+        let (app, key) = (app.clone(), key.to_string());
+        async move {
+            let (code, bytes) = call_as(app, method, &path, body, Some(&key)).await;
+            (
+                code,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let admin = "operator-key";
+
+    // Create: 201 with the secret, which then works for inference.
+    let body = json!({"name": "made by admin", "scopes": ["inference"], "models": [CHAT],
+                      "rpm": 10, "budget_tokens": 500, "budget_period": "day"});
+    let (code, created) = send(
+        "POST",
+        "/v1/admin/keys".into(),
+        Some(body.to_string()),
+        admin,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let (id, secret) = (
+        created["id"].as_str().unwrap().to_string(),
+        created["secret"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(created["limits"]["budget_period"], "day");
+    let (code, _) = send("GET", "/v1/models".into(), None, &secret).await;
+    assert_eq!(code, StatusCode::OK);
+    // An inference key may not administer.
+    let (code, body) = send("GET", "/v1/admin/keys".into(), None, &secret).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+
+    // Hostile input: 4xx and nothing stored.
+    let hostile = [
+        "{".to_string(),
+        json!({"name": 5}).to_string(),
+        json!({"name": "x", "scopes": ["root"]}).to_string(),
+        json!({"name": "x", "is_admin": true}).to_string(),
+        json!({"name": "x".repeat(100_000)}).to_string(),
+        json!({"name": "x", "rpm": -1}).to_string(),
+        json!({"name": "x", "budget_tokens": 5}).to_string(),
+        json!({"name": "x", "models": ["a,b"]}).to_string(),
+        json!({"name": ""}).to_string(),
+    ];
+    for body in hostile {
+        let (code, error) = send("POST", "/v1/admin/keys".into(), Some(body.clone()), admin).await;
+        assert!(code.is_client_error(), "{body:.60}: {code}");
+        assert!(error["error"]["message"].is_string(), "{error}");
+    }
+    let sql = "x'); DELETE FROM api_keys; --";
+    let (code, _) = send(
+        "POST",
+        "/v1/admin/keys".into(),
+        Some(json!({"name": sql}).to_string()),
+        admin,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, list) = send("GET", "/v1/admin/keys".into(), None, admin).await;
+    assert_eq!(code, StatusCode::OK);
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&sql));
+    assert!(
+        !list.to_string().contains(&secret),
+        "secrets are never listed"
+    );
+
+    // Revoke: refused by this server at once; an unknown id is a 404.
+    let (code, _) = send("DELETE", format!("/v1/admin/keys/{id}"), None, admin).await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = send("GET", "/v1/models".into(), None, &secret).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = send("DELETE", "/v1/admin/keys/key_nope".into(), None, admin).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // Without a database, the admin routes say so.
+    let bare = router(AppState::new(models(engine(), false), Some("k".into())));
+    let (code, bytes) = call_as(bare, "GET", "/v1/admin/keys", None, Some("k")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&bytes).contains("DATABASE_URL"));
+}

@@ -676,11 +676,14 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
     assert_eq!(
         operations,
         [
+            "delete /v1/admin/keys/{id}",
             "get /health",
             "get /metrics",
             "get /ready",
+            "get /v1/admin/keys",
             "get /v1/models",
             "get /v1/models/{id}",
+            "post /v1/admin/keys",
             "post /v1/chat/completions",
             "post /v1/completions",
             "post /v1/embeddings",

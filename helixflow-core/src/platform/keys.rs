@@ -21,6 +21,7 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Scope {
     /// Completions, embeddings, models.
     Inference,
@@ -52,6 +53,7 @@ impl Scope {
 /// The period a token budget covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BudgetPeriod {
     /// A UTC day.
     Day,
@@ -81,6 +83,7 @@ impl BudgetPeriod {
 
 /// A key's limits; `None` is unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyLimits {
     /// Requests per minute.
     pub rpm: Option<u64>,
@@ -125,6 +128,7 @@ impl NewKey {
 
 /// A stored key, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     /// Stable id (`key_...`), for listing and revocation.
     pub id: String,

@@ -1,5 +1,6 @@
 //! The route handlers.
 
+pub(crate) mod admin;
 pub(crate) mod chat;
 pub(crate) mod completions;
 pub(crate) mod embeddings;

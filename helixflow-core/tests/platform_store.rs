@@ -265,3 +265,22 @@ fn the_environment_picks_the_database() {
     assert!(set(&[("DATABASE_TYPE", "oracle")]).is_err());
     set(&[]).unwrap();
 }
+
+async fn the_first_admin_key_is_made_once(store: &Store) {
+    store
+        .create_key(NewKey::inference("not admin"))
+        .await
+        .unwrap();
+    let first = store
+        .bootstrap_admin_key()
+        .await
+        .unwrap()
+        .expect("no admin key yet");
+    assert!(first.key.has_scope(Scope::Admin) && first.key.has_scope(Scope::Inference));
+    assert!(store.bootstrap_admin_key().await.unwrap().is_none());
+    // Revoking the only admin key lets the next start make a new one.
+    store.revoke_key(&first.key.id).await.unwrap();
+    let second = store.bootstrap_admin_key().await.unwrap().unwrap();
+    assert_ne!(second.secret, first.secret);
+}
+on_both!(bootstrap, the_first_admin_key_is_made_once);

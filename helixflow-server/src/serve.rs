@@ -13,7 +13,7 @@ use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use helixflow_core::engine::EngineConfig;
-use helixflow_core::platform::{Authenticator, Store};
+use helixflow_core::platform::{Authenticator, CreatedKey, Store};
 use helixflow_core::registry::ModelRegistry;
 use helixflow_core::source::StderrProgress;
 
@@ -56,6 +56,8 @@ pub struct ServeConfig {
     /// The platform's database (`sqlite://...` or `postgres://...`), whose API keys are
     /// accepted beside the operator key; `None` serves without one.
     pub database_url: Option<String>,
+    /// Where the server keeps its files (the first admin key of a new database).
+    pub data_dir: PathBuf,
     /// Allow a non-loopback address without a key.
     pub insecure_no_auth: bool,
     /// The engine's settings.
@@ -125,6 +127,9 @@ pub async fn serve(
         Some(url) => {
             let store = Store::connect(url).await?;
             store.migrate().await?;
+            if let Some(created) = store.bootstrap_admin_key().await? {
+                announce_admin_key(&config.data_dir, &created)?;
+            }
             Some(store)
         }
         None => None,
@@ -312,6 +317,25 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), ServeError> {
         cert.display()
     );
     Ok((cert, key))
+}
+
+/// Prints a bootstrap admin key once and keeps it in a file only its owner can read.
+fn announce_admin_key(dir: &Path, created: &CreatedKey) -> Result<(), ServeError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let file = dir.join("admin-key");
+    write_private(&file, &format!("{}\n", created.secret))?;
+    eprintln!(
+        "helixflow: the database had no admin key; created {} (prefix {}):\n\n    {}\n\n\
+         It is shown only now and kept in {} (mode 0600). Rotate it: create another admin key \
+         (helixflow keys create --name NAME --scopes admin,inference), then \
+         helixflow keys revoke {}.",
+        created.key.id,
+        created.key.prefix,
+        created.secret,
+        file.display(),
+        created.key.id
+    );
+    Ok(())
 }
 
 /// Writes a file only its owner can read.

@@ -10,14 +10,15 @@ use crate::args::ServeArgs;
 
 /// Runs the server until SIGTERM or ctrl-c, then drains in-flight requests.
 pub fn run(args: ServeArgs) -> Result<()> {
+    let data_dir = super::data_dir(args.data_dir.as_deref())?;
     let tls = if args.no_tls {
         Tls::Off
     } else if let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) {
         Tls::Files { cert, key }
     } else {
-        Tls::SelfSigned(super::data_dir(args.data_dir.as_deref())?)
+        Tls::SelfSigned(data_dir.clone())
     };
-    let database_url = platform_database(&args)?;
+    let database_url = platform_database(&data_dir)?;
     let config = ServeConfig {
         host: args.host,
         port: args.port,
@@ -26,6 +27,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         models: args.model,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         database_url,
+        data_dir,
         insecure_no_auth: args.insecure_no_auth,
         engine: EngineConfig {
             max_batched_tokens: args.max_batched_tokens,
@@ -45,16 +47,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 /// The platform database, when the environment names one (`DATABASE_URL`, or `DATABASE_TYPE`
-/// with `DATABASE_PATH`): its API keys are then accepted beside `--api-key`.
-fn platform_database(args: &ServeArgs) -> Result<Option<String>> {
+/// with `DATABASE_PATH`): its API keys are then accepted beside `--api-key`. SQLite files go
+/// into the data directory when no path is given.
+fn platform_database(data_dir: &std::path::Path) -> Result<Option<String>> {
     let named = ["DATABASE_URL", "DATABASE_TYPE"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
     if !named {
         return Ok(None);
     }
-    let dir = super::data_dir(args.data_dir.as_deref())?;
-    Ok(Some(helixflow_core::platform::Store::url_from_env(&dir)?))
+    Ok(Some(helixflow_core::platform::Store::url_from_env(
+        data_dir,
+    )?))
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -343,6 +343,25 @@ impl Store {
         Ok(CreatedKey { key, secret })
     }
 
+    /// Makes an admin key if the store has no active one (a first start), so that someone can
+    /// administer the server; `None` when an admin key exists.
+    pub async fn bootstrap_admin_key(&self) -> Result<Option<CreatedKey>, PlatformError> {
+        let now = unix_now();
+        let has_admin = self
+            .list_keys()
+            .await?
+            .iter()
+            .any(|k| k.is_active(now) && k.has_scope(Scope::Admin));
+        if has_admin {
+            return Ok(None);
+        }
+        let new = NewKey {
+            scopes: vec![Scope::Admin, Scope::Inference],
+            ..NewKey::inference("bootstrap admin")
+        };
+        self.create_key(new).await.map(Some)
+    }
+
     /// Every key, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>, PlatformError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id");

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{http, post_json, Server};
+use common::{http, post_json, send, Server};
 
 /// The sum of every series of metric `name` (labelled or not).
 fn metric(text: &str, name: &str) -> f64 {
@@ -29,24 +29,13 @@ fn metric(text: &str, name: &str) -> f64 {
 
 /// Sends a streaming chat request and reads until the first SSE event has arrived.
 fn open_stream(url: &str, question: &str) -> TcpStream {
-    let host = url.strip_prefix("http://").unwrap();
     let body = serde_json::json!({
         "model": "smollm2-135m-instruct", "stream": true, "max_tokens": 1000,
         "temperature": 0.8, "seed": 7, "ignore_eos": true,
         "messages": [{"role": "user", "content": question}],
     })
     .to_string();
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let mut stream = send(url, "POST", "/v1/chat/completions", &body, None);
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains("data: {") {

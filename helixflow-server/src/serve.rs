@@ -34,8 +34,8 @@ pub enum Tls {
         /// The private key.
         key: PathBuf,
     },
-    /// A self-signed certificate for `localhost`, made once and kept in this directory.
-    SelfSigned(PathBuf),
+    /// A self-signed certificate for `localhost`, made once and kept in the data directory.
+    SelfSigned,
 }
 
 /// Everything `serve` needs.
@@ -56,7 +56,8 @@ pub struct ServeConfig {
     /// The platform's database (`sqlite://...` or `postgres://...`), whose API keys are
     /// accepted beside the operator key; `None` serves without one.
     pub database_url: Option<String>,
-    /// Where the server keeps its files (the first admin key of a new database).
+    /// Where the server keeps its files: the self-signed certificate, the first admin key of
+    /// a new database.
     pub data_dir: PathBuf,
     /// Allow a non-loopback address without a key.
     pub insecure_no_auth: bool,
@@ -138,7 +139,7 @@ pub async fn serve(
     let tls = match &config.tls {
         Tls::Off => None,
         Tls::Files { cert, key } => Some((cert.clone(), key.clone())),
-        Tls::SelfSigned(dir) => Some(self_signed(dir)?),
+        Tls::SelfSigned => Some(self_signed(&config.data_dir)?),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     // ring is the one crypto provider compiled in; installing it twice is harmless.

@@ -42,6 +42,13 @@ async fn post(path: &str, body: Value) -> (StatusCode, Value) {
     )
 }
 
+/// The same request, streamed, with a final usage chunk.
+fn streaming_with_usage(mut request: Value) -> Value {
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    request
+}
+
 /// The `data:` payloads of an SSE body.
 fn sse_payloads(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
@@ -93,9 +100,7 @@ async fn streamed_chat_matches_the_whole_answer_and_ends_with_usage_and_done() {
         "messages": [{"role": "user", "content": "Name three primary colors."}],
     });
     let (_, whole) = post("/v1/chat/completions", request.clone()).await;
-    let mut streamed = request;
-    streamed["stream"] = json!(true);
-    streamed["stream_options"] = json!({"include_usage": true});
+    let streamed = streaming_with_usage(request);
     let (status, body) = call(
         app(),
         "POST",
@@ -850,9 +855,7 @@ async fn wire_formats_match_their_snapshots() {
         Some(chat.clone()),
     )
     .await;
-    let mut streamed = chat;
-    streamed["stream"] = json!(true);
-    streamed["stream_options"] = json!({"include_usage": true});
+    let streamed = streaming_with_usage(chat);
     sse_snapshot(
         "chat_completion_stream.sse",
         "/v1/chat/completions",
@@ -869,9 +872,7 @@ async fn wire_formats_match_their_snapshots() {
         Some(text.clone()),
     )
     .await;
-    let mut streamed = text;
-    streamed["stream"] = json!(true);
-    streamed["stream_options"] = json!({"include_usage": true});
+    let streamed = streaming_with_usage(text);
     sse_snapshot("text_completion_stream.sse", "/v1/completions", streamed).await;
 
     let inputs = json!(["The weather is lovely today.", "It's so sunny outside!"]);

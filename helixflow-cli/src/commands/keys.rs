@@ -2,6 +2,7 @@
 //! running or not.
 
 use anyhow::{bail, Context, Result};
+use helixflow_core::completion::unix_now;
 use helixflow_core::platform::{ApiKey, BudgetPeriod, KeyLimits, NewKey, Scope};
 
 use crate::args::{KeysArgs, KeysCommand};
@@ -38,7 +39,7 @@ pub fn run(args: KeysArgs) -> Result<()> {
                     .as_deref()
                     .map(parse_duration)
                     .transpose()?
-                    .map(|secs| unix_now() + secs);
+                    .map(|secs| unix_now() as i64 + secs);
                 let new = NewKey {
                     name,
                     owner,
@@ -93,7 +94,7 @@ fn print_table(keys: &[ApiKey]) {
         "{:<22} {:<18} {:<20} {:<17} {:>6} {:>8} {:<8}",
         "id", "prefix", "name", "scopes", "rpm", "tpm", "state"
     );
-    let now = unix_now();
+    let now = unix_now() as i64;
     for key in keys {
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
         let limit = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
@@ -133,12 +134,6 @@ fn parse_duration(text: &str) -> Result<i64> {
         _ => bail!("`{text}` is not a duration like 30d, 12h, 15m or 45s"),
     };
     n.checked_mul(unit).context("the duration is too long")
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

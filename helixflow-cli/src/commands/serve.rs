@@ -16,7 +16,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     } else if let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) {
         Tls::Files { cert, key }
     } else {
-        Tls::SelfSigned(data_dir.clone())
+        Tls::SelfSigned
     };
     let database_url = platform_database(&data_dir)?;
     let config = ServeConfig {

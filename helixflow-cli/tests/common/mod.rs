@@ -100,19 +100,9 @@ impl Drop for Server {
     }
 }
 
-/// A plain HTTP/1.1 exchange; returns the status code and the body.
-pub fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    http_as(url, method, path, body, None)
-}
-
-/// [`http`] with `Authorization: Bearer <key>`.
-pub fn http_as(
-    url: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-    key: Option<&str>,
-) -> (u16, String) {
+/// Opens a connection and sends one HTTP/1.1 request (`Connection: close`); the response is
+/// left to read.
+pub fn send(url: &str, method: &str, path: &str, body: &str, key: Option<&str>) -> TcpStream {
     let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     let host = url.strip_prefix("http://").unwrap();
     let mut stream = TcpStream::connect(host).unwrap();
@@ -126,6 +116,23 @@ pub fn http_as(
         body.len()
     )
     .unwrap();
+    stream
+}
+
+/// A plain HTTP/1.1 exchange; returns the status code and the body.
+pub fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_as(url, method, path, body, None)
+}
+
+/// [`http`] with `Authorization: Bearer <key>`.
+pub fn http_as(
+    url: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    key: Option<&str>,
+) -> (u16, String) {
+    let mut stream = send(url, method, path, body, key);
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();

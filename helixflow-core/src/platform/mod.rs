@@ -59,9 +59,7 @@ impl PlatformError {
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, as the database stores times.
 pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    i64::try_from(crate::completion::unix_now()).unwrap_or(i64::MAX)
 }

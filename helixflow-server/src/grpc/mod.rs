@@ -77,36 +77,35 @@ fn event(event: Event) -> proto::GenerationEvent {
 /// generation.
 fn event_stream(events: Events, id: String, model: String) -> EventStream {
     let created = unix_now();
-    let stream = stream::unfold(Some(events), move |events| {
-        let (id, model) = (id.clone(), model.clone());
-        async move {
-            let mut events = events?;
-            let item = match events.next().await {
-                Ok(EngineEvent::Started { prompt_tokens }) => {
-                    Ok(event(Event::Started(proto::Started {
-                        id,
-                        model,
-                        created,
-                        prompt_tokens: prompt_tokens as u32,
-                    })))
-                }
-                Ok(EngineEvent::Token { choice, output }) => {
-                    Ok(event(Event::Token(convert::token(choice, output))))
-                }
-                Ok(EngineEvent::Done { completion_tokens }) => {
-                    // The prompt count came with `Started`; the final usage repeats it.
-                    let usage = Usage::new(events.prompt_tokens(), completion_tokens);
-                    let finished = proto::Finished {
-                        usage: Some(convert::usage(usage)),
-                    };
-                    return Some((Ok(event(Event::Finished(finished))), None));
-                }
-                Ok(EngineEvent::Failed(e)) => Err(Status::from(ApiError::from(e))),
-                Err(e) => Err(Status::from(e)),
-            };
-            let next = item.is_ok().then_some(events);
-            Some((item, next))
-        }
+    // The id and model go out once, with `started`.
+    let stream = stream::unfold(Some((events, Some((id, model)))), move |state| async move {
+        let (mut events, mut header) = state?;
+        let item = match events.next().await {
+            Ok(EngineEvent::Started { prompt_tokens }) => {
+                let (id, model) = header.take().unwrap_or_default();
+                Ok(event(Event::Started(proto::Started {
+                    id,
+                    model,
+                    created,
+                    prompt_tokens: prompt_tokens as u32,
+                })))
+            }
+            Ok(EngineEvent::Token { choice, output }) => {
+                Ok(event(Event::Token(convert::token(choice, output))))
+            }
+            Ok(EngineEvent::Done { completion_tokens }) => {
+                // The prompt count came with `Started`; the final usage repeats it.
+                let usage = Usage::new(events.prompt_tokens(), completion_tokens);
+                let finished = proto::Finished {
+                    usage: Some(convert::usage(usage)),
+                };
+                return Some((Ok(event(Event::Finished(finished))), None));
+            }
+            Ok(EngineEvent::Failed(e)) => Err(Status::from(ApiError::from(e))),
+            Err(e) => Err(Status::from(e)),
+        };
+        let next = item.is_ok().then_some((events, header));
+        Some((item, next))
     });
     Box::pin(stream)
 }

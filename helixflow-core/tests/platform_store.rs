@@ -6,89 +6,10 @@
 //! (set by CI), where they fail.
 #![cfg(feature = "platform")]
 
+mod common;
+
 use helixflow_core::platform::{BudgetPeriod, KeyLimits, NewKey, PlatformError, Scope, Store};
 use sqlx::Connection;
-
-/// A fresh store of each backend that can be reached.
-struct Fresh {
-    store: Store,
-    _dir: Option<tempfile::TempDir>,
-    drop_db: Option<(String, String)>,
-}
-
-async fn sqlite() -> Fresh {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    store.migrate().await.unwrap();
-    Fresh {
-        store,
-        _dir: Some(dir),
-        drop_db: None,
-    }
-}
-
-async fn postgres() -> Option<Fresh> {
-    let admin_url = std::env::var("HELIXFLOW_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let required = std::env::var("HELIXFLOW_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-        Ok(conn) => conn,
-        Err(e) if !required => {
-            eprintln!("SKIPPED the PostgreSQL half of this test: no server at {admin_url}: {e}");
-            return None;
-        }
-        Err(e) => panic!("PostgreSQL is required (HELIXFLOW_REQUIRE_POSTGRES=1): {admin_url}: {e}"),
-    };
-    let name = format!("helixflow_test_{:016x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let store = Store::connect(&format!("{base}/{name}")).await.unwrap();
-    store.migrate().await.unwrap();
-    Some(Fresh {
-        store,
-        _dir: None,
-        drop_db: Some((admin_url, name)),
-    })
-}
-
-impl Fresh {
-    async fn finish(self) {
-        self.store.close().await;
-        if let Some((admin_url, name)) = self.drop_db {
-            let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-/// Runs `suite` on SQLite and, when reachable, on PostgreSQL.
-macro_rules! on_both {
-    ($name:ident, $suite:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let fresh = super::sqlite().await;
-                super::$suite(&fresh.store).await;
-                fresh.finish().await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                if let Some(fresh) = super::postgres().await {
-                    super::$suite(&fresh.store).await;
-                    fresh.finish().await;
-                }
-            }
-        }
-    };
-}
 
 async fn keys_are_created_verified_listed_and_revoked(store: &Store) {
     let mut new = NewKey::inference("ci");
@@ -209,7 +130,7 @@ on_both!(migrations, migrating_twice_is_harmless);
 
 #[tokio::test]
 async fn a_database_from_a_newer_version_is_refused() {
-    let fresh = sqlite().await;
+    let fresh = common::stores::sqlite().await;
     // A migration this version does not know, as a newer HelixFlow would have left.
     let dir = fresh._dir.as_ref().unwrap().path().to_path_buf();
     let url = format!("sqlite://{}", dir.join("store.db").display());

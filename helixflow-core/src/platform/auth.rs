@@ -45,6 +45,23 @@ impl Caller {
         }
     }
 
+    /// The store key the caller presented, if any (quotas and usage are kept per key).
+    pub fn key(&self) -> Option<&ApiKey> {
+        match self {
+            Caller::Operator => None,
+            Caller::Key(key) => Some(key),
+        }
+    }
+
+    /// The id of the user the caller acts for, if any (a logged-in user; usage records
+    /// carry it).
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Caller::Operator => None,
+            Caller::Key(_) => None,
+        }
+    }
+
     /// A name safe to log: the key's public prefix, or `operator`.
     pub fn label(&self) -> &str {
         match self {

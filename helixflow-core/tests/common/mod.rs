@@ -4,6 +4,9 @@
 //! user's cache dir by default), provisioned on first use from the hub or the PyPI wheels.
 #![allow(dead_code)]
 
+#[cfg(feature = "platform")]
+pub mod stores;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

@@ -17,10 +17,17 @@
 mod auth;
 mod keys;
 pub(crate) mod store;
+mod tokens;
+mod users;
 
 pub use auth::{Authenticator, Caller, CACHE_TTL};
 pub use keys::{ApiKey, BudgetPeriod, CreatedKey, KeyLimits, NewKey, Scope};
 pub use store::{Backend, Store};
+pub use tokens::{
+    looks_like_jwt, AccessToken, LoginOutcome, LoginPolicy, TokenId, UserSession,
+    DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME,
+};
+pub use users::{NewUser, User, MAX_PASSWORD_CHARS, MAX_USERNAME_CHARS, MIN_PASSWORD_CHARS};
 
 /// What can go wrong in the platform's store.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,12 @@ pub enum PlatformError {
         /// The unknown migration's version.
         version: i64,
     },
+    /// The request clashes with what is stored (a username that is taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// Hashing a password or signing a token failed.
+    #[error("cryptography failed: {0}")]
+    Crypto(String),
 }
 
 impl PlatformError {

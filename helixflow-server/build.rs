@@ -3,9 +3,14 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let file = root.join("helixflow/v1/inference.proto");
-    println!("cargo:rerun-if-changed={}", file.display());
-    let descriptors = protox::compile([&file], [&root])?;
+    let files = [
+        root.join("helixflow/v1/inference.proto"),
+        root.join("helixflow/v1/admin.proto"),
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let descriptors = protox::compile(&files, [&root])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -272,9 +272,15 @@ pub struct ServeArgs {
     /// API key that `/v1` requests must send as `Authorization: Bearer <key>`.
     #[arg(long, env = "HELIXFLOW_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Allow listening on a non-loopback address without an API key.
+    /// Allow listening on a non-loopback address without an API key (only with
+    /// --no-database: the platform database always requires keys).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Serve without the platform database: no stored keys, users, quotas or usage records,
+    /// only the --api-key if one is given. Without this flag the database is `DATABASE_URL`
+    /// (or `DATABASE_TYPE` with `DATABASE_PATH`), else `helixflow.db` in the data directory.
+    #[arg(long, env = "HELIXFLOW_NO_DATABASE")]
+    pub no_database: bool,
     /// Serve plain HTTP (behind a TLS-terminating proxy).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub no_tls: bool,
@@ -284,8 +290,8 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert", env = "HELIXFLOW_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Where the server keeps its files (the self-signed certificate); default: the user's
-    /// data directory.
+    /// Where the server keeps its files (the SQLite database, the first admin key, the
+    /// self-signed certificate); default: the user's data directory.
     #[arg(long, env = "HELIXFLOW_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Most tokens computed per engine step.

@@ -73,6 +73,7 @@ pub fn merge(args: &mut ServeArgs, table: &Table, is_default: impl Fn(&str) -> b
             "no_grpc" => args.no_grpc = flag()?,
             "api_key" => args.api_key = Some(string()?),
             "insecure_no_auth" => args.insecure_no_auth = flag()?,
+            "no_database" => args.no_database = flag()?,
             "no_tls" => args.no_tls = flag()?,
             "tls_cert" => args.tls_cert = Some(path()?),
             "tls_key" => args.tls_key = Some(path()?),

@@ -124,8 +124,10 @@ fn a_server_on_the_store_accepts_its_keys_until_they_are_revoked() {
             "--model",
             "smollm2-135m-instruct",
         ],
-        &[("DATABASE_TYPE", "sqlite")],
+        // No database named: serve uses the default, helixflow.db in the data directory.
+        &[],
     );
+    assert!(dir.path().join("helixflow.db").exists());
     assert_eq!(
         common::http_as(&server.url, "GET", "/v1/models", "", None).0,
         401

@@ -93,6 +93,7 @@ fn refuses_an_open_address_without_a_key() {
             "--grpc-port",
             "0",
             "--no-tls",
+            "--no-database",
         ])
         .output()
         .unwrap();
@@ -205,6 +206,7 @@ fn a_model_that_cannot_load_stops_the_server_with_an_error() {
             "0",
             "--model",
             "/nonexistent/model.gguf",
+            "--no-database",
         ])
         .output()
         .unwrap();

@@ -205,3 +205,21 @@ async fn the_first_admin_key_is_made_once(store: &Store) {
     assert_ne!(second.secret, first.secret);
 }
 on_both!(bootstrap, the_first_admin_key_is_made_once);
+
+/// Replicas starting together on one empty database: exactly one admin key is made.
+async fn concurrent_bootstraps_make_one_key(store: &Store) {
+    let starts: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.bootstrap_admin_key().await.unwrap() })
+        })
+        .collect();
+    let mut made = 0;
+    for start in starts {
+        made += usize::from(start.await.unwrap().is_some());
+    }
+    assert_eq!(made, 1);
+    let admins = store.list_keys().await.unwrap();
+    assert_eq!(admins.len(), 1);
+}
+on_both!(concurrent_bootstrap, concurrent_bootstraps_make_one_key);

@@ -26,7 +26,7 @@ pub(crate) async fn inference_caller(
 }
 
 /// The caller presenting `token` if it has `scope`: 401 for no or a bad key, 403 without it.
-async fn scoped_caller(
+pub(crate) async fn scoped_caller(
     state: &AppState,
     token: Option<&str>,
     scope: Scope,

@@ -139,6 +139,17 @@ impl Histogram {
     }
 }
 
+/// The server's running totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests answered, by any route and status.
+    pub requests: u64,
+    /// Prompt tokens that reached an engine.
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub completion_tokens: u64,
+}
+
 /// The server's counters; one per server, shared by the handlers.
 #[derive(Default)]
 pub struct Metrics {
@@ -173,6 +184,21 @@ impl Metrics {
             self.time_to_first_token.observe(since_previous);
         } else {
             self.inter_token.observe(since_previous);
+        }
+    }
+
+    /// The running totals.
+    pub fn totals(&self) -> Totals {
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .sum();
+        Totals {
+            requests,
+            prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            completion_tokens: self.completion_tokens.load(Ordering::Relaxed),
         }
     }
 

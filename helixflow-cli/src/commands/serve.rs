@@ -18,7 +18,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     } else {
         Tls::SelfSigned
     };
-    let database_url = platform_database(&data_dir)?;
+    let database_url = platform_database(args.no_database, &data_dir)?;
     let config = ServeConfig {
         host: args.host,
         port: args.port,
@@ -46,14 +46,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The platform database, when the environment names one (`DATABASE_URL`, or `DATABASE_TYPE`
-/// with `DATABASE_PATH`): its API keys are then accepted beside `--api-key`. SQLite files go
-/// into the data directory when no path is given.
-fn platform_database(data_dir: &std::path::Path) -> Result<Option<String>> {
-    let named = ["DATABASE_URL", "DATABASE_TYPE"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
-    if !named {
+/// The platform database: `DATABASE_URL` (or `DATABASE_TYPE` with `DATABASE_PATH`), else a
+/// SQLite file in the data directory; none with `--no-database`.
+fn platform_database(no_database: bool, data_dir: &std::path::Path) -> Result<Option<String>> {
+    if no_database {
         return Ok(None);
     }
     Ok(Some(helixflow_core::platform::Store::url_from_env(

@@ -20,12 +20,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `helixflow serve` on free ports with `args`, and waits until it is ready.
+    /// Starts `helixflow serve` on free ports with `args`, without the platform database
+    /// (`--no-database`), and waits until it is ready.
     pub fn spawn(args: &[&str]) -> Self {
-        Self::spawn_with_env(args, &[])
+        let args: Vec<&str> = args.iter().copied().chain(["--no-database"]).collect();
+        Self::spawn_with_env(&args, &[])
     }
 
-    /// [`Server::spawn`] with extra environment variables.
+    /// Starts `helixflow serve` on free ports with `args` and extra environment variables
+    /// (the platform database is on unless they say otherwise), and waits until it is ready.
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_helixflow"))
             .args(["serve", "--port", "0", "--grpc-port", "0"])

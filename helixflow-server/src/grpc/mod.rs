@@ -1,9 +1,12 @@
-//! The gRPC API (`proto/helixflow/v1/inference.proto`): the inference service over the same
-//! models, parameters and errors as the HTTP routes, and the standard health service.
+//! The gRPC API: the inference service (`proto/helixflow/v1/inference.proto`) over the same
+//! models, parameters and errors as the HTTP routes, the administration services `Auth` and
+//! `Monitoring` (`admin.proto`), and the standard health service.
 
+mod admin;
 mod convert;
 mod server;
 
+pub use admin::{AuthService, MonitoringService};
 pub use server::serve_grpc;
 
 use std::pin::Pin;
@@ -19,7 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{bearer, check_model, inference_caller};
 use crate::error::ApiError;
 use crate::routes::embeddings::Inputs;
-use crate::routes::generate::{submit, Events};
+use crate::routes::generate::{submit, Events, Origin};
 use crate::state::AppState;
 
 /// The generated protobuf messages, service traits and clients.
@@ -119,7 +122,7 @@ impl Inference for InferenceService {
         &self,
         request: Request<proto::ChatRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let (state, _) = self
+        let (state, caller) = self
             .authorize(&request, Some(&request.get_ref().model))
             .await?;
         let request = request.into_inner();
@@ -130,19 +133,22 @@ impl Inference for InferenceService {
             .render_chat(&messages)
             .and_then(|text| chat.encode_prompt(&text))
             .map_err(ApiError::from)?;
-        let events = submit(state, engine, prompt, convert::params(request.options))?;
-        Ok(Response::new(event_stream(
-            events,
-            new_id("chatcmpl"),
-            request.model,
-        )))
+        let id = new_id("chatcmpl");
+        let origin = Origin {
+            caller: &caller,
+            endpoint: "/helixflow.v1.Inference/Chat",
+            request_id: &id,
+        };
+        let params = convert::params(request.options);
+        let events = submit(state, origin, engine, prompt, params).await?;
+        Ok(Response::new(event_stream(events, id, request.model)))
     }
 
     async fn complete(
         &self,
         request: Request<proto::CompletionRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let (state, _) = self
+        let (state, caller) = self
             .authorize(&request, Some(&request.get_ref().model))
             .await?;
         let request = request.into_inner();
@@ -158,19 +164,22 @@ impl Inference for InferenceService {
         if prompt.is_empty() {
             return Err(ApiError::invalid_param("prompt", "the prompt is empty").into());
         }
-        let events = submit(state, engine, prompt, convert::params(request.options))?;
-        Ok(Response::new(event_stream(
-            events,
-            new_id("cmpl"),
-            request.model,
-        )))
+        let id = new_id("cmpl");
+        let origin = Origin {
+            caller: &caller,
+            endpoint: "/helixflow.v1.Inference/Complete",
+            request_id: &id,
+        };
+        let params = convert::params(request.options);
+        let events = submit(state, origin, engine, prompt, params).await?;
+        Ok(Response::new(event_stream(events, id, request.model)))
     }
 
     async fn embed(
         &self,
         request: Request<proto::EmbedRequest>,
     ) -> Result<Response<proto::EmbedResponse>, Status> {
-        let (state, _) = self
+        let (state, caller) = self
             .authorize(&request, Some(&request.get_ref().model))
             .await?;
         let request = request.into_inner();
@@ -188,7 +197,13 @@ impl Inference for InferenceService {
             }
             _ => Inputs::Texts(request.texts),
         };
-        let result = inputs.checked()?.embed(model).await?;
+        let id = new_id("req");
+        let origin = Origin {
+            caller: &caller,
+            endpoint: "/helixflow.v1.Inference/Embed",
+            request_id: &id,
+        };
+        let (result, _) = inputs.checked()?.embed(state, origin, model).await?;
         Ok(Response::new(proto::EmbedResponse {
             model: request.model,
             embeddings: result

@@ -9,12 +9,14 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
+use super::proto::auth_server::AuthServer;
 use super::proto::inference_server::InferenceServer;
-use super::InferenceService;
+use super::proto::monitoring_server::MonitoringServer;
+use super::{AuthService, InferenceService, MonitoringService};
 use crate::serve::ServeError;
 use crate::state::AppState;
 
-/// Serves the inference and health services on `listener` until `shutdown` resolves, then
+/// Serves the inference, administration and health services on `listener` until `shutdown` resolves, then
 /// lets in-flight calls finish. Calls authenticate as HTTP requests do (`authorization: Bearer
 /// <key>` metadata). `ready` resolves with the loaded state (or never, if loading
 /// fails); until then health says NOT_SERVING and calls are UNAVAILABLE.
@@ -55,10 +57,14 @@ pub async fn serve_grpc(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServeError::Config(format!("gRPC TLS: {e}")))?;
     }
-    let inference = InferenceServer::new(InferenceService::new(slot));
+    let inference = InferenceServer::new(InferenceService::new(slot.clone()));
+    let auth = AuthServer::new(AuthService::new(slot.clone()));
+    let monitoring = MonitoringServer::new(MonitoringService::new(slot));
     builder
         .add_service(health_service)
         .add_service(inference)
+        .add_service(auth)
+        .add_service(monitoring)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await
         .map_err(|e| ServeError::Config(format!("the gRPC server failed: {e}")))

@@ -6,7 +6,9 @@
 //!
 //! [`router`] builds the axum application for an [`AppState`]; the routes are
 //! `/v1/chat/completions`, `/v1/completions` (JSON or SSE streams), `/v1/embeddings`,
-//! `/v1/models[/{id}]`, `/health`, `/ready`, `/metrics` (Prometheus) and `/openapi.json`. [`grpc`] serves the
+//! `/v1/models[/{id}]`, `/v1/auth/login|logout`, the admin routes (`/v1/admin/keys`,
+//! `/v1/admin/users`, `/v1/admin/tokens/revoke`), `/health`, `/ready`, `/metrics` (Prometheus)
+//! and `/openapi.json`. [`grpc`] serves the
 //! same models over gRPC, and [`serve()`] runs both, over TLS by default.
 
 mod auth;
@@ -52,11 +54,20 @@ pub fn router(state: AppState) -> Router {
             OpenApiRouter::new()
                 .routes(routes!(routes::admin::create_key, routes::admin::list_keys))
                 .routes(routes!(routes::admin::revoke_key))
+                .routes(routes!(
+                    routes::users::create_user,
+                    routes::users::list_users
+                ))
+                .routes(routes!(routes::users::disable_user))
+                .routes(routes!(routes::users::revoke_token))
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     auth::require_admin_key,
                 )),
-        );
+        )
+        // Login needs no key; logout checks the access token itself.
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::logout));
     let (app, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/v1", v1)
         .routes(routes!(routes::health::health))

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         (name = "models", description = "The served models"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "admin", description = "API keys (the admin scope)"),
+        (name = "auth", description = "Logins and access tokens"),
     )
 )]
 pub(crate) struct ApiDoc;

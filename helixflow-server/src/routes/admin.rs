@@ -66,18 +66,24 @@ pub(crate) struct RevokedKey {
     revoked: bool,
 }
 
-fn store(state: &AppState) -> Result<&Store, ApiError> {
+/// The platform's store, or a 400 saying the server has none.
+pub(crate) fn store(state: &AppState) -> Result<&Store, ApiError> {
     state.auth().store().ok_or_else(|| {
         ApiError::invalid(
             "This server has no platform database: start it with DATABASE_URL (or \
-             DATABASE_TYPE) set to manage keys.",
+             DATABASE_TYPE) set to manage keys and users.",
         )
     })
 }
 
-fn platform_error(e: PlatformError) -> ApiError {
+/// A store failure: 400 for an invalid request, 409 for a clash, 500 otherwise.
+pub(crate) fn platform_error(e: PlatformError) -> ApiError {
     match e {
         PlatformError::Invalid(message) => ApiError::invalid(message),
+        PlatformError::Conflict(message) => ApiError {
+            status: StatusCode::CONFLICT,
+            ..ApiError::invalid(message)
+        },
         other => ApiError::internal(other.to_string()),
     }
 }

@@ -1,6 +1,6 @@
 //! One error type for every handler, rendered as OpenAI's error JSON.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use helixflow_core::Error as CoreError;
 use serde::Serialize;
@@ -18,7 +18,8 @@ pub(crate) struct ErrorBody {
 pub(crate) struct ErrorDetail {
     /// Human-readable explanation.
     message: String,
-    /// `invalid_request_error` or `server_error`.
+    /// `invalid_request_error` or `server_error`; for a 429, the limit: `requests`, `tokens`
+    /// or `insufficient_quota`.
     #[serde(rename = "type")]
     kind: &'static str,
     /// The request field at fault, when known.
@@ -41,6 +42,8 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// The request field at fault, when known.
     pub param: Option<String>,
+    /// Headers the answer carries besides the body (`Retry-After`, `x-ratelimit-*`).
+    pub headers: HeaderMap,
 }
 
 impl ApiError {
@@ -51,6 +54,7 @@ impl ApiError {
             kind,
             code: None,
             param: None,
+            headers: HeaderMap::new(),
         }
     }
 
@@ -187,6 +191,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
         let mut response = (self.status, axum::Json(self.body())).into_response();
+        response.headers_mut().extend(self.headers);
         if retry {
             response
                 .headers_mut()

@@ -6,9 +6,11 @@
 //!
 //! [`router`] builds the axum application for an [`AppState`]; the routes are
 //! `/v1/chat/completions`, `/v1/completions` (JSON or SSE streams), `/v1/embeddings`,
-//! `/v1/models[/{id}]`, `/v1/auth/login|logout`, the admin routes (`/v1/admin/keys`,
-//! `/v1/admin/users`, `/v1/admin/tokens/revoke`), `/health`, `/ready`, `/metrics` (Prometheus)
-//! and `/openapi.json`. [`grpc`] serves the
+//! `/v1/models[/{id}]`, `/v1/auth/login|logout`, `/v1/usage`, the admin routes
+//! (`/v1/admin/keys`, `/v1/admin/users`, `/v1/admin/tokens/revoke`, `/v1/admin/usage`,
+//! `/v1/admin/key-defaults`), `/health`, `/ready`, `/metrics` (Prometheus) and `/openapi.json`.
+//! With a platform store, requests of keys with limits are admitted against them (429 with
+//! `Retry-After` when over) and every request's usage is recorded. [`grpc`] serves the
 //! same models over gRPC, and [`serve()`] runs both, over TLS by default.
 
 mod auth;
@@ -16,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod metrics;
 mod openapi;
+mod ratelimit;
 mod routes;
 pub mod serve;
 pub mod state;
@@ -46,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::embeddings::embeddings))
         .routes(routes!(routes::models::list))
         .routes(routes!(routes::models::get))
+        .routes(routes!(routes::usage::own_usage))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
@@ -60,6 +64,11 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .routes(routes!(routes::users::disable_user))
                 .routes(routes!(routes::users::revoke_token))
+                .routes(routes!(routes::usage::usage_report))
+                .routes(routes!(
+                    routes::usage::key_defaults,
+                    routes::usage::set_key_defaults
+                ))
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     auth::require_admin_key,

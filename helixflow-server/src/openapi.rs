@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         (name = "embeddings", description = "Sentence embeddings"),
         (name = "models", description = "The served models"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "usage", description = "The caller's own usage"),
         (name = "admin", description = "API keys (the admin scope)"),
         (name = "auth", description = "Logins and access tokens"),
     )

@@ -13,7 +13,7 @@ use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use helixflow_core::engine::EngineConfig;
-use helixflow_core::platform::{Authenticator, CreatedKey, Store};
+use helixflow_core::platform::{Authenticator, CreatedKey, Meter, Store};
 use helixflow_core::registry::ModelRegistry;
 use helixflow_core::source::StderrProgress;
 
@@ -99,6 +99,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     move |source| ServeError::Io { what, source }
 }
 
+/// How long a shutdown waits, after the servers drained, for the last requests' usage to be
+/// settled and stored.
+const ACCOUNTING_WAIT: Duration = Duration::from_secs(10);
+
 /// Where the server listens, once it does.
 #[derive(Debug, Clone, Copy)]
 pub struct Listening {
@@ -135,6 +139,8 @@ pub async fn serve(
         }
         None => None,
     };
+    // Quotas and usage records go to the same store as the keys.
+    let meter = store.clone().map(Meter::start).unwrap_or_default();
     let auth = Authenticator::new(store, config.api_key.clone());
     let tls = match &config.tls {
         Tls::Off => None,
@@ -228,7 +234,10 @@ pub async fn serve(
 
     let loaded = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || load_state(&config).map(|s| s.with_auth(auth)))
+        let meter = meter.clone();
+        tokio::task::spawn_blocking(move || {
+            load_state(&config).map(|s| s.with_auth(auth).with_meter(meter))
+        })
             .await
             .map_err(|e| ServeError::Config(format!("model loading panicked: {e}")))
             .and_then(|r| r)
@@ -253,16 +262,25 @@ pub async fn serve(
     }
     let http = server
         .await
-        .map_err(|e| ServeError::Config(format!("the server task failed: {e}")))?
-        .map_err(io(format!("serving on {addr}")));
-    if let Some((_, task)) = grpc {
+        .map_err(|e| ServeError::Config(format!("the server task failed: {e}")))
+        .and_then(|served| served.map_err(io(format!("serving on {addr}"))));
+    let grpc = match grpc {
         // gRPC drains on its own; past the grace period its streams are cut.
-        match tokio::time::timeout(grace, task).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(e)) => return Err(ServeError::Config(format!("the gRPC task failed: {e}"))),
-            Err(_) => tracing::warn!("gRPC calls still running after the grace period"),
-        }
+        Some((_, task)) => match tokio::time::timeout(grace, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(ServeError::Config(format!("the gRPC task failed: {e}"))),
+            Err(_) => {
+                tracing::warn!("gRPC calls still running after the grace period");
+                Ok(())
+            }
+        },
+        None => Ok(()),
+    };
+    // Every request has ended (or was cut off): settle and store the last usage records.
+    if let Err(e) = meter.close(ACCOUNTING_WAIT).await {
+        eprintln!("helixflow: storing the last usage records failed: {e}");
     }
+    grpc?;
     http
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use helixflow_core::completion::unix_now;
 use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::EngineHandle;
-use helixflow_core::platform::Authenticator;
+use helixflow_core::platform::{Authenticator, Meter};
 use helixflow_core::registry::ModelRegistry;
 
 use crate::error::ApiError;
@@ -26,6 +26,7 @@ struct Inner {
     started: u64,
     metrics: Arc<Metrics>,
     request_timeout: Duration,
+    meter: Meter,
 }
 
 impl AppState {
@@ -40,6 +41,7 @@ impl AppState {
                 started: unix_now(),
                 metrics: Arc::default(),
                 request_timeout: crate::DEFAULT_REQUEST_TIMEOUT,
+                meter: Meter::off(),
             }),
         }
     }
@@ -89,6 +91,20 @@ impl AppState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// The same state metering requests with `meter`: rate limits, budgets and usage records.
+    pub fn with_meter(self, meter: Meter) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.meter = meter;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Quotas and usage accounting (off without a store).
+    pub fn meter(&self) -> &Meter {
+        &self.inner.meter
     }
 
     /// Who may call `/v1`.

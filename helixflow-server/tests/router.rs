@@ -685,10 +685,13 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
             "get /health",
             "get /metrics",
             "get /ready",
+            "get /v1/admin/key-defaults",
             "get /v1/admin/keys",
+            "get /v1/admin/usage",
             "get /v1/admin/users",
             "get /v1/models",
             "get /v1/models/{id}",
+            "get /v1/usage",
             "post /v1/admin/keys",
             "post /v1/admin/tokens/revoke",
             "post /v1/admin/users",
@@ -698,6 +701,7 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
             "post /v1/chat/completions",
             "post /v1/completions",
             "post /v1/embeddings",
+            "put /v1/admin/key-defaults",
         ]
     );
     // Every documented route exists: none of them falls through to the 404 fallback.

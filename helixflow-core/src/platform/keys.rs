@@ -62,7 +62,8 @@ pub enum BudgetPeriod {
 }
 
 impl BudgetPeriod {
-    fn as_str(self) -> &'static str {
+    /// The period's name, as stored and as the CLI takes it.
+    pub fn as_str(self) -> &'static str {
         match self {
             BudgetPeriod::Day => "day",
             BudgetPeriod::Month => "month",
@@ -288,8 +289,15 @@ fn check_new(new: &NewKey) -> Result<(), PlatformError> {
 }
 
 impl Store {
-    /// Makes a key; its secret is in the answer and nowhere else.
-    pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey, PlatformError> {
+    /// Makes a key; its secret is in the answer and nowhere else. Each limit the key leaves
+    /// unset is taken from the [defaults](Store::key_defaults).
+    pub async fn create_key(&self, mut new: NewKey) -> Result<CreatedKey, PlatformError> {
+        new.limits = new.limits.or_defaults(&self.key_defaults().await?);
+        self.create_key_exact(new).await
+    }
+
+    /// Makes a key with exactly `new.limits` (unset is unlimited), whatever the defaults.
+    pub async fn create_key_exact(&self, new: NewKey) -> Result<CreatedKey, PlatformError> {
         check_new(&new)?;
         let prefix = format!("{KEY_TAG}{}", random_base62(PREFIX_CHARS));
         let secret = format!("{prefix}_{}", random_base62(SECRET_CHARS));
@@ -359,7 +367,7 @@ impl Store {
             scopes: vec![Scope::Admin, Scope::Inference],
             ..NewKey::inference("bootstrap admin")
         };
-        self.create_key(new).await.map(Some)
+        self.create_key_exact(new).await.map(Some)
     }
 
     /// Every key, oldest first.

@@ -1,6 +1,6 @@
-//! The platform: API keys (and, as they land, users, quotas, rate limits and usage
-//! accounting), stored through `sqlx` in SQLite or PostgreSQL. The server, the CLI and the
-//! Python binding share this one API.
+//! The platform: API keys, users, quotas and rate limits ([`Meter`]) and usage accounting
+//! ([`UsageRecorder`]), stored through `sqlx` in SQLite or PostgreSQL. The server, the CLI and
+//! the Python binding share this one API.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), helixflow_core::platform::PlatformError> {
@@ -15,18 +15,27 @@
 //! ```
 
 mod auth;
+mod defaults;
 mod keys;
+mod meter;
+mod quota;
+mod recorder;
 pub(crate) mod store;
 mod tokens;
+mod usage;
 mod users;
 
 pub use auth::{Authenticator, Caller, CACHE_TTL};
 pub use keys::{ApiKey, BudgetPeriod, CreatedKey, KeyLimits, NewKey, Scope};
+pub use meter::{Meter, Metered, MeteredRequest, Progress, CLIENT_CLOSED};
+pub use quota::{Limit, LimitStatus, QuotaError, QuotaRefusal, Reservation};
+pub use recorder::{UsageRecorder, FLUSH_INTERVAL};
 pub use store::{Backend, Store};
 pub use tokens::{
     looks_like_jwt, AccessToken, LoginOutcome, LoginPolicy, TokenId, UserSession,
     DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME,
 };
+pub use usage::{UsageFilter, UsageGroup, UsageRecord, UsageTotals};
 pub use users::{NewUser, User, MAX_PASSWORD_CHARS, MAX_USERNAME_CHARS, MIN_PASSWORD_CHARS};
 
 /// What can go wrong in the platform's store.

@@ -13,6 +13,8 @@ use sqlx::Connection;
 pub struct Fresh {
     /// The migrated store.
     pub store: Store,
+    /// Its URL, for a second connection pool (another replica).
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
     drop_db: Option<(String, String)>,
 }
@@ -24,6 +26,7 @@ pub async fn sqlite() -> Fresh {
     store.migrate().await.unwrap();
     Fresh {
         store,
+        url,
         _dir: Some(dir),
         drop_db: None,
     }
@@ -47,10 +50,12 @@ pub async fn postgres() -> Option<Fresh> {
         .await
         .unwrap();
     let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let store = Store::connect(&format!("{base}/{name}")).await.unwrap();
+    let url = format!("{base}/{name}");
+    let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     Some(Fresh {
         store,
+        url,
         _dir: None,
         drop_db: Some((admin_url, name)),
     })
@@ -92,4 +97,3 @@ macro_rules! on_both {
         }
     };
 }
-

@@ -1,4 +1,5 @@
-//! Admin routes (the `admin` scope): create, list and revoke the platform's API keys.
+//! Admin routes (the `admin` scope): create, list and revoke the platform's API keys (new keys
+//! take the default limits unless `unlimited`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -37,6 +38,10 @@ pub(crate) struct CreateKeyRequest {
     budget_period: Option<BudgetPeriod>,
     /// When it stops working (Unix seconds).
     expires_at: Option<i64>,
+    /// No limits at all: the default limits for new keys do not apply (no limit may be given
+    /// then). Without it, each limit left unset takes its default.
+    #[serde(default)]
+    unlimited: bool,
 }
 
 /// A new key: the stored key and, this once, its secret.
@@ -100,6 +105,17 @@ pub(crate) async fn create_key(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedKeyBody>), ApiError> {
     let request: CreateKeyRequest = parse_body(body)?;
+    let limited = [request.rpm, request.tpm, request.budget_tokens]
+        .iter()
+        .any(Option::is_some)
+        || request.budget_period.is_some();
+    if request.unlimited && limited {
+        return Err(ApiError::invalid_param(
+            "unlimited",
+            "an unlimited key takes no rpm, tpm or budget",
+        ));
+    }
+    let unlimited = request.unlimited;
     let new = NewKey {
         name: request.name,
         owner: request.owner,
@@ -113,10 +129,13 @@ pub(crate) async fn create_key(
         },
         expires_at: request.expires_at,
     };
-    let created = store(&state)?
-        .create_key(new)
-        .await
-        .map_err(platform_error)?;
+    let store = store(&state)?;
+    let created = if unlimited {
+        store.create_key_exact(new).await
+    } else {
+        store.create_key(new).await
+    }
+    .map_err(platform_error)?;
     let body = CreatedKeyBody {
         key: created.key,
         secret: created.secret,

@@ -13,9 +13,10 @@ use helixflow_core::completion::{
 use helixflow_core::generation::TokenOutput;
 use helixflow_core::platform::Caller;
 
-use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
+use super::generate::{collect, sse, stream_payloads, submit, Origin, StreamShape};
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
+use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::{parse_body, ChatRequest};
 
@@ -29,6 +30,7 @@ use crate::wire::{parse_body, ChatRequest};
         (status = 401, description = "No or a wrong API key", body = ErrorBody),
         (status = 404, description = "No such chat model", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit or budget; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "The queue is full; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 504, description = "The generation ran past the request timeout", body = ErrorBody)))]
 pub(crate) async fn chat_completions(
@@ -52,21 +54,30 @@ pub(crate) async fn chat_completions(
     let prompt = chat.encode_prompt(&chat.render_chat(&messages)?)?;
     let n = params.n;
     let logprobs = params.sampling.logprobs;
-    let events = submit(&state, engine, prompt, params)?;
-    let (id, created, model) = (new_id("chatcmpl"), unix_now(), fields.model.clone());
+    let id = new_id("chatcmpl");
+    let origin = Origin {
+        caller: &caller,
+        endpoint: "/v1/chat/completions",
+        request_id: &id,
+    };
+    let events = submit(&state, origin, engine, prompt, params).await?;
+    let limits = events.limits();
+    let (created, model) = (unix_now(), fields.model.clone());
     if !fields.stream {
         let done = collect(events, n, logprobs).await?;
-        let answer = ChatCompletion::new(id, created, model, done.choices, done.usage);
-        return Ok(Json(answer).into_response());
+        let answer = ChatCompletion::new(id.clone(), created, model, done.choices, done.usage);
+        let response = Json(answer).into_response();
+        return Ok(ratelimit::with_headers(response, &limits, &id));
     }
     let shape = ChunkShape {
-        id,
+        id: id.clone(),
         created,
         model,
         started: vec![false; n],
         pending: vec![Vec::new(); n],
     };
-    Ok(sse(stream_payloads(events, fields.include_usage(), shape)))
+    let response = sse(stream_payloads(events, fields.include_usage(), shape));
+    Ok(ratelimit::with_headers(response, &limits, &id))
 }
 
 /// `chat.completion.chunk` payloads: the role in each choice's first chunk, then text deltas.

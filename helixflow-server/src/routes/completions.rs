@@ -16,9 +16,10 @@ use helixflow_core::sampling::MAX_TOP_LOGPROBS;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::generate::{collect, sse, stream_payloads, submit, StreamShape};
+use super::generate::{collect, sse, stream_payloads, submit, Origin, StreamShape};
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
+use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::{parse_body, CompletionRequest};
 
@@ -60,6 +61,7 @@ fn token_ids(values: &[Value]) -> Option<Vec<u32>> {
         (status = 401, description = "No or a wrong API key", body = ErrorBody),
         (status = 404, description = "No such chat model", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit or budget; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "The queue is full; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 504, description = "The generation ran past the request timeout", body = ErrorBody)))]
 pub(crate) async fn completions(
@@ -87,21 +89,30 @@ pub(crate) async fn completions(
         return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
     }
     let (n, logprobs) = (params.n, params.sampling.logprobs);
-    let events = submit(&state, engine, prompt, params)?;
-    let (id, created, model) = (new_id("cmpl"), unix_now(), fields.model.clone());
+    let id = new_id("cmpl");
+    let origin = Origin {
+        caller: &caller,
+        endpoint: "/v1/completions",
+        request_id: &id,
+    };
+    let events = submit(&state, origin, engine, prompt, params).await?;
+    let limits = events.limits();
+    let (created, model) = (unix_now(), fields.model.clone());
     if !fields.stream {
         let done = collect(events, n, logprobs).await?;
-        let answer = TextCompletion::new(id, created, model, done.choices, done.usage);
-        return Ok(Json(answer).into_response());
+        let answer = TextCompletion::new(id.clone(), created, model, done.choices, done.usage);
+        let response = Json(answer).into_response();
+        return Ok(ratelimit::with_headers(response, &limits, &id));
     }
     let shape = TextShape {
-        id,
+        id: id.clone(),
         created,
         model,
         offsets: vec![0; n],
         pending: vec![Vec::new(); n],
     };
-    Ok(sse(stream_payloads(events, fields.include_usage(), shape)))
+    let response = sse(stream_payloads(events, fields.include_usage(), shape));
+    Ok(ratelimit::with_headers(response, &limits, &id))
 }
 
 /// One streamed `text_completion` payload.

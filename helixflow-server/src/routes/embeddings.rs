@@ -3,17 +3,21 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
+use helixflow_core::completion::new_id;
 use helixflow_core::embeddings::{EmbeddingModel, Embeddings};
-use helixflow_core::platform::Caller;
+use helixflow_core::platform::{Caller, LimitStatus, MeteredRequest};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
+use super::generate::Origin;
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
+use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::{parse_body, EmbeddingRequest};
 
@@ -84,19 +88,61 @@ impl Inputs {
         Ok(self)
     }
 
-    /// Embeds the inputs on a blocking thread (the encoder is compute-bound).
-    pub(crate) async fn embed(self, model: Arc<EmbeddingModel>) -> Result<Embeddings, ApiError> {
-        tokio::task::spawn_blocking(move || match self {
-            Inputs::Texts(texts) => {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                model.embed(&refs)
-            }
-            Inputs::Tokens(ids) => model.embed_token_ids(&ids),
+    /// Embeds the inputs for the caller: tokenizes them (so that its limits are charged the
+    /// exact token count, 429 when over), then runs the encoder. Both run on blocking threads
+    /// (they are compute-bound). Also the caller's standing against its limits.
+    pub(crate) async fn embed(
+        self,
+        state: &AppState,
+        origin: Origin<'_>,
+        model: Arc<EmbeddingModel>,
+    ) -> Result<(Embeddings, Vec<LimitStatus>), ApiError> {
+        let tokenizer = model.clone();
+        let sequences = blocking(move || match self {
+            Inputs::Texts(texts) => texts.iter().map(|t| tokenizer.tokenize(t)).collect(),
+            Inputs::Tokens(ids) => Ok(ids),
         })
+        .await?;
+        let max = model.max_seq_len();
+        let tokens: usize = sequences.iter().map(|ids| ids.len().min(max)).sum();
+        let request = MeteredRequest {
+            request_id: Some(origin.request_id.to_string()),
+            model: model.name().to_string(),
+            endpoint: origin.endpoint.to_string(),
+            prompt_tokens: tokens as u64,
+            max_completion_tokens: 0,
+        };
+        let metered = state
+            .meter()
+            .admit(origin.caller, request)
+            .await
+            .map_err(ratelimit::refused)?;
+        let limits = metered.limits().to_vec();
+        match blocking(move || model.embed_token_ids(&sequences)).await {
+            Ok(embeddings) => {
+                metered.finish(embeddings.prompt_tokens as u64, 0);
+                Ok((embeddings, limits))
+            }
+            Err(e) if e.status.is_client_error() => {
+                metered.discard(); // refused input (a token outside the vocabulary)
+                Err(e)
+            }
+            Err(e) => {
+                metered.fail(e.status.as_u16());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs compute-bound model work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> helixflow_core::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::internal(format!("the embedding task failed: {e}")))?
         .map_err(ApiError::from)
-    }
 }
 
 /// One embedding vector: floats, or base64 of little-endian f32s.
@@ -149,12 +195,13 @@ pub(crate) struct EmbeddingList {
               (status = 400, description = "Malformed input or unsupported `dimensions`", body = ErrorBody),
               (status = 401, description = "No or a wrong API key", body = ErrorBody),
               (status = 404, description = "No such embedding model", body = ErrorBody),
-              (status = 413, description = "The body is too large", body = ErrorBody)))]
+              (status = 413, description = "The body is too large", body = ErrorBody),
+              (status = 429, description = "Over the key's rate limit or budget; retry after `Retry-After` seconds", body = ErrorBody)))]
 pub(crate) async fn embeddings(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<EmbeddingList>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: EmbeddingRequest = parse_body(body)?;
     check_model(&caller, &request.model)?;
     let embedder = state.embedder(&request.model)?.clone();
@@ -179,7 +226,15 @@ pub(crate) async fn embeddings(
             ));
         }
     }
-    let result = inputs(&request.input)?.embed(embedder).await?;
+    let id = new_id("req");
+    let origin = Origin {
+        caller: &caller,
+        endpoint: "/v1/embeddings",
+        request_id: &id,
+    };
+    let (result, limits) = inputs(&request.input)?
+        .embed(&state, origin, embedder)
+        .await?;
     let data = result
         .vectors
         .into_iter()
@@ -198,7 +253,7 @@ pub(crate) async fn embeddings(
             }
         })
         .collect();
-    Ok(Json(EmbeddingList {
+    let answer = Json(EmbeddingList {
         object: "list",
         data,
         model: request.model,
@@ -206,5 +261,6 @@ pub(crate) async fn embeddings(
             prompt_tokens: result.prompt_tokens,
             total_tokens: result.prompt_tokens,
         },
-    }))
+    });
+    Ok(ratelimit::with_headers(answer.into_response(), &limits, &id))
 }

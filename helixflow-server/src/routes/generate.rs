@@ -1,38 +1,77 @@
-//! Running a generation on the engine for a handler: submission, the event pump, and the
-//! collection of a whole answer.
+//! Running a generation on the engine for a handler: admission against the caller's limits,
+//! submission, the event pump, and the collection of a whole answer.
 
 use std::convert::Infallible;
 use std::time::Instant;
 
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use helixflow_core::completion::{GeneratedChoice, Usage};
 use helixflow_core::engine::{EngineEvent, EngineHandle};
 use helixflow_core::generation::{GenerationParams, TokenOutput};
+use helixflow_core::platform::{Caller, LimitStatus, MeteredRequest, Metered};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
+use crate::ratelimit;
 use crate::state::AppState;
 
-/// Queues a generation and returns its events as an async channel. A blocking task pumps the
-/// engine's stream into it; when the client goes away the channel closes, the pump drops the
-/// engine stream, and the engine cancels the request.
-pub(crate) fn submit(
+/// Who asked for a generation, and through what: for the caller's limits and the usage
+/// record.
+pub(crate) struct Origin<'a> {
+    /// The authenticated caller.
+    pub(crate) caller: &'a Caller,
+    /// The endpoint (`/v1/chat/completions`, or the gRPC method).
+    pub(crate) endpoint: &'static str,
+    /// The request's id: the response's `id`.
+    pub(crate) request_id: &'a str,
+}
+
+/// Admits a generation against the caller's limits (its prompt plus the most it may generate
+/// for every choice; 429 when over), queues it, and returns its events as an async channel.
+/// A blocking task pumps the engine's stream into it, counting the tokens for the meter;
+/// when the client goes away the channel closes, the pump drops the engine stream, and the
+/// engine cancels the request.
+pub(crate) async fn submit(
     state: &AppState,
+    origin: Origin<'_>,
     engine: &EngineHandle,
     prompt: Vec<u32>,
     params: GenerationParams,
 ) -> Result<Events, ApiError> {
-    let events = engine.submit(prompt, params)?;
+    let context = engine.model().context_length();
+    let per_choice = params.token_budget(prompt.len(), context)?;
+    let request = MeteredRequest {
+        request_id: Some(origin.request_id.to_string()),
+        model: engine.model().name().to_string(),
+        endpoint: origin.endpoint.to_string(),
+        prompt_tokens: prompt.len() as u64,
+        max_completion_tokens: (per_choice as u64).saturating_mul(params.n.max(1) as u64),
+    };
+    let metered = state
+        .meter()
+        .admit(origin.caller, request)
+        .await
+        .map_err(ratelimit::refused)?;
+    let events = match engine.submit(prompt, params) {
+        Ok(events) => events,
+        Err(e) => {
+            metered.discard(); // it never ran: its tokens go back
+            return Err(e.into());
+        }
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let metrics = state.metrics().clone();
+    let progress = metered.progress();
     tokio::task::spawn_blocking(move || {
         let (mut last, mut first) = (Instant::now(), true);
         for event in events {
             match &event {
                 EngineEvent::Started { prompt_tokens } => metrics.prompt(*prompt_tokens),
                 EngineEvent::Token { .. } => {
+                    progress.token();
                     let now = Instant::now();
                     metrics.token(std::mem::replace(&mut first, false), now - last);
                     last = now;
@@ -48,37 +87,65 @@ pub(crate) fn submit(
         rx,
         deadline: tokio::time::Instant::now() + state.request_timeout(),
         prompt_tokens: 0,
+        metered: Some(metered),
     })
 }
 
-/// A generation's events, cut off at the request's deadline.
+/// A generation's events, cut off at the request's deadline. It holds the request's
+/// [`Metered`] guard until the generation ends; dropped before, the request counts as
+/// cancelled.
 pub(crate) struct Events {
     rx: mpsc::UnboundedReceiver<EngineEvent>,
     deadline: tokio::time::Instant,
     prompt_tokens: usize,
+    metered: Option<Metered>,
 }
 
 impl Events {
-    /// The next event. Past the deadline this is a 504 error, and dropping `self` then
-    /// cancels the generation.
+    /// The next event; an engine failure is an error. Past the deadline this is a 504 error,
+    /// and dropping `self` then cancels the generation. The end (done, failed, timed out)
+    /// settles the request's usage.
     pub(crate) async fn next(&mut self) -> Result<EngineEvent, ApiError> {
-        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-            Ok(Some(event)) => {
-                if let EngineEvent::Started { prompt_tokens } = event {
-                    self.prompt_tokens = prompt_tokens;
-                }
-                Ok(event)
-            }
+        let next = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Ok(Some(EngineEvent::Failed(e))) => Err(ApiError::from(e)),
+            Ok(Some(event)) => Ok(event),
             Ok(None) => Err(ApiError::internal(
                 "the engine stopped before the answer was complete",
             )),
             Err(_) => Err(ApiError::timeout()),
+        };
+        match &next {
+            Ok(EngineEvent::Started { prompt_tokens }) => self.prompt_tokens = *prompt_tokens,
+            Ok(EngineEvent::Done { completion_tokens }) => {
+                if let Some(metered) = self.metered.take() {
+                    metered.finish(self.prompt_tokens as u64, *completion_tokens as u64);
+                }
+            }
+            Err(e) => {
+                if let Some(metered) = self.metered.take() {
+                    if e.status == StatusCode::GATEWAY_TIMEOUT {
+                        metered.cancel(e.status.as_u16());
+                    } else {
+                        metered.fail(e.status.as_u16());
+                    }
+                }
+            }
+            Ok(_) => {}
         }
+        next
     }
 
     /// The prompt's length, once the `Started` event has been seen.
     pub(crate) fn prompt_tokens(&self) -> usize {
         self.prompt_tokens
+    }
+
+    /// The caller's standing against its limits, for the `x-ratelimit-*` headers.
+    pub(crate) fn limits(&self) -> Vec<LimitStatus> {
+        self.metered
+            .as_ref()
+            .map(|m| m.limits().to_vec())
+            .unwrap_or_default()
     }
 }
 

@@ -9,3 +9,4 @@ pub(crate) mod generate;
 pub(crate) mod health;
 pub(crate) mod models;
 pub(crate) mod users;
+pub(crate) mod usage;

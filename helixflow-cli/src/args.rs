@@ -28,6 +28,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create, list and revoke API keys.
     Keys(KeysArgs),
+    /// Create, list and disable users (who log in for access tokens).
+    Users(UsersArgs),
     /// Manage the platform database.
     Db(DbArgs),
 }
@@ -98,6 +100,49 @@ pub enum KeysCommand {
     Revoke {
         /// The key's id (`key_...`).
         id: String,
+    },
+}
+
+/// `helixflow users`.
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// What to do with users.
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+/// `helixflow users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Make a user. The password comes from standard input with --password-stdin, else from
+    /// HELIXFLOW_USER_PASSWORD; never from an argument, where other users could see it.
+    Create {
+        /// The name they log in with: 1 to 64 of A-Z a-z 0-9 _ . @ -.
+        #[arg(long)]
+        username: String,
+        /// Scopes, comma-separated: inference, admin.
+        #[arg(long, value_delimiter = ',', default_value = "inference")]
+        scopes: Vec<String>,
+        /// Read the password from standard input (its first line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print the user as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the users (never their password hashes).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user by id or username: logins fail and their access tokens are refused.
+    Disable {
+        /// The user's id (`usr_...`) or username.
+        user: String,
     },
 }
 
@@ -315,4 +360,7 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM or ctrl-c.
     #[arg(long, default_value_t = 30, env = "HELIXFLOW_GRACE_SECONDS")]
     pub grace_seconds: u64,
+    /// Seconds an access token from `POST /v1/auth/login` lasts (1 to 86400).
+    #[arg(long, default_value_t = 900, env = "HELIXFLOW_TOKEN_LIFETIME_SECONDS")]
+    pub token_lifetime_seconds: u64,
 }

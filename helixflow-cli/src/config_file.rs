@@ -85,6 +85,7 @@ pub fn merge(args: &mut ServeArgs, table: &Table, is_default: impl Fn(&str) -> b
             "body_limit" => args.body_limit = number()?,
             "grace_seconds" => args.grace_seconds = number()? as u64,
             "request_timeout_seconds" => args.request_timeout_seconds = number()? as u64,
+            "token_lifetime_seconds" => args.token_lifetime_seconds = number()? as u64,
             _ => bail!("unknown setting `{key}`"),
         }
     }

@@ -13,7 +13,7 @@ use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use helixflow_core::engine::EngineConfig;
-use helixflow_core::platform::{Authenticator, CreatedKey, Meter, Store};
+use helixflow_core::platform::{Authenticator, CreatedKey, LoginPolicy, Meter, Store};
 use helixflow_core::registry::ModelRegistry;
 use helixflow_core::source::StderrProgress;
 
@@ -69,6 +69,8 @@ pub struct ServeConfig {
     pub grace: Duration,
     /// How long one generation may run before it is cut off (504, or an error event).
     pub request_timeout: Duration,
+    /// How long an access token from a login lasts (1 s to a day).
+    pub token_lifetime: Duration,
 }
 
 /// Why the server could not run.
@@ -128,6 +130,12 @@ pub async fn serve(
             config.host
         )));
     }
+    // Checked before the database is touched: a bad setting changes nothing.
+    let policy = LoginPolicy {
+        token_lifetime: config.token_lifetime,
+        ..LoginPolicy::default()
+    };
+    policy.validate()?;
     let store = match &config.database_url {
         Some(url) => {
             let store = Store::connect(url).await?;
@@ -141,7 +149,7 @@ pub async fn serve(
     };
     // Quotas and usage records go to the same store as the keys.
     let meter = store.clone().map(Meter::start).unwrap_or_default();
-    let auth = Authenticator::new(store, config.api_key.clone());
+    let auth = Authenticator::new(store, config.api_key.clone()).with_login_policy(policy)?;
     let tls = match &config.tls {
         Tls::Off => None,
         Tls::Files { cert, key } => Some((cert.clone(), key.clone())),

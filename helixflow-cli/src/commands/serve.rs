@@ -39,6 +39,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         body_limit: args.body_limit,
         grace: Duration::from_secs(args.grace_seconds),
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
+        token_lifetime: Duration::from_secs(args.token_lifetime_seconds),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async { helixflow_server::serve(config, shutdown_signal(), |_| {}).await })?;

@@ -1,0 +1,699 @@
+//! Rate limits, budgets and usage records through the HTTP and gRPC APIs, on a SQLite store
+//! with the real default models: 429s in OpenAI's shape with `Retry-After` and
+//! `x-ratelimit-*` headers, usage rows that match what the responses reported (streamed or
+//! not, cancelled or not), the usage routes and the default limits for new keys.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use common::{engine, models, CHAT, EMBED};
+use futures_util::StreamExt;
+use helixflow_core::completion::unix_now;
+use helixflow_core::platform::{
+    Authenticator, BudgetPeriod, KeyLimits, Meter, NewKey, Store, UsageFilter, UsageRecord,
+    CLIENT_CLOSED,
+};
+use helixflow_server::grpc::proto::inference_server::Inference;
+use helixflow_server::grpc::{proto, InferenceService};
+use helixflow_server::{router, AppState};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const ADMIN: &str = "operator-key";
+
+/// A server on a fresh SQLite store, metering its requests.
+struct Platform {
+    store: Store,
+    meter: Meter,
+    state: AppState,
+    app: Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn platform() -> Platform {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("platform.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let meter = Meter::start(store.clone());
+    let state = AppState::new(models(engine(), true), None)
+        .with_auth(Authenticator::new(Some(store.clone()), Some(ADMIN.into())))
+        .with_meter(meter.clone());
+    Platform {
+        app: router(state.clone()),
+        state,
+        store,
+        meter,
+        _dir: dir,
+    }
+}
+
+impl Platform {
+    /// A key with exactly these limits: its id and secret.
+    async fn key(&self, limits: KeyLimits) -> (String, String) {
+        let created = self
+            .store
+            .create_key_exact(NewKey {
+                limits,
+                ..NewKey::inference("test")
+            })
+            .await
+            .unwrap();
+        (created.key.id, created.secret)
+    }
+
+    /// Every usage record of key `id`, stored first.
+    async fn records(&self, id: &str) -> Vec<UsageRecord> {
+        self.meter.recorder().unwrap().flush().await.unwrap();
+        let filter = UsageFilter {
+            key_id: Some(id.into()),
+            ..UsageFilter::default()
+        };
+        self.store.usage_records(&filter, 1_000).await.unwrap()
+    }
+
+    /// The gRPC inference service over the same state.
+    fn grpc(&self) -> InferenceService {
+        InferenceService::new(Arc::new(OnceLock::from(self.state.clone())))
+    }
+}
+
+/// Sends a request; the status, the headers and the body.
+async fn send(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    key: &str,
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, bytes.to_vec())
+}
+
+/// Sends a request with a JSON (or no) body and parses the JSON answer.
+async fn send_json(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    key: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    let (status, headers, bytes) = send(app, method, path, body, key).await;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)));
+    (status, headers, value)
+}
+
+/// The JSON payloads of an SSE body.
+fn sse_payloads(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}
+
+/// Waits for a fresh minute when this one is nearly over, so that a test's requests share
+/// one rate-limit window.
+async fn early_in_a_minute() {
+    let second = unix_now() % 60;
+    if second >= 45 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+}
+
+fn chat(max_tokens: u32) -> Value {
+    json!({"model": CHAT, "max_tokens": max_tokens,
+           "messages": [{"role": "user", "content": "Say hi"}]})
+}
+
+fn text_request(max_tokens: u32) -> Value {
+    json!({"model": CHAT, "prompt": "Once upon a time", "max_tokens": max_tokens,
+           "ignore_eos": true})
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {headers:?}"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_over_its_rpm_gets_429_with_retry_after_and_rate_limit_headers() {
+    let p = platform().await;
+    early_in_a_minute().await;
+    let (id, key) = p
+        .key(KeyLimits {
+            rpm: Some(2),
+            ..KeyLimits::default()
+        })
+        .await;
+    let (status, headers, body) =
+        send_json(&p.app, "POST", "/v1/chat/completions", Some(&chat(2)), &key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(header(&headers, "x-ratelimit-limit-requests"), "2");
+    assert_eq!(header(&headers, "x-ratelimit-remaining-requests"), "1");
+    let reset = header(&headers, "x-ratelimit-reset-requests");
+    assert!(reset.ends_with('s') && reset.len() <= 3, "{reset}");
+    assert!(
+        headers.get("x-ratelimit-limit-tokens").is_none(),
+        "no TPM limit"
+    );
+    assert_eq!(header(&headers, "x-request-id"), body["id"]);
+
+    // A stream carries the headers too.
+    let mut streamed = chat(2);
+    streamed["stream"] = json!(true);
+    let (status, headers, _) = send(
+        &p.app,
+        "POST",
+        "/v1/chat/completions",
+        Some(&streamed),
+        &key,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "content-type"), "text/event-stream");
+    assert_eq!(header(&headers, "x-ratelimit-remaining-requests"), "0");
+
+    // The third request of the minute: 429 in OpenAI's shape.
+    let (status, headers, body) =
+        send_json(&p.app, "POST", "/v1/chat/completions", Some(&chat(2)), &key).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = header(&headers, "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(header(&headers, "x-ratelimit-remaining-requests"), "0");
+    let error = &body["error"];
+    assert_eq!(error["type"], "requests");
+    assert_eq!(error["code"], "rate_limit_exceeded");
+    assert_eq!(error["param"], Value::Null);
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("Rate limit reached for requests"),
+        "{message}"
+    );
+    // Other endpoints share the limit; the operator is never limited.
+    let embed = json!({"model": EMBED, "input": "hi"});
+    let (status, _, _) = send(&p.app, "POST", "/v1/embeddings", Some(&embed), &key).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, headers, _) = send(&p.app, "POST", "/v1/embeddings", Some(&embed), ADMIN).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("x-ratelimit-limit-requests").is_none());
+    // Refused requests left no usage record: only the two admitted ones did.
+    assert_eq!(p.records(&id).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_limits_and_budgets_refuse_over_http_and_grpc() {
+    let p = platform().await;
+    // A request that could never fit a TPM limit says to lower max_tokens.
+    let (_, small) = p
+        .key(KeyLimits {
+            tpm: Some(50),
+            ..KeyLimits::default()
+        })
+        .await;
+    let (status, headers, body) = send_json(
+        &p.app,
+        "POST",
+        "/v1/completions",
+        Some(&text_request(100)),
+        &small,
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["type"], "tokens");
+    assert_eq!(body["error"]["param"], "max_tokens");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("lower max_tokens"));
+    assert_eq!(header(&headers, "x-ratelimit-limit-tokens"), "50");
+    assert!(headers.get("retry-after").is_some());
+
+    // A daily budget: requests pass until the next would go over it.
+    let (_, budgeted) = p
+        .key(KeyLimits {
+            budget_tokens: Some(30),
+            budget_period: Some(BudgetPeriod::Day),
+            ..KeyLimits::default()
+        })
+        .await;
+    let (status, headers, body) = send_json(
+        &p.app,
+        "POST",
+        "/v1/completions",
+        Some(&text_request(8)),
+        &budgeted,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let used = body["usage"]["total_tokens"].as_u64().unwrap();
+    assert_eq!(header(&headers, "x-ratelimit-limit-budget"), "30");
+    let remaining: u64 = header(&headers, "x-ratelimit-remaining-budget")
+        .parse()
+        .unwrap();
+    assert_eq!(remaining, 30 - used);
+    let (status, _, _) = send(
+        &p.app,
+        "POST",
+        "/v1/completions",
+        Some(&text_request(8)),
+        &budgeted,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, body) = send_json(
+        &p.app,
+        "POST",
+        "/v1/completions",
+        Some(&text_request(8)),
+        &budgeted,
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    let retry: u64 = header(&headers, "retry-after").parse().unwrap();
+    assert!((1..=86_400).contains(&retry));
+
+    // gRPC: RESOURCE_EXHAUSTED with the same message.
+    let mut request = tonic::Request::new(proto::CompletionRequest {
+        model: CHAT.into(),
+        prompt: Some(proto::completion_request::Prompt::Text(
+            "Once upon a time".into(),
+        )),
+        options: Some(proto::GenerationOptions {
+            max_tokens: Some(8),
+            ..Default::default()
+        }),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {budgeted}").parse().unwrap(),
+    );
+    let status = match p.grpc().complete(request).await {
+        Err(status) => status,
+        Ok(_) => panic!("the budget is spent"),
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(status.message().contains("budget"), "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_rows_match_what_the_responses_reported() {
+    let p = platform().await;
+    let (id, key) = p
+        .key(KeyLimits {
+            tpm: Some(1_000_000),
+            ..KeyLimits::default()
+        })
+        .await;
+    // (request id, endpoint, prompt tokens, completion tokens) as the responses said.
+    let mut reported: Vec<(String, &str, u64, u64)> = Vec::new();
+    let tokens = |usage: &Value| {
+        (
+            usage["prompt_tokens"].as_u64().unwrap(),
+            usage["completion_tokens"].as_u64().unwrap_or(0),
+        )
+    };
+
+    let (_, _, body) =
+        send_json(&p.app, "POST", "/v1/chat/completions", Some(&chat(3)), &key).await;
+    let (prompt, completion) = tokens(&body["usage"]);
+    let chat_id = body["id"].as_str().unwrap().to_string();
+    reported.push((chat_id, "/v1/chat/completions", prompt, completion));
+
+    let mut streamed = chat(4);
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (_, _, bytes) = send(
+        &p.app,
+        "POST",
+        "/v1/chat/completions",
+        Some(&streamed),
+        &key,
+    )
+    .await;
+    let chunks = sse_payloads(&bytes);
+    let (prompt, completion) = tokens(&chunks.last().unwrap()["usage"]);
+    let stream_id = chunks[0]["id"].as_str().unwrap().to_string();
+    reported.push((stream_id, "/v1/chat/completions", prompt, completion));
+
+    let mut two = text_request(3);
+    two["n"] = json!(2);
+    let (_, _, body) = send_json(&p.app, "POST", "/v1/completions", Some(&two), &key).await;
+    let (prompt, completion_tokens) = tokens(&body["usage"]);
+    assert_eq!(completion_tokens, 6, "two choices of three tokens");
+    let text_id = body["id"].as_str().unwrap().to_string();
+    reported.push((text_id, "/v1/completions", prompt, completion_tokens));
+
+    let mut text_stream = text_request(5);
+    text_stream["stream"] = json!(true);
+    text_stream["stream_options"] = json!({"include_usage": true});
+    let (_, _, bytes) = send(&p.app, "POST", "/v1/completions", Some(&text_stream), &key).await;
+    let chunks = sse_payloads(&bytes);
+    let (prompt, completion_tokens) = tokens(&chunks.last().unwrap()["usage"]);
+    let text_stream_id = chunks[0]["id"].as_str().unwrap().to_string();
+    reported.push((text_stream_id, "/v1/completions", prompt, completion_tokens));
+
+    let embed = json!({"model": EMBED, "input": ["The quick brown fox", "hello"]});
+    let (status, headers, body) =
+        send_json(&p.app, "POST", "/v1/embeddings", Some(&embed), &key).await;
+    assert_eq!(status, StatusCode::OK);
+    let embed_id = header(&headers, "x-request-id").to_string();
+    let (prompt, _) = tokens(&body["usage"]);
+    reported.push((embed_id, "/v1/embeddings", prompt, 0));
+
+    // gRPC Chat: the usage of its `finished` event.
+    let mut request = tonic::Request::new(proto::ChatRequest {
+        model: CHAT.into(),
+        messages: vec![proto::ChatMessage {
+            role: "user".into(),
+            content: "Say hi".into(),
+        }],
+        options: Some(proto::GenerationOptions {
+            max_tokens: Some(3),
+            ..Default::default()
+        }),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let mut events = p.grpc().chat(request).await.unwrap().into_inner();
+    let (mut grpc_id, mut grpc_usage) = (String::new(), None);
+    while let Some(event) = events.next().await {
+        match event.unwrap().event.unwrap() {
+            proto::generation_event::Event::Started(started) => grpc_id = started.id,
+            proto::generation_event::Event::Finished(finished) => grpc_usage = finished.usage,
+            proto::generation_event::Event::Token(_) => {}
+        }
+    }
+    let usage = grpc_usage.unwrap();
+    reported.push((
+        grpc_id,
+        "/helixflow.v1.Inference/Chat",
+        u64::from(usage.prompt_tokens),
+        u64::from(usage.completion_tokens),
+    ));
+
+    let records = p.records(&id).await;
+    assert_eq!(records.len(), reported.len(), "{records:#?}");
+    for (request_id, endpoint, prompt, completion) in reported {
+        let record = records
+            .iter()
+            .find(|r| r.request_id.as_deref() == Some(request_id.as_str()))
+            .unwrap_or_else(|| panic!("no usage row for {request_id}"));
+        assert_eq!(record.endpoint, endpoint);
+        assert_eq!(
+            (record.prompt_tokens, record.completion_tokens),
+            (prompt, completion),
+            "{request_id}"
+        );
+        assert_eq!((record.status, record.cancelled), (200, false));
+        assert_eq!(record.key_id.as_deref(), Some(id.as_str()));
+        let model = if endpoint == "/v1/embeddings" {
+            EMBED
+        } else {
+            CHAT
+        };
+        assert_eq!(record.model, model);
+        // Generations know their time to first token; embeddings generate none.
+        assert_eq!(record.ttft_ms.is_some(), completion > 0, "{record:?}");
+        assert!(record.ttft_ms.unwrap_or(0) <= record.latency_ms);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_stream_is_charged_for_what_it_generated() {
+    let p = platform().await;
+    early_in_a_minute().await;
+    let minute = unix_now() / 60;
+    let (id, key) = p
+        .key(KeyLimits {
+            tpm: Some(5_000),
+            ..KeyLimits::default()
+        })
+        .await;
+    let mut streamed = text_request(400);
+    streamed["stream"] = json!(true);
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/completions")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::from(streamed.to_string()))
+        .unwrap();
+    let response = p.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let remaining: u64 = header(response.headers(), "x-ratelimit-remaining-tokens")
+        .parse()
+        .unwrap();
+    let mut body = response.into_body();
+    let mut received = 0;
+    while received < 3 {
+        let frame = body.frame().await.unwrap().unwrap();
+        if let Some(data) = frame.data_ref() {
+            received += sse_payloads(data).len();
+        }
+    }
+    drop(body); // the client goes away
+
+    let record = loop {
+        let records = p.records(&id).await;
+        if let Some(record) = records.into_iter().next() {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        record.cancelled && record.status == CLIENT_CLOSED,
+        "{record:?}"
+    );
+    assert!(
+        (received as u64..400).contains(&record.completion_tokens),
+        "{record:?} after {received} chunks"
+    );
+    assert!(record.prompt_tokens > 0 && record.ttft_ms.is_some());
+
+    // The reservation was settled to what was generated: the rest of the minute is back.
+    p.meter.close(Duration::from_secs(30)).await.unwrap();
+    let used = record.prompt_tokens + record.completion_tokens;
+    assert_eq!(
+        5_000 - remaining,
+        record.prompt_tokens + 400,
+        "the whole reservation"
+    );
+    let key = p.store.verify_key(&key).await.unwrap().unwrap();
+    let now = unix_now();
+    if now / 60 == minute {
+        p.store
+            .reserve(&key, 5_000 - used, now as i64)
+            .await
+            .unwrap();
+        assert!(p.store.reserve(&key, 1, now as i64).await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_routes_report_and_refuse_hostile_input() {
+    let p = platform().await;
+    let (id_a, key_a) = p.key(KeyLimits::default()).await;
+    let (id_b, key_b) = p.key(KeyLimits::default()).await;
+    let mut spent = (0, 0);
+    for _ in 0..2 {
+        let (_, _, body) = send_json(
+            &p.app,
+            "POST",
+            "/v1/chat/completions",
+            Some(&chat(2)),
+            &key_a,
+        )
+        .await;
+        spent.0 += body["usage"]["prompt_tokens"].as_u64().unwrap();
+        spent.1 += body["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    send(
+        &p.app,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat(2)),
+        &key_b,
+    )
+    .await;
+    p.meter.recorder().unwrap().flush().await.unwrap();
+
+    // Each key sees its own usage, by day and model.
+    let (status, _, page) = send_json(&p.app, "GET", "/v1/usage", None, &key_a).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["object"], "page");
+    let bucket = &page["data"][0];
+    let today = unix_now() as i64 / 86_400 * 86_400;
+    assert_eq!(bucket["start_time"], today);
+    assert_eq!(bucket["end_time"], today + 86_400);
+    let result = &bucket["results"][0];
+    assert_eq!(result["model"], CHAT);
+    assert_eq!(result["num_model_requests"], 2);
+    assert_eq!(result["input_tokens"], spent.0);
+    assert_eq!(result["output_tokens"], spent.1);
+    let (_, _, page) = send_json(&p.app, "GET", "/v1/usage", None, &key_b).await;
+    assert_eq!(page["data"][0]["results"][0]["num_model_requests"], 1);
+    let later = format!("/v1/usage?start_time={}", unix_now() + 3_600);
+    let (_, _, page) = send_json(&p.app, "GET", &later, None, &key_b).await;
+    assert_eq!(page["data"], json!([]));
+
+    // The admin report by key, and by model and day.
+    let (status, _, report) = send_json(&p.app, "GET", "/v1/admin/usage", None, ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["group_by"], json!(["key"]));
+    let rows = report["data"].as_array().unwrap();
+    let requests = |id: &str| {
+        rows.iter()
+            .find(|r| r["api_key_id"] == id)
+            .map(|r| r["num_model_requests"].clone())
+    };
+    assert_eq!(requests(&id_a), Some(json!(2)));
+    assert_eq!(requests(&id_b), Some(json!(1)));
+    let path = "/v1/admin/usage?group_by=model,day&start_time=0";
+    let (_, _, report) = send_json(&p.app, "GET", path, None, ADMIN).await;
+    let rows = report["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["model"], CHAT);
+    assert_eq!(rows[0]["start_time"], today);
+    assert_eq!(rows[0]["num_model_requests"], 3);
+    let path = format!("/v1/admin/usage?key_id={id_b}");
+    let (_, _, report) = send_json(&p.app, "GET", &path, None, ADMIN).await;
+    assert_eq!(report["data"].as_array().unwrap().len(), 1);
+
+    // Hostile or malformed parameters: 400 in OpenAI's shape; an inference key may not read
+    // the admin report.
+    for path in [
+        "/v1/admin/usage?group_by=key;DROP%20TABLE%20usage_records",
+        "/v1/admin/usage?group_by=",
+        "/v1/admin/usage?start_time=-5",
+        "/v1/admin/usage?start_time=abc",
+        "/v1/admin/usage?start_time=99999999999999999999999",
+        "/v1/admin/usage?start_time=10&end_time=5",
+        "/v1/admin/usage?bogus=1",
+        "/v1/usage?group_by=key",
+        "/v1/usage?end_time=-1",
+    ] {
+        let (status, _, body) = send_json(&p.app, "GET", path, None, ADMIN).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    let long = format!("/v1/admin/usage?key_id={}", "x".repeat(500));
+    let (status, _, _) = send(&p.app, "GET", &long, None, ADMIN).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = send(&p.app, "GET", "/v1/admin/usage", None, &key_a).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nothing was changed by any of it.
+    let (_, _, report) =
+        send_json(&p.app, "GET", "/v1/admin/usage?group_by=day", None, ADMIN).await;
+    assert_eq!(report["data"][0]["num_model_requests"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_limits_apply_to_new_keys_and_refuse_hostile_input() {
+    let p = platform().await;
+    let (status, _, defaults) =
+        send_json(&p.app, "GET", "/v1/admin/key-defaults", None, ADMIN).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        defaults,
+        json!({"rpm": null, "tpm": null, "budget_tokens": null,
+                                "budget_period": null})
+    );
+    let wanted = json!({"rpm": 60, "tpm": 10000, "budget_tokens": 1000000,
+                        "budget_period": "month"});
+    let (status, _, set) = send_json(
+        &p.app,
+        "PUT",
+        "/v1/admin/key-defaults",
+        Some(&wanted),
+        ADMIN,
+    )
+    .await;
+    assert_eq!((status, &set), (StatusCode::OK, &wanted));
+
+    for hostile in [
+        json!({"rpm": -1}),
+        json!({"rpm": "60"}),
+        json!({"rpm": 1e30}),
+        json!({"budget_tokens": 5}),
+        json!({"budget_period": "week", "budget_tokens": 5}),
+        json!({"rpm": 1, "is_admin": true}),
+        json!([1, 2]),
+    ] {
+        let (status, _, body) = send_json(
+            &p.app,
+            "PUT",
+            "/v1/admin/key-defaults",
+            Some(&hostile),
+            ADMIN,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{hostile}: {body}");
+    }
+    let (_, key_a) = p.key(KeyLimits::default()).await;
+    let (status, _, _) = send(
+        &p.app,
+        "PUT",
+        "/v1/admin/key-defaults",
+        Some(&json!({})),
+        &key_a,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, _, unchanged) = send_json(&p.app, "GET", "/v1/admin/key-defaults", None, ADMIN).await;
+    assert_eq!(unchanged, wanted);
+
+    // New keys take the defaults for what they leave unset, unless unlimited.
+    let make = |body: Value| {
+        let app = p.app.clone();
+        async move { send_json(&app, "POST", "/v1/admin/keys", Some(&body), ADMIN).await }
+    };
+    let (status, _, plain) = make(json!({"name": "plain"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(plain["limits"], wanted);
+    let (_, _, own) = make(json!({"name": "own", "rpm": 5})).await;
+    assert_eq!(own["limits"]["rpm"], 5);
+    assert_eq!(own["limits"]["tpm"], 10000);
+    let (_, _, free) = make(json!({"name": "free", "unlimited": true})).await;
+    assert_eq!(free["limits"]["rpm"], Value::Null);
+    assert_eq!(free["limits"]["budget_tokens"], Value::Null);
+    let (status, _, _) = make(json!({"name": "both", "unlimited": true, "rpm": 5})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A key made with the defaults is limited by them at once.
+    let secret = plain["secret"].as_str().unwrap();
+    let (status, headers, _) = send(
+        &p.app,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat(2)),
+        secret,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "x-ratelimit-limit-requests"), "60");
+    assert_eq!(header(&headers, "x-ratelimit-limit-tokens"), "10000");
+    assert_eq!(header(&headers, "x-ratelimit-limit-budget"), "1000000");
+}

@@ -26,10 +26,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the OpenAI-compatible API over HTTPS (HTTP with --no-tls).
     Serve(ServeArgs),
-    /// Create, list and revoke API keys.
+    /// Create, list and revoke API keys; the default limits of new keys.
     Keys(KeysArgs),
     /// Create, list and disable users (who log in for access tokens).
     Users(UsersArgs),
+    /// Usage reports: requests and tokens by key, model and day, or the requests themselves.
+    Usage(UsageArgs),
     /// Manage the platform database.
     Db(DbArgs),
 }
@@ -86,6 +88,9 @@ pub enum KeysCommand {
         /// Expire after this long: 30d, 12h, 15m, 45s.
         #[arg(long)]
         expires_in: Option<String>,
+        /// No limits at all: the default limits for new keys (`keys defaults`) do not apply.
+        #[arg(long, conflicts_with_all = ["rpm", "tpm", "budget", "period"])]
+        unlimited: bool,
         /// Print one JSON object (with `id` and `key`).
         #[arg(long)]
         json: bool,
@@ -101,6 +106,57 @@ pub enum KeysCommand {
         /// The key's id (`key_...`).
         id: String,
     },
+    /// Show the limits new keys get for each limit they leave unset; with flags, change them
+    /// (keys already made keep theirs).
+    Defaults {
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Tokens per --period.
+        #[arg(long, requires = "period")]
+        budget: Option<u64>,
+        /// The budget's period: day or month.
+        #[arg(long, requires = "budget")]
+        period: Option<String>,
+        /// Remove every default first (the flags given with it are kept).
+        #[arg(long)]
+        clear: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `helixflow usage`: the store's usage records, with the server running or not.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Group the totals by key, model and/or day (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "day,model")]
+    pub group_by: Vec<String>,
+    /// From this long ago: 30d, 12h, 15m, 45s.
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    /// Only this key's requests (`key_...`).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only this user's requests.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The requests themselves, newest first, instead of totals.
+    #[arg(long)]
+    pub records: bool,
+    /// The most requests --records prints.
+    #[arg(long, default_value_t = 100, requires = "records")]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `helixflow users`.

@@ -28,6 +28,7 @@ fn main() {
         args::Command::Bench(a) => commands::bench::run(a),
         args::Command::Keys(a) => commands::keys::run(a),
         args::Command::Users(a) => commands::users::run(a),
+        args::Command::Usage(a) => commands::usage::run(a),
         args::Command::Db(a) => commands::db::run(a),
         args::Command::Serve(mut a) => {
             let serve = matches

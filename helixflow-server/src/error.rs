@@ -42,8 +42,9 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// The request field at fault, when known.
     pub param: Option<String>,
-    /// Headers the answer carries besides the body (`Retry-After`, `x-ratelimit-*`).
-    pub headers: HeaderMap,
+    /// Headers the answer carries besides the body (`Retry-After`, `x-ratelimit-*`), if any
+    /// (boxed: most errors have none, and results carrying an error stay small).
+    pub headers: Option<Box<HeaderMap>>,
 }
 
 impl ApiError {
@@ -54,7 +55,7 @@ impl ApiError {
             kind,
             code: None,
             param: None,
-            headers: HeaderMap::new(),
+            headers: None,
         }
     }
 
@@ -191,7 +192,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        response.headers_mut().extend(self.headers);
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
         if retry {
             response
                 .headers_mut()

@@ -59,7 +59,7 @@ pub(crate) fn refused(error: QuotaError) -> ApiError {
         kind,
         code: Some(code),
         param: too_large.then(|| "max_tokens".to_string()),
-        headers,
+        headers: Some(Box::new(headers)),
     }
 }
 

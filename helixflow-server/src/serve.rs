@@ -246,9 +246,9 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || {
             load_state(&config).map(|s| s.with_auth(auth).with_meter(meter))
         })
-            .await
-            .map_err(|e| ServeError::Config(format!("model loading panicked: {e}")))
-            .and_then(|r| r)
+        .await
+        .map_err(|e| ServeError::Config(format!("model loading panicked: {e}")))
+        .and_then(|r| r)
     };
     match loaded {
         Ok(state) => {

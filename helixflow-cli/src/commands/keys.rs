@@ -1,5 +1,5 @@
-//! `helixflow keys`: create, list and revoke API keys in the platform's store, with the server
-//! running or not.
+//! `helixflow keys`: create, list and revoke API keys in the platform's store, and set the
+//! limits new keys get, with the server running or not.
 
 use anyhow::{bail, Context, Result};
 use helixflow_core::completion::unix_now;
@@ -24,6 +24,7 @@ pub fn run(args: KeysArgs) -> Result<()> {
                 budget,
                 period,
                 expires_in,
+                unlimited,
                 json,
             } => {
                 let scopes = scopes
@@ -53,7 +54,11 @@ pub fn run(args: KeysArgs) -> Result<()> {
                     },
                     expires_at,
                 };
-                let created = store.create_key(new).await?;
+                let created = if unlimited {
+                    store.create_key_exact(new).await?
+                } else {
+                    store.create_key(new).await?
+                };
                 if json {
                     let mut value = serde_json::to_value(&created.key)?;
                     value["key"] = created.secret.into();
@@ -83,10 +88,50 @@ pub fn run(args: KeysArgs) -> Result<()> {
                 eprintln!("revoked {id}");
                 Ok(())
             }
+            KeysCommand::Defaults {
+                rpm,
+                tpm,
+                budget,
+                period,
+                clear,
+                json,
+            } => {
+                let mut defaults = if clear {
+                    KeyLimits::default()
+                } else {
+                    store.key_defaults().await?
+                };
+                let changing = clear || rpm.is_some() || tpm.is_some() || budget.is_some();
+                defaults.rpm = rpm.or(defaults.rpm);
+                defaults.tpm = tpm.or(defaults.tpm);
+                if let (Some(budget), Some(period)) = (budget, period.as_deref()) {
+                    defaults.budget_tokens = Some(budget);
+                    defaults.budget_period = Some(BudgetPeriod::parse(period)?);
+                }
+                if changing {
+                    store.set_key_defaults(&defaults).await?;
+                }
+                if json {
+                    println!("{}", serde_json::to_string(&defaults)?);
+                } else {
+                    print_defaults(&defaults);
+                }
+                Ok(())
+            }
         };
         store.close().await;
         result
     })
+}
+
+fn print_defaults(defaults: &KeyLimits) {
+    let limit = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
+    println!("rpm     {}", limit(defaults.rpm));
+    println!("tpm     {}", limit(defaults.tpm));
+    match (defaults.budget_tokens, defaults.budget_period) {
+        (Some(tokens), Some(period)) => println!("budget  {tokens} per {}", period.as_str()),
+        _ => println!("budget  unlimited"),
+    }
 }
 
 fn print_table(keys: &[ApiKey]) {
@@ -119,7 +164,7 @@ fn print_table(keys: &[ApiKey]) {
 }
 
 /// `30d`, `12h`, `15m`, `45s` → seconds.
-fn parse_duration(text: &str) -> Result<i64> {
+pub(crate) fn parse_duration(text: &str) -> Result<i64> {
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
     let n: i64 = number
         .parse()

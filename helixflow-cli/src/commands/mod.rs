@@ -7,6 +7,7 @@ pub mod keys;
 pub mod models;
 pub mod run;
 pub mod serve;
+pub mod usage;
 pub mod users;
 
 use std::path::{Path, PathBuf};

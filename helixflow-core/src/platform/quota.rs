@@ -204,6 +204,11 @@ impl Window {
     }
 }
 
+/// The UTC calendar date (year, month 1-12, day 1-31) of a time in Unix seconds.
+pub fn utc_date(unix_seconds: i64) -> (i64, u32, u32) {
+    civil_from_days(unix_seconds.div_euclid(86_400))
+}
+
 /// The (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -465,6 +470,8 @@ mod tests {
         );
         assert_eq!(Window::minute(120).left(120), 60);
         assert_eq!(Window::minute(179).left(179), 1);
+        assert_eq!(utc_date(1_709_208_030), (2024, 2, 29));
+        assert_eq!(utc_date(-1), (1969, 12, 31));
         for days in [-800_000, -1, 0, 59, 10_957, 19_782, 2_932_896] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");

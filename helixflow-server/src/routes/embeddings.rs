@@ -262,5 +262,9 @@ pub(crate) async fn embeddings(
             total_tokens: result.prompt_tokens,
         },
     });
-    Ok(ratelimit::with_headers(answer.into_response(), &limits, &id))
+    Ok(ratelimit::with_headers(
+        answer.into_response(),
+        &limits,
+        &id,
+    ))
 }

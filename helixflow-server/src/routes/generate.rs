@@ -11,7 +11,7 @@ use futures_util::stream::{self, Stream};
 use helixflow_core::completion::{GeneratedChoice, Usage};
 use helixflow_core::engine::{EngineEvent, EngineHandle};
 use helixflow_core::generation::{GenerationParams, TokenOutput};
-use helixflow_core::platform::{Caller, LimitStatus, MeteredRequest, Metered};
+use helixflow_core::platform::{Caller, LimitStatus, Metered, MeteredRequest};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;

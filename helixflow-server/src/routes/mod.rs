@@ -8,5 +8,5 @@ pub(crate) mod embeddings;
 pub(crate) mod generate;
 pub(crate) mod health;
 pub(crate) mod models;
-pub(crate) mod users;
 pub(crate) mod usage;
+pub(crate) mod users;

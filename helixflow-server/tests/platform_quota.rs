@@ -697,3 +697,45 @@ async fn default_limits_apply_to_new_keys_and_refuse_hostile_input() {
     assert_eq!(header(&headers, "x-ratelimit-limit-tokens"), "10000");
     assert_eq!(header(&headers, "x-ratelimit-limit-budget"), "1000000");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_requests_never_spend_past_a_budget() {
+    let p = platform().await;
+    let (id, key) = p
+        .key(KeyLimits {
+            budget_tokens: Some(150),
+            budget_period: Some(BudgetPeriod::Day),
+            ..KeyLimits::default()
+        })
+        .await;
+    let body = text_request(8);
+    let answers = futures_util::future::join_all(
+        (0..32).map(|_| send_json(&p.app, "POST", "/v1/completions", Some(&body), &key)),
+    )
+    .await;
+    let mut spent = 0;
+    let mut admitted = 0;
+    for (status, _, answer) in &answers {
+        match *status {
+            StatusCode::OK => {
+                admitted += 1;
+                spent += answer["usage"]["total_tokens"].as_u64().unwrap();
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(answer["error"]["type"], "insufficient_quota")
+            }
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    // Each request reserves exactly what it uses (ignore_eos): as many as fit are admitted.
+    let per_request = spent / admitted;
+    assert!(spent <= 150, "spent {spent} of a budget of 150");
+    assert_eq!(admitted, 150 / per_request, "{admitted} admitted");
+    let records = p.records(&id).await;
+    assert_eq!(records.len() as u64, admitted);
+    let recorded: u64 = records
+        .iter()
+        .map(|r| r.prompt_tokens + r.completion_tokens)
+        .sum();
+    assert_eq!(recorded, spent);
+}

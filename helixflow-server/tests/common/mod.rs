@@ -4,6 +4,8 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod platform;
+
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;

@@ -4,6 +4,10 @@
 # (`helixflow bench --streams`), then over HTTP against `helixflow serve` on this machine
 # (`helixflow bench --serve`), and a table of both with the server's overhead per level.
 #
+# Then what the platform costs each request (authentication, quota admission, usage records)
+# at 1,000 requests/s: on SQLite, and on PostgreSQL when HELIXFLOW_BENCH_POSTGRES names a
+# database (e.g. postgres://postgres@127.0.0.1:5432/test).
+#
 #   benches/serving.sh [--streams 1,4,16,64] [--prompt-tokens 64] [--gen-tokens 128]
 #                      [--requests-per-stream 1]
 set -euo pipefail
@@ -51,7 +55,12 @@ done
   || { echo "the server never became ready" >&2; cat "$tmp/serve.log" >&2; exit 1; }
 
 echo "HTTP sweep against $url..." >&2
-"$helixflow" bench "${workload[@]}" --serve "$url" > "$tmp/http.json"
+# The server runs on its default platform database: requests carry the first admin key, and
+# pay for its authentication and usage records as any client's would.
+"$helixflow" bench "${workload[@]}" --serve "$url" --api-key "$(cat "$tmp/admin-key")" \
+  > "$tmp/http.json"
+kill "$server" && wait "$server" 2>/dev/null || true
+server=
 
 python3 - "$tmp/in-process.json" "$tmp/http.json" <<'PY'
 import json, sys
@@ -76,3 +85,9 @@ for a, b in zip(local["levels"], http["levels"]):
             row += f" {b[key] - a[key]:>+7.1f}"
     print(row)
 PY
+
+echo >&2
+DATABASE_URL= "$helixflow" bench --platform --rate 1000 --seconds 10
+if [ -n "${HELIXFLOW_BENCH_POSTGRES:-}" ]; then
+  DATABASE_URL="$HELIXFLOW_BENCH_POSTGRES" "$helixflow" bench --platform --rate 1000 --seconds 10
+fi

@@ -110,3 +110,32 @@ fn the_http_sweep_streams_from_the_real_server() {
     assert!(stderr.contains("connecting to 127.0.0.1:1"), "{stderr}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn the_platform_overhead_benchmark_measures_every_request() {
+    let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args(["bench", "--platform", "--rate", "200", "--seconds", "1", "--json"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("the binary runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["backend"], "sqlite");
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        assert_eq!(case["requests"], 200, "{case}");
+        let (p50, p99, max) = (
+            case["p50_us"].as_f64().unwrap(),
+            case["p99_us"].as_f64().unwrap(),
+            case["max_us"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{case}");
+        assert!(case["achieved_rate"].as_f64().unwrap() > 0.0);
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args(["bench", "--platform", "--rate", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+}

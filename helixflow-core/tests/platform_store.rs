@@ -66,6 +66,38 @@ async fn keys_are_created_verified_listed_and_revoked(store: &Store) {
 }
 on_both!(keys, keys_are_created_verified_listed_and_revoked);
 
+/// Ids and names PostgreSQL would refuse (a NUL byte) or that are absurdly long are refused
+/// (or match nothing) without a database error.
+async fn hostile_ids_and_names_are_refused_cleanly(store: &Store) {
+    for id in ["key_\0", "a\0b", &"k".repeat(100_000), "key_'; DROP TABLE api_keys; --"] {
+        assert_eq!(store.get_key(id).await.unwrap(), None);
+        assert!(!store.revoke_key(id).await.unwrap());
+    }
+    let hostile = [
+        NewKey::inference("a\0b"),
+        NewKey {
+            owner: Some("o\u{1b}[2J".into()),
+            ..NewKey::inference("ok")
+        },
+        NewKey {
+            owner: Some("o".repeat(1000)),
+            ..NewKey::inference("ok")
+        },
+        NewKey {
+            models: Some(vec!["m\0".into()]),
+            ..NewKey::inference("ok")
+        },
+    ];
+    for new in hostile {
+        assert!(matches!(
+            store.create_key(new).await,
+            Err(PlatformError::Invalid(_))
+        ));
+    }
+    assert!(store.list_keys().await.unwrap().is_empty());
+}
+on_both!(hostile_keys, hostile_ids_and_names_are_refused_cleanly);
+
 async fn expired_keys_and_invalid_requests_are_refused(store: &Store) {
     let expired = store
         .create_key(NewKey {
@@ -132,7 +164,7 @@ on_both!(migrations, migrating_twice_is_harmless);
 async fn a_database_from_a_newer_version_is_refused() {
     let fresh = common::stores::sqlite().await;
     // A migration this version does not know, as a newer HelixFlow would have left.
-    let dir = fresh._dir.as_ref().unwrap().path().to_path_buf();
+    let dir = fresh.dir.as_ref().unwrap().path().to_path_buf();
     let url = format!("sqlite://{}", dir.join("store.db").display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query(

@@ -1,8 +1,10 @@
 //! `helixflow bench`: prefill and decode throughput of a chat model, median of several runs;
-//! or, with `--streams` or `--serve URL`, a serving sweep over concurrency levels.
+//! or, with `--streams` or `--serve URL`, a serving sweep over concurrency levels; or, with
+//! `--platform`, the cost of authentication, quotas and usage accounting per request.
 
 mod engine;
 mod http;
+mod platform;
 mod sweep;
 
 use std::time::Instant;
@@ -24,6 +26,9 @@ const DEFAULT_STREAMS: [usize; 4] = [1, 4, 16, 64];
 
 /// Runs the command.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.platform {
+        return platform::run(&args);
+    }
     if args.serve.is_none() && args.streams.is_empty() {
         return single_stream(&args);
     }

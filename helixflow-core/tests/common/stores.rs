@@ -15,7 +15,8 @@ pub struct Fresh {
     pub store: Store,
     /// Its URL, for a second connection pool (another replica).
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
+    /// The SQLite file's directory (removed on drop).
+    pub dir: Option<tempfile::TempDir>,
     drop_db: Option<(String, String)>,
 }
 
@@ -27,7 +28,7 @@ pub async fn sqlite() -> Fresh {
     Fresh {
         store,
         url,
-        _dir: Some(dir),
+        dir: Some(dir),
         drop_db: None,
     }
 }
@@ -56,7 +57,7 @@ pub async fn postgres() -> Option<Fresh> {
     Some(Fresh {
         store,
         url,
-        _dir: None,
+        dir: None,
         drop_db: Some((admin_url, name)),
     })
 }

@@ -331,6 +331,17 @@ pub struct BenchArgs {
     /// sends the same prompts, which a server that ran them before finds in its prefix cache.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Platform overhead instead: what authentication, quota admission and usage recording
+    /// cost each request, with requests arriving at --rate per second for --seconds, on the
+    /// database `DATABASE_URL` names (default: a temporary SQLite file).
+    #[arg(long, conflicts_with_all = ["serve", "streams"])]
+    pub platform: bool,
+    /// Requests per second of --platform.
+    #[arg(long, default_value_t = 1000, requires = "platform")]
+    pub rate: u64,
+    /// Seconds of --platform load (per case).
+    #[arg(long, default_value_t = 10, requires = "platform")]
+    pub seconds: u64,
     /// The in-process engine's token budget per step (as `helixflow serve`'s flag).
     #[arg(long, default_value_t = 512, conflicts_with = "serve")]
     pub max_batched_tokens: usize,

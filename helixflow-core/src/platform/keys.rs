@@ -264,6 +264,12 @@ fn stored_count(v: Option<u64>) -> Option<i64> {
     v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
+/// Whether `id` could be a key id; anything else (a NUL byte PostgreSQL would refuse, a huge
+/// string) matches no key without asking the database.
+fn plausible_id(id: &str) -> bool {
+    id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn check_new(new: &NewKey) -> Result<(), PlatformError> {
     if new.name.trim().is_empty() || new.name.len() > 200 {
         return Err(PlatformError::invalid(
@@ -273,10 +279,28 @@ fn check_new(new: &NewKey) -> Result<(), PlatformError> {
     if new.scopes.is_empty() {
         return Err(PlatformError::invalid("a key needs at least one scope"));
     }
+    // Control characters (a NUL byte PostgreSQL refuses, escapes that would garble a listing)
+    // have no place in a name.
+    let mut texts = std::iter::once(&new.name)
+        .chain(&new.owner)
+        .chain(new.models.iter().flatten());
+    if texts.any(|t| t.chars().any(char::is_control)) {
+        return Err(PlatformError::invalid(
+            "names, owners and models must not contain control characters",
+        ));
+    }
+    if new.owner.as_ref().is_some_and(|o| o.len() > 200) {
+        return Err(PlatformError::invalid("an owner has at most 200 characters"));
+    }
     if let Some(models) = &new.models {
-        if models.is_empty() || models.iter().any(|m| m.is_empty() || m.contains(',')) {
+        if models.is_empty()
+            || models.len() > 1000
+            || models
+                .iter()
+                .any(|m| m.is_empty() || m.len() > 500 || m.contains(','))
+        {
             return Err(PlatformError::invalid(
-                "allowed models must be non-empty ids without commas",
+                "allowed models must be 1 to 1000 ids of 1 to 500 characters, without commas",
             ));
         }
     }
@@ -286,6 +310,68 @@ fn check_new(new: &NewKey) -> Result<(), PlatformError> {
         ));
     }
     Ok(())
+}
+
+/// A new key's stored form and its secret, checked, with the hash of the secret to store.
+fn prepare_key(new: NewKey) -> Result<(CreatedKey, String), PlatformError> {
+    check_new(&new)?;
+    let prefix = format!("{KEY_TAG}{}", random_base62(PREFIX_CHARS));
+    let secret = format!("{prefix}_{}", random_base62(SECRET_CHARS));
+    let mut scopes: Vec<Scope> = Vec::new();
+    for scope in new.scopes {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    let key = ApiKey {
+        id: format!("key_{}", random_base62(16)),
+        prefix,
+        name: new.name,
+        owner: new.owner,
+        scopes,
+        models: new.models,
+        limits: new.limits,
+        created_at: unix_now(),
+        expires_at: new.expires_at,
+        revoked_at: None,
+    };
+    let secret_hash = hash(&secret);
+    Ok((CreatedKey { key, secret }, secret_hash))
+}
+
+/// Stores `key` (an [`ApiKey`]) with `secret_hash` through `executor` (a pool or a
+/// transaction of either backend).
+macro_rules! insert_key {
+    ($executor:expr, $key:expr, $secret_hash:expr) => {{
+        let key: &ApiKey = $key;
+        let scopes = key
+            .scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "INSERT INTO api_keys ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL)"
+        );
+        sqlx::query(&sql)
+            .bind(&key.id)
+            .bind(&key.prefix)
+            .bind($secret_hash)
+            .bind(&key.name)
+            .bind(&key.owner)
+            .bind(scopes)
+            .bind(key.models.as_ref().map(|m| m.join(",")))
+            .bind(stored_count(key.limits.rpm))
+            .bind(stored_count(key.limits.tpm))
+            .bind(stored_count(key.limits.budget_tokens))
+            .bind(key.limits.budget_period.map(BudgetPeriod::as_str))
+            .bind(key.created_at)
+            .bind(key.expires_at)
+            .execute($executor)
+            .await
+            .map(|_| ())?
+    }};
 }
 
 impl Store {
@@ -298,76 +384,50 @@ impl Store {
 
     /// Makes a key with exactly `new.limits` (unset is unlimited), whatever the defaults.
     pub async fn create_key_exact(&self, new: NewKey) -> Result<CreatedKey, PlatformError> {
-        check_new(&new)?;
-        let prefix = format!("{KEY_TAG}{}", random_base62(PREFIX_CHARS));
-        let secret = format!("{prefix}_{}", random_base62(SECRET_CHARS));
-        let mut scopes: Vec<Scope> = Vec::new();
-        for scope in new.scopes {
-            if !scopes.contains(&scope) {
-                scopes.push(scope);
-            }
-        }
-        let key = ApiKey {
-            id: format!("key_{}", random_base62(16)),
-            prefix,
-            name: new.name,
-            owner: new.owner,
-            scopes,
-            models: new.models,
-            limits: new.limits,
-            created_at: unix_now(),
-            expires_at: new.expires_at,
-            revoked_at: None,
-        };
-        let scopes_text = key
-            .scopes
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        let sql = format!(
-            "INSERT INTO api_keys ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL)"
-        );
-        on_pool!(self, |pool| {
-            sqlx::query(&sql)
-                .bind(&key.id)
-                .bind(&key.prefix)
-                .bind(hash(&secret))
-                .bind(&key.name)
-                .bind(&key.owner)
-                .bind(&scopes_text)
-                .bind(key.models.as_ref().map(|m| m.join(",")))
-                .bind(stored_count(key.limits.rpm))
-                .bind(stored_count(key.limits.tpm))
-                .bind(stored_count(key.limits.budget_tokens))
-                .bind(key.limits.budget_period.map(BudgetPeriod::as_str))
-                .bind(key.created_at)
-                .bind(key.expires_at)
-                .execute(pool)
-                .await
-                .map(|_| ())?
-        });
-        Ok(CreatedKey { key, secret })
+        let (created, secret_hash) = prepare_key(new)?;
+        on_pool!(self, |pool| insert_key!(pool, &created.key, &secret_hash));
+        Ok(created)
     }
 
-    /// Makes an admin key if the store has no active one (a first start), so that someone can
-    /// administer the server; `None` when an admin key exists.
+    /// Makes an admin key if the store has no active one (a first start, or every admin key
+    /// revoked), so that someone can administer the server; `None` when an admin key exists.
+    /// Race-free: replicas starting at once on one database take turns on the
+    /// `bootstrap_admin` row, so only the first makes a key.
     pub async fn bootstrap_admin_key(&self) -> Result<Option<CreatedKey>, PlatformError> {
         let now = unix_now();
-        let has_admin = self
-            .list_keys()
-            .await?
-            .iter()
-            .any(|k| k.is_active(now) && k.has_scope(Scope::Admin));
-        if has_admin {
-            return Ok(None);
-        }
-        let new = NewKey {
+        let (created, secret_hash) = prepare_key(NewKey {
             scopes: vec![Scope::Admin, Scope::Inference],
             ..NewKey::inference("bootstrap admin")
-        };
-        self.create_key_exact(new).await.map(Some)
+        })?;
+        let made = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // Writing the row first locks it (PostgreSQL) or the database (SQLite) until
+            // commit, so the count below sees any key a concurrent bootstrap made.
+            sqlx::query(
+                "INSERT INTO platform_meta (name, value) VALUES ('bootstrap_admin', '') \
+                 ON CONFLICT (name) DO UPDATE SET value = platform_meta.value",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let admins: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $1) AND scopes LIKE '%admin%'",
+            )
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let make = admins == 0;
+            if make {
+                insert_key!(&mut *tx, &created.key, &secret_hash);
+                sqlx::query("UPDATE platform_meta SET value = $1 WHERE name = 'bootstrap_admin'")
+                    .bind(&created.key.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            make
+        });
+        Ok(made.then_some(created))
     }
 
     /// Every key, oldest first.
@@ -379,6 +439,9 @@ impl Store {
 
     /// The key with this id.
     pub async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, PlatformError> {
+        if !plausible_id(id) {
+            return Ok(None);
+        }
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
         let row: Option<KeyRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(id)
@@ -390,6 +453,9 @@ impl Store {
     /// Revokes a key at once; `false` if no key has this id. Revoking twice keeps the first
     /// time.
     pub async fn revoke_key(&self, id: &str) -> Result<bool, PlatformError> {
+        if !plausible_id(id) {
+            return Ok(false);
+        }
         let sql = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2";
         let done = on_pool!(self, |pool| sqlx::query(sql)
             .bind(unix_now())

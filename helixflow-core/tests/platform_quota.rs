@@ -450,14 +450,18 @@ async fn the_meter_settles_records_and_refuses(store: &Store) {
     done.finish(10, 5);
     // Dropped mid-way (the client left): cancelled, charged for the 3 tokens it generated.
     let dropped = meter.admit(&caller, request(20, 100)).await.unwrap();
+    dropped.progress().prompt();
     for _ in 0..3 {
         dropped.progress().token();
     }
     drop(dropped);
     // Failed with the timeout: cancelled too, recorded with its status.
     let timed_out = meter.admit(&caller, request(30, 100)).await.unwrap();
+    timed_out.progress().prompt();
     timed_out.progress().token();
     timed_out.cancel(504);
+    // Dropped while still queued: nothing was processed, nothing is charged.
+    drop(meter.admit(&caller, request(50, 100)).await.unwrap());
     // Never ran: everything back, no record.
     meter
         .admit(&caller, request(40, 100))
@@ -503,20 +507,22 @@ async fn the_meter_settles_records_and_refuses(store: &Store) {
     assert_eq!(
         summary,
         [
+            (0, 0, CLIENT_CLOSED, true),
             (10, 5, 200, false),
             (20, 3, CLIENT_CLOSED, true),
             (30, 1, 504, true)
         ]
     );
-    assert!(records[0].ttft_ms.is_some() && records[0].key_id == Some(limited.id.clone()));
-    assert_eq!(records[0].request_id.as_deref(), Some("cmpl-10-90"));
+    assert!(records[1].ttft_ms.is_some() && records[1].key_id == Some(limited.id.clone()));
+    assert_eq!(records[1].request_id.as_deref(), Some("cmpl-10-90"));
+    assert!(records[0].ttft_ms.is_none());
     assert_eq!(
         store
             .usage_report(&UsageFilter::default(), &[])
             .await
             .unwrap()[0]
             .requests,
-        5
+        6
     );
 
     // Without a store, the meter admits everything and records nothing.

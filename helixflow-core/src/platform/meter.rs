@@ -3,12 +3,13 @@
 //! [`Meter::admit`] reserves the request's worst case against its key's limits (or refuses
 //! it) and returns a [`Metered`] guard. The guard ends the request exactly once: with
 //! [`Metered::finish`] (the real usage), [`Metered::fail`] / [`Metered::cancel`] (what it
-//! generated so far), [`Metered::discard`] (it never ran), or by being dropped (the client went
-//! away: cancelled, charged for what it generated). Ending settles the reservation and records
-//! the usage, both off the request path; [`Meter::close`] waits for every admitted request to
-//! be accounted for and flushes the records, so a graceful shutdown loses nothing.
+//! processed and generated so far), [`Metered::discard`] (it never ran), or by being dropped
+//! (the client went away: cancelled, charged for what it processed and generated). Ending
+//! settles the reservation and records the usage, both off the request path; [`Meter::close`]
+//! waits for every admitted request to be accounted for and flushes the records, so a graceful
+//! shutdown loses nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -75,11 +76,7 @@ impl Meter {
     /// Meters requests with `store`: quotas of its keys, usage records in batches. Starts
     /// the recorder on the current Tokio runtime.
     pub fn start(store: Store) -> Self {
-        Self::with_recorder(store.clone(), UsageRecorder::start(store))
-    }
-
-    /// [`Meter::start`] with a given recorder.
-    pub fn with_recorder(store: Store, recorder: UsageRecorder) -> Self {
+        let recorder = UsageRecorder::start(store.clone());
         let pruner = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -196,11 +193,12 @@ impl Meter {
     }
 }
 
-/// A running request's progress, counted where its tokens are produced (so that a cancelled
-/// request is charged for every token it generated, sent or not).
+/// A running request's progress, counted where its work is done (so that a cancelled request
+/// is charged for what it processed and every token it generated, sent or not).
 #[derive(Debug)]
 pub struct Progress {
     started: Instant,
+    prompt_processed: AtomicBool,
     completion_tokens: AtomicU64,
     first_token: OnceLock<Duration>,
 }
@@ -209,6 +207,7 @@ impl Default for Progress {
     fn default() -> Self {
         Self {
             started: Instant::now(),
+            prompt_processed: AtomicBool::new(false),
             completion_tokens: AtomicU64::new(0),
             first_token: OnceLock::new(),
         }
@@ -216,6 +215,11 @@ impl Default for Progress {
 }
 
 impl Progress {
+    /// The prompt went to the model: a request cut off from now on pays for it.
+    pub fn prompt(&self) {
+        self.prompt_processed.store(true, Ordering::Relaxed);
+    }
+
     /// Counts one generated token (the first also fixes the time to first token).
     pub fn token(&self) {
         self.first_token.get_or_init(|| self.started.elapsed());
@@ -256,16 +260,7 @@ impl Drop for Live {
 }
 
 impl Metered {
-    /// A guard that meters nothing (for tests and servers without a store).
-    pub fn unmetered() -> Self {
-        Self {
-            open: None,
-            progress: Arc::default(),
-            limits: Vec::new(),
-        }
-    }
-
-    /// The counter of generated tokens, for whoever sees them produced.
+    /// The request's progress, for whoever sees its prompt and tokens processed.
     pub fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
     }
@@ -280,13 +275,14 @@ impl Metered {
         self.end(Some(prompt_tokens), Some(completion_tokens), 200, false);
     }
 
-    /// The request ended with an error (an HTTP `status`): charged for what it generated.
+    /// The request ended with an error (an HTTP `status`): charged for what it processed
+    /// and generated.
     pub fn fail(mut self, status: u16) {
         self.end(None, None, status, false);
     }
 
     /// The request was cut off (an HTTP `status`, like 504 for the timeout): charged for
-    /// what it generated, and recorded as cancelled.
+    /// what it processed and generated, and recorded as cancelled.
     pub fn cancel(mut self, status: u16) {
         self.end(None, None, status, true);
     }
@@ -306,7 +302,8 @@ impl Metered {
     }
 
     /// Records the usage and settles the reservation, both off the caller's path. Unknown
-    /// counts are what the request's progress says.
+    /// counts are what the request's progress says: its prompt if it was processed, and the
+    /// tokens generated so far.
     fn end(
         &mut self,
         prompt_tokens: Option<u64>,
@@ -324,7 +321,9 @@ impl Metered {
             runtime,
         } = *open;
         let progress = &self.progress;
-        record.prompt_tokens = prompt_tokens.unwrap_or(record.prompt_tokens);
+        let processed = progress.prompt_processed.load(Ordering::Relaxed);
+        record.prompt_tokens =
+            prompt_tokens.unwrap_or(if processed { record.prompt_tokens } else { 0 });
         record.completion_tokens =
             completion_tokens.unwrap_or_else(|| progress.completion_tokens());
         record.status = status;

@@ -118,6 +118,8 @@ impl Inputs {
             .await
             .map_err(ratelimit::refused)?;
         let limits = metered.limits().to_vec();
+        // The encoder runs to the end even if the client leaves: the inputs are charged.
+        metered.progress().prompt();
         match blocking(move || model.embed_token_ids(&sequences)).await {
             Ok(embeddings) => {
                 metered.finish(embeddings.prompt_tokens as u64, 0);

@@ -69,7 +69,10 @@ pub(crate) async fn submit(
         let (mut last, mut first) = (Instant::now(), true);
         for event in events {
             match &event {
-                EngineEvent::Started { prompt_tokens } => metrics.prompt(*prompt_tokens),
+                EngineEvent::Started { prompt_tokens } => {
+                    progress.prompt();
+                    metrics.prompt(*prompt_tokens);
+                }
                 EngineEvent::Token { .. } => {
                     progress.token();
                     let now = Instant::now();

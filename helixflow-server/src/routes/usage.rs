@@ -146,11 +146,13 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 /// `[start_time, end_time)`, checked, with the defaults.
 fn time_range(start: Option<i64>, end: Option<i64>) -> Result<(i64, Option<i64>), ApiError> {
     let start = start.unwrap_or_else(|| unix_now() as i64 - DEFAULT_WINDOW);
-    if start < 0 || end.is_some_and(|end| end < 0) {
-        return Err(ApiError::invalid_param(
-            "start_time",
-            "start_time and end_time are Unix seconds, not negative",
-        ));
+    for (param, time) in [("start_time", Some(start)), ("end_time", end)] {
+        if time.is_some_and(|t| t < 0) {
+            return Err(ApiError::invalid_param(
+                param,
+                format!("{param} is in Unix seconds and cannot be negative"),
+            ));
+        }
     }
     if end.is_some_and(|end| end <= start) {
         return Err(ApiError::invalid_param(

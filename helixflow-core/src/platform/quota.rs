@@ -9,7 +9,7 @@
 //! [`Store::settle`] then corrects the token counters to what the request really used.
 
 use super::store::on_pool;
-use super::{ApiKey, BudgetPeriod, PlatformError, Store};
+use super::{ApiKey, Backend, BudgetPeriod, PlatformError, Store};
 
 /// One of a key's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -281,6 +281,13 @@ const TAKE: &str = "INSERT INTO quota_counters (key_id, kind, window_start, used
                     WHERE quota_counters.used + $4 <= $5 \
                     RETURNING used";
 
+/// Quota transactions on PostgreSQL commit without waiting for the WAL flush: every request
+/// of a key updates the same counter rows, so waiting for an fsync while holding their locks
+/// would make one key's requests queue behind the disk (at 1,000 requests/s: p50 189 ms
+/// against 0.8 ms without). The price: if PostgreSQL itself crashes, the counters may lose
+/// their last fraction of a second of updates (admissions, never usage records).
+const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit TO OFF";
+
 impl Store {
     /// Reserves one request and `tokens` tokens against every limit of `key` at `now` (Unix
     /// seconds), all or nothing. A key without limits needs no database work. The answer
@@ -306,8 +313,12 @@ impl Store {
         if let Some(index) = steps.iter().position(|s| s.amount > s.max) {
             return Err(self.refusal(key, &steps, index, now).await);
         }
+        let postgres = self.backend() == Backend::Postgres;
         let taken: Result<Vec<i64>, usize> = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
+            }
             let mut used = Vec::with_capacity(steps.len());
             let mut refused = None;
             for (index, step) in steps.iter().enumerate() {
@@ -373,8 +384,12 @@ impl Store {
         let sql = "UPDATE quota_counters \
                    SET used = CASE WHEN used + $1 < 0 THEN 0 ELSE used + $1 END \
                    WHERE key_id = $2 AND kind = $3 AND window_start = $4";
+        let postgres = self.backend() == Backend::Postgres;
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
+            }
             for (limit, start) in &reservation.token_windows {
                 sqlx::query(sql)
                     .bind(delta)

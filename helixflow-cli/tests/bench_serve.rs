@@ -114,11 +114,23 @@ fn the_http_sweep_streams_from_the_real_server() {
 #[test]
 fn the_platform_overhead_benchmark_measures_every_request() {
     let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
-        .args(["bench", "--platform", "--rate", "200", "--seconds", "1", "--json"])
+        .args([
+            "bench",
+            "--platform",
+            "--rate",
+            "200",
+            "--seconds",
+            "1",
+            "--json",
+        ])
         .env_remove("DATABASE_URL")
         .output()
         .expect("the binary runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["backend"], "sqlite");
     let cases = report["cases"].as_array().unwrap();

@@ -119,7 +119,10 @@ fn admin_services_manage_keys_and_tokens_and_report_stats_and_usage() {
             .unwrap()
             .into_inner();
         assert!(valid.valid);
-        assert_eq!((valid.kind.as_str(), valid.id.as_str()), ("key", key.id.as_str()));
+        assert_eq!(
+            (valid.kind.as_str(), valid.id.as_str()),
+            ("key", key.id.as_str())
+        );
         assert_eq!(valid.models, ["smollm2-135m-instruct"]);
         let junk = auth
             .validate(with_key(validate("hfk_nope"), admin))
@@ -179,7 +182,10 @@ fn admin_services_manage_keys_and_tokens_and_report_stats_and_usage() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let row = usage.iter().find(|g| g.group == key.id).expect("the key's usage");
+        let row = usage
+            .iter()
+            .find(|g| g.group == key.id)
+            .expect("the key's usage");
         assert_eq!((row.requests, row.completion_tokens), (1, 4));
         let bad_group = monitoring
             .get_usage(with_key(
@@ -204,7 +210,12 @@ fn admin_services_manage_keys_and_tokens_and_report_stats_and_usage() {
             .into_inner();
         assert!(!revoked.valid);
         let missing = auth
-            .revoke_key(with_key(RevokeKeyRequest { id: "key_nope".into() }, admin))
+            .revoke_key(with_key(
+                RevokeKeyRequest {
+                    id: "key_nope".into(),
+                },
+                admin,
+            ))
             .await
             .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound);
@@ -228,7 +239,11 @@ fn admin_services_manage_keys_and_tokens_and_report_stats_and_usage() {
                 child.wait_with_output()
             })
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let login = serde_json::json!({"username": "ana", "password": "correct horse battery"});
         let (status, body) =
             common::http_as(&url, "POST", "/v1/auth/login", &login.to_string(), None);

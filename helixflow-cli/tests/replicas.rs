@@ -52,10 +52,13 @@ impl Database {
     fn drop_with(self, runtime: &tokio::runtime::Runtime) {
         runtime.block_on(async {
             let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&mut admin)
-                .await
-                .unwrap();
+            sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         });
     }
 }
@@ -77,7 +80,11 @@ fn key(database: &str, flags: &[&str]) -> (String, String) {
         .copied()
         .collect();
     let out = helixflow(database, &args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (
         created["id"].as_str().unwrap().to_string(),
@@ -140,7 +147,11 @@ fn two_replicas_share_limits_budgets_and_revocations() {
     };
     let db = database.url.clone();
     let migrated = helixflow(&db, &["db", "migrate"]);
-    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
     let (_, admin) = key(&db, &["--name", "ops", "--scopes", "admin,inference"]);
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = replica(&db, &data_a);
@@ -156,12 +167,23 @@ fn two_replicas_share_limits_budgets_and_revocations() {
     let statuses: Vec<u16> = (0..12)
         .map(|i| complete(&urls[i % 2], &limited, 1).0)
         .collect();
-    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 6, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 6, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 429).count(),
+        6,
+        "{statuses:?}"
+    );
 
     // A budget of 400 tokens a day under 32 concurrent requests over both replicas: the
     // tokens used never pass it.
-    let (_, budgeted) = key(&db, &["--name", "budget", "--budget", "400", "--period", "day"]);
+    let (_, budgeted) = key(
+        &db,
+        &["--name", "budget", "--budget", "400", "--period", "day"],
+    );
     let requests: Vec<_> = (0..32)
         .map(|i| {
             let (url, key) = (urls[i % 2].clone(), budgeted.clone());
@@ -177,7 +199,10 @@ fn two_replicas_share_limits_budgets_and_revocations() {
     // Revoked through replica A: refused by B within a second.
     let (id, doomed) = key(&db, &["--name", "doomed"]);
     for url in &urls {
-        assert_eq!(common::http_as(url, "GET", "/v1/models", "", Some(&doomed)).0, 200);
+        assert_eq!(
+            common::http_as(url, "GET", "/v1/models", "", Some(&doomed)).0,
+            200
+        );
     }
     let (status, body) = common::http_as(
         &urls[0],
@@ -188,7 +213,10 @@ fn two_replicas_share_limits_budgets_and_revocations() {
     );
     assert_eq!(status, 200, "{body}");
     let revoked = Instant::now();
-    assert_eq!(common::http_as(&urls[0], "GET", "/v1/models", "", Some(&doomed)).0, 401);
+    assert_eq!(
+        common::http_as(&urls[0], "GET", "/v1/models", "", Some(&doomed)).0,
+        401
+    );
     loop {
         if common::http_as(&urls[1], "GET", "/v1/models", "", Some(&doomed)).0 == 401 {
             break;

@@ -158,7 +158,10 @@ impl proto::auth_server::Auth for AuthService {
             return Err(Status::not_found(format!("No key has the id `{id}`.")));
         }
         state.auth().forget(&id);
-        Ok(Response::new(proto::RevokeKeyResponse { id, revoked: true }))
+        Ok(Response::new(proto::RevokeKeyResponse {
+            id,
+            revoked: true,
+        }))
     }
 
     async fn validate(
@@ -187,7 +190,9 @@ impl proto::auth_server::Auth for AuthService {
                     .token_id(&token)
                     .await
                     .map_err(platform_status)?
-                    .ok_or_else(|| Status::invalid_argument("This is not a token of this server."))?;
+                    .ok_or_else(|| {
+                        Status::invalid_argument("This is not a token of this server.")
+                    })?;
                 (id.jti, Some(id.user_id), Some(id.expires_at))
             }
             Some(proto::revoke_token_request::Target::Jti(jti)) => (jti, None, None),
@@ -198,7 +203,10 @@ impl proto::auth_server::Auth for AuthService {
             .await
             .map_err(platform_status)?;
         state.auth().forget_token(&jti);
-        Ok(Response::new(proto::RevokeTokenResponse { jti, revoked: true }))
+        Ok(Response::new(proto::RevokeTokenResponse {
+            jti,
+            revoked: true,
+        }))
     }
 }
 

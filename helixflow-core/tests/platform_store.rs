@@ -69,7 +69,12 @@ on_both!(keys, keys_are_created_verified_listed_and_revoked);
 /// Ids and names PostgreSQL would refuse (a NUL byte) or that are absurdly long are refused
 /// (or match nothing) without a database error.
 async fn hostile_ids_and_names_are_refused_cleanly(store: &Store) {
-    for id in ["key_\0", "a\0b", &"k".repeat(100_000), "key_'; DROP TABLE api_keys; --"] {
+    for id in [
+        "key_\0",
+        "a\0b",
+        &"k".repeat(100_000),
+        "key_'; DROP TABLE api_keys; --",
+    ] {
         assert_eq!(store.get_key(id).await.unwrap(), None);
         assert!(!store.revoke_key(id).await.unwrap());
     }

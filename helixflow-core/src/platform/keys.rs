@@ -290,7 +290,9 @@ fn check_new(new: &NewKey) -> Result<(), PlatformError> {
         ));
     }
     if new.owner.as_ref().is_some_and(|o| o.len() > 200) {
-        return Err(PlatformError::invalid("an owner has at most 200 characters"));
+        return Err(PlatformError::invalid(
+            "an owner has at most 200 characters",
+        ));
     }
     if let Some(models) = &new.models {
         if models.is_empty()

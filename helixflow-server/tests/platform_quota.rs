@@ -343,11 +343,17 @@ async fn a_cancelled_stream_is_charged_for_what_it_generated() {
     }
     drop(body); // the client goes away
 
+    let dropped = std::time::Instant::now();
     let record = loop {
         let records = p.records(&id).await;
         if let Some(record) = records.into_iter().next() {
             break record;
         }
+        // A liveness bound, not a speed check: the record comes when the drop is noticed.
+        assert!(
+            dropped.elapsed() < Duration::from_secs(60),
+            "no usage record"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(

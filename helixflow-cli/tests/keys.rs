@@ -2,28 +2,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use common::{cli as helixflow, ok};
 
-fn helixflow(data_dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_helixflow"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("DATABASE_TYPE")
-        .env_remove("DATABASE_PATH")
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use std::process::Command;
 
 #[test]
 fn keys_are_created_listed_and_revoked_from_the_command_line() {

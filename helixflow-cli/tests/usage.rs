@@ -3,31 +3,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use common::{cli as helixflow, ok};
+
+use std::process::Output;
 use std::sync::mpsc;
 
 use serde_json::{json, Value};
-
-fn helixflow(data_dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_helixflow"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("DATABASE_TYPE")
-        .env_remove("DATABASE_PATH")
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 fn json_of(out: &Output) -> Value {
     serde_json::from_str(&ok(out)).unwrap()

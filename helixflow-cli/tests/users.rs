@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::ok;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -39,15 +41,6 @@ fn helixflow(dir: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Ou
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn fails(out: &Output, says: &str) {

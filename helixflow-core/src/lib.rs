@@ -2,6 +2,7 @@
 //!
 //! HelixFlow's embeddable inference library.
 
+pub mod calendar;
 pub mod chat_model;
 pub mod chat_template;
 pub mod completion;

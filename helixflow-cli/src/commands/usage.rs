@@ -2,8 +2,9 @@
 //! the records themselves, with the server running or not.
 
 use anyhow::{Context, Result};
+use helixflow_core::calendar::utc_date_string as date;
 use helixflow_core::completion::unix_now;
-use helixflow_core::platform::{utc_date, UsageFilter, UsageGroup, UsageRecord, UsageTotals};
+use helixflow_core::platform::{UsageFilter, UsageGroup, UsageRecord, UsageTotals};
 
 use crate::args::UsageArgs;
 use crate::commands::db::open_store;
@@ -44,12 +45,6 @@ pub fn run(args: UsageArgs) -> Result<()> {
         store.close().await;
         result
     })
-}
-
-/// `YYYY-MM-DD` (UTC) of a time in Unix seconds.
-fn date(unix_seconds: i64) -> String {
-    let (year, month, day) = utc_date(unix_seconds);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 fn print_totals(totals: &[UsageTotals], groups: &[UsageGroup], json: bool) -> Result<()> {

@@ -147,3 +147,27 @@ pub fn http_as(
 pub fn post_json(url: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
     http(url, "POST", path, &body.to_string())
 }
+
+/// Runs `helixflow ARGS --data-dir DIR` on the default store of `data_dir` (no database named
+/// by the environment).
+pub fn cli(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_TYPE")
+        .env_remove("DATABASE_PATH")
+        .output()
+        .expect("the binary runs")
+}
+
+/// The standard output of a command that must have succeeded (else its standard error).
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}

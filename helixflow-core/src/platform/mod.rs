@@ -25,10 +25,11 @@ mod tokens;
 mod usage;
 mod users;
 
+pub use crate::calendar::utc_date;
 pub use auth::{Authenticator, Caller, CACHE_TTL};
 pub use keys::{ApiKey, BudgetPeriod, CreatedKey, KeyLimits, NewKey, Scope};
 pub use meter::{Meter, Metered, MeteredRequest, Progress, CLIENT_CLOSED};
-pub use quota::{utc_date, Limit, LimitStatus, QuotaError, QuotaRefusal, Reservation};
+pub use quota::{Limit, LimitStatus, QuotaError, QuotaRefusal, Reservation};
 pub use recorder::{UsageRecorder, FLUSH_INTERVAL};
 pub use store::{Backend, Store};
 pub use tokens::{

@@ -10,6 +10,7 @@
 
 use super::store::on_pool;
 use super::{ApiKey, Backend, BudgetPeriod, PlatformError, Store};
+use crate::calendar::{civil_from_days, days_from_civil};
 
 /// One of a key's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -202,36 +203,6 @@ impl Window {
     fn left(self, now: i64) -> u64 {
         u64::try_from(self.end - now).unwrap_or(0).max(1)
     }
-}
-
-/// The UTC calendar date (year, month 1-12, day 1-31) of a time in Unix seconds.
-pub fn utc_date(unix_seconds: i64) -> (i64, u32, u32) {
-    civil_from_days(unix_seconds.div_euclid(86_400))
-}
-
-/// The (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The day count since 1970-01-01 of a (year, month, day).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = year - i64::from(month <= 2);
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The counters a request of `tokens` takes from `key` at `now`, in a fixed order (so that
@@ -485,11 +456,5 @@ mod tests {
         );
         assert_eq!(Window::minute(120).left(120), 60);
         assert_eq!(Window::minute(179).left(179), 1);
-        assert_eq!(utc_date(1_709_208_030), (2024, 2, 29));
-        assert_eq!(utc_date(-1), (1969, 12, 31));
-        for days in [-800_000, -1, 0, 59, 10_957, 19_782, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::stream::{self, Stream};
+use helixflow_core::calendar::utc_date_string;
 use helixflow_core::platform::{
     ApiKey, BudgetPeriod, Caller, KeyLimits, NewKey, PlatformError, Scope, Store, UsageFilter,
     UsageGroup,
@@ -296,21 +297,6 @@ fn stats(state: &AppState) -> proto::Stats {
     }
 }
 
-/// A day's start (Unix seconds) as `YYYY-MM-DD` (UTC).
-fn day_name(start: i64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm), to need no calendar crate.
-    let z = start.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 /// A feed of statistics.
 type StatsStream = Pin<Box<dyn Stream<Item = Result<proto::Stats, Status>> + Send>>;
 
@@ -373,7 +359,7 @@ impl proto::monitoring_server::Monitoring for MonitoringService {
                 group: match group {
                     UsageGroup::Key => t.key_id.unwrap_or_default(),
                     UsageGroup::Model => t.model.unwrap_or_default(),
-                    UsageGroup::Day => t.day.map(day_name).unwrap_or_default(),
+                    UsageGroup::Day => t.day.map(utc_date_string).unwrap_or_default(),
                 },
                 requests: t.requests,
                 prompt_tokens: t.prompt_tokens,
@@ -382,15 +368,5 @@ impl proto::monitoring_server::Monitoring for MonitoringService {
             })
             .collect();
         Ok(Response::new(proto::GetUsageResponse { groups }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn days_are_named_in_utc() {
-        assert_eq!(super::day_name(0), "1970-01-01");
-        assert_eq!(super::day_name(951_782_400), "2000-02-29");
-        assert_eq!(super::day_name(1_795_478_400), "2026-11-24");
     }
 }

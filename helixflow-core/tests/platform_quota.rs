@@ -587,3 +587,44 @@ async fn unlimited_keys_need_no_database(store: &Store) {
     store.settle(&admitted, 5).await.unwrap();
 }
 on_both!(unlimited, unlimited_keys_need_no_database);
+
+/// An admission whose caller stops waiting (the client went away while the database was
+/// reserving) still ends: the reservation is given back, and nothing stays held.
+async fn an_abandoned_admission_gives_its_reservation_back(store: &Store) {
+    let meter = Meter::start(store.clone());
+    let budgeted = key(
+        store,
+        KeyLimits {
+            budget_tokens: Some(1_000),
+            budget_period: Some(BudgetPeriod::Month),
+            ..KeyLimits::default()
+        },
+    )
+    .await;
+    let caller = Caller::Key(Box::new(budgeted));
+    for _ in 0..8 {
+        // Polled once, then dropped mid-admission.
+        tokio::select! {
+            biased;
+            outcome = meter.admit(&caller, request(400, 600)) => {
+                panic!("an admission needs the database: {outcome:?}")
+            }
+            () = std::future::ready(()) => {}
+        }
+    }
+    // Each abandoned admission ends on its own; then the whole budget is free again.
+    let mut whole = None;
+    for _ in 0..100 {
+        match meter.admit(&caller, request(400, 600)).await {
+            Ok(admitted) => {
+                whole = Some(admitted);
+                break;
+            }
+            Err(QuotaError::Refused(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    whole.expect("the budget came back").discard();
+    meter.close(Duration::from_secs(10)).await.unwrap();
+}
+on_both!(abandoned, an_abandoned_admission_gives_its_reservation_back);

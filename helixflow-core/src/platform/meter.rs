@@ -117,6 +117,25 @@ impl Meter {
         caller: &Caller,
         request: MeteredRequest,
     ) -> Result<Metered, QuotaError> {
+        let reserves =
+            self.inner.is_some() && caller.key().is_some_and(|k| !k.limits.is_unlimited());
+        if !reserves {
+            return self.admit_here(caller, request).await;
+        }
+        // The reservation runs in a task of its own: if the caller's future is dropped while it
+        // waits on the database (the client went away), the task still finishes, and the guard
+        // it made is dropped there, which gives the reservation back.
+        let (meter, caller) = (self.clone(), caller.clone());
+        tokio::spawn(async move { meter.admit_here(&caller, request).await })
+            .await
+            .map_err(|e| QuotaError::Interrupted(e.to_string()))?
+    }
+
+    async fn admit_here(
+        &self,
+        caller: &Caller,
+        request: MeteredRequest,
+    ) -> Result<Metered, QuotaError> {
         let progress = Arc::new(Progress::default());
         let Some(inner) = &self.inner else {
             return Ok(Metered {

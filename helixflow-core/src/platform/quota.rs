@@ -142,6 +142,10 @@ pub enum QuotaError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] PlatformError),
+    /// The admission stopped before it finished (it panicked, or the runtime is shutting
+    /// down).
+    #[error("the admission was interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl From<sqlx::Error> for QuotaError {

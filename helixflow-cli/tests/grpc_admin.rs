@@ -272,3 +272,96 @@ fn admin_services_manage_keys_and_tokens_and_report_stats_and_usage() {
     });
     assert!(server.stop().success());
 }
+
+/// SIGTERM while a stats feed is open and a long generation streams over gRPC: the feed ends
+/// at once, the generation is cut off at the end of the grace period, the server exits 0, and
+/// the cut generation has its usage record, marked cancelled and charged for what it made.
+#[test]
+fn sigterm_ends_stats_feeds_and_cuts_long_generations_with_their_usage() {
+    use helixflow_server::grpc::proto::inference_client::InferenceClient;
+    use helixflow_server::grpc::proto::{ChatMessage, ChatRequest, GenerationOptions};
+
+    let data = tempfile::tempdir().unwrap();
+    let mut server = common::Server::spawn_with_env(
+        &[
+            "--no-tls",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--model",
+            "smollm2-135m-instruct",
+            "--grace-seconds",
+            "1",
+        ],
+        &[],
+    );
+    let admin = std::fs::read_to_string(data.path().join("admin-key")).unwrap();
+    let admin = admin.trim().to_string();
+    let grpc = server.grpc.clone().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let generated = runtime.block_on(async {
+        let channel = Channel::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut feed = MonitoringClient::new(channel.clone())
+            .watch_stats(with_key(WatchStatsRequest { interval_ms: 100 }, &admin))
+            .await
+            .unwrap()
+            .into_inner();
+        feed.message().await.unwrap().unwrap();
+        let request = ChatRequest {
+            model: "smollm2-135m-instruct".into(),
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: "Tell me a long story.".into(),
+            }],
+            options: Some(GenerationOptions {
+                max_tokens: Some(4000),
+                ignore_eos: true,
+                ..Default::default()
+            }),
+        };
+        let mut chat = InferenceClient::new(channel)
+            .chat(with_key(request, &admin))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut events = 0;
+        while events < 5 {
+            chat.message().await.unwrap().unwrap();
+            events += 1;
+        }
+        let pid = server.child.id().to_string();
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(term.unwrap().success());
+        // The feed ends well before the grace period is over.
+        let ended = tokio::time::timeout(std::time::Duration::from_millis(900), async {
+            while feed.message().await.unwrap().is_some() {}
+        });
+        assert!(ended.await.is_ok(), "the stats feed outlived the shutdown");
+        // The generation is cut off with UNAVAILABLE once the grace period is over.
+        let cut = loop {
+            match chat.message().await {
+                Ok(Some(_)) => events += 1,
+                Ok(None) => panic!("the 4000-token generation finished within the grace period"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(cut.code(), Code::Unavailable, "{cut:?}");
+        events - 1 // the `started` event
+    });
+    assert!(server.child.wait().unwrap().success());
+    let records = common::ok(&common::cli(
+        data.path(),
+        &["usage", "--records", "--json", "--limit", "10"],
+    ));
+    let records: serde_json::Value = serde_json::from_str(&records).unwrap();
+    let record = &records.as_array().unwrap()[0];
+    assert_eq!(record["cancelled"], true, "{record}");
+    let charged = record["completion_tokens"].as_u64().unwrap();
+    // Tokens made while the cut-off travelled are charged too.
+    assert!(charged >= generated as u64, "{charged} < {generated}");
+}

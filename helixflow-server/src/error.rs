@@ -184,7 +184,16 @@ impl From<ApiError> for tonic::Status {
             StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
             _ => Code::Internal,
         };
-        tonic::Status::new(code, e.message)
+        let mut status = tonic::Status::new(code, e.message);
+        // Retry-After and the x-ratelimit-* figures go along as metadata, as HTTP sends them.
+        for (name, value) in e.headers.iter().flat_map(|h| h.iter()) {
+            let name = tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes());
+            let value = tonic::metadata::MetadataValue::try_from(value.as_bytes());
+            if let (Ok(name), Ok(value)) = (name, value) {
+                status.metadata_mut().insert(name, value);
+            }
+        }
+        status
     }
 }
 

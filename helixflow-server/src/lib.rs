@@ -65,6 +65,8 @@ pub fn router(state: AppState) -> Router {
                 .routes(routes!(routes::users::disable_user))
                 .routes(routes!(routes::users::revoke_token))
                 .routes(routes!(routes::usage::usage_report))
+                .routes(routes!(routes::monitoring::stats))
+                .routes(routes!(routes::monitoring::validate))
                 .routes(routes!(
                     routes::usage::key_defaults,
                     routes::usage::set_key_defaults

@@ -197,7 +197,8 @@ pub async fn serve(
                     Err(_) => std::future::pending().await,
                 }
             };
-            let served = crate::grpc::serve_grpc(listener, tls.clone(), ready, stop_requested());
+            let served =
+                crate::grpc::serve_grpc(listener, tls.clone(), ready, stop_requested(), grace);
             Some((bound, tokio::spawn(served)))
         }
         None => None,
@@ -273,8 +274,9 @@ pub async fn serve(
         .map_err(|e| ServeError::Config(format!("the server task failed: {e}")))
         .and_then(|served| served.map_err(io(format!("serving on {addr}"))));
     let grpc = match grpc {
-        // gRPC drains on its own; past the grace period its streams are cut.
-        Some((_, task)) => match tokio::time::timeout(grace, task).await {
+        // gRPC cuts its streams off at the end of the grace period; a little more is left for
+        // them to end.
+        Some((_, task)) => match tokio::time::timeout(grace + Duration::from_secs(5), task).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(ServeError::Config(format!("the gRPC task failed: {e}"))),
             Err(_) => {

@@ -174,6 +174,56 @@ async fn admin_routes_manage_keys_and_refuse_hostile_input() {
     let (code, body) = send("GET", "/v1/admin/keys".into(), None, &secret).await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
 
+    // Validate says what a credential is; the stats list the chat engine.
+    let check = |credential: &str| json!({ "credential": credential }).to_string();
+    let (code, info) = send(
+        "POST",
+        "/v1/admin/validate".into(),
+        Some(check(&secret)),
+        admin,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{info}");
+    assert_eq!(info["valid"], true);
+    assert_eq!(
+        (info["kind"].as_str(), info["id"].as_str()),
+        (Some("key"), Some(id.as_str()))
+    );
+    assert_eq!(info["scopes"], json!(["inference"]));
+    assert_eq!(info["models"], json!([CHAT]));
+    for junk in ["hfk_nope", "", "a\0b", &"x".repeat(100_000)] {
+        let (code, info) = send(
+            "POST",
+            "/v1/admin/validate".into(),
+            Some(check(junk)),
+            admin,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{info}");
+        assert_eq!(info, json!({"valid": false, "scopes": []}));
+    }
+    let (code, _) = send(
+        "POST",
+        "/v1/admin/validate".into(),
+        Some(r#"{"credential": 5}"#.into()),
+        admin,
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _) = send(
+        "POST",
+        "/v1/admin/validate".into(),
+        Some(check(admin)),
+        &secret,
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (code, stats) = send("GET", "/v1/admin/stats".into(), None, admin).await;
+    assert_eq!(code, StatusCode::OK, "{stats}");
+    assert_eq!(stats["engines"][0]["model"], CHAT);
+    assert!(stats["engines"][0]["kv_blocks_total"].as_u64().unwrap() > 0);
+    assert!(stats["requests_total"].as_u64().unwrap() >= 1);
+
     // Hostile input: 4xx and nothing stored.
     let hostile = [
         "{".to_string(),
@@ -227,5 +277,5 @@ async fn admin_routes_manage_keys_and_refuse_hostile_input() {
     let bare = router(AppState::new(models(engine(), false), Some("k".into())));
     let (code, bytes) = call_as(bare, "GET", "/v1/admin/keys", None, Some("k")).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8_lossy(&bytes).contains("DATABASE_URL"));
+    assert!(String::from_utf8_lossy(&bytes).contains("--no-database"));
 }

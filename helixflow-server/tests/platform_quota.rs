@@ -182,6 +182,17 @@ async fn token_limits_and_budgets_refuse_over_http_and_grpc() {
     };
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert!(status.message().contains("budget"), "{}", status.message());
+    // The retry figures travel as metadata, as HTTP sends them as headers.
+    let retry: u64 = status
+        .metadata()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0);
+    assert!(status.metadata().get("x-ratelimit-limit-budget").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]

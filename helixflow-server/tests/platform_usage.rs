@@ -99,8 +99,14 @@ async fn usage_routes_report_and_refuse_hostile_input() {
         assert!(body["error"]["message"].is_string(), "{body}");
     }
     let long = format!("/v1/admin/usage?key_id={}", "x".repeat(500));
-    let (status, _, _) = send(&p.app, "GET", &long, None, ADMIN).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for path in [
+        &long,
+        "/v1/admin/usage?key_id=key_%00",
+        "/v1/admin/usage?key_id=a'%20OR%201=1",
+    ] {
+        let (status, _, _) = send(&p.app, "GET", path, None, ADMIN).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+    }
     let (status, _, _) = send(&p.app, "GET", "/v1/admin/usage", None, &key_a).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Nothing was changed by any of it.

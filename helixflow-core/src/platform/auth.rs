@@ -5,6 +5,7 @@
 //! forgets it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,9 @@ pub struct Authenticator {
     /// The store's token signing key, read once (it never changes).
     signing_key: OnceCell<SigningKey>,
     cache: Mutex<HashMap<[u8; 32], Lookup>>,
+    /// Bumped by every `forget_*`: a lookup that started before a revocation here must not
+    /// cache what it read (the row as it was before the revocation).
+    generation: AtomicU64,
 }
 
 impl Authenticator {
@@ -122,6 +126,7 @@ impl Authenticator {
             policy: LoginPolicy::default(),
             signing_key: OnceCell::new(),
             cache: Mutex::default(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -169,6 +174,11 @@ impl Authenticator {
         if let Some(cached) = self.cached(&digest) {
             return Ok(cached);
         }
+        // Tokens with control characters are no key's (and PostgreSQL refuses NUL bytes).
+        if token.chars().any(char::is_control) {
+            return Ok(None);
+        }
+        let (generation, looked_up) = (self.generation.load(Ordering::SeqCst), Instant::now());
         let caller = if looks_like_jwt(token) {
             let key = self
                 .signing_key
@@ -185,10 +195,16 @@ impl Authenticator {
                 .map(|key| Caller::Key(Box::new(key)))
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        // A revocation here since the lookup began: what was read may predate it, so it
+        // answers this request (which raced the revocation) but is not kept for later ones.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return Ok(caller);
+        }
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(digest, (Instant::now(), caller.clone()));
+        // Aged from the lookup's start, so that an entry never outlives the window.
+        cache.insert(digest, (looked_up, caller.clone()));
         Ok(caller)
     }
 
@@ -209,6 +225,7 @@ impl Authenticator {
 
     fn forget_where(&self, matches: impl Fn(&Caller) -> bool) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         cache.retain(|_, (_, caller)| !caller.as_ref().is_some_and(&matches));
     }
 

@@ -197,9 +197,20 @@ fn unmatchable_hash() -> &'static str {
     })
 }
 
+/// Runs a password hash off the async threads, a few at a time: each takes argon2's 19 MiB
+/// and tens of milliseconds of a core, so a flood of logins (with usernames made up to dodge
+/// the per-username limit) must queue here rather than take every blocking thread and
+/// gigabytes of memory from the engine.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PlatformError> {
+    static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let permits = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let _permit = HASHING
+        .get_or_init(|| tokio::sync::Semaphore::new(permits))
+        .acquire()
+        .await
+        .map_err(|e| PlatformError::Crypto(format!("the password check did not start: {e}")))?;
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| PlatformError::Crypto(format!("the password check did not finish: {e}")))

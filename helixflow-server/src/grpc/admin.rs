@@ -8,15 +8,16 @@ use std::time::Duration;
 use futures_util::stream::{self, Stream};
 use helixflow_core::calendar::utc_date_string;
 use helixflow_core::platform::{
-    ApiKey, BudgetPeriod, Caller, KeyLimits, NewKey, PlatformError, Scope, Store, UsageFilter,
-    UsageGroup,
+    ApiKey, BudgetPeriod, KeyLimits, NewKey, PlatformError, Scope, Store, UsageFilter, UsageGroup,
 };
 use tonic::{Request, Response, Status};
 
-use super::proto;
+use super::{proto, Phase};
 use crate::auth::{bearer, scoped_caller};
 use crate::error::ApiError;
+use crate::routes::monitoring::{check, snapshot, CredentialInfo};
 use crate::state::AppState;
+use tokio::sync::watch;
 
 /// The loaded state, if the caller of `request` has the `admin` scope.
 async fn admin<'a, T>(
@@ -171,12 +172,7 @@ impl proto::auth_server::Auth for AuthService {
     ) -> Result<Response<proto::ValidateResponse>, Status> {
         let state = admin(&self.state, &request).await?;
         let credential = request.into_inner().credential;
-        let caller = state
-            .auth()
-            .authenticate(Some(&credential))
-            .await
-            .map_err(platform_status)?;
-        Ok(Response::new(validation(caller)))
+        Ok(Response::new(validation(check(state, &credential).await?)))
     }
 
     async fn revoke_token(
@@ -212,36 +208,14 @@ impl proto::auth_server::Auth for AuthService {
 }
 
 /// What a credential is, as `Validate` reports it.
-fn validation(caller: Option<Caller>) -> proto::ValidateResponse {
-    let all_scopes = || vec!["inference".to_string(), "admin".to_string()];
-    match caller {
-        None => proto::ValidateResponse::default(),
-        Some(Caller::Operator) => proto::ValidateResponse {
-            valid: true,
-            kind: "operator".into(),
-            scopes: all_scopes(),
-            ..Default::default()
-        },
-        Some(Caller::Key(k)) => proto::ValidateResponse {
-            valid: true,
-            kind: "key".into(),
-            id: k.id.clone(),
-            scopes: k.scopes.iter().map(|s| s.as_str().to_string()).collect(),
-            models: k.models.clone().unwrap_or_default(),
-            expires_at: k.expires_at,
-        },
-        Some(Caller::User(session)) => proto::ValidateResponse {
-            valid: true,
-            kind: "user".into(),
-            id: session.user_id.clone(),
-            scopes: session
-                .scopes
-                .iter()
-                .map(|s| s.as_str().to_string())
-                .collect(),
-            models: Vec::new(),
-            expires_at: Some(session.expires_at),
-        },
+fn validation(info: CredentialInfo) -> proto::ValidateResponse {
+    proto::ValidateResponse {
+        valid: info.valid,
+        kind: info.kind.unwrap_or_default().to_string(),
+        id: info.id.unwrap_or_default(),
+        scopes: info.scopes.iter().map(|s| s.as_str().to_string()).collect(),
+        models: info.models.unwrap_or_default(),
+        expires_at: info.expires_at,
     }
 }
 
@@ -249,51 +223,53 @@ fn validation(caller: Option<Caller>) -> proto::ValidateResponse {
 #[derive(Clone)]
 pub struct MonitoringService {
     state: Arc<OnceLock<AppState>>,
+    phase: watch::Receiver<Phase>,
 }
 
 impl MonitoringService {
     /// A service that answers once `state` is set.
     pub fn new(state: Arc<OnceLock<AppState>>) -> Self {
-        Self { state }
+        Self {
+            state,
+            phase: Phase::never(),
+        }
+    }
+
+    /// The same service, ending its stats feeds when `phase` reaches [`Phase::Draining`].
+    pub fn with_phase(self, phase: watch::Receiver<Phase>) -> Self {
+        Self { phase, ..self }
     }
 }
 
 /// The statistics of the server and of each chat model's engine now.
 fn stats(state: &AppState) -> proto::Stats {
-    let totals = state.metrics().totals();
-    let engines = state
-        .models()
-        .engines()
-        .map(|engine| {
-            let s = engine.stats();
-            proto::EngineStats {
-                model: engine.model().name().to_string(),
-                waiting_requests: s.waiting_requests as u64,
-                running_requests: s.running_requests as u64,
-                running_sequences: s.running_seqs as u64,
-                kv_blocks_total: s.kv_blocks_total as u64,
-                kv_blocks_used: s.kv_blocks_used as u64,
-                kv_blocks_free: s.kv_blocks_free as u64,
-                kv_blocks_cached: s.kv_blocks_cached as u64,
-                prefix_cache_hits: s.prefix_cache_hits,
-                preemptions: s.preemptions,
-                cancelled_requests: s.cancelled_requests,
-                steps: s.steps,
-                tokens_generated: s.tokens_generated,
-                prefill_tokens: s.prefill_tokens,
-            }
-        })
-        .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = snapshot(state);
     proto::Stats {
-        timestamp_ms: i64::try_from(now.as_millis()).unwrap_or(i64::MAX),
-        uptime_seconds: now.as_secs().saturating_sub(state.started()),
-        requests_total: totals.requests,
-        prompt_tokens_total: totals.prompt_tokens,
-        completion_tokens_total: totals.completion_tokens,
-        engines,
+        timestamp_ms: now.timestamp_ms,
+        uptime_seconds: now.uptime_seconds,
+        requests_total: now.requests_total,
+        prompt_tokens_total: now.prompt_tokens_total,
+        completion_tokens_total: now.completion_tokens_total,
+        engines: now
+            .engines
+            .into_iter()
+            .map(|e| proto::EngineStats {
+                model: e.model,
+                waiting_requests: e.waiting_requests,
+                running_requests: e.running_requests,
+                running_sequences: e.running_sequences,
+                kv_blocks_total: e.kv_blocks_total,
+                kv_blocks_used: e.kv_blocks_used,
+                kv_blocks_free: e.kv_blocks_free,
+                kv_blocks_cached: e.kv_blocks_cached,
+                prefix_cache_hits: e.prefix_cache_hits,
+                preemptions: e.preemptions,
+                cancelled_requests: e.cancelled_requests,
+                steps: e.steps,
+                tokens_generated: e.tokens_generated,
+                prefill_tokens: e.prefill_tokens,
+            })
+            .collect(),
     }
 }
 
@@ -326,10 +302,13 @@ impl proto::monitoring_server::Monitoring for MonitoringService {
         };
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Ends when the caller goes away: tonic drops the stream.
-        let feed = stream::unfold((state, ticks), |(state, mut ticks)| async move {
-            ticks.tick().await;
-            Some((Ok(stats(&state)), (state, ticks)))
+        // Ends when the caller goes away (tonic drops the stream) or the server shuts down.
+        let start = (state, ticks, self.phase.clone());
+        let feed = stream::unfold(start, |(state, mut ticks, mut phase)| async move {
+            tokio::select! {
+                _ = ticks.tick() => Some((Ok(stats(&state)), (state, ticks, phase))),
+                () = Phase::reached(&mut phase, Phase::Draining) => None,
+            }
         });
         Ok(Response::new(Box::pin(feed)))
     }

@@ -7,7 +7,9 @@ mod convert;
 mod server;
 
 pub use admin::{AuthService, MonitoringService};
+
 pub use server::serve_grpc;
+use tokio::sync::watch;
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -39,12 +41,21 @@ use proto::inference_server::Inference;
 #[derive(Clone)]
 pub struct InferenceService {
     state: Arc<OnceLock<AppState>>,
+    phase: watch::Receiver<Phase>,
 }
 
 impl InferenceService {
     /// A service that answers once `state` is set.
     pub fn new(state: Arc<OnceLock<AppState>>) -> Self {
-        Self { state }
+        Self {
+            state,
+            phase: Phase::never(),
+        }
+    }
+
+    /// The same service, cutting its streams off when `phase` reaches [`Phase::Cut`].
+    pub fn with_phase(self, phase: watch::Receiver<Phase>) -> Self {
+        Self { phase, ..self }
     }
 
     /// The loaded state and the authenticated caller, who must have the inference scope and,
@@ -68,6 +79,32 @@ impl InferenceService {
     }
 }
 
+/// How far a shutdown has gone, as the streaming calls see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Serving.
+    Serving,
+    /// Shutting down: no new calls; endless streams (the stats feed) end, generations finish.
+    Draining,
+    /// The grace period is over: generations still streaming are cut off (and accounted for
+    /// as cancelled) before the server stops.
+    Cut,
+}
+
+impl Phase {
+    /// A phase that stays [`Phase::Serving`].
+    pub fn never() -> watch::Receiver<Phase> {
+        watch::channel(Phase::Serving).1
+    }
+
+    /// Resolves once `phase` reaches `at`; never, if its sender is gone without it.
+    pub(crate) async fn reached(phase: &mut watch::Receiver<Phase>, at: Phase) {
+        if phase.wait_for(|p| *p >= at).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// A server-streamed generation.
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::GenerationEvent, Status>> + Send>>;
 
@@ -78,12 +115,24 @@ fn event(event: Event) -> proto::GenerationEvent {
 /// The engine's events as protobuf events: `started`, the tokens, `finished`; an error ends
 /// the stream with its status. Dropping the stream (the client went away) cancels the
 /// generation.
-fn event_stream(events: Events, id: String, model: String) -> EventStream {
+fn event_stream(
+    events: Events,
+    id: String,
+    model: String,
+    phase: watch::Receiver<Phase>,
+) -> EventStream {
     let created = unix_now();
     // The id and model go out once, with `started`.
-    let stream = stream::unfold(Some((events, Some((id, model)))), move |state| async move {
-        let (mut events, mut header) = state?;
-        let item = match events.next().await {
+    let start = Some((events, Some((id, model)), phase));
+    let stream = stream::unfold(start, move |state| async move {
+        let (mut events, mut header, mut phase) = state?;
+        let next = tokio::select! {
+            next = events.next() => next,
+            () = Phase::reached(&mut phase, Phase::Cut) => {
+                Err(ApiError::overloaded("the server is shutting down"))
+            }
+        };
+        let item = match next {
             Ok(EngineEvent::Started { prompt_tokens }) => {
                 let (id, model) = header.take().unwrap_or_default();
                 Ok(event(Event::Started(proto::Started {
@@ -107,7 +156,7 @@ fn event_stream(events: Events, id: String, model: String) -> EventStream {
             Ok(EngineEvent::Failed(e)) => Err(Status::from(ApiError::from(e))),
             Err(e) => Err(Status::from(e)),
         };
-        let next = item.is_ok().then_some((events, header));
+        let next = item.is_ok().then_some((events, header, phase));
         Some((item, next))
     });
     Box::pin(stream)
@@ -141,7 +190,12 @@ impl Inference for InferenceService {
         };
         let params = convert::params(request.options);
         let events = submit(state, origin, engine, prompt, params).await?;
-        Ok(Response::new(event_stream(events, id, request.model)))
+        Ok(Response::new(event_stream(
+            events,
+            id,
+            request.model,
+            self.phase.clone(),
+        )))
     }
 
     async fn complete(
@@ -172,7 +226,12 @@ impl Inference for InferenceService {
         };
         let params = convert::params(request.options);
         let events = submit(state, origin, engine, prompt, params).await?;
-        Ok(Response::new(event_stream(events, id, request.model)))
+        Ok(Response::new(event_stream(
+            events,
+            id,
+            request.model,
+            self.phase.clone(),
+        )))
     }
 
     async fn embed(

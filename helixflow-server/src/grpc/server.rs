@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -12,19 +13,21 @@ use tonic_health::ServingStatus;
 use super::proto::auth_server::AuthServer;
 use super::proto::inference_server::InferenceServer;
 use super::proto::monitoring_server::MonitoringServer;
-use super::{AuthService, InferenceService, MonitoringService};
+use super::{AuthService, InferenceService, MonitoringService, Phase};
 use crate::serve::ServeError;
 use crate::state::AppState;
 
-/// Serves the inference, administration and health services on `listener` until `shutdown` resolves, then
-/// lets in-flight calls finish. Calls authenticate as HTTP requests do (`authorization: Bearer
-/// <key>` metadata). `ready` resolves with the loaded state (or never, if loading
-/// fails); until then health says NOT_SERVING and calls are UNAVAILABLE.
+/// Serves the inference, administration and health services on `listener` until `shutdown`
+/// resolves, then lets in-flight calls finish for `grace` and cuts off the streams still open.
+/// Calls authenticate as HTTP requests do (`authorization: Bearer <key>` metadata). `ready`
+/// resolves with the loaded state (or never, if loading fails); until then health says
+/// NOT_SERVING and calls are UNAVAILABLE.
 pub async fn serve_grpc(
     listener: TcpListener,
     tls: Option<(PathBuf, PathBuf)>,
     ready: impl Future<Output = AppState> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) -> Result<(), ServeError> {
     let slot: Arc<OnceLock<AppState>> = Arc::default();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -57,9 +60,21 @@ pub async fn serve_grpc(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServeError::Config(format!("gRPC TLS: {e}")))?;
     }
-    let inference = InferenceServer::new(InferenceService::new(slot.clone()));
+    // Draining when the shutdown comes; `grace` later, streams still open are cut off, so
+    // that every generation has ended (and been accounted for) when this returns.
+    let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Serving);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = phase_tx.send(Phase::Draining);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = phase_tx.send(Phase::Cut);
+        });
+    };
+    let inference =
+        InferenceServer::new(InferenceService::new(slot.clone()).with_phase(phase.clone()));
     let auth = AuthServer::new(AuthService::new(slot.clone()));
-    let monitoring = MonitoringServer::new(MonitoringService::new(slot));
+    let monitoring = MonitoringServer::new(MonitoringService::new(slot).with_phase(phase));
     builder
         .add_service(health_service)
         .add_service(inference)

@@ -75,8 +75,8 @@ pub(crate) struct RevokedKey {
 pub(crate) fn store(state: &AppState) -> Result<&Store, ApiError> {
     state.auth().store().ok_or_else(|| {
         ApiError::invalid(
-            "This server has no platform database: start it with DATABASE_URL (or \
-             DATABASE_TYPE) set to manage keys and users.",
+            "This server has no platform database (it was started with --no-database): \
+             keys, users and usage need one.",
         )
     })
 }

@@ -8,5 +8,6 @@ pub(crate) mod embeddings;
 pub(crate) mod generate;
 pub(crate) mod health;
 pub(crate) mod models;
+pub(crate) mod monitoring;
 pub(crate) mod usage;
 pub(crate) mod users;

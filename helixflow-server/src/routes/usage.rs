@@ -238,8 +238,13 @@ pub(crate) async fn usage_report(
             groups.push(group);
         }
     }
-    if params.key_id.as_ref().is_some_and(|id| id.len() > 200) {
-        return Err(ApiError::invalid_param("key_id", "key_id is too long"));
+    let plausible =
+        |id: &str| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if params.key_id.as_deref().is_some_and(|id| !plausible(id)) {
+        return Err(ApiError::invalid_param(
+            "key_id",
+            "key_id is a key's id: up to 64 characters of A-Z, a-z, 0-9 and _",
+        ));
     }
     let filter = UsageFilter {
         key_id: params.key_id,

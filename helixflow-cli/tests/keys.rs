@@ -97,6 +97,23 @@ fn a_server_on_the_store_accepts_its_keys_until_they_are_revoked() {
         created["id"].as_str().unwrap(),
         created["key"].as_str().unwrap(),
     );
+    let expiring: serde_json::Value = serde_json::from_str(&ok(&helixflow(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "brief",
+            "--expires-in",
+            "3s",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    let (brief, expires_at) = (
+        expiring["key"].as_str().unwrap(),
+        expiring["expires_at"].as_i64().unwrap(),
+    );
     let server = common::Server::spawn_with_env(
         &[
             "--no-tls",
@@ -116,6 +133,26 @@ fn a_server_on_the_store_accepts_its_keys_until_they_are_revoked() {
     assert_eq!(
         common::http_as(&server.url, "GET", "/v1/models", "", Some(key)).0,
         200
+    );
+    // A key that expires: accepted until then, refused from then on.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    if now() + 1 < expires_at {
+        assert_eq!(
+            common::http_as(&server.url, "GET", "/v1/models", "", Some(brief)).0,
+            200
+        );
+    }
+    while now() < expires_at {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        common::http_as(&server.url, "GET", "/v1/models", "", Some(brief)).0,
+        401
     );
     // Revoked from the command line while the server runs: refused within a second or so.
     ok(&helixflow(dir.path(), &["keys", "revoke", id]));

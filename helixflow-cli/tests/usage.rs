@@ -211,3 +211,46 @@ fn key_defaults_round_trip_and_bad_usage_arguments_are_clear_errors() {
         json!([])
     );
 }
+
+/// A hard kill (SIGKILL, no shutdown) loses at most the last flush interval of usage records:
+/// requests that ended more than a second before it are all stored.
+#[test]
+fn a_hard_kill_loses_at_most_the_last_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = json_of(&helixflow(
+        dir.path(),
+        &["keys", "create", "--name", "killed", "--json"],
+    ));
+    let key = created["key"].as_str().unwrap().to_string();
+    let mut server = common::Server::spawn_with_env(
+        &[
+            "--no-tls",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--model",
+            "smollm2-135m-instruct",
+        ],
+        &[],
+    );
+    let body = json!({"model": "smollm2-135m-instruct", "prompt": "Hi", "max_tokens": 3});
+    for _ in 0..4 {
+        let (code, answer) = common::http_as(
+            &server.url,
+            "POST",
+            "/v1/completions",
+            &body.to_string(),
+            Some(&key),
+        );
+        assert_eq!(code, 200, "{answer}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let records = json_of(&helixflow(
+        dir.path(),
+        &["usage", "--records", "--json", "--limit", "100"],
+    ));
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 4, "{records:#?}");
+    assert!(records.iter().all(|r| r["completion_tokens"] == 3));
+}

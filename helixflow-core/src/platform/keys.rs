@@ -266,7 +266,7 @@ fn stored_count(v: Option<u64>) -> Option<i64> {
 
 /// Whether `id` could be a key id; anything else (a NUL byte PostgreSQL would refuse, a huge
 /// string) matches no key without asking the database.
-fn plausible_id(id: &str) -> bool {
+pub fn is_plausible_key_id(id: &str) -> bool {
     id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
@@ -441,7 +441,7 @@ impl Store {
 
     /// The key with this id.
     pub async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, PlatformError> {
-        if !plausible_id(id) {
+        if !is_plausible_key_id(id) {
             return Ok(None);
         }
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
@@ -455,7 +455,7 @@ impl Store {
     /// Revokes a key at once; `false` if no key has this id. Revoking twice keeps the first
     /// time.
     pub async fn revoke_key(&self, id: &str) -> Result<bool, PlatformError> {
-        if !plausible_id(id) {
+        if !is_plausible_key_id(id) {
             return Ok(false);
         }
         let sql = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2";

@@ -27,7 +27,7 @@ mod users;
 
 pub use crate::calendar::utc_date;
 pub use auth::{Authenticator, Caller, CACHE_TTL};
-pub use keys::{ApiKey, BudgetPeriod, CreatedKey, KeyLimits, NewKey, Scope};
+pub use keys::{is_plausible_key_id, ApiKey, BudgetPeriod, CreatedKey, KeyLimits, NewKey, Scope};
 pub use meter::{Meter, Metered, MeteredRequest, Progress, CLIENT_CLOSED};
 pub use quota::{Limit, LimitStatus, QuotaError, QuotaRefusal, Reservation};
 pub use recorder::{UsageRecorder, FLUSH_INTERVAL};

@@ -238,9 +238,11 @@ pub(crate) async fn usage_report(
             groups.push(group);
         }
     }
-    let plausible =
-        |id: &str| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if params.key_id.as_deref().is_some_and(|id| !plausible(id)) {
+    if params
+        .key_id
+        .as_deref()
+        .is_some_and(|id| !helixflow_core::platform::is_plausible_key_id(id))
+    {
         return Err(ApiError::invalid_param(
             "key_id",
             "key_id is a key's id: up to 64 characters of A-Z, a-z, 0-9 and _",

@@ -223,6 +223,42 @@ pub struct TextCompletion {
     pub usage: Usage,
 }
 
+/// One choice's part of a streamed text completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TextChunkChoice {
+    /// Index of the choice.
+    pub index: usize,
+    /// New text.
+    pub text: String,
+    /// Log-probabilities of the tokens in this chunk, when requested, in the legacy shape.
+    pub logprobs: Option<LegacyLogprobs>,
+    /// Set in the last chunk of the choice.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// A streamed piece of a text completion: OpenAI streams `text_completion` objects whose
+/// choices carry text deltas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TextCompletionChunk {
+    /// The same id in every chunk of a completion.
+    pub id: String,
+    /// Always `text_completion`.
+    pub object: String,
+    /// Unix time of creation, in seconds.
+    pub created: u64,
+    /// The model that answers.
+    pub model: String,
+    /// See [`ChatCompletion::system_fingerprint`].
+    pub system_fingerprint: String,
+    /// Usually one choice.
+    pub choices: Vec<TextChunkChoice>,
+    /// Token counts, only in the final chunk when requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
 /// One choice as it is generated: its text, logprobs and finish reason, gathered token by
 /// token and then shaped into a [`ChatCompletion`] or [`TextCompletion`].
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -17,9 +17,11 @@ pub mod models;
 #[cfg(feature = "platform")]
 pub mod platform;
 pub mod registry;
+pub mod request;
 pub mod sampling;
 pub mod source;
 pub mod stop;
+pub mod streaming;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

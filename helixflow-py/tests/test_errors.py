@@ -61,10 +61,10 @@ def test_a_malformed_model_file_does_not_load(tmp_path):
         (dict(n=0), r"\bn\b"),
         (dict(top_p=0), "top_p"),
         (dict(top_logprobs=3), "top_logprobs"),
-        (dict(stop=["a", "b", "c", "d", "e"]), "stop"),  # OpenAI allows 4
+        (dict(stop=[f"s{i}" for i in range(17)]), "stop"),  # HelixFlow allows 16
     ],
     ids=["temperature=5", "max_tokens=0", "n=0", "top_p=0", "top_logprobs-without-logprobs",
-         "5-stop-strings"],
+         "17-stop-strings"],
 )
 def test_out_of_range_values_are_invalid_requests(chat_engine, options, named):
     for stream in (False, True):

@@ -1,11 +1,8 @@
 //! Request bodies of the OpenAI API and their translation into core parameters.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use helixflow_core::generation::GenerationParams;
-use helixflow_core::sampling::SamplingParams;
+use helixflow_core::request::GenerationOptions;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -25,14 +22,6 @@ pub(crate) fn parse_body<T: DeserializeOwned>(
         .map_err(|e| ApiError::invalid(format!("The request body is not valid: {e}")))
 }
 
-/// `stop`: one string or several.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub(crate) enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
 /// `stream_options`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct StreamOptions {
@@ -50,35 +39,9 @@ pub(crate) struct GenerationFields {
     pub(crate) stream: bool,
     /// `include_usage: true` adds a last chunk with the token counts.
     pub(crate) stream_options: Option<StreamOptions>,
-    /// Independent choices to generate (1..=16).
-    pub(crate) n: Option<usize>,
-    /// The same seed and request give the same output.
-    pub(crate) seed: Option<i64>,
-    /// Up to 4 strings that end generation (not included in the output).
-    pub(crate) stop: Option<Stop>,
-    /// Most tokens to generate (default: up to the context length).
-    pub(crate) max_tokens: Option<usize>,
-    /// The newer name of `max_tokens`; wins when both are given.
-    pub(crate) max_completion_tokens: Option<usize>,
-    /// Sampling temperature, 0 (greedy) to 2.
-    pub(crate) temperature: Option<f32>,
-    /// Nucleus sampling mass, (0, 1].
-    pub(crate) top_p: Option<f32>,
-    /// Penalty per previous occurrence of a token, -2 to 2.
-    pub(crate) frequency_penalty: Option<f32>,
-    /// Penalty for any previous occurrence of a token, -2 to 2.
-    pub(crate) presence_penalty: Option<f32>,
-    /// Token id (as a string) to a bias added to its logit, -100 to 100.
-    pub(crate) logit_bias: Option<HashMap<String, f32>>,
-    /// Sample among the k most likely tokens only (extension).
-    pub(crate) top_k: Option<usize>,
-    /// Drop tokens less likely than min_p times the most likely one (extension).
-    pub(crate) min_p: Option<f32>,
-    /// Divide the logits of previous tokens by this (extension; 1 = off).
-    pub(crate) repetition_penalty: Option<f32>,
-    /// vLLM's extension: keep generating past end-of-sequence tokens (benchmarks use it).
-    #[serde(default)]
-    pub(crate) ignore_eos: bool,
+    /// Sampling, length and stop options.
+    #[serde(flatten)]
+    pub(crate) options: GenerationOptions,
     /// Accepted and ignored (OpenAI uses it for abuse monitoring).
     #[allow(dead_code)]
     pub(crate) user: Option<String>,
@@ -90,48 +53,6 @@ impl GenerationFields {
         self.stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage)
-    }
-
-    /// The core parameters; `logprobs`/`top_logprobs` come from the endpoint's own fields.
-    pub(crate) fn params(
-        &self,
-        logprobs: bool,
-        top_logprobs: usize,
-    ) -> Result<GenerationParams, ApiError> {
-        let mut logit_bias = HashMap::new();
-        for (token, bias) in self.logit_bias.iter().flatten() {
-            let id = token.parse::<u32>().map_err(|_| {
-                ApiError::invalid_param("logit_bias", format!("`{token}` is not a token id"))
-            })?;
-            logit_bias.insert(id, *bias);
-        }
-        let seed = self.seed.map(|s| u64::from_ne_bytes(s.to_ne_bytes()));
-        let defaults = SamplingParams::default();
-        Ok(GenerationParams {
-            sampling: SamplingParams {
-                temperature: self.temperature.unwrap_or(defaults.temperature),
-                top_p: self.top_p.unwrap_or(defaults.top_p),
-                top_k: self.top_k,
-                min_p: self.min_p.unwrap_or(defaults.min_p),
-                repetition_penalty: self
-                    .repetition_penalty
-                    .unwrap_or(defaults.repetition_penalty),
-                frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
-                presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
-                logit_bias,
-                seed,
-                logprobs,
-                top_logprobs,
-            },
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            stop: match &self.stop {
-                None => Vec::new(),
-                Some(Stop::One(s)) => vec![s.clone()],
-                Some(Stop::Many(v)) => v.clone(),
-            },
-            n: self.n.unwrap_or(1),
-            ignore_eos: self.ignore_eos,
-        })
     }
 }
 

@@ -766,9 +766,15 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
     ] {
         assert!(completion.get(field).is_some(), "ChatCompletion.{field}");
     }
-    // The shared generation fields are one schema, which both completion requests include.
-    let fields = &doc["components"]["schemas"]["GenerationFields"]["properties"];
-    assert!(fields.get("max_completion_tokens").is_some(), "{fields}");
+    // The shared generation fields are one schema, which both completion requests include,
+    // and the core's generation options one more, which it includes.
+    let options = &doc["components"]["schemas"]["GenerationOptions"]["properties"];
+    assert!(options.get("max_completion_tokens").is_some(), "{options}");
+    let fields = doc["components"]["schemas"]["GenerationFields"].to_string();
+    assert!(
+        fields.contains("#/components/schemas/GenerationOptions"),
+        "{fields}"
+    );
     for request in ["ChatRequest", "CompletionRequest"] {
         let schema = doc["components"]["schemas"][request].to_string();
         assert!(

@@ -189,6 +189,34 @@ impl EmbeddingModel {
         Ok(ids)
     }
 
+    /// The token ids of `text` without the special tokens (`[CLS]`, `[SEP]`) and untruncated.
+    pub fn tokenize_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let lowered = if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_string()
+        };
+        let encoding = self
+            .tokenizer
+            .encode(lowered, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of token ids; `skip_special` leaves special tokens out. Ids outside the
+    /// vocabulary are an [`Error::InvalidRequest`].
+    pub fn detokenize(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(Error::InvalidRequest(format!(
+                "token id {id} is outside the vocabulary of {} tokens",
+                self.vocab_size
+            )));
+        }
+        self.tokenizer
+            .decode(ids, skip_special)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
     /// Embeds each text. Fails with [`Error::InvalidRequest`] when `inputs` is empty; an empty
     /// string is fine (it is just the special tokens).
     pub fn embed(&self, inputs: &[&str]) -> Result<Embeddings> {

@@ -18,5 +18,5 @@ mod worker;
 pub use config::{EngineConfig, KvBudget};
 pub use handle::{Engine, EngineHandle};
 pub use policy::{FcfsPolicy, RunningSeq, SchedulingPolicy, WaitingRequest};
-pub use request::{EngineEvent, RequestStream};
+pub use request::{CancelHandle, EngineEvent, RequestStream};
 pub use stats::EngineStats;

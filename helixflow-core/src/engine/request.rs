@@ -82,6 +82,28 @@ impl RequestStream {
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
     }
+
+    /// A handle that cancels the request from elsewhere (another thread), while this stream
+    /// is being read.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(self.cancelled.clone())
+    }
+}
+
+/// Cancels one request; see [`RequestStream::cancel_handle`].
+#[derive(Debug, Clone)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// Cancels the request: the engine stops it at its next step and frees its KV blocks.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether the request has been cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl Iterator for RequestStream {

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 /// A snapshot of the engine's state and counters.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct EngineStats {
     /// Requests waiting to be admitted.
     pub waiting_requests: usize,
@@ -35,6 +35,8 @@ pub struct EngineStats {
     pub last_batch_seqs: usize,
     /// Tokens in the last step's batch.
     pub last_batch_tokens: usize,
+    /// The most sequences any step has batched together.
+    pub max_batch_seqs: usize,
     /// Times a request was preempted for lack of KV blocks.
     pub preemptions: u64,
     /// Requests finished (all choices done).

@@ -410,6 +410,7 @@ impl Worker {
             s.prefill_tokens += prefill_tokens as u64;
             s.tokens_generated += generated;
             s.last_batch_seqs = plan.len();
+            s.max_batch_seqs = s.max_batch_seqs.max(plan.len());
             s.last_batch_tokens = batch_tokens;
             s.finished_requests += finished_count;
         });

@@ -6,14 +6,12 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use helixflow_core::chat_template::messages_from_openai;
-use helixflow_core::completion::{
-    new_id, system_fingerprint, unix_now, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatDelta, ChoiceLogprobs, TokenLogprob, Usage,
-};
+use helixflow_core::completion::{new_id, unix_now, ChatCompletion, ChatCompletionChunk, Usage};
 use helixflow_core::generation::TokenOutput;
 use helixflow_core::platform::Caller;
+use helixflow_core::streaming::{ChatChunker, ChunkHeader};
 
-use super::generate::{collect, sse, stream_payloads, submit, Origin, StreamShape};
+use super::generate::{collect, sse, stream_payloads, submit, to_json, Origin, StreamShape};
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit;
@@ -42,13 +40,9 @@ pub(crate) async fn chat_completions(
     let fields = &request.fields;
     check_model(&caller, &fields.model)?;
     let engine = state.chat_engine(&fields.model)?;
-    let params = fields.params(request.logprobs, request.top_logprobs.unwrap_or(0))?;
-    if request.top_logprobs.is_some_and(|n| n > 0) && !request.logprobs {
-        return Err(ApiError::invalid_param(
-            "top_logprobs",
-            "top_logprobs needs logprobs: true",
-        ));
-    }
+    let params = fields
+        .options
+        .chat_params(request.logprobs, request.top_logprobs)?;
     let chat = engine.model();
     let messages = messages_from_openai(&request.messages)?;
     let prompt = chat.encode_prompt(&chat.render_chat(&messages)?)?;
@@ -69,66 +63,22 @@ pub(crate) async fn chat_completions(
         let response = Json(answer).into_response();
         return Ok(ratelimit::with_headers(response, &limits, &id));
     }
-    let shape = ChunkShape {
+    let header = ChunkHeader {
         id: id.clone(),
         created,
         model,
-        started: vec![false; n],
-        pending: vec![Vec::new(); n],
     };
+    let shape = ChatChunker::new(header, n);
     let response = sse(stream_payloads(events, fields.include_usage(), shape));
     Ok(ratelimit::with_headers(response, &limits, &id))
 }
 
-/// `chat.completion.chunk` payloads: the role in each choice's first chunk, then text deltas.
-struct ChunkShape {
-    id: String,
-    created: u64,
-    model: String,
-    started: Vec<bool>,
-    /// Each choice's logprobs of tokens whose text is still held back.
-    pending: Vec<Vec<TokenLogprob>>,
-}
-
-impl ChunkShape {
-    fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> String {
-        serde_json::to_string(&ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            system_fingerprint: system_fingerprint(),
-            choices,
-            usage,
-        })
-        .expect("chunks serialise")
-    }
-}
-
-impl StreamShape for ChunkShape {
+impl StreamShape for ChatChunker {
     fn token(&mut self, choice: usize, output: TokenOutput) -> Option<String> {
-        let pending = self.pending.get_mut(choice)?;
-        pending.extend(output.logprob);
-        let first = !std::mem::replace(self.started.get_mut(choice)?, true);
-        if output.text.is_empty() && output.finish.is_none() && !first {
-            // Held back (UTF-8 or a possible stop string): its logprob goes with the text.
-            return None;
-        }
-        let tokens = std::mem::take(pending);
-        let delta = ChatDelta {
-            role: first.then(|| "assistant".to_string()),
-            content: (!output.text.is_empty() || first).then_some(output.text),
-        };
-        let choice = ChatChunkChoice {
-            index: choice,
-            delta,
-            logprobs: (!tokens.is_empty()).then_some(ChoiceLogprobs { content: tokens }),
-            finish_reason: output.finish,
-        };
-        Some(self.chunk(vec![choice], None))
+        ChatChunker::token(self, choice, output).map(|chunk| to_json(&chunk))
     }
 
     fn usage(&self, usage: Usage) -> String {
-        self.chunk(Vec::new(), Some(usage))
+        to_json(&ChatChunker::usage(self, usage))
     }
 }

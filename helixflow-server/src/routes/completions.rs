@@ -6,17 +6,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use helixflow_core::chat_model::ChatModel;
-use helixflow_core::completion::{
-    new_id, system_fingerprint, unix_now, FinishReason, LegacyLogprobs, TextCompletion,
-    TokenLogprob, Usage,
-};
+use helixflow_core::completion::{new_id, unix_now, TextCompletion, Usage};
 use helixflow_core::generation::TokenOutput;
 use helixflow_core::platform::Caller;
 use helixflow_core::sampling::MAX_TOP_LOGPROBS;
-use serde::Serialize;
+use helixflow_core::streaming::{ChunkHeader, TextChunker};
 use serde_json::Value;
 
-use super::generate::{collect, sse, stream_payloads, submit, Origin, StreamShape};
+use super::generate::{collect, sse, stream_payloads, submit, to_json, Origin, StreamShape};
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit;
@@ -83,7 +80,7 @@ pub(crate) async fn completions(
             format!("logprobs must be at most {MAX_TOP_LOGPROBS}"),
         ));
     }
-    let params = fields.params(request.logprobs.is_some(), top)?;
+    let params = fields.options.params(request.logprobs.is_some(), top)?;
     let prompt = prompt_ids(engine.model(), &request.prompt)?;
     if prompt.is_empty() {
         return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
@@ -104,92 +101,22 @@ pub(crate) async fn completions(
         let response = Json(answer).into_response();
         return Ok(ratelimit::with_headers(response, &limits, &id));
     }
-    let shape = TextShape {
+    let header = ChunkHeader {
         id: id.clone(),
         created,
         model,
-        offsets: vec![0; n],
-        pending: vec![Vec::new(); n],
     };
+    let shape = TextChunker::new(header, n);
     let response = sse(stream_payloads(events, fields.include_usage(), shape));
     Ok(ratelimit::with_headers(response, &limits, &id))
 }
 
-/// One streamed `text_completion` payload.
-#[derive(Serialize)]
-struct TextChunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    system_fingerprint: String,
-    choices: Vec<TextChunkChoice>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Usage>,
-}
-
-/// One choice's text delta.
-#[derive(Serialize)]
-struct TextChunkChoice {
-    index: usize,
-    text: String,
-    logprobs: Option<LegacyLogprobs>,
-    finish_reason: Option<FinishReason>,
-}
-
-/// Streamed `text_completion` payloads: one choice's text delta each.
-struct TextShape {
-    id: String,
-    created: u64,
-    model: String,
-    /// Each choice's text length so far, in characters: the next token's `text_offset`.
-    offsets: Vec<usize>,
-    /// Each choice's logprobs of tokens whose text is still held back.
-    pending: Vec<Vec<TokenLogprob>>,
-}
-
-impl TextShape {
-    fn payload(&self, choices: Vec<TextChunkChoice>, usage: Option<Usage>) -> String {
-        serde_json::to_string(&TextChunk {
-            id: &self.id,
-            object: "text_completion",
-            created: self.created,
-            model: &self.model,
-            system_fingerprint: system_fingerprint(),
-            choices,
-            usage,
-        })
-        .expect("chunks serialise")
-    }
-}
-
-impl StreamShape for TextShape {
+impl StreamShape for TextChunker {
     fn token(&mut self, choice: usize, output: TokenOutput) -> Option<String> {
-        let pending = self.pending.get_mut(choice)?;
-        pending.extend(output.logprob);
-        if output.text.is_empty() && output.finish.is_none() {
-            return None; // held back: its logprob goes out with the next text
-        }
-        let offset = self.offsets.get_mut(choice)?;
-        let tokens = std::mem::take(pending);
-        let logprobs = (!tokens.is_empty()).then(|| {
-            let legacy = LegacyLogprobs::new(&tokens, *offset);
-            *offset += tokens
-                .iter()
-                .map(|t| t.token.chars().count())
-                .sum::<usize>();
-            legacy
-        });
-        let delta = TextChunkChoice {
-            index: choice,
-            text: output.text,
-            logprobs,
-            finish_reason: output.finish,
-        };
-        Some(self.payload(vec![delta], None))
+        TextChunker::token(self, choice, output).map(|chunk| to_json(&chunk))
     }
 
     fn usage(&self, usage: Usage) -> String {
-        self.payload(Vec::new(), Some(usage))
+        to_json(&TextChunker::usage(self, usage))
     }
 }

@@ -12,6 +12,7 @@ use helixflow_core::completion::{GeneratedChoice, Usage};
 use helixflow_core::engine::{EngineEvent, EngineHandle};
 use helixflow_core::generation::{GenerationParams, TokenOutput};
 use helixflow_core::platform::{Caller, LimitStatus, Metered, MeteredRequest};
+use helixflow_core::streaming::ChoiceCollector;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -164,23 +165,18 @@ pub(crate) async fn collect(
     n: usize,
     logprobs: bool,
 ) -> Result<Collected, ApiError> {
-    let mut choices: Vec<GeneratedChoice> =
-        (0..n).map(|_| GeneratedChoice::new(logprobs)).collect();
+    let mut collector = ChoiceCollector::new(n, logprobs);
     loop {
-        match events.next().await? {
-            EngineEvent::Started { .. } => {}
-            EngineEvent::Token { choice, output } => {
-                if let Some(c) = choices.get_mut(choice) {
-                    c.push(&output);
-                }
-            }
-            EngineEvent::Done { completion_tokens } => {
-                let usage = Usage::new(events.prompt_tokens(), completion_tokens);
-                return Ok(Collected { choices, usage });
-            }
-            EngineEvent::Failed(e) => return Err(e.into()),
+        if let Some(usage) = collector.push(events.next().await?)? {
+            let choices = collector.into_choices();
+            return Ok(Collected { choices, usage });
         }
     }
+}
+
+/// A payload as JSON; the response types always serialise.
+pub(crate) fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("response types serialise")
 }
 
 /// What a streaming endpoint makes of the engine's events: a JSON payload per token (or none,

@@ -1,0 +1,165 @@
+//! Generation options as the OpenAI API names them, before defaults apply: what an HTTP body
+//! or a Python call carries, turned into [`GenerationParams`] in one place.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::generation::GenerationParams;
+use crate::sampling::SamplingParams;
+use crate::{Error, Result};
+
+/// `stop`: one string or several.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Stop {
+    /// A single stop string.
+    One(String),
+    /// Several stop strings.
+    Many(Vec<String>),
+}
+
+/// The generation options of chat and text completions; every one may be left out.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GenerationOptions {
+    /// Independent choices to generate (1..=16).
+    pub n: Option<usize>,
+    /// The same seed and request give the same output.
+    pub seed: Option<i64>,
+    /// Up to 16 strings that end generation (not included in the output).
+    pub stop: Option<Stop>,
+    /// Most tokens to generate (default: up to the context length).
+    pub max_tokens: Option<usize>,
+    /// The newer name of `max_tokens`; wins when both are given.
+    pub max_completion_tokens: Option<usize>,
+    /// Sampling temperature, 0 (greedy) to 2.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass, (0, 1].
+    pub top_p: Option<f32>,
+    /// Penalty per previous occurrence of a token, -2 to 2.
+    pub frequency_penalty: Option<f32>,
+    /// Penalty for any previous occurrence of a token, -2 to 2.
+    pub presence_penalty: Option<f32>,
+    /// Token id (as a string) to a bias added to its logit, -100 to 100.
+    pub logit_bias: Option<HashMap<String, f32>>,
+    /// Sample among the k most likely tokens only (extension).
+    pub top_k: Option<usize>,
+    /// Drop tokens less likely than min_p times the most likely one (extension).
+    pub min_p: Option<f32>,
+    /// Divide the logits of previous tokens by this (extension; 1 = off).
+    pub repetition_penalty: Option<f32>,
+    /// vLLM's extension: keep generating past end-of-sequence tokens (benchmarks use it).
+    #[serde(default)]
+    pub ignore_eos: bool,
+}
+
+impl GenerationOptions {
+    /// The core parameters, defaults filled in; `logprobs`/`top_logprobs` come from the
+    /// endpoint's own fields (chat and text completions name them differently). Values are
+    /// range-checked later, against the model, by [`GenerationParams::validate`].
+    pub fn params(&self, logprobs: bool, top_logprobs: usize) -> Result<GenerationParams> {
+        let mut logit_bias = HashMap::new();
+        for (token, bias) in self.logit_bias.iter().flatten() {
+            let id = token.parse::<u32>().map_err(|_| {
+                Error::InvalidRequest(format!("logit_bias: `{token}` is not a token id"))
+            })?;
+            logit_bias.insert(id, *bias);
+        }
+        // Seeds are signed in the API; every bit pattern is a distinct seed.
+        let seed = self.seed.map(|s| u64::from_ne_bytes(s.to_ne_bytes()));
+        let defaults = SamplingParams::default();
+        Ok(GenerationParams {
+            sampling: SamplingParams {
+                temperature: self.temperature.unwrap_or(defaults.temperature),
+                top_p: self.top_p.unwrap_or(defaults.top_p),
+                top_k: self.top_k,
+                min_p: self.min_p.unwrap_or(defaults.min_p),
+                repetition_penalty: self
+                    .repetition_penalty
+                    .unwrap_or(defaults.repetition_penalty),
+                frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+                presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
+                logit_bias,
+                seed,
+                logprobs,
+                top_logprobs,
+            },
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s.clone()],
+                Some(Stop::Many(v)) => v.clone(),
+            },
+            n: self.n.unwrap_or(1),
+            ignore_eos: self.ignore_eos,
+        })
+    }
+
+    /// [`GenerationOptions::params`] for a chat completion, whose `top_logprobs` needs
+    /// `logprobs`.
+    pub fn chat_params(
+        &self,
+        logprobs: bool,
+        top_logprobs: Option<usize>,
+    ) -> Result<GenerationParams> {
+        if top_logprobs.is_some_and(|n| n > 0) && !logprobs {
+            return Err(Error::InvalidRequest(
+                "top_logprobs needs logprobs: true".into(),
+            ));
+        }
+        self.params(logprobs, top_logprobs.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(json: serde_json::Value) -> GenerationOptions {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn unset_options_take_the_defaults() {
+        let params = options(serde_json::json!({})).params(false, 0).unwrap();
+        assert_eq!(params.sampling, SamplingParams::default());
+        assert_eq!((params.n, params.max_tokens), (1, None));
+        assert!(params.stop.is_empty());
+    }
+
+    #[test]
+    fn options_map_onto_the_parameters() {
+        let params = options(serde_json::json!({
+            "n": 2, "seed": -1, "stop": "x", "max_tokens": 5, "max_completion_tokens": 7,
+            "temperature": 0.5, "logit_bias": {"42": -100.0}, "top_k": 3
+        }))
+        .params(true, 2)
+        .unwrap();
+        assert_eq!(params.n, 2);
+        assert_eq!(params.sampling.seed, Some(u64::MAX));
+        assert_eq!(params.stop, ["x"]);
+        assert_eq!(params.max_tokens, Some(7));
+        assert_eq!(params.sampling.temperature, 0.5);
+        assert_eq!(params.sampling.logit_bias[&42], -100.0);
+        assert_eq!(params.sampling.top_k, Some(3));
+        assert!(params.sampling.logprobs);
+        assert_eq!(params.sampling.top_logprobs, 2);
+    }
+
+    #[test]
+    fn bad_logit_bias_keys_and_lone_top_logprobs_are_refused() {
+        let bias = options(serde_json::json!({"logit_bias": {"word": 1.0}}));
+        assert!(matches!(
+            bias.params(false, 0),
+            Err(Error::InvalidRequest(_))
+        ));
+        let none = GenerationOptions::default();
+        assert!(matches!(
+            none.chat_params(false, Some(2)),
+            Err(Error::InvalidRequest(m)) if m.contains("top_logprobs")
+        ));
+        assert!(none.chat_params(false, Some(0)).is_ok());
+    }
+}

@@ -1,0 +1,277 @@
+//! Shaping a request's engine events into OpenAI's objects, the same for every front end:
+//! [`ChoiceCollector`] gathers a whole answer, [`ChatChunker`] and [`TextChunker`] make the
+//! chunks of a streamed one.
+//!
+//! A token whose text is held back (part of a UTF-8 character, or a possible stop string)
+//! makes no chunk; its logprob goes out with the next chunk that has text, so every logprob
+//! arrives exactly once and in order.
+
+use crate::completion::{
+    system_fingerprint, ChatChunkChoice, ChatCompletionChunk, ChatDelta, ChoiceLogprobs,
+    GeneratedChoice, LegacyLogprobs, TextChunkChoice, TextCompletionChunk, TokenLogprob, Usage,
+};
+use crate::engine::EngineEvent;
+use crate::generation::TokenOutput;
+use crate::Result;
+
+/// Gathers a request's events into its finished choices.
+#[derive(Debug)]
+pub struct ChoiceCollector {
+    choices: Vec<GeneratedChoice>,
+    prompt_tokens: usize,
+}
+
+impl ChoiceCollector {
+    /// A collector for `n` choices; `logprobs` says whether they carry logprobs.
+    pub fn new(n: usize, logprobs: bool) -> Self {
+        Self {
+            choices: (0..n).map(|_| GeneratedChoice::new(logprobs)).collect(),
+            prompt_tokens: 0,
+        }
+    }
+
+    /// Takes one event: the usage once the request is done, the engine's error if it failed,
+    /// `None` while it runs.
+    pub fn push(&mut self, event: EngineEvent) -> Result<Option<Usage>> {
+        match event {
+            EngineEvent::Started { prompt_tokens } => self.prompt_tokens = prompt_tokens,
+            EngineEvent::Token { choice, output } => {
+                if let Some(c) = self.choices.get_mut(choice) {
+                    c.push(&output);
+                }
+            }
+            EngineEvent::Done { completion_tokens } => {
+                return Ok(Some(Usage::new(self.prompt_tokens, completion_tokens)));
+            }
+            EngineEvent::Failed(e) => return Err(e),
+        }
+        Ok(None)
+    }
+
+    /// The prompt's length, once the `Started` event has been seen.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// The choices, in index order.
+    pub fn into_choices(self) -> Vec<GeneratedChoice> {
+        self.choices
+    }
+}
+
+/// What every chunk of one streamed completion shares.
+#[derive(Debug, Clone)]
+pub struct ChunkHeader {
+    /// The completion's id.
+    pub id: String,
+    /// Unix time of creation, in seconds.
+    pub created: u64,
+    /// The model that answers.
+    pub model: String,
+}
+
+/// Makes the `chat.completion.chunk`s of a streamed chat completion: the role in each
+/// choice's first chunk, then text deltas.
+#[derive(Debug)]
+pub struct ChatChunker {
+    header: ChunkHeader,
+    started: Vec<bool>,
+    /// Each choice's logprobs of tokens whose text is still held back.
+    pending: Vec<Vec<TokenLogprob>>,
+}
+
+impl ChatChunker {
+    /// A chunker for `n` choices.
+    pub fn new(header: ChunkHeader, n: usize) -> Self {
+        Self {
+            header,
+            started: vec![false; n],
+            pending: vec![Vec::new(); n],
+        }
+    }
+
+    /// The chunk of choice `choice`'s token `output`, if it has one to send.
+    pub fn token(&mut self, choice: usize, output: TokenOutput) -> Option<ChatCompletionChunk> {
+        let pending = self.pending.get_mut(choice)?;
+        pending.extend(output.logprob);
+        let first = !std::mem::replace(self.started.get_mut(choice)?, true);
+        if output.text.is_empty() && output.finish.is_none() && !first {
+            return None;
+        }
+        let tokens = std::mem::take(pending);
+        let delta = ChatDelta {
+            role: first.then(|| "assistant".to_string()),
+            content: (!output.text.is_empty() || first).then_some(output.text),
+        };
+        let choice = ChatChunkChoice {
+            index: choice,
+            delta,
+            logprobs: (!tokens.is_empty()).then_some(ChoiceLogprobs { content: tokens }),
+            finish_reason: output.finish,
+        };
+        Some(self.chunk(vec![choice], None))
+    }
+
+    /// The last chunk: no choices, the usage counts.
+    pub fn usage(&self, usage: Usage) -> ChatCompletionChunk {
+        self.chunk(Vec::new(), Some(usage))
+    }
+
+    fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.header.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.header.created,
+            model: self.header.model.clone(),
+            system_fingerprint: system_fingerprint(),
+            choices,
+            usage,
+        }
+    }
+}
+
+/// Makes the chunks of a streamed text completion: one choice's text delta each, with the
+/// legacy logprobs whose `text_offset`s continue across chunks.
+#[derive(Debug)]
+pub struct TextChunker {
+    header: ChunkHeader,
+    /// Each choice's text length so far, in characters: the next token's `text_offset`.
+    offsets: Vec<usize>,
+    /// Each choice's logprobs of tokens whose text is still held back.
+    pending: Vec<Vec<TokenLogprob>>,
+}
+
+impl TextChunker {
+    /// A chunker for `n` choices.
+    pub fn new(header: ChunkHeader, n: usize) -> Self {
+        Self {
+            header,
+            offsets: vec![0; n],
+            pending: vec![Vec::new(); n],
+        }
+    }
+
+    /// The chunk of choice `choice`'s token `output`, if it has one to send.
+    pub fn token(&mut self, choice: usize, output: TokenOutput) -> Option<TextCompletionChunk> {
+        let pending = self.pending.get_mut(choice)?;
+        pending.extend(output.logprob);
+        if output.text.is_empty() && output.finish.is_none() {
+            return None;
+        }
+        let offset = self.offsets.get_mut(choice)?;
+        let tokens = std::mem::take(pending);
+        let logprobs = (!tokens.is_empty()).then(|| {
+            let legacy = LegacyLogprobs::new(&tokens, *offset);
+            *offset += tokens
+                .iter()
+                .map(|t| t.token.chars().count())
+                .sum::<usize>();
+            legacy
+        });
+        let delta = TextChunkChoice {
+            index: choice,
+            text: output.text,
+            logprobs,
+            finish_reason: output.finish,
+        };
+        Some(self.chunk(vec![delta], None))
+    }
+
+    /// The last chunk: no choices, the usage counts.
+    pub fn usage(&self, usage: Usage) -> TextCompletionChunk {
+        self.chunk(Vec::new(), Some(usage))
+    }
+
+    fn chunk(&self, choices: Vec<TextChunkChoice>, usage: Option<Usage>) -> TextCompletionChunk {
+        TextCompletionChunk {
+            id: self.header.id.clone(),
+            object: "text_completion".into(),
+            created: self.header.created,
+            model: self.header.model.clone(),
+            system_fingerprint: system_fingerprint(),
+            choices,
+            usage,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::completion::FinishReason;
+
+    fn header() -> ChunkHeader {
+        ChunkHeader {
+            id: "x".into(),
+            created: 1,
+            model: "m".into(),
+        }
+    }
+
+    fn output(text: &str, logprob: f32, finish: Option<FinishReason>) -> TokenOutput {
+        TokenOutput {
+            token: 0,
+            text: text.into(),
+            logprob: Some(TokenLogprob {
+                token: format!("t{logprob}"),
+                logprob,
+                bytes: Vec::new(),
+                top_logprobs: Vec::new(),
+            }),
+            finish,
+        }
+    }
+
+    #[test]
+    fn held_back_logprobs_go_out_with_the_next_text() {
+        let mut chat = ChatChunker::new(header(), 1);
+        let first = chat.token(0, output("", -1.0, None)).unwrap();
+        assert_eq!(first.choices[0].delta.role.as_deref(), Some("assistant"));
+        assert!(chat.token(0, output("", -2.0, None)).is_none());
+        let next = chat
+            .token(0, output("é", -3.0, Some(FinishReason::Stop)))
+            .unwrap();
+        let logprobs = next.choices[0].logprobs.as_ref().unwrap();
+        assert_eq!(logprobs.content.len(), 2);
+        assert_eq!(next.choices[0].finish_reason, Some(FinishReason::Stop));
+        assert_eq!(chat.usage(Usage::new(3, 3)).choices.len(), 0);
+    }
+
+    #[test]
+    fn text_offsets_continue_across_chunks() {
+        let mut text = TextChunker::new(header(), 2);
+        assert!(text.token(1, output("", -1.0, None)).is_none());
+        let a = text.token(1, output("ab", -2.0, None)).unwrap();
+        let offsets = &a.choices[0].logprobs.as_ref().unwrap().text_offset;
+        assert_eq!(offsets, &[0, 3]); // "t-1" is 3 characters
+        let b = text.token(1, output("c", -3.0, None)).unwrap();
+        assert_eq!(b.choices[0].logprobs.as_ref().unwrap().text_offset, [6]);
+        assert!(text.token(5, output("c", -3.0, None)).is_none());
+    }
+
+    #[test]
+    fn the_collector_gathers_choices_and_counts() {
+        let mut collector = ChoiceCollector::new(2, false);
+        let events = [
+            EngineEvent::Started { prompt_tokens: 4 },
+            EngineEvent::Token {
+                choice: 1,
+                output: output("hi", -1.0, Some(FinishReason::Length)),
+            },
+        ];
+        for event in events {
+            assert_eq!(collector.push(event).unwrap(), None);
+        }
+        let done = EngineEvent::Done {
+            completion_tokens: 1,
+        };
+        assert_eq!(collector.push(done).unwrap(), Some(Usage::new(4, 1)));
+        let choices = collector.into_choices();
+        assert_eq!(choices[1].text, "hi");
+        assert_eq!(choices[0].tokens, 0);
+        let mut failing = ChoiceCollector::new(1, false);
+        assert!(failing
+            .push(EngineEvent::Failed(crate::Error::EngineStopped))
+            .is_err());
+    }
+}

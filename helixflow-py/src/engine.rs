@@ -1,0 +1,327 @@
+//! `helixflow._native.NativeEngine`: one model, loaded as the CLI loads it, with its engine.
+//! The Python package (`helixflow.Engine`) checks argument types and shapes the JSON this
+//! returns into OpenAI-like objects; everything else happens here and in the core.
+
+use std::sync::{PoisonError, RwLock};
+
+use helixflow_core::chat_template::messages_from_openai;
+use helixflow_core::completion::{new_id, unix_now};
+use helixflow_core::engine::{EngineConfig, EngineHandle, KvBudget};
+use helixflow_core::registry::{ModelRegistry, ServedModel};
+use helixflow_core::request::GenerationOptions;
+use helixflow_core::sampling::MAX_TOP_LOGPROBS;
+use helixflow_core::source::StderrProgress;
+use helixflow_core::streaming::ChunkHeader;
+use helixflow_core::Error;
+use pyo3::prelude::*;
+use pyo3::types::PyByteArray;
+
+use crate::errors::{catch, exception, guarded, to_py};
+use crate::generation::{NativeGeneration, Request, Shape};
+
+/// A text completion's prompt: text, or token ids.
+#[derive(FromPyObject)]
+pub(crate) enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// A loaded model and, for chat models, its running engine.
+#[pyclass(module = "helixflow._native", name = "NativeEngine", frozen)]
+pub(crate) struct NativeEngine {
+    model_id: String,
+    kind: &'static str,
+    context_length: Option<usize>,
+    dimension: Option<usize>,
+    /// `None` once closed.
+    served: RwLock<Option<ServedModel>>,
+}
+
+fn invalid(message: impl Into<String>) -> PyErr {
+    exception("InvalidRequestError", message)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> PyResult<T> {
+    serde_json::from_str(json).map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+impl NativeEngine {
+    fn served(&self) -> PyResult<ServedModel> {
+        self.served
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| to_py(Error::EngineStopped))
+    }
+
+    fn engine(&self) -> PyResult<EngineHandle> {
+        match self.served()? {
+            ServedModel::Chat(engine) => Ok(engine),
+            ServedModel::Embedding(_) => Err(to_py(Error::WrongModelKind {
+                model: self.model_id.clone(),
+                wanted: helixflow_core::source::ModelKind::Chat,
+            })),
+        }
+    }
+
+    fn embedder(&self) -> PyResult<std::sync::Arc<helixflow_core::embeddings::EmbeddingModel>> {
+        match self.served()? {
+            ServedModel::Embedding(model) => Ok(model),
+            ServedModel::Chat(_) => Err(to_py(Error::WrongModelKind {
+                model: self.model_id.clone(),
+                wanted: helixflow_core::source::ModelKind::Embedding,
+            })),
+        }
+    }
+
+    /// Queues `prompt` and returns the generation to read.
+    fn submit(
+        &self,
+        engine: &EngineHandle,
+        prompt: Vec<u32>,
+        params: helixflow_core::generation::GenerationParams,
+        shape: Shape,
+        include_usage: bool,
+    ) -> PyResult<NativeGeneration> {
+        let (n, logprobs) = (params.n, params.sampling.logprobs);
+        let events = guarded(|| engine.submit(prompt, params))?;
+        let prefix = match shape {
+            Shape::Chat => "chatcmpl",
+            Shape::Text => "cmpl",
+        };
+        let header = ChunkHeader {
+            id: new_id(prefix),
+            created: unix_now(),
+            model: self.model_id.clone(),
+        };
+        Ok(NativeGeneration::new(
+            events,
+            Request {
+                shape,
+                header,
+                n,
+                logprobs,
+                include_usage,
+            },
+        ))
+    }
+}
+
+#[pymethods]
+impl NativeEngine {
+    #[new]
+    #[pyo3(signature = (model, *, max_num_seqs=None, max_batched_tokens=None, queue_capacity=None,
+                        block_size=None, kv_cache_bytes=None, kv_cache_fraction=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        model: String,
+        max_num_seqs: Option<usize>,
+        max_batched_tokens: Option<usize>,
+        queue_capacity: Option<usize>,
+        block_size: Option<usize>,
+        kv_cache_bytes: Option<usize>,
+        kv_cache_fraction: Option<f64>,
+    ) -> PyResult<Self> {
+        let defaults = EngineConfig::default();
+        let kv_budget = match (kv_cache_bytes, kv_cache_fraction) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give kv_cache_bytes or kv_cache_fraction, not both",
+                ))
+            }
+            (Some(bytes), None) => KvBudget::Bytes(bytes),
+            (None, Some(fraction)) => KvBudget::FractionOfMemory(fraction),
+            (None, None) => defaults.kv_budget,
+        };
+        let config = EngineConfig {
+            max_num_seqs: max_num_seqs.unwrap_or(defaults.max_num_seqs),
+            max_batched_tokens: max_batched_tokens.unwrap_or(defaults.max_batched_tokens),
+            queue_capacity: queue_capacity.unwrap_or(defaults.queue_capacity),
+            block_size: block_size.unwrap_or(defaults.block_size),
+            kv_budget,
+        };
+        guarded(|| config.validate())?;
+        // Loading (and a first download) takes a while: other Python threads run meanwhile.
+        let registry =
+            py.detach(|| catch(|| ModelRegistry::load(&[model], &config, &StderrProgress)))?;
+        let served = registry
+            .models()
+            .first()
+            .cloned()
+            .ok_or_else(|| exception("InternalError", "no model was loaded"))?;
+        let (kind, context_length, dimension) = match &served {
+            ServedModel::Chat(engine) => ("chat", Some(engine.model().context_length()), None),
+            ServedModel::Embedding(model) => ("embedding", None, Some(model.dimension())),
+        };
+        Ok(Self {
+            model_id: served.id().to_string(),
+            kind,
+            context_length,
+            dimension,
+            served: RwLock::new(Some(served)),
+        })
+    }
+
+    /// The model's id.
+    #[getter]
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// `chat` or `embedding`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// A chat model's context length in tokens.
+    #[getter]
+    fn context_length(&self) -> Option<usize> {
+        self.context_length
+    }
+
+    /// An embedding model's vector length.
+    #[getter]
+    fn dimension(&self) -> Option<usize> {
+        self.dimension
+    }
+
+    /// Queues a chat completion of `messages_json` (OpenAI messages) with `options_json`
+    /// (OpenAI generation options).
+    fn chat(
+        &self,
+        py: Python<'_>,
+        messages_json: &str,
+        options_json: &str,
+        logprobs: bool,
+        top_logprobs: Option<usize>,
+        include_usage: bool,
+    ) -> PyResult<NativeGeneration> {
+        let engine = self.engine()?;
+        let options: GenerationOptions = parse_json("options", options_json)?;
+        let params = guarded(|| options.chat_params(logprobs, top_logprobs))?;
+        let messages: serde_json::Value = parse_json("messages", messages_json)?;
+        let messages = guarded(|| messages_from_openai(&messages))?;
+        let chat = engine.model().clone();
+        let prompt = py.detach(|| catch(|| chat.encode_prompt(&chat.render_chat(&messages)?)))?;
+        self.submit(&engine, prompt, params, Shape::Chat, include_usage)
+    }
+
+    /// Queues a text completion of `prompt` (text or token ids); `logprobs` is the legacy
+    /// API's number of alternatives per token.
+    fn complete(
+        &self,
+        py: Python<'_>,
+        prompt: Prompt,
+        options_json: &str,
+        logprobs: Option<usize>,
+        echo: bool,
+        include_usage: bool,
+    ) -> PyResult<NativeGeneration> {
+        let engine = self.engine()?;
+        if echo {
+            return Err(invalid("echo is not supported"));
+        }
+        let top = logprobs.unwrap_or(0);
+        if top > MAX_TOP_LOGPROBS {
+            return Err(invalid(format!(
+                "logprobs must be at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
+        let options: GenerationOptions = parse_json("options", options_json)?;
+        let params = guarded(|| options.params(logprobs.is_some(), top))?;
+        let ids = match prompt {
+            Prompt::Text(text) => {
+                let chat = engine.model().clone();
+                py.detach(|| catch(|| chat.encode_prompt(&text)))?
+            }
+            Prompt::Ids(ids) => ids,
+        };
+        self.submit(&engine, ids, params, Shape::Text, include_usage)
+    }
+
+    /// One vector per text.
+    fn embed(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<f32>>> {
+        let model = self.embedder()?;
+        let embeddings = py.detach(|| {
+            catch(|| model.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>()))
+        })?;
+        Ok(embeddings.vectors)
+    }
+
+    /// The vectors packed row by row as little-endian f32s, with the number of rows and the
+    /// dimension: what NumPy reads without a copy per number.
+    fn embed_packed<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+    ) -> PyResult<(Bound<'py, PyByteArray>, usize, usize)> {
+        let model = self.embedder()?;
+        let (bytes, rows) = py.detach(|| {
+            catch(|| {
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let vectors = model.embed(&texts)?.vectors;
+                let bytes: Vec<u8> = vectors
+                    .iter()
+                    .flatten()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect();
+                Ok((bytes, vectors.len()))
+            })
+        })?;
+        Ok((PyByteArray::new(py, &bytes), rows, model.dimension()))
+    }
+
+    /// The token ids of `text`; `special` recognises special tokens in the text and adds
+    /// the model's own.
+    fn tokenize(&self, py: Python<'_>, text: &str, special: bool) -> PyResult<Vec<u32>> {
+        let served = self.served()?;
+        let ids = py.detach(|| {
+            catch(|| match &served {
+                ServedModel::Chat(engine) if special => engine.model().encode_prompt(text),
+                ServedModel::Chat(engine) => engine.model().tokenizer().encode(text, false),
+                ServedModel::Embedding(model) if special => model.tokenize(text),
+                ServedModel::Embedding(model) => model.tokenize_plain(text),
+            })
+        })?;
+        Ok(ids)
+    }
+
+    /// The text of token ids.
+    fn detokenize(&self, ids: Vec<u32>, skip_special: bool) -> PyResult<String> {
+        guarded(|| match self.served().map_err(|_| Error::EngineStopped)? {
+            ServedModel::Chat(engine) => {
+                let tokenizer = engine.model().tokenizer();
+                if let Some(&id) = ids
+                    .iter()
+                    .find(|&&id| id as usize >= tokenizer.vocab_size())
+                {
+                    return Err(Error::InvalidRequest(format!(
+                        "token id {id} is outside the vocabulary of {} tokens",
+                        tokenizer.vocab_size()
+                    )));
+                }
+                tokenizer.decode(&ids, skip_special)
+            }
+            ServedModel::Embedding(model) => model.detokenize(&ids, skip_special),
+        })
+    }
+
+    /// The engine's figures as JSON (`{}` for embedding models, which have no engine loop).
+    fn stats(&self) -> PyResult<String> {
+        Ok(match self.served()? {
+            ServedModel::Chat(engine) => serde_json::to_string(&engine.stats())
+                .map_err(|e| exception("InternalError", e.to_string()))?,
+            ServedModel::Embedding(_) => "{}".into(),
+        })
+    }
+
+    /// Drops this handle on the model; running requests finish, new calls fail.
+    fn close(&self) {
+        self.served
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}

@@ -1,0 +1,89 @@
+//! The core's errors as the exceptions of `helixflow._errors`, and a guard that keeps Rust
+//! panics from reaching Python.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use helixflow_core::Error;
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+/// The Python exception class (in `helixflow._errors`) for a core error.
+fn class_name(error: &Error) -> &'static str {
+    match error {
+        Error::ModelNotFound(_) => "ModelNotFoundError",
+        Error::InvalidModelFile { .. }
+        | Error::UnsupportedModel(_)
+        | Error::ChecksumMismatch { .. }
+        | Error::Download { .. }
+        | Error::Io { .. } => "ModelLoadError",
+        Error::ContextOverflow { .. } => "ContextLengthError",
+        Error::WrongModelKind { .. }
+        | Error::InvalidRequest(_)
+        | Error::ChatTemplate { .. }
+        | Error::Tokenizer(_)
+        | Error::Json { .. } => "InvalidRequestError",
+        Error::Overloaded { .. } | Error::KvCacheFull { .. } => "OverloadedError",
+        Error::EngineStopped => "EngineStoppedError",
+        _ => "InternalError",
+    }
+}
+
+/// An exception of class `name` (from `helixflow._errors`) with `message`.
+pub(crate) fn exception(name: &str, message: impl Into<String>) -> PyErr {
+    let message = message.into();
+    Python::attach(|py| {
+        let class = py
+            .import("helixflow._errors")
+            .and_then(|module| module.getattr(name))
+            .and_then(|class| Ok(class.cast_into::<PyType>()?));
+        match class {
+            Ok(class) => PyErr::from_type(class, message),
+            // Only if the package is broken: still an exception, never a crash.
+            Err(e) => e,
+        }
+    })
+}
+
+/// A core error as the matching HelixFlow exception.
+pub(crate) fn to_py(error: Error) -> PyErr {
+    exception(class_name(&error), error.to_string())
+}
+
+/// Why a call into the core failed: its error, or a panic (with the panic's message).
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Core(Error),
+    Panic(String),
+}
+
+impl From<Failure> for PyErr {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Core(error) => to_py(error),
+            Failure::Panic(what) => exception(
+                "InternalError",
+                format!("internal error in the engine: {what}"),
+            ),
+        }
+    }
+}
+
+/// Runs `f`, catching a panic; usable with the GIL released.
+pub(crate) fn catch<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Failure> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(Failure::Core),
+        Err(panic) => Err(Failure::Panic(
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into()),
+        )),
+    }
+}
+
+/// Runs `f` with the GIL held, turning a core error into its exception and a panic into an
+/// `InternalError`.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> PyResult<T> {
+    catch(f).map_err(PyErr::from)
+}

@@ -68,18 +68,28 @@ impl From<Failure> for PyErr {
     }
 }
 
+/// A panic's message.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Runs `f`, catching a panic; usable with the GIL released.
 pub(crate) fn catch<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Failure> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result.map_err(Failure::Core),
-        Err(panic) => Err(Failure::Panic(
-            panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into()),
-        )),
+        Err(panic) => Err(Failure::Panic(panic_message(panic))),
     }
+}
+
+/// Runs a method body, turning a panic into an `InternalError` rather than PyO3's
+/// `PanicException` (which is not an `Exception`, so `except Exception` would miss it).
+pub(crate) fn no_panic<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(Failure::Panic(panic_message(panic)).into()))
 }
 
 /// Runs `f` with the GIL held, turning a core error into its exception and a panic into an

@@ -10,7 +10,7 @@ use helixflow_core::engine::{CancelHandle, EngineEvent, RequestStream};
 use helixflow_core::streaming::{ChatChunker, ChoiceCollector, ChunkHeader, TextChunker};
 use pyo3::prelude::*;
 
-use crate::errors::{exception, to_py};
+use crate::errors::{exception, no_panic, to_py};
 
 /// How often a waiting call looks for signals (Ctrl-C) and cancellation.
 const POLL: Duration = Duration::from_millis(50);
@@ -133,6 +133,23 @@ impl NativeGeneration {
 impl NativeGeneration {
     /// The next chunk as JSON, or `None` at the end (or once cancelled).
     fn next_chunk(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        no_panic(|| self.read_chunk(py))
+    }
+
+    /// Waits for the whole answer and returns it as JSON (a `chat.completion` or a
+    /// `text_completion`).
+    fn result(&self, py: Python<'_>) -> PyResult<String> {
+        no_panic(|| self.read_all(py))
+    }
+
+    /// Cancels the request: the engine stops it at its next step and frees its memory.
+    fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl NativeGeneration {
+    fn read_chunk(&self, py: Python<'_>) -> PyResult<Option<String>> {
         loop {
             let Some(event) = self.next_event(py)? else {
                 return Ok(None);
@@ -172,9 +189,7 @@ impl NativeGeneration {
         }
     }
 
-    /// Waits for the whole answer and returns it as JSON (a `chat.completion` or a
-    /// `text_completion`).
-    fn result(&self, py: Python<'_>) -> PyResult<String> {
+    fn read_all(&self, py: Python<'_>) -> PyResult<String> {
         let request = &self.request;
         let mut collector = ChoiceCollector::new(request.n, request.logprobs);
         let usage = loop {
@@ -192,11 +207,6 @@ impl NativeGeneration {
             Shape::Chat => to_json(&ChatCompletion::new(id, created, model, choices, usage)),
             Shape::Text => to_json(&TextCompletion::new(id, created, model, choices, usage)),
         })
-    }
-
-    /// Cancels the request: the engine stops it at its next step and frees its memory.
-    fn cancel(&self) {
-        self.cancel.cancel();
     }
 }
 

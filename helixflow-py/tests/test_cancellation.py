@@ -3,6 +3,7 @@ block, ctrl-c, cancelling an asyncio task) stops it and gives its KV blocks back
 
 import _thread
 import asyncio
+import signal
 import threading
 import time
 
@@ -55,6 +56,15 @@ INTERRUPT_AFTER = 0.3
 PROMPTLY = INTERRUPT_AFTER + 1.0
 
 
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler, which raises KeyboardInterrupt. A process started in the
+    background inherits SIGINT ignored, and then `interrupt_main` does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_soon() -> threading.Timer:
     """Delivers KeyboardInterrupt to the main thread in 0.3 s, as ctrl-c would."""
     timer = threading.Timer(INTERRUPT_AFTER, _thread.interrupt_main)
@@ -62,7 +72,7 @@ def interrupt_soon() -> threading.Timer:
     return timer
 
 
-def test_ctrl_c_during_a_whole_answer_cancels_it(chat_engine, idle):
+def test_ctrl_c_during_a_whole_answer_cancels_it(chat_engine, idle, sigint_raises):
     before = cancelled(chat_engine)
     returned = False
     start = time.perf_counter()
@@ -80,7 +90,7 @@ def test_ctrl_c_during_a_whole_answer_cancels_it(chat_engine, idle):
     assert cancelled(chat_engine) > before
 
 
-def test_ctrl_c_while_iterating_a_stream_cancels_it(chat_engine, idle):
+def test_ctrl_c_while_iterating_a_stream_cancels_it(chat_engine, idle, sigint_raises):
     before = cancelled(chat_engine)
     finished = False
     start = time.perf_counter()

@@ -15,6 +15,7 @@ from helixflow import (
     InvalidRequestError,
     ModelLoadError,
     ModelNotFoundError,
+    OverloadedError,
     ParameterTypeError,
 )
 
@@ -166,6 +167,22 @@ def test_an_unknown_token_id_is_an_invalid_request(chat_engine):
 def test_bad_engine_options_are_refused(options, error):
     with pytest.raises(error):
         helixflow.Engine(**options)
+
+
+def test_a_full_queue_refuses_requests_at_once():
+    with helixflow.Engine(queue_capacity=2, max_num_seqs=1, kv_cache_bytes=SMALL_KV) as engine:
+        accepted, refused = [], 0
+        for _ in range(40):
+            try:
+                accepted.append(engine.chat(HI, max_tokens=8, stream=True))
+            except OverloadedError as e:
+                assert "overloaded" in str(e)
+                refused += 1
+        assert refused > 0, "nothing was refused"
+        # One running, two waiting, two in the queue at most.
+        assert len(accepted) <= 5, len(accepted)
+        for stream in accepted:
+            assert any(chunk.choices[0].finish_reason for chunk in stream)
 
 
 def test_a_closed_engine_refuses_every_call():

@@ -50,18 +50,36 @@ def stub_class(name: str) -> ast.ClassDef:
     return cls
 
 
-def keyword_options(cls: ast.ClassDef) -> Dict[str, List[Set[str]]]:
-    """Each method's keyword-only parameters, one set per definition (overload)."""
+def typed_dict_keys(module: ast.Module, name: str) -> Set[str]:
+    """The keys of TypedDict `name` in the stub, its bases' included."""
+    [cls] = [n for n in module.body if isinstance(n, ast.ClassDef) and n.name == name]
+    keys = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    for base in cls.bases:
+        if isinstance(base, ast.Name) and base.id != "TypedDict":
+            keys |= typed_dict_keys(module, base.id)
+    return keys
+
+
+def keyword_options(module: ast.Module, cls: ast.ClassDef) -> Dict[str, List[Set[str]]]:
+    """Each method's keyword options, one set per definition (overload): its keyword-only
+    parameters and the keys of the TypedDict its `**options: Unpack[...]` names."""
     methods: Dict[str, List[Set[str]]] = {}
     for node in cls.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             names = {a.arg for a in node.args.kwonlyargs}
+            kwargs = node.args.kwarg
+            if kwargs is not None:
+                annotation = kwargs.annotation
+                assert isinstance(annotation, ast.Subscript), ast.dump(kwargs)
+                assert isinstance(annotation.value, ast.Name) and annotation.value.id == "Unpack"
+                assert isinstance(annotation.slice, ast.Name)
+                names |= typed_dict_keys(module, annotation.slice.id)
             methods.setdefault(node.name, []).append(names)
     return methods
 
 
 def test_the_engine_stub_takes_exactly_the_accepted_options():
-    methods = keyword_options(stub_class("Engine"))
+    methods = keyword_options(stub(), stub_class("Engine"))
     expected = {
         "__init__": _engine._ENGINE_OPTIONS,
         "chat": _engine._CHAT_OPTIONS,

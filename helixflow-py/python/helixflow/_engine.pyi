@@ -20,6 +20,8 @@ from typing import (
     overload,
 )
 
+from typing_extensions import Unpack
+
 from ._types import ChatCompletion, ChatCompletionChunk, Completion, EngineStats, _Record
 
 __all__ = ["Engine", "Stream", "AsyncStream", "DEFAULT_MODEL"]
@@ -50,6 +52,58 @@ class _StreamOptions(TypedDict, total=False):
 
     include_usage: bool
     """Send a last chunk with no choices and the request's token counts."""
+
+class _GenerationOptions(TypedDict, total=False):
+    """Options of chat and text completions, as on the OpenAI API; every one may be left out."""
+
+    stream_options: Optional[_StreamOptions]
+    """``{"include_usage": True}`` adds a last chunk with the token counts."""
+    temperature: Optional[float]
+    """Sampling temperature, 0 (greedy) to 2."""
+    top_p: Optional[float]
+    """Nucleus sampling mass, (0, 1]."""
+    top_k: Optional[int]
+    """Sample among the k most likely tokens only."""
+    min_p: Optional[float]
+    """Drop tokens less likely than min_p times the most likely one."""
+    frequency_penalty: Optional[float]
+    """Penalty per previous occurrence of a token, -2 to 2."""
+    presence_penalty: Optional[float]
+    """Penalty for any previous occurrence of a token, -2 to 2."""
+    repetition_penalty: Optional[float]
+    """Divide the logits of previous tokens by this (1 = off)."""
+    logit_bias: Optional[_LogitBias]
+    """Token id to a bias added to its logit, -100 to 100."""
+    seed: Optional[int]
+    """The same seed and request give the same output."""
+    stop: Optional[_Stop]
+    """Up to 16 strings that end generation (not included in the output)."""
+    max_tokens: Optional[int]
+    """Most tokens to generate per choice (default: up to the context length)."""
+    max_completion_tokens: Optional[int]
+    """The newer name of ``max_tokens``; wins when both are given."""
+    n: Optional[int]
+    """Independent choices to generate (1..=16)."""
+    ignore_eos: Optional[bool]
+    """Keep generating past end-of-turn tokens (benchmarks)."""
+    user: Optional[str]
+    """Accepted and ignored, as OpenAI uses it for abuse monitoring."""
+
+class ChatOptions(_GenerationOptions, total=False):
+    """Options of :meth:`Engine.chat` and :meth:`Engine.achat`."""
+
+    logprobs: Optional[bool]
+    """Report each generated token's log-probability."""
+    top_logprobs: Optional[int]
+    """With ``logprobs``, also the most likely alternatives at each position (0..=20)."""
+
+class CompletionOptions(_GenerationOptions, total=False):
+    """Options of :meth:`Engine.complete` and :meth:`Engine.acomplete`."""
+
+    logprobs: Optional[int]
+    """The legacy API's logprobs: alternatives to report per token (0..=20)."""
+    echo: Optional[bool]
+    """Echo the prompt (not supported: ``True`` is an :class:`InvalidRequestError`)."""
 
 class Stream(Generic[_T_co]):
     """The chunks of a streamed generation, as they are generated.
@@ -148,324 +202,70 @@ class Engine:
     # chat: stream=False (or left out) -> ChatCompletion; stream=True -> Stream of chunks.
     @overload
     def chat(
-        self,
-        messages: Sequence[_Message],
-        *,
-        stream: Optional[Literal[False]] = ...,
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[bool] = ...,
-        top_logprobs: Optional[int] = ...,
+        self, messages: Sequence[_Message], *, stream: Optional[Literal[False]] = ..., **options: Unpack[ChatOptions]
     ) -> ChatCompletion:
         """Answers a conversation (OpenAI ``messages``) as a :class:`ChatCompletion`."""
     @overload
     def chat(
-        self,
-        messages: Sequence[_Message],
-        *,
-        stream: Literal[True],
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[bool] = ...,
-        top_logprobs: Optional[int] = ...,
+        self, messages: Sequence[_Message], *, stream: Literal[True], **options: Unpack[ChatOptions]
     ) -> Stream[ChatCompletionChunk]:
         """Answers a conversation as a :class:`Stream` of :class:`ChatCompletionChunk`."""
     @overload
     def chat(
-        self,
-        messages: Sequence[_Message],
-        *,
-        stream: bool,
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[bool] = ...,
-        top_logprobs: Optional[int] = ...,
+        self, messages: Sequence[_Message], *, stream: bool, **options: Unpack[ChatOptions]
     ) -> Union[ChatCompletion, Stream[ChatCompletionChunk]]:
         """Answers a conversation, streamed or not as ``stream`` says."""
 
     # complete: as chat, for raw prompts; logprobs is the legacy count of alternatives.
     @overload
     def complete(
-        self,
-        prompt: _Prompt,
-        *,
-        stream: Optional[Literal[False]] = ...,
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[int] = ...,
-        echo: Optional[bool] = ...,
+        self, prompt: _Prompt, *, stream: Optional[Literal[False]] = ..., **options: Unpack[CompletionOptions]
     ) -> Completion:
-        """Continues a raw prompt (text or token ids; no chat template) as a
-        :class:`Completion`."""
+        """Continues a raw prompt (text or token ids) as a :class:`Completion`."""
     @overload
     def complete(
-        self,
-        prompt: _Prompt,
-        *,
-        stream: Literal[True],
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[int] = ...,
-        echo: Optional[bool] = ...,
+        self, prompt: _Prompt, *, stream: Literal[True], **options: Unpack[CompletionOptions]
     ) -> Stream[Completion]:
         """Continues a raw prompt as a :class:`Stream` of :class:`Completion` chunks."""
     @overload
     def complete(
-        self,
-        prompt: _Prompt,
-        *,
-        stream: bool,
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[int] = ...,
-        echo: Optional[bool] = ...,
+        self, prompt: _Prompt, *, stream: bool, **options: Unpack[CompletionOptions]
     ) -> Union[Completion, Stream[Completion]]:
         """Continues a raw prompt, streamed or not as ``stream`` says."""
 
     # achat: chat for asyncio; cancelling the task cancels the generation.
     @overload
     def achat(
-        self,
-        messages: Sequence[_Message],
-        *,
-        stream: Optional[Literal[False]] = ...,
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[bool] = ...,
-        top_logprobs: Optional[int] = ...,
+        self, messages: Sequence[_Message], *, stream: Optional[Literal[False]] = ..., **options: Unpack[ChatOptions]
     ) -> Coroutine[Any, Any, ChatCompletion]:
-        """:meth:`chat` for asyncio: ``await engine.achat(...)``."""
+        """``await engine.achat(...)``: :meth:`chat` for asyncio; cancelling the task cancels it."""
     @overload
     def achat(
-        self,
-        messages: Sequence[_Message],
-        *,
-        stream: Literal[True],
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[bool] = ...,
-        top_logprobs: Optional[int] = ...,
+        self, messages: Sequence[_Message], *, stream: Literal[True], **options: Unpack[ChatOptions]
     ) -> AsyncStream[ChatCompletionChunk]:
-        """:meth:`chat` for asyncio, streamed: ``async for chunk in engine.achat(...)``."""
+        """``async for chunk in engine.achat(..., stream=True)``: a streamed chat for asyncio."""
     @overload
     def achat(
-        self,
-        messages: Sequence[_Message],
-        *,
-        stream: bool,
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[bool] = ...,
-        top_logprobs: Optional[int] = ...,
+        self, messages: Sequence[_Message], *, stream: bool, **options: Unpack[ChatOptions]
     ) -> Union[Coroutine[Any, Any, ChatCompletion], AsyncStream[ChatCompletionChunk]]:
-        """:meth:`chat` for asyncio, streamed or not as ``stream`` says."""
+        """A chat for asyncio, streamed or not as ``stream`` says."""
 
     # acomplete: complete for asyncio, as achat is to chat.
     @overload
     def acomplete(
-        self,
-        prompt: _Prompt,
-        *,
-        stream: Optional[Literal[False]] = ...,
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[int] = ...,
-        echo: Optional[bool] = ...,
+        self, prompt: _Prompt, *, stream: Optional[Literal[False]] = ..., **options: Unpack[CompletionOptions]
     ) -> Coroutine[Any, Any, Completion]:
-        """:meth:`complete` for asyncio: ``await engine.acomplete(...)``."""
+        """``await engine.acomplete(...)``: :meth:`complete` for asyncio."""
     @overload
     def acomplete(
-        self,
-        prompt: _Prompt,
-        *,
-        stream: Literal[True],
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[int] = ...,
-        echo: Optional[bool] = ...,
+        self, prompt: _Prompt, *, stream: Literal[True], **options: Unpack[CompletionOptions]
     ) -> AsyncStream[Completion]:
-        """:meth:`complete` for asyncio, streamed: ``async for chunk in
-        engine.acomplete(...)``."""
+        """``async for chunk in engine.acomplete(..., stream=True)``: a streamed completion for asyncio."""
     @overload
     def acomplete(
-        self,
-        prompt: _Prompt,
-        *,
-        stream: bool,
-        stream_options: Optional[_StreamOptions] = ...,
-        temperature: Optional[float] = ...,
-        top_p: Optional[float] = ...,
-        top_k: Optional[int] = ...,
-        min_p: Optional[float] = ...,
-        frequency_penalty: Optional[float] = ...,
-        presence_penalty: Optional[float] = ...,
-        repetition_penalty: Optional[float] = ...,
-        logit_bias: Optional[_LogitBias] = ...,
-        seed: Optional[int] = ...,
-        stop: Optional[_Stop] = ...,
-        max_tokens: Optional[int] = ...,
-        max_completion_tokens: Optional[int] = ...,
-        n: Optional[int] = ...,
-        ignore_eos: Optional[bool] = ...,
-        user: Optional[str] = ...,
-        logprobs: Optional[int] = ...,
-        echo: Optional[bool] = ...,
+        self, prompt: _Prompt, *, stream: bool, **options: Unpack[CompletionOptions]
     ) -> Union[Coroutine[Any, Any, Completion], AsyncStream[Completion]]:
-        """:meth:`complete` for asyncio, streamed or not as ``stream`` says."""
+        """A text completion for asyncio, streamed or not as ``stream`` says."""
 
     @overload
     def embed(

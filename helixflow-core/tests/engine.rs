@@ -188,6 +188,22 @@ fn a_full_queue_refuses_requests_at_once() {
 }
 
 #[test]
+fn a_prompt_id_outside_the_vocabulary_is_refused_and_spares_the_batch() {
+    let engine = start(EngineConfig::default());
+    let (prompt, expected) = cases().remove(0);
+    let healthy = engine
+        .submit(prompt, GenerationParams::greedy(expected.len()))
+        .unwrap();
+    let vocab = model().model().config().vocab_size as u32;
+    match engine.submit(vec![5, vocab], GenerationParams::greedy(2)) {
+        Err(Error::InvalidRequest(message)) => assert!(message.contains("vocabulary"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The request already running is untouched.
+    assert_eq!(collect(healthy), expected);
+}
+
+#[test]
 fn requests_that_can_never_fit_are_refused_at_submission() {
     let layout = model().model().block_layout(16);
     let engine = start(EngineConfig {

@@ -154,6 +154,37 @@ def test_an_unknown_token_id_is_an_invalid_request(chat_engine):
         chat_engine.detokenize([10**9])
 
 
+def test_an_unknown_prompt_id_is_refused_without_harming_other_requests(chat_engine):
+    with chat_engine.complete("Once upon a time", max_tokens=16, ignore_eos=True, stream=True) as healthy:
+        next(healthy)
+        with pytest.raises(InvalidRequestError, match="vocabulary"):
+            chat_engine.complete([5, 10**9], max_tokens=2)
+        rest = list(healthy)
+    assert rest[-1].choices[0].finish_reason == "length"
+
+
+def test_a_refused_async_stream_stays_over(chat_engine):
+    async def main() -> None:
+        stream = chat_engine.achat(HI, stream=True, max_tokens=0)
+        with pytest.raises(InvalidRequestError):
+            await stream.__anext__()
+        with pytest.raises(StopAsyncIteration):
+            await stream.__anext__()
+
+    asyncio.run(main())
+
+
+def test_any_mapping_or_sequence_is_accepted_where_dicts_and_lists_are(chat_engine):
+    from collections import deque
+    from types import MappingProxyType
+
+    messages = [MappingProxyType({"role": "user", "content": "Name three primary colors."})]
+    answer = chat_engine.chat(messages, max_tokens=4, temperature=0, stop=deque(["zzz"]),
+                              logit_bias=MappingProxyType({}))
+    assert answer.choices[0].message.content
+    assert answer.choices[0].message.refusal is None  # the SDK's fields are all there
+
+
 @pytest.mark.parametrize(
     "options, error",
     [

@@ -111,15 +111,22 @@ impl EngineHandle {
     }
 
     /// Queues generation from prompt token ids (choice `i` samples with
-    /// `choice_seed(params.sampling.seed, i)`). Fails at once, without queueing, when the
-    /// parameters are invalid, when the request could never fit the context or the KV pool,
+    /// `choice_seed(params.sampling.seed, i)`). Fails at once, without queueing, when a
+    /// prompt id is outside the vocabulary, when the parameters are invalid, when the request could never fit the context or the KV pool,
     /// or with [`Error::Overloaded`] when the queue is full.
     pub fn submit(&self, prompt: Vec<u32>, params: GenerationParams) -> Result<RequestStream> {
         let model = self.inner.model.model();
         if prompt.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
-        params.validate(model.config().vocab_size)?;
+        // Checked here: inside a step, a bad id would fail every request batched with it.
+        let vocab = model.config().vocab_size;
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary of {vocab} tokens"
+            )));
+        }
+        params.validate(vocab)?;
         let max_tokens = params.token_budget(prompt.len(), model.config().context_length)?;
         let bs = self.inner.config.block_size;
         // The first choice holds the prompt and its tokens, every other choice its own tail

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Type, TypeVar, Union
 
 from . import _native
@@ -36,16 +37,16 @@ _COMMON_OPTIONS: Dict[str, tuple] = {
     "frequency_penalty": _NUMBER,
     "presence_penalty": _NUMBER,
     "repetition_penalty": _NUMBER,
-    "logit_bias": (dict,),
+    "logit_bias": (Mapping,),
     "seed": (int,),
-    "stop": (str, list, tuple),
+    "stop": (str, Sequence),
     "max_tokens": (int,),
     "max_completion_tokens": (int,),
     "n": (int,),
     "ignore_eos": (bool,),
     "user": (str,),
 }
-_STREAM_OPTIONS = {"stream": (bool,), "stream_options": (dict,)}
+_STREAM_OPTIONS = {"stream": (bool,), "stream_options": (Mapping,)}
 _CHAT_OPTIONS = {**_COMMON_OPTIONS, **_STREAM_OPTIONS, "logprobs": (bool,), "top_logprobs": (int,)}
 _COMPLETION_OPTIONS = {**_COMMON_OPTIONS, **_STREAM_OPTIONS, "logprobs": (int,), "echo": (bool,)}
 _ENGINE_OPTIONS = {
@@ -60,7 +61,7 @@ _ENGINE_OPTIONS = {
 
 def _type_name(types: tuple) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
-             dict: "a dict", list: "a list", tuple: "a list"}
+             Mapping: "a dict", Sequence: "a list"}
     if types == _NUMBER:
         return "a number"
     return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
@@ -109,8 +110,8 @@ def _split_stream(options: Dict[str, Any]) -> tuple:
 def _options_json(options: Dict[str, Any]) -> str:
     options.pop("user", None)  # accepted and ignored, as OpenAI uses it for abuse monitoring
     stop = options.get("stop")
-    if isinstance(stop, (list, tuple)):
-        if not all(isinstance(s, str) for s in stop):
+    if stop is not None and not isinstance(stop, str):
+        if isinstance(stop, bytes) or not all(isinstance(s, str) for s in stop):
             raise ParameterTypeError("stop must be a string or a list of strings")
         options["stop"] = list(stop)
     bias = options.get("logit_bias")
@@ -138,9 +139,14 @@ def _token_ids(name: str, ids: Any) -> Optional[List[int]]:
 
 
 def _to_jsonable(value: Any) -> Any:
-    """Lets messages hold HelixFlow's own result objects (``completion.choices[0].message``)."""
+    """Lets messages hold HelixFlow's own result objects (``completion.choices[0].message``)
+    and any mapping or sequence, not only dicts and lists."""
     if isinstance(value, _Record):
         return value.to_dict()
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return list(value)
     raise ParameterTypeError(f"messages hold a {type(value).__name__}, which is not JSON")
 
 
@@ -169,9 +175,10 @@ class Stream(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        if self._generation is None:
+        generation = self._generation  # once: another thread may close the stream meanwhile
+        if generation is None:
             raise StopIteration
-        chunk = self._generation.next_chunk()  # waits with the GIL released
+        chunk = generation.next_chunk()  # waits with the GIL released
         if chunk is None:
             self._generation = None
             raise StopIteration
@@ -224,7 +231,11 @@ class AsyncStream(Generic[T]):
         if self._done:
             raise StopAsyncIteration
         if self._queue is None:
-            self._start()
+            try:
+                self._start()
+            except BaseException:
+                self._done = True  # the request was refused: the stream is over
+                raise
         assert self._queue is not None
         try:
             item = await self._queue.get()
@@ -309,7 +320,7 @@ async def _in_thread(generation: Any) -> str:
     threading.Thread(target=wait, name="helixflow-request", daemon=True).start()
     try:
         return await future  # type: ignore[no-any-return]
-    except asyncio.CancelledError:
+    except BaseException:  # cancelled, or the coroutine closed with its event loop
         generation.cancel()
         raise
 

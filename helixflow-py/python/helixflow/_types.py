@@ -104,6 +104,8 @@ class ChoiceLogprobs(_Record):
 
     content: Optional[List[ChatCompletionTokenLogprob]] = None
     """One entry per generated token."""
+    refusal: Optional[List[ChatCompletionTokenLogprob]] = None
+    """Always ``None``."""
 
     _nested: ClassVar[Dict[str, Any]] = {"content": (ChatCompletionTokenLogprob, True)}
 
@@ -116,6 +118,16 @@ class ChatCompletionMessage(_Record):
     """Always ``assistant``."""
     content: Optional[str] = None
     """The generated text."""
+    refusal: Optional[str] = None
+    """Always ``None``: the engine does not refuse (present as in the OpenAI SDK)."""
+    tool_calls: Optional[List[Any]] = None
+    """Always ``None``: tool calls are not generated."""
+    function_call: Optional[Any] = None
+    """Always ``None`` (the SDK's deprecated field)."""
+    annotations: Optional[List[Any]] = None
+    """Always ``None``."""
+    audio: Optional[Any] = None
+    """Always ``None``."""
 
 
 @dataclass
@@ -155,6 +167,8 @@ class ChatCompletion(_Record):
     """The choices, in index order."""
     usage: Optional[CompletionUsage] = None
     """Token counts."""
+    service_tier: Optional[str] = None
+    """Always ``None``."""
 
     _nested: ClassVar[Dict[str, Any]] = {
         "choices": (Choice, True),
@@ -170,6 +184,10 @@ class ChoiceDelta(_Record):
     """``assistant`` in a choice's first chunk, ``None`` afterwards."""
     content: Optional[str] = None
     """New text, if any."""
+    refusal: Optional[str] = None
+    """Always ``None``."""
+    tool_calls: Optional[List[Any]] = None
+    """Always ``None``."""
 
 
 @dataclass
@@ -209,6 +227,8 @@ class ChatCompletionChunk(_Record):
     """Usually one choice; none in the usage chunk."""
     usage: Optional[CompletionUsage] = None
     """Token counts, in the last chunk when ``stream_options={"include_usage": True}``."""
+    service_tier: Optional[str] = None
+    """Always ``None``."""
 
     _nested: ClassVar[Dict[str, Any]] = {
         "choices": (ChunkChoice, True),

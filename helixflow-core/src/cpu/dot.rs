@@ -171,6 +171,13 @@ mod avx2 {
         unsafe { _mm256_loadu_si256(y.qs.as_ptr().cast()) }
     }
 
+    /// The first `R` activation rows of `nb` blocks each, as slices of exactly `nb` blocks:
+    /// indexing them by a weight block's index then needs no bounds check in the inner loop.
+    #[inline(always)]
+    fn act_rows<const R: usize>(acts: &[ActBlock], nb: usize) -> [&[ActBlock]; R] {
+        std::array::from_fn(|r| &acts[r * nb..(r + 1) * nb])
+    }
+
     /// Runs `tile::<R>` over the rows in groups of [`TILE`], then one at a time.
     macro_rules! rows_in_tiles {
         ($tile:ident, $x:expr, $acts:expr, $out:expr) => {{
@@ -190,7 +197,7 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     fn q4_1_tile<const R: usize>(x: &[BlockQ4_1], acts: &[ActBlock], out: &mut [f32]) {
-        let nb = x.len();
+        let rows = act_rows::<R>(acts, x.len());
         let mut acc = [_mm256_setzero_ps(); R];
         let mut mins = [0f32; R];
         for (b, xb) in x.iter().enumerate() {
@@ -199,7 +206,7 @@ mod avx2 {
             let m = f16_to_f32(xb.m);
             let qx = nibbles(&xb.qs);
             for r in 0..R {
-                let yb = &acts[r * nb + b];
+                let yb = &rows[r][b];
                 mins[r] = m.mul_add(yb.s, mins[r]);
                 let xy = mul_sum_us8(qx, load_act(yb));
                 acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * yb.d), xy, acc[r]);
@@ -240,14 +247,14 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     fn signed_tile<B: SignedBytes, const R: usize>(x: &[B], acts: &[ActBlock], out: &mut [f32]) {
-        let nb = x.len();
+        let rows = act_rows::<R>(acts, x.len());
         let mut acc = [_mm256_setzero_ps(); R];
         for (b, xb) in x.iter().enumerate() {
             prefetch_ahead(xb);
             let d = f16_to_f32(xb.scale_bits());
             let qx = xb.signed_values();
             for r in 0..R {
-                let yb = &acts[r * nb + b];
+                let yb = &rows[r][b];
                 let xy = mul_sum_i8(qx, load_act(yb));
                 acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * yb.d), xy, acc[r]);
             }

@@ -35,6 +35,29 @@ impl ServedModel {
             Self::Embedding(_) => ModelKind::Embedding,
         }
     }
+
+    /// Its engine, or [`Error::WrongModelKind`] if it is an embedding model.
+    pub fn chat(&self) -> Result<&EngineHandle> {
+        match self {
+            Self::Chat(engine) => Ok(engine),
+            Self::Embedding(_) => Err(self.wrong_kind(ModelKind::Chat)),
+        }
+    }
+
+    /// The embedding model, or [`Error::WrongModelKind`] if it is a chat model.
+    pub fn embedding(&self) -> Result<&Arc<EmbeddingModel>> {
+        match self {
+            Self::Embedding(model) => Ok(model),
+            Self::Chat(_) => Err(self.wrong_kind(ModelKind::Embedding)),
+        }
+    }
+
+    fn wrong_kind(&self, wanted: ModelKind) -> Error {
+        Error::WrongModelKind {
+            model: self.id().to_string(),
+            wanted,
+        }
+    }
 }
 
 /// The served models in the order they were added; ids are unique.
@@ -94,27 +117,18 @@ impl ModelRegistry {
     /// The engine of chat model `id`: [`Error::ModelNotFound`] if no model has that id,
     /// [`Error::WrongModelKind`] if it is an embedding model.
     pub fn chat(&self, id: &str) -> Result<&EngineHandle> {
-        match self.get(id) {
-            Some(ServedModel::Chat(engine)) => Ok(engine),
-            Some(ServedModel::Embedding(_)) => Err(Error::WrongModelKind {
-                model: id.to_string(),
-                wanted: ModelKind::Chat,
-            }),
-            None => Err(Error::ModelNotFound(id.to_string())),
-        }
+        self.served(id)?.chat()
     }
 
     /// Embedding model `id`: [`Error::ModelNotFound`] if no model has that id,
     /// [`Error::WrongModelKind`] if it is a chat model.
     pub fn embedding(&self, id: &str) -> Result<&Arc<EmbeddingModel>> {
-        match self.get(id) {
-            Some(ServedModel::Embedding(model)) => Ok(model),
-            Some(ServedModel::Chat(_)) => Err(Error::WrongModelKind {
-                model: id.to_string(),
-                wanted: ModelKind::Embedding,
-            }),
-            None => Err(Error::ModelNotFound(id.to_string())),
-        }
+        self.served(id)?.embedding()
+    }
+
+    fn served(&self, id: &str) -> Result<&ServedModel> {
+        self.get(id)
+            .ok_or_else(|| Error::ModelNotFound(id.to_string()))
     }
 
     /// The engines of the chat models.

@@ -2,10 +2,11 @@
 //! The Python package (`helixflow.Engine`) checks argument types and shapes the JSON this
 //! returns into OpenAI-like objects; everything else happens here and in the core.
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use helixflow_core::chat_template::messages_from_openai;
 use helixflow_core::completion::{new_id, unix_now};
+use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::{EngineConfig, EngineHandle, KvBudget};
 use helixflow_core::registry::{ModelRegistry, ServedModel};
 use helixflow_core::request::GenerationOptions;
@@ -46,32 +47,21 @@ fn parse_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> PyResul
 }
 
 impl NativeEngine {
-    fn served(&self) -> PyResult<ServedModel> {
+    /// The model, or [`Error::EngineStopped`] once closed.
+    fn served(&self) -> Result<ServedModel, Error> {
         self.served
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or_else(|| to_py(Error::EngineStopped))
+            .ok_or(Error::EngineStopped)
     }
 
     fn engine(&self) -> PyResult<EngineHandle> {
-        match self.served()? {
-            ServedModel::Chat(engine) => Ok(engine),
-            ServedModel::Embedding(_) => Err(to_py(Error::WrongModelKind {
-                model: self.model_id.clone(),
-                wanted: helixflow_core::source::ModelKind::Chat,
-            })),
-        }
+        guarded(|| self.served()?.chat().cloned())
     }
 
-    fn embedder(&self) -> PyResult<std::sync::Arc<helixflow_core::embeddings::EmbeddingModel>> {
-        match self.served()? {
-            ServedModel::Embedding(model) => Ok(model),
-            ServedModel::Chat(_) => Err(to_py(Error::WrongModelKind {
-                model: self.model_id.clone(),
-                wanted: helixflow_core::source::ModelKind::Embedding,
-            })),
-        }
+    fn embedder(&self) -> PyResult<Arc<EmbeddingModel>> {
+        guarded(|| self.served()?.embedding().cloned())
     }
 
     /// Queues `prompt` and returns the generation to read.
@@ -276,7 +266,7 @@ impl NativeEngine {
     /// The token ids of `text`; `special` recognises special tokens in the text and adds
     /// the model's own.
     fn tokenize(&self, py: Python<'_>, text: &str, special: bool) -> PyResult<Vec<u32>> {
-        let served = self.served()?;
+        let served = self.served().map_err(to_py)?;
         let ids = py.detach(|| {
             catch(|| match &served {
                 ServedModel::Chat(engine) if special => engine.model().encode_prompt(text),
@@ -290,7 +280,7 @@ impl NativeEngine {
 
     /// The text of token ids.
     fn detokenize(&self, ids: Vec<u32>, skip_special: bool) -> PyResult<String> {
-        guarded(|| match self.served().map_err(|_| Error::EngineStopped)? {
+        guarded(|| match self.served()? {
             ServedModel::Chat(engine) => {
                 let tokenizer = engine.model().tokenizer();
                 if let Some(&id) = ids
@@ -310,7 +300,7 @@ impl NativeEngine {
 
     /// The engine's figures as JSON (`{}` for embedding models, which have no engine loop).
     fn stats(&self) -> PyResult<String> {
-        Ok(match self.served()? {
+        Ok(match self.served().map_err(to_py)? {
             ServedModel::Chat(engine) => serde_json::to_string(&engine.stats())
                 .map_err(|e| exception("InternalError", e.to_string()))?,
             ServedModel::Embedding(_) => "{}".into(),

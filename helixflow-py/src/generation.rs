@@ -116,39 +116,7 @@ impl NativeGeneration {
         py.check_signals().inspect_err(|_| self.cancel.cancel())
     }
 
-    /// The error for a request whose events ended without `Done`.
-    fn cut_short(&self) -> PyErr {
-        if self.cancel.is_cancelled() {
-            exception("HelixFlowError", "the generation was cancelled")
-        } else {
-            exception(
-                "EngineStoppedError",
-                "the engine stopped before the answer was complete",
-            )
-        }
-    }
-}
-
-#[pymethods]
-impl NativeGeneration {
-    /// The next chunk as JSON, or `None` at the end (or once cancelled).
-    fn next_chunk(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        no_panic(|| self.read_chunk(py))
-    }
-
-    /// Waits for the whole answer and returns it as JSON (a `chat.completion` or a
-    /// `text_completion`).
-    fn result(&self, py: Python<'_>) -> PyResult<String> {
-        no_panic(|| self.read_all(py))
-    }
-
-    /// Cancels the request: the engine stops it at its next step and frees its memory.
-    fn cancel(&self) {
-        self.cancel.cancel();
-    }
-}
-
-impl NativeGeneration {
+    /// The next chunk as JSON; see [`NativeGeneration::next_chunk`].
     fn read_chunk(&self, py: Python<'_>) -> PyResult<Option<String>> {
         loop {
             let Some(event) = self.next_event(py)? else {
@@ -189,6 +157,7 @@ impl NativeGeneration {
         }
     }
 
+    /// The whole answer as JSON; see [`NativeGeneration::result`].
     fn read_all(&self, py: Python<'_>) -> PyResult<String> {
         let request = &self.request;
         let mut collector = ChoiceCollector::new(request.n, request.logprobs);
@@ -207,6 +176,37 @@ impl NativeGeneration {
             Shape::Chat => to_json(&ChatCompletion::new(id, created, model, choices, usage)),
             Shape::Text => to_json(&TextCompletion::new(id, created, model, choices, usage)),
         })
+    }
+
+    /// The error for a request whose events ended without `Done`.
+    fn cut_short(&self) -> PyErr {
+        if self.cancel.is_cancelled() {
+            exception("HelixFlowError", "the generation was cancelled")
+        } else {
+            exception(
+                "EngineStoppedError",
+                "the engine stopped before the answer was complete",
+            )
+        }
+    }
+}
+
+#[pymethods]
+impl NativeGeneration {
+    /// The next chunk as JSON, or `None` at the end (or once cancelled).
+    fn next_chunk(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        no_panic(|| self.read_chunk(py))
+    }
+
+    /// Waits for the whole answer and returns it as JSON (a `chat.completion` or a
+    /// `text_completion`).
+    fn result(&self, py: Python<'_>) -> PyResult<String> {
+        no_panic(|| self.read_all(py))
+    }
+
+    /// Cancels the request: the engine stops it at its next step and frees its memory.
+    fn cancel(&self) {
+        self.cancel.cancel();
     }
 }
 

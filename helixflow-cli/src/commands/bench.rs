@@ -71,6 +71,13 @@ fn single_stream(args: &BenchArgs) -> Result<()> {
     }
     prompt.truncate(prompt_tokens);
 
+    // Page the weights in and warm the allocator before anything is timed.
+    let warm_up = &prompt[..prompt.len().min(8)];
+    model.forward(&mut [SeqStep {
+        tokens: warm_up,
+        kv: &mut model.new_kv_state(),
+        prompt_len: warm_up.len(),
+    }])?;
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     for _ in 0..args.runs {

@@ -6,6 +6,8 @@
 //! products in one of two orders (see [`ProductOrder`]), depending on how many tokens the step
 //! has; both are reproduced.
 
+use std::ops::Range;
+
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -142,8 +144,8 @@ fn attend_row_portable<W: Widen>(
         for (dst, &src) in query.iter_mut().zip(q_group) {
             *dst = f16::from_f32(src).to_f32();
         }
-        for pos in 0..len {
-            W::widen(&kv.key_row(pos)[head_cols.clone()], key);
+        for (pos, row) in prefetched(|| kv.key_rows(len), head_cols.clone()).enumerate() {
+            W::widen(row, key);
             for (g, q) in query.chunks_exact(hd).enumerate() {
                 scores[g * len + pos] = match order {
                     ProductOrder::Gemm => dot_gemm(q, key),
@@ -164,8 +166,8 @@ fn attend_row_portable<W: Widen>(
         // Weighted sums of values: `lanes[g][slot][d]`, so each position updates contiguous
         // rows of `hd` accumulators.
         lanes.fill(0.0);
-        for pos in 0..len {
-            W::widen(&kv.value_row(pos)[head_cols.clone()], key);
+        for (pos, row) in prefetched(|| kv.value_rows(len), head_cols.clone()).enumerate() {
+            W::widen(row, key);
             let slot = pos % slots;
             for (g, acc) in lanes.chunks_exact_mut(slots * hd).enumerate() {
                 let p = probs[g * len + pos];
@@ -176,18 +178,67 @@ fn attend_row_portable<W: Widen>(
         }
         for (g, acc) in lanes.chunks_exact(slots * hd).enumerate() {
             let out = &mut out_group[g * hd..(g + 1) * hd];
-            for (d, o) in out.iter_mut().enumerate() {
-                let mut gathered = [0f32; 32];
-                for (slot, x) in gathered[..slots].iter_mut().enumerate() {
-                    *x = acc[slot * hd + d];
+            // Each slot as a slice of exactly `hd`, so the loops below need no bounds checks.
+            let slot: [&[f32]; 32] =
+                std::array::from_fn(|i| &acc[(i % slots) * hd..(i % slots + 1) * hd]);
+            // The reductions of `hsum8` and `reduce_gemv`, done for all `hd` columns at once
+            // (element-wise, so it vectorises) instead of gathering each column's slots.
+            match order {
+                ProductOrder::Gemm => {
+                    for (d, o) in out.iter_mut().enumerate() {
+                        let quad = |i: usize| slot[4 + i][d] + slot[i][d];
+                        *o = (quad(0) + quad(2)) + (quad(1) + quad(3));
+                    }
                 }
-                *o = match order {
-                    ProductOrder::Gemm => hsum8(gathered[..8].try_into().expect("8 lanes")),
-                    ProductOrder::Gemv => reduce_gemv(&gathered),
-                };
+                ProductOrder::Gemv => {
+                    for (d, o) in out.iter_mut().enumerate() {
+                        let r = |l: usize| {
+                            (slot[l][d] + slot[16 + l][d]) + (slot[8 + l][d] + slot[24 + l][d])
+                        };
+                        let t = [r(0) + r(4), r(1) + r(5), r(2) + r(6), r(3) + r(7)];
+                        *o = (t[0] + t[1]) + (t[2] + t[3]);
+                    }
+                }
             }
         }
     }
+}
+
+/// How many positions ahead [`attend_row`] prefetches cache rows.
+const PREFETCH_ROWS: usize = 8;
+
+/// The `cols` of each cache row that `rows()` yields, prefetching the row [`PREFETCH_ROWS`]
+/// positions ahead of each: the cache was written a whole step ago and has left the CPU
+/// caches since, and blocks are separate allocations, which defeats the hardware's stride
+/// prefetching at every block boundary.
+#[inline(always)]
+fn prefetched<'a, I: Iterator<Item = &'a [f16]>>(
+    rows: impl Fn() -> I,
+    cols: Range<usize>,
+) -> impl Iterator<Item = &'a [f16]> {
+    let ahead = rows()
+        .skip(PREFETCH_ROWS)
+        .map(Some)
+        .chain(std::iter::repeat(None));
+    rows().zip(ahead).map(move |(row, next)| {
+        if let Some(next) = next {
+            prefetch(&next[cols.clone()]);
+        }
+        &row[cols.clone()]
+    })
+}
+
+/// Asks for the cache lines of `row` (a hint; it never faults).
+#[inline(always)]
+fn prefetch(row: &[f16]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(32) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: prefetching is a hint and never faults; the address is in `row` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 /// f16 → f32 conversion of a cached row (exact either way; only the speed differs).

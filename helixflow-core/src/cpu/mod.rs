@@ -1,20 +1,10 @@
-//! CPU kernels of the decoder step.
-//!
-//! The arithmetic follows ggml's x86 AVX2 path operation for operation (the same activation
-//! quantisation, the same lane layout of every dot product and reduction, the same exponential
-//! approximation), so greedy decoding reproduces llama.cpp's tokens rather than merely
-//! resembling them: small quantised models are numerically fragile, and a last-bit difference
-//! early in the network can move a logprob by tenths.
-//!
-//! Every kernel has a portable scalar form, which is the reference; where the CPU has AVX2 and
-//! FMA the same operations run vectorised, giving bit-identical results.
+//! CPU kernels of the decoder step: the quantised products, element-wise steps and block
+//! formats of [`helixflow_kernels`], and on top of them weight matrices loaded from GGUF and
+//! attention over the paged KV cache.
 
 pub mod attention;
-pub mod dot;
-pub mod features;
-pub mod math;
 pub mod matmul;
-pub mod quant;
 
 pub use attention::{attend_row, AttentionGeometry};
+pub use helixflow_kernels::{dot, features, math, quant};
 pub use matmul::WeightMatrix;

@@ -8,10 +8,11 @@
 //!
 //! The arithmetic is llama.cpp's (see [`crate::cpu`]): greedy decoding reproduces its tokens.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
-use rayon::prelude::*;
+use helixflow_kernels::pool::Pool;
 
 use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
 use crate::cpu::{attend_row, math, AttentionGeometry, WeightMatrix};
@@ -165,6 +166,7 @@ pub struct LlamaModel {
     output: Arc<WeightMatrix>,
     /// Per rotated pair, the divisor llama 3.1-style frequency scaling applies (1 if none).
     rope_freq_factors: Vec<f32>,
+    buffers: Mutex<StepBuffers>,
 }
 
 impl std::fmt::Debug for LlamaModel {
@@ -260,6 +262,7 @@ impl LlamaModel {
             output_norm,
             output,
             rope_freq_factors,
+            buffers: Mutex::default(),
         })
     }
 
@@ -289,9 +292,7 @@ impl LlamaModel {
     /// (prefill chunks and single decode tokens mix freely). A sequence with no new tokens is
     /// an error, as is a token id outside the vocabulary or a position beyond the context.
     pub fn forward(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
-        // Run the step on a pool thread: its parallel loops then split work with the other
-        // workers directly instead of handing every loop over from an outside thread.
-        let result = rayon::scope(|_| self.forward_packed(batch));
+        let result = self.forward_packed(batch);
         if result.is_err() {
             // Leave every cache as it was: no half-written layers, no blocks held for nothing.
             for seq in batch.iter_mut() {
@@ -352,35 +353,58 @@ impl LlamaModel {
         let n = all_tokens.len();
         let (h, kvw, inter) = (cfg.hidden_size, cfg.kv_width(), cfg.intermediate_size);
 
-        let mut x = vec![0f32; n * h];
+        // The step's buffers are the model's, reused from step to step (a second thread
+        // stepping the same model meanwhile gets buffers of its own).
+        let mut shared = self.buffers.try_lock();
+        let mut own = StepBuffers::default();
+        let buffers = match shared.as_deref_mut() {
+            Ok(buffers) => buffers,
+            Err(_) => &mut own,
+        };
+        let StepBuffers {
+            x,
+            normed,
+            attn,
+            q,
+            k,
+            v,
+            projected,
+            gate,
+            up,
+            rope,
+            rows,
+        } = buffers;
+        let x = sized(x, n * h);
+        let normed = sized(normed, n * h);
+        let attn = sized(attn, n * h);
+        let (q, k, v) = (sized(q, n * h), sized(k, n * kvw), sized(v, n * kvw));
+        let projected = sized(projected, n * h);
+        let (gate, up) = (sized(gate, n * inter), sized(up, n * inter));
+
         for (row, &token) in x.chunks_exact_mut(h).zip(&all_tokens) {
             self.embed(token as usize, row);
         }
-        let positions: Vec<usize> = spans
-            .iter()
-            .flat_map(|s| s.start_pos..s.start_pos + s.len)
-            .collect();
+        let half_rope = cfg.rope_dim / 2;
         let theta_scale = cfg.rope_theta.powf(-2.0 / cfg.rope_dim as f32);
-        let rope: Vec<Vec<(f32, f32)>> = positions
-            .iter()
-            .map(|&pos| {
-                let mut cache = vec![(0f32, 0f32); cfg.rope_dim / 2];
-                math::rope_cache(pos, theta_scale, &self.rope_freq_factors, &mut cache);
-                cache
-            })
-            .collect();
-        let mut normed = vec![0f32; n * h];
-        let mut attn = vec![0f32; n * h];
-        let (mut q, mut k, mut v) = (vec![0f32; n * h], vec![0f32; n * kvw], vec![0f32; n * kvw]);
-        let mut projected = vec![0f32; n * h];
-        let (mut gate, mut up) = (vec![0f32; n * inter], vec![0f32; n * inter]);
+        rope.clear();
+        rows.clear();
+        for (s, span) in spans.iter().enumerate() {
+            for pos in span.start_pos..span.start_pos + span.len {
+                let at = rope.len();
+                rope.resize(at + half_rope, (0.0, 0.0));
+                math::rope_cache(pos, theta_scale, &self.rope_freq_factors, &mut rope[at..]);
+                // llama.cpp sums a prompt's products in another order than a single token's.
+                let order = ProductOrder::for_position(pos, span.prompt_len, cfg.head_dim);
+                rows.push(RowPlace { seq: s, pos, order });
+            }
+        }
 
         for (layer, block) in self.blocks.iter().enumerate() {
-            math::rms_norm_rows(&x, &block.attn_norm, cfg.rms_norm_eps, &mut normed);
-            block.wq.matmul(&normed, &mut q)?;
-            block.wk.matmul(&normed, &mut k)?;
-            block.wv.matmul(&normed, &mut v)?;
-            for (row, cache) in rope.iter().enumerate() {
+            math::rms_norm_rows(x, &block.attn_norm, cfg.rms_norm_eps, normed);
+            block.wq.matmul(normed, q)?;
+            block.wk.matmul(normed, k)?;
+            block.wv.matmul(normed, v)?;
+            for (row, cache) in rope.chunks_exact(half_rope.max(1)).enumerate().take(n) {
                 math::rope_rows(&mut q[row * h..(row + 1) * h], cfg.head_dim, cache);
                 math::rope_rows(&mut k[row * kvw..(row + 1) * kvw], cfg.head_dim, cache);
             }
@@ -389,18 +413,19 @@ impl LlamaModel {
                 seq.kv
                     .write(layer, span.start_pos, &k[rows.clone()], &v[rows]);
             }
-            self.attention(batch, &spans, layer, &q, &mut attn);
-            block.wo.matmul(&attn, &mut projected)?;
-            math::add_assign(&mut x, &projected);
+            self.attention(batch, rows, layer, q, attn);
+            block.wo.matmul(attn, projected)?;
+            math::add_assign(x, projected);
 
-            math::rms_norm_rows(&x, &block.ffn_norm, cfg.rms_norm_eps, &mut normed);
-            block.w_gate.matmul(&normed, &mut gate)?;
-            block.w_up.matmul(&normed, &mut up)?;
-            gate.par_chunks_mut(inter)
-                .zip(up.par_chunks(inter))
-                .for_each(|(g, u)| math::swiglu(g, u));
-            block.w_down.matmul(&gate, &mut projected)?;
-            math::add_assign(&mut x, &projected);
+            math::rms_norm_rows(x, &block.ffn_norm, cfg.rms_norm_eps, normed);
+            block.w_gate.matmul(normed, gate)?;
+            block.w_up.matmul(normed, up)?;
+            let up = &*up;
+            Pool::global().for_each_chunk_mut(gate, inter, |row, g| {
+                math::swiglu(g, &up[row * inter..(row + 1) * inter]);
+            });
+            block.w_down.matmul(gate, projected)?;
+            math::add_assign(x, projected);
         }
         for seq in batch.iter_mut() {
             seq.kv.advance(seq.tokens.len());
@@ -440,7 +465,7 @@ impl LlamaModel {
     fn attention(
         &self,
         batch: &[SeqStep<'_>],
-        spans: &[Span],
+        rows: &[RowPlace],
         layer: usize,
         q: &[f32],
         out: &mut [f32],
@@ -454,35 +479,56 @@ impl LlamaModel {
             head_dim: cfg.head_dim,
             scale,
         };
-        // Map each packed row to its sequence and position so rows can run in parallel.
-        let mut row_seq = Vec::with_capacity(out.len() / h);
-        for (s, span) in spans.iter().enumerate() {
-            for pos in span.start_pos..span.start_pos + span.len {
-                // llama.cpp sums a prompt's products in another order than a single token's.
-                let order = ProductOrder::for_position(pos, span.prompt_len, cfg.head_dim);
-                row_seq.push((s, pos, order));
-            }
-        }
         // One task per token and key/value head: a decode step still uses every thread.
         let group_width = h / cfg.num_kv_heads;
-        out.par_chunks_mut(group_width)
-            .zip(q.par_chunks(group_width))
-            .enumerate()
-            .for_each_init(
-                AttentionScratch::default,
-                |scratch, (task, (out_group, q_group))| {
-                    let (s, pos, order) = row_seq[task / cfg.num_kv_heads];
-                    let task = AttentionTask {
-                        order,
-                        kv_head: task % cfg.num_kv_heads,
-                        queries: q_group,
-                        kv: batch[s].kv.view(layer),
-                        len: pos + 1,
-                    };
-                    attend_row(&geometry, &task, out_group, scratch);
-                },
-            );
+        thread_local! {
+            static SCRATCH: RefCell<AttentionScratch> = RefCell::default();
+        }
+        Pool::global().for_each_chunk_mut(out, group_width, |task, out_group| {
+            let place = &rows[task / cfg.num_kv_heads];
+            let task = AttentionTask {
+                order: place.order,
+                kv_head: task % cfg.num_kv_heads,
+                queries: &q[task * group_width..(task + 1) * group_width],
+                kv: batch[place.seq].kv.view(layer),
+                len: place.pos + 1,
+            };
+            SCRATCH.with_borrow_mut(|scratch| attend_row(&geometry, &task, out_group, scratch));
+        });
     }
+}
+
+/// Where a packed row's token belongs: its sequence, position and product order.
+struct RowPlace {
+    seq: usize,
+    pos: usize,
+    order: ProductOrder,
+}
+
+/// The buffers of a step, kept by the model between steps so that decoding does not
+/// allocate them anew each time. Every step overwrites what it reads.
+#[derive(Default)]
+struct StepBuffers {
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    attn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    projected: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// Rotary cosines and sines, `rope_dim / 2` pairs per packed row.
+    rope: Vec<(f32, f32)>,
+    rows: Vec<RowPlace>,
+}
+
+/// The first `len` values of `buffer`, grown (never shrunk) to hold them.
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
 }
 
 /// Where a sequence's new tokens sit in the packed batch.

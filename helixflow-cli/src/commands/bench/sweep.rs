@@ -100,6 +100,8 @@ impl RequestClock {
         };
         Ok(RequestTimes {
             first_token,
+            first_at: self.sent + first_token,
+            last_at: self.last,
             gaps: self.gaps,
             tokens,
         })
@@ -111,6 +113,10 @@ impl RequestClock {
 pub struct RequestTimes {
     /// Time to the first content.
     pub first_token: Duration,
+    /// When the first content arrived.
+    pub first_at: Instant,
+    /// When the last content arrived.
+    pub last_at: Instant,
     /// Time between successive content chunks.
     pub gaps: Vec<Duration>,
     /// Tokens generated.
@@ -124,6 +130,7 @@ pub struct Level {
     requests: usize,
     completion_tokens: usize,
     wall_s: f64,
+    decode_tokens_per_s: f64,
     ttft_ms: (f64, f64),
     itl_ms: (f64, f64),
     peak_rss_mib: Option<f64>,
@@ -143,11 +150,25 @@ impl Level {
             .iter()
             .flat_map(|r| r.gaps.iter().map(|&g| ms(g)))
             .collect();
+        // The decode phase: from the first request's first token to the last one's last.
+        let decode_s = match (
+            requests.iter().map(|r| r.first_at).min(),
+            requests.iter().map(|r| r.last_at).max(),
+        ) {
+            (Some(first), Some(last)) => (last - first).as_secs_f64(),
+            _ => 0.0,
+        };
+        let after_first: usize = requests.iter().map(|r| r.tokens.saturating_sub(1)).sum();
         Self {
             streams,
             requests: requests.len(),
             completion_tokens: requests.iter().map(|r| r.tokens).sum(),
             wall_s: wall.as_secs_f64(),
+            decode_tokens_per_s: if decode_s > 0.0 {
+                after_first as f64 / decode_s
+            } else {
+                0.0
+            },
             ttft_ms: (percentile(&mut ttft, 50.0), percentile(&mut ttft, 99.0)),
             itl_ms: (percentile(&mut itl, 50.0), percentile(&mut itl, 99.0)),
             peak_rss_mib,
@@ -165,10 +186,11 @@ impl Level {
     /// The header of [`Level::row`].
     fn header() -> String {
         format!(
-            "{:>7} {:>8} {:>10} {:>7} {:>10} {:>10} {:>9} {:>9} {:>8}",
+            "{:>7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10} {:>9} {:>9} {:>8}",
             "streams",
             "requests",
             "agg tok/s",
+            "dec tok/s",
             "req/s",
             "ttft p50",
             "ttft p99",
@@ -184,10 +206,11 @@ impl Level {
             .peak_rss_mib
             .map_or_else(|| "-".to_string(), |mib| format!("{mib:.0}"));
         format!(
-            "{:>7} {:>8} {:>10.1} {:>7.2} {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>8}",
+            "{:>7} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>8}",
             self.streams,
             self.requests,
             self.tokens_per_s(),
+            self.decode_tokens_per_s,
             self.requests_per_s(),
             self.ttft_ms.0,
             self.ttft_ms.1,
@@ -205,6 +228,7 @@ impl Level {
             "completion_tokens": self.completion_tokens,
             "wall_s": self.wall_s,
             "output_tokens_per_s": self.tokens_per_s(),
+            "decode_tokens_per_s": self.decode_tokens_per_s,
             "requests_per_s": self.requests_per_s(),
             "ttft_ms_p50": self.ttft_ms.0,
             "ttft_ms_p99": self.ttft_ms.1,

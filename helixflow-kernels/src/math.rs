@@ -1,7 +1,8 @@
 //! Element-wise and row kernels: RMSNorm, residual add, rotary embedding, SwiGLU, and ggml's
 //! vector exponential with its horizontal sums.
 
-use super::features::has_avx2_fma;
+#[cfg(target_arch = "x86_64")]
+use crate::features::has_avx2_fma;
 
 /// Sums eight lanes the way ggml's `hsum_float_8` (and llamafile's `hsum`) does:
 /// high half plus low half, then the pairs two apart, then the last two.

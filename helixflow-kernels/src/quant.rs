@@ -145,7 +145,7 @@ pub enum ActFormat {
 /// rounded to f16.
 pub fn quantize_row(x: &[f32], format: ActFormat, out: &mut [ActBlock]) {
     #[cfg(target_arch = "x86_64")]
-    if super::features::has_avx2_fma() {
+    if crate::features::has_avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
         unsafe { quantize_row_avx2(x, format, out) };
         return;

@@ -1,0 +1,73 @@
+//! Single-threaded throughput of the quantised dot-product kernels on the matrix shapes of
+//! SmolLM2-135M (hidden 576, MLP 1536), for one activation row (decode) and batches of 4, 16
+//! and 64 rows (batched decode, prefill). Throughput is in weight×activation products.
+//!
+//!   cargo bench -p helixflow-benches --bench kernels [-- FILTER]
+//!
+//! `HELIXFLOW_NO_AVX512=1` measures the AVX2 kernels on a CPU with AVX-512 VNNI.
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use half::f16;
+use helixflow_kernels::format::QuantFormat;
+use helixflow_kernels::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// `(rows, cols)` of the weight matrices: the MLP's up projection and its down projection.
+const SHAPES: [(usize, usize); 2] = [(1536, 576), (576, 1536)];
+const BATCHES: [usize; 4] = [1, 4, 16, 64];
+
+/// Random GGUF bytes for `blocks` blocks of `W`, with small f16 scales in the scale fields.
+fn random_blocks<W: QuantFormat>(rng: &mut StdRng, blocks: usize) -> Vec<W> {
+    let mut bytes: Vec<u8> = (0..blocks * W::BYTES).map(|_| rng.random()).collect();
+    for block in bytes.chunks_exact_mut(W::BYTES) {
+        // Every legacy format starts with its f16 scale (Q4_1 with a second f16, the min).
+        let scale = f16::from_f32(rng.random_range(0.001f32..0.05)).to_bits();
+        block[..2].copy_from_slice(&scale.to_le_bytes());
+        if W::NAME == "Q4_1" {
+            block[2..4].copy_from_slice(&scale.to_le_bytes());
+        }
+    }
+    W::parse_all(&bytes)
+}
+
+fn bench_format<W: QuantFormat>(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut group = c.benchmark_group(W::NAME);
+    for (rows, cols) in SHAPES {
+        let nb = cols / W::BLOCK_VALUES;
+        let weights: Vec<W> = random_blocks(&mut rng, rows * nb);
+        for n in BATCHES {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let mut acts = vec![W::Act::default(); n * nb];
+            for (row, blocks) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(nb)) {
+                W::quantize_acts(row, blocks);
+            }
+            let mut out = vec![0f32; rows * n];
+            group.throughput(Throughput::Elements((rows * cols * n) as u64));
+            group.bench_function(BenchmarkId::new(format!("{rows}x{cols}"), n), |b| {
+                b.iter(|| {
+                    W::dot_matrix(&weights, nb, &acts, &mut out);
+                    std::hint::black_box(&out);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    bench_format::<BlockQ4_1>(c);
+    bench_format::<BlockQ4_0>(c);
+    bench_format::<BlockQ8_0>(c);
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2))
+        .configure_from_args();
+    kernels(&mut criterion);
+    criterion.final_summary();
+}

@@ -1,0 +1,301 @@
+//! ggml's K-quant formats `Q4_K` and `Q6_K`: 256-value superblocks with sub-block scales,
+//! multiplied with `Q8_K` activation blocks.
+//!
+//! As for the 32-value formats in [`crate::dot`], each dot product keeps the lane layout of
+//! ggml's AVX2 kernel (`ggml_vec_dot_q4_K_q8_K`, `ggml_vec_dot_q6_K_q8_K` in
+//! `ggml-cpu/arch/x86/quants.c`): lane `j` of an eight-lane f32 accumulator takes the exact
+//! integer sum of values `4j..4j+4` of every 32-value group of a superblock, times the
+//! sub-block scales, and adds it times the superblock scale with one fused multiply-add per
+//! superblock; the lanes are reduced with [`hsum8`](crate::math::hsum8). The scalar functions
+//! are the reference; the AVX2 kernels compute the same numbers several activation rows at a
+//! time, sharing the unpacking of each weight superblock.
+
+mod q4k;
+mod q6k;
+mod q8k;
+
+pub use q4k::{dot_q4k_reference, BlockQ4K};
+pub use q6k::{dot_q6k_reference, BlockQ6K};
+pub use q8k::{quantize_row_q8k, BlockQ8K};
+
+/// Values per superblock in every K-quant format.
+pub const QK_K: usize = 256;
+
+/// Reads little-endian GGUF bytes as blocks of `size` bytes each.
+fn parse<T>(bytes: &[u8], size: usize, read: impl Fn(&[u8]) -> T) -> Vec<T> {
+    bytes.chunks_exact(size).map(read).collect()
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// Dot products of one weight row with each activation row by `reference`, for CPUs without
+/// the AVX2 kernels.
+fn rows_by_reference<W>(
+    x: &[W],
+    acts: &[BlockQ8K],
+    out: &mut [f32],
+    reference: fn(&[W], &[BlockQ8K]) -> f32,
+) {
+    for (o, y) in out.iter_mut().zip(acts.chunks_exact(x.len())) {
+        *o = reference(x, y);
+    }
+}
+
+/// What the AVX2 kernels of both formats share.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::BlockQ8K;
+
+    /// Activation rows handled together, sharing each unpacked weight superblock.
+    pub(super) const TILE: usize = 4;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn f16_to_f32(bits: u16) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+    }
+
+    /// ggml's `hsum_float_8`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn hsum8(v: __m256) -> f32 {
+        let r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+    }
+
+    /// The four-lane reduction ggml's `Q4_K` kernel ends its mins accumulator with.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn hsum4(v: __m128) -> f32 {
+        let r = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+    }
+
+    /// 32 bytes from the start of `bytes`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn load32<T: Copy>(bytes: &[T]) -> __m256i {
+        let bytes = &bytes[..32 / size_of::<T>()];
+        // SAFETY: `bytes` is 32 readable bytes; the load is unaligned.
+        unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) }
+    }
+
+    /// 16 bytes from the start of `bytes`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn load16(bytes: &[u8]) -> __m128i {
+        let bytes = &bytes[..16];
+        // SAFETY: `bytes` is 16 readable bytes; the load is unaligned.
+        unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
+    }
+
+    /// Weight rows are read once per token, straight from memory: ask for the bytes a few
+    /// superblocks ahead so that the loads of the next ones do not stall.
+    #[inline(always)]
+    pub(super) fn prefetch_ahead<T>(block: &T) {
+        const AHEAD: usize = 1024;
+        let ptr = (block as *const T).cast::<i8>().wrapping_add(AHEAD);
+        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr) };
+    }
+
+    /// The first `R` activation rows of `nb` blocks each, as slices of exactly `nb` blocks:
+    /// indexing them by a weight superblock's index then needs no bounds check.
+    #[inline(always)]
+    pub(super) fn act_rows<const R: usize>(acts: &[BlockQ8K], nb: usize) -> [&[BlockQ8K]; R] {
+        std::array::from_fn(|r| &acts[r * nb..(r + 1) * nb])
+    }
+
+    /// Runs `tile::<R>` over the rows in groups of [`TILE`], then one at a time.
+    macro_rules! rows_in_tiles {
+        ($tile:ident, $x:expr, $acts:expr, $out:expr) => {{
+            let nb = $x.len();
+            let mut chunks = $out.chunks_exact_mut(TILE);
+            let mut row = 0;
+            for chunk in &mut chunks {
+                $tile::<TILE>($x, &$acts[row * nb..], chunk);
+                row += TILE;
+            }
+            for o in chunks.into_remainder().chunks_mut(1) {
+                $tile::<1>($x, &$acts[row * nb..], o);
+                row += 1;
+            }
+        }};
+    }
+    pub(super) use rows_in_tiles;
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::format::QuantFormat;
+
+    /// `rows` activation rows of `nb` superblocks each, quantised.
+    pub(super) fn activations(rng: &mut StdRng, rows: usize, nb: usize) -> Vec<BlockQ8K> {
+        let x: Vec<f32> = (0..rows * nb * QK_K)
+            .map(|_| rng.random_range(-3.0f32..3.0))
+            .collect();
+        let mut acts = vec![BlockQ8K::default(); rows * nb];
+        for (row, blocks) in x.chunks_exact(nb * QK_K).zip(acts.chunks_exact_mut(nb)) {
+            quantize_row_q8k(row, blocks);
+        }
+        acts
+    }
+
+    /// The fast kernel must give the scalar reference's results bit for bit, for odd
+    /// superblock counts and every tile remainder; and the reference must be the dot product
+    /// of the dequantised weights and activations, up to f32 rounding.
+    pub(super) fn check<W: QuantFormat<Act = BlockQ8K>>(make: impl Fn(&mut StdRng) -> W) {
+        let mut rng = StdRng::seed_from_u64(7);
+        for nb in [1, 2, 3, 5] {
+            let weights: Vec<W> = (0..nb).map(|_| make(&mut rng)).collect();
+            let mut w = vec![0f32; nb * QK_K];
+            for (block, o) in weights.iter().zip(w.chunks_exact_mut(QK_K)) {
+                block.dequantize(o);
+            }
+            for rows in 1..=9 {
+                let acts = activations(&mut rng, rows, nb);
+                let mut fast = vec![0f32; rows];
+                W::dot_rows(&weights, &acts, &mut fast);
+                for (r, &got) in fast.iter().enumerate() {
+                    let y = &acts[r * nb..(r + 1) * nb];
+                    let want = W::dot_reference(&weights, y);
+                    assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} rows {rows} row {r}");
+
+                    let (exact, magnitude) = dequantised_dot(&w, y);
+                    assert!(
+                        (f64::from(want) - exact).abs() <= 1e-5 * magnitude,
+                        "nb {nb} row {r}: {want} vs {exact} (magnitude {magnitude})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// xorshift64, as the C program that computed [`GGML_GOLDEN`] drew its inputs.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 16) as u32
+        }
+
+        /// A block of `bytes` random bytes with a random f16 scale (about 1e-4..2e-3) at each
+        /// of `scales`.
+        fn block(&mut self, bytes: usize, scales: &[usize]) -> Vec<u8> {
+            let mut block: Vec<u8> = (0..bytes).map(|_| self.next() as u8).collect();
+            for &at in scales {
+                let d = 0x0800 + self.next() % 0x1000;
+                block[at..at + 2].copy_from_slice(&(d as u16).to_le_bytes());
+            }
+            block
+        }
+    }
+
+    /// Results of ggml's own `quantize_row_q8_K_ref`, `ggml_vec_dot_q4_K_q8_K` and
+    /// `ggml_vec_dot_q6_K_q8_K` (AVX2 build), `dequantize_row_q4_K` and `dequantize_row_q6_K`
+    /// on the inputs [`kquant_match_ggml`] draws: superblocks, the two dot products' bits,
+    /// and hashes of the bits of the dequantised weights and of the `Q8_K` values.
+    #[rustfmt::skip]
+    const GGML_GOLDEN: [(usize, u32, u32, u64, u64, u64); 4] = [
+        (1, 0xc1bf008c, 0x43e10f6e, 0x187e37f193c05650, 0x095b3abd9810d7b4, 0x16b14e6d2a4e0ae3),
+        (2, 0x408d67a2, 0xc213a295, 0x00152b1af091b430, 0x500c9399a836c690, 0xd7345925b6f7221c),
+        (3, 0x429c4d66, 0x44bd4581, 0xee217824df09de88, 0xfb787bfa75974b18, 0xcdb45ad1bae89f7b),
+        (5, 0xc12d56a3, 0xc2253fd2, 0x5522ddfe2c4abcf8, 0x6780d48087d7dbaa, 0xa67f3edd923dc557),
+    ];
+
+    fn hash(values: impl Iterator<Item = u64>) -> u64 {
+        values.fold(0u64, |h, v| h.wrapping_mul(31).wrapping_add(v))
+    }
+
+    #[test]
+    fn kquant_match_ggml() {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for (case, &(nb, dot4, dot6, h4, h6, hq)) in GGML_GOLDEN.iter().enumerate() {
+            let (mut b4, mut b6) = (Vec::new(), Vec::new());
+            for _ in 0..nb {
+                b4.extend(rng.block(BlockQ4K::BYTES, &[0, 2]));
+                b6.extend(rng.block(BlockQ6K::BYTES, &[208]));
+            }
+            let (x4, x6) = (BlockQ4K::parse_all(&b4), BlockQ6K::parse_all(&b6));
+            // Halves with a largest magnitude of 127 in every block, so products land exactly
+            // on ties; every other case replaces them with values in (-3, 3).
+            let mut act: Vec<f32> = (0..nb * QK_K)
+                .map(|_| ((rng.next() % 255) as i32 - 127) as f32 / 2.0)
+                .collect();
+            for block in act.chunks_exact_mut(QK_K) {
+                let at = rng.next() as usize % QK_K;
+                block[at] = if rng.next() & 1 == 1 { 127.0 } else { -127.0 };
+            }
+            if case % 2 == 1 {
+                act = (0..nb * QK_K)
+                    .map(|_| ((rng.next() % 60001) as i32 - 30000) as f32 / 10000.0)
+                    .collect();
+            }
+            let mut q8 = vec![BlockQ8K::default(); nb];
+            quantize_row_q8k(&act, &mut q8);
+            let qs = q8.iter().flat_map(|b| b.qs).map(|q| u64::from(q as u8));
+            assert_eq!(hash(qs), hq, "case {case}: Q8_K values");
+
+            let mut out = [0f32];
+            assert_eq!(
+                dot_q4k_reference(&x4, &q8).to_bits(),
+                dot4,
+                "case {case}: Q4_K"
+            );
+            BlockQ4K::dot_rows(&x4, &q8, &mut out);
+            assert_eq!(out[0].to_bits(), dot4, "case {case}: Q4_K kernel");
+            assert_eq!(
+                dot_q6k_reference(&x6, &q8).to_bits(),
+                dot6,
+                "case {case}: Q6_K"
+            );
+            BlockQ6K::dot_rows(&x6, &q8, &mut out);
+            assert_eq!(out[0].to_bits(), dot6, "case {case}: Q6_K kernel");
+
+            let mut w = vec![0f32; nb * QK_K];
+            for (block, o) in x4.iter().zip(w.chunks_exact_mut(QK_K)) {
+                block.dequantize(o);
+            }
+            assert_eq!(
+                hash(w.iter().map(|v| u64::from(v.to_bits()))),
+                h4,
+                "case {case}"
+            );
+            for (block, o) in x6.iter().zip(w.chunks_exact_mut(QK_K)) {
+                block.dequantize(o);
+            }
+            assert_eq!(
+                hash(w.iter().map(|v| u64::from(v.to_bits()))),
+                h6,
+                "case {case}"
+            );
+        }
+    }
+
+    /// The f64 dot product of weights `w` with the dequantised activations, and the sum of
+    /// the products' magnitudes (the scale of its rounding error).
+    fn dequantised_dot(w: &[f32], y: &[BlockQ8K]) -> (f64, f64) {
+        let mut dot = 0f64;
+        let mut magnitude = 0f64;
+        for (w, yb) in w.chunks_exact(QK_K).zip(y) {
+            for (&w, &q) in w.iter().zip(&yb.qs) {
+                let p = f64::from(w) * f64::from(yb.d) * f64::from(q);
+                dot += p;
+                magnitude += p.abs();
+            }
+        }
+        (dot, magnitude)
+    }
+}

@@ -1,0 +1,21 @@
+//! CPU kernels of the decoder step.
+//!
+//! The arithmetic follows ggml's x86 AVX2 path operation for operation (the same activation
+//! quantisation, the same lane layout of every dot product and reduction, the same exponential
+//! approximation), so greedy decoding reproduces llama.cpp's tokens rather than merely
+//! resembling them: small quantised models are numerically fragile, and a last-bit difference
+//! early in the network can move a logprob by tenths.
+//!
+//! Every kernel has a portable scalar form, which is the reference; where the CPU has AVX2 and
+//! FMA the same operations run vectorised, giving bit-identical results, as do the NEON dot
+//! products of `Q4_0`, `Q4_1` and `Q8_0` on aarch64 (tested under qemu by `scripts/test`).
+
+pub mod dot;
+pub mod features;
+pub mod format;
+pub mod kquant;
+pub mod math;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+pub mod pool;
+pub mod quant;

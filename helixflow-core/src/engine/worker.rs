@@ -389,7 +389,23 @@ impl Worker {
                 generated += u64::from(accept(request, c, logits, &self.chat));
             }
         }
-        let before = self.running.len();
+        // The statistics count this step before any of its requests hears that it is
+        // done, so a client that reads them after its answer sees its own tokens.
+        let finished_count = self
+            .running
+            .iter()
+            .filter(|r| !r.choices.is_empty() && r.is_done())
+            .count() as u64;
+        self.stats.update(|s| {
+            s.steps += 1;
+            s.tokens_computed += batch_tokens as u64;
+            s.prefill_tokens += prefill_tokens as u64;
+            s.tokens_generated += generated;
+            s.last_batch_seqs = plan.len();
+            s.max_batch_seqs = s.max_batch_seqs.max(plan.len());
+            s.last_batch_tokens = batch_tokens;
+            s.finished_requests += finished_count;
+        });
         self.running.retain(|r| {
             if r.choices.is_empty() {
                 return false; // failed above
@@ -402,17 +418,6 @@ impl Worker {
                 return false;
             }
             true
-        });
-        let finished_count = (before - self.running.len()) as u64;
-        self.stats.update(|s| {
-            s.steps += 1;
-            s.tokens_computed += batch_tokens as u64;
-            s.prefill_tokens += prefill_tokens as u64;
-            s.tokens_generated += generated;
-            s.last_batch_seqs = plan.len();
-            s.max_batch_seqs = s.max_batch_seqs.max(plan.len());
-            s.last_batch_tokens = batch_tokens;
-            s.finished_requests += finished_count;
         });
     }
 

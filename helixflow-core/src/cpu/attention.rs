@@ -8,6 +8,9 @@
 
 use std::ops::Range;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -59,6 +62,9 @@ pub struct AttentionScratch {
     query: Vec<f32>,
     key: Vec<f32>,
     lanes: Vec<f32>,
+    /// The task's key and value rows (its head's columns), position by position.
+    key_rows: Vec<*const f16>,
+    value_rows: Vec<*const f16>,
 }
 
 /// One token's attention for the query heads of one key/value head.
@@ -86,13 +92,19 @@ pub fn attend_row(
 ) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { attend_row_fma(geo, task, out_group, scratch) };
+        if avx2::handles(geo.head_dim) {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { avx2::attend_row(geo, task, out_group, scratch) };
+        } else {
+            // SAFETY: as above.
+            unsafe { attend_row_fma(geo, task, out_group, scratch) };
+        }
         return;
     }
     attend_row_portable::<SoftWiden>(geo, task, out_group, scratch);
 }
 
+/// The portable code compiled for AVX2 (heads the AVX2 kernel does not handle).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_row_fma(
@@ -133,6 +145,7 @@ fn attend_row_portable<W: Widen>(
         query,
         key,
         lanes,
+        ..
     } = scratch;
     scores.resize(group * len, 0.0);
     probs.resize(group * len, 0.0);
@@ -176,28 +189,38 @@ fn attend_row_portable<W: Widen>(
                 }
             }
         }
-        for (g, acc) in lanes.chunks_exact(slots * hd).enumerate() {
-            let out = &mut out_group[g * hd..(g + 1) * hd];
-            // Each slot as a slice of exactly `hd`, so the loops below need no bounds checks.
-            let slot: [&[f32]; 32] =
-                std::array::from_fn(|i| &acc[(i % slots) * hd..(i % slots + 1) * hd]);
-            // The reductions of `hsum8` and `reduce_gemv`, done for all `hd` columns at once
-            // (element-wise, so it vectorises) instead of gathering each column's slots.
-            match order {
-                ProductOrder::Gemm => {
-                    for (d, o) in out.iter_mut().enumerate() {
-                        let quad = |i: usize| slot[4 + i][d] + slot[i][d];
-                        *o = (quad(0) + quad(2)) + (quad(1) + quad(3));
-                    }
+        reduce_slots(order, hd, lanes, out_group);
+    }
+}
+
+/// Adds each head's value slots (`lanes[g][slot][d]`) into its output row, as `hsum8` (Gemm)
+/// or `reduce_gemv` (Gemv) reduce one column's slots, for all `hd` columns at once
+/// (element-wise, so it vectorises) instead of gathering each column's slots.
+#[inline(always)]
+fn reduce_slots(order: ProductOrder, hd: usize, lanes: &[f32], out_group: &mut [f32]) {
+    let slots = match order {
+        ProductOrder::Gemm => 8,
+        ProductOrder::Gemv => 32,
+    };
+    for (g, acc) in lanes.chunks_exact(slots * hd).enumerate() {
+        let out = &mut out_group[g * hd..(g + 1) * hd];
+        // Each slot as a slice of exactly `hd`, so the loops below need no bounds checks.
+        let slot: [&[f32]; 32] =
+            std::array::from_fn(|i| &acc[(i % slots) * hd..(i % slots + 1) * hd]);
+        match order {
+            ProductOrder::Gemm => {
+                for (d, o) in out.iter_mut().enumerate() {
+                    let quad = |i: usize| slot[4 + i][d] + slot[i][d];
+                    *o = (quad(0) + quad(2)) + (quad(1) + quad(3));
                 }
-                ProductOrder::Gemv => {
-                    for (d, o) in out.iter_mut().enumerate() {
-                        let r = |l: usize| {
-                            (slot[l][d] + slot[16 + l][d]) + (slot[8 + l][d] + slot[24 + l][d])
-                        };
-                        let t = [r(0) + r(4), r(1) + r(5), r(2) + r(6), r(3) + r(7)];
-                        *o = (t[0] + t[1]) + (t[2] + t[3]);
-                    }
+            }
+            ProductOrder::Gemv => {
+                for (d, o) in out.iter_mut().enumerate() {
+                    let r = |l: usize| {
+                        (slot[l][d] + slot[16 + l][d]) + (slot[8 + l][d] + slot[24 + l][d])
+                    };
+                    let t = [r(0) + r(4), r(1) + r(5), r(2) + r(6), r(3) + r(7)];
+                    *o = (t[0] + t[1]) + (t[2] + t[3]);
                 }
             }
         }
@@ -377,5 +400,67 @@ mod tests {
         // Causality: only the first position visible.
         attend(1, &mut out);
         assert_eq!(out[..2], [1.0, 2.0]);
+    }
+
+    /// The AVX2 kernel against the portable code, bit for bit: both orders, one and three
+    /// query heads per key/value head, heads 32 and 64 wide, lengths across block and slot
+    /// boundaries.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_attention_matches_the_portable_code_bit_for_bit() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        if !has_avx2_fma() {
+            eprintln!("skipped: no AVX2/FMA/F16C on this CPU");
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(5);
+        for (head_dim, group, block_size) in [(64, 3, 16), (32, 1, 5), (64, 1, 7)] {
+            let num_kv_heads = 2;
+            let geo = AttentionGeometry {
+                num_heads: num_kv_heads * group,
+                num_kv_heads,
+                head_dim,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+            };
+            let kv_width = num_kv_heads * head_dim;
+            let layout = BlockLayout {
+                block_size,
+                num_layers: 2,
+                kv_width,
+            };
+            let positions = 75;
+            let mut kv = SequenceKv::new(KvPool::unbounded(layout));
+            kv.reserve(positions).unwrap();
+            let mut random = |n: usize, scale: f32| -> Vec<f32> {
+                (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+            };
+            for layer in 0..2 {
+                let keys = random(positions * kv_width, 2.0);
+                let values = random(positions * kv_width, 1.0);
+                kv.write(layer, 0, &keys, &values);
+            }
+            kv.advance(positions);
+            let queries = random(group * head_dim, 2.0);
+            for order in [ProductOrder::Gemm, ProductOrder::Gemv] {
+                for len in [1, 2, 8, 9, 31, 32, 33, 64, 75] {
+                    let task = AttentionTask {
+                        order,
+                        kv_head: 1,
+                        queries: &queries,
+                        kv: kv.view(1),
+                        len,
+                    };
+                    let mut want = vec![0f32; group * head_dim];
+                    let mut got = vec![0f32; group * head_dim];
+                    let mut scratch = AttentionScratch::default();
+                    attend_row_portable::<SoftWiden>(&geo, &task, &mut want, &mut scratch);
+                    // SAFETY: checked above that the CPU has the features.
+                    unsafe { avx2::attend_row(&geo, &task, &mut got, &mut scratch) };
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{order:?} hd {head_dim} len {len}");
+                }
+            }
+        }
     }
 }

@@ -113,11 +113,11 @@ impl WeightMatrix {
             )));
         }
         match &self.weights {
-            Weights::Q4_0(w) => self.quantized(w, input, out),
-            Weights::Q4_1(w) => self.quantized(w, input, out),
-            Weights::Q8_0(w) => self.quantized(w, input, out),
-            Weights::Q4K(w) => self.quantized(w, input, out),
-            Weights::Q6K(w) => self.quantized(w, input, out),
+            Weights::Q4_0(w) => self.quantized(w, input, &mut [out]),
+            Weights::Q4_1(w) => self.quantized(w, input, &mut [out]),
+            Weights::Q8_0(w) => self.quantized(w, input, &mut [out]),
+            Weights::Q4K(w) => self.quantized(w, input, &mut [out]),
+            Weights::Q6K(w) => self.quantized(w, input, &mut [out]),
             Weights::Candle(m) => {
                 let x = Tensor::from_slice(input, (n, self.cols), &Device::Cpu)?;
                 let y = m.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
@@ -148,11 +148,85 @@ impl WeightMatrix {
         true
     }
 
-    fn quantized<W: QuantFormat>(&self, weights: &[W], input: &[f32], out: &mut [f32]) {
+    /// `input · Wᵀ` into `outs`, which split each output row's values (rows of this matrix)
+    /// in order: `outs[i]` gets `n` rows of its own width. For a [`Self::stack`] of matrices,
+    /// each gets its own product.
+    fn matmul_split(&self, input: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
+        let n = input.len() / self.cols;
+        let widths: Option<Vec<usize>> = outs
+            .iter()
+            .map(|o| (n > 0 && o.len() % n == 0).then(|| o.len() / n))
+            .collect();
+        let fits = input.len() == n * self.cols
+            && widths.is_some_and(|w| w.iter().sum::<usize>() == self.rows);
+        if !fits {
+            return Err(Error::InvalidRequest(format!(
+                "matmul of {} inputs into outputs of {:?} values does not fit a {}x{} matrix",
+                input.len(),
+                outs.iter().map(|o| o.len()).collect::<Vec<_>>(),
+                self.rows,
+                self.cols
+            )));
+        }
+        match &self.weights {
+            Weights::Q4_0(w) => self.quantized(w, input, outs),
+            Weights::Q4_1(w) => self.quantized(w, input, outs),
+            Weights::Q8_0(w) => self.quantized(w, input, outs),
+            Weights::Q4K(w) => self.quantized(w, input, outs),
+            Weights::Q6K(w) => self.quantized(w, input, outs),
+            Weights::Candle(_) => {
+                let [out] = outs else {
+                    unreachable!("candle matrices are never stacked")
+                };
+                self.matmul(input, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One matrix whose rows are those of `parts` in order, if they all have this crate's
+    /// same format and the same width; `parts` back otherwise.
+    fn stack(parts: Vec<WeightMatrix>) -> std::result::Result<WeightMatrix, Vec<WeightMatrix>> {
+        fn stacked_weights(parts: &[WeightMatrix]) -> Option<Weights> {
+            macro_rules! concat {
+                ($format:ident) => {{
+                    let mut all = Vec::new();
+                    for part in parts {
+                        let Weights::$format(blocks) = &part.weights else {
+                            return None;
+                        };
+                        all.extend_from_slice(blocks);
+                    }
+                    Weights::$format(all)
+                }};
+            }
+            if parts.windows(2).any(|w| w[0].cols != w[1].cols) {
+                return None;
+            }
+            Some(match parts.first()?.weights {
+                Weights::Q4_0(_) => concat!(Q4_0),
+                Weights::Q4_1(_) => concat!(Q4_1),
+                Weights::Q8_0(_) => concat!(Q8_0),
+                Weights::Q4K(_) => concat!(Q4K),
+                Weights::Q6K(_) => concat!(Q6K),
+                Weights::Candle(_) => return None,
+            })
+        }
+        match stacked_weights(&parts) {
+            Some(weights) => Ok(WeightMatrix {
+                rows: parts.iter().map(|p| p.rows).sum(),
+                cols: parts[0].cols,
+                weights,
+            }),
+            None => Err(parts),
+        }
+    }
+
+    fn quantized<W: QuantFormat>(&self, weights: &[W], input: &[f32], outs: &mut [&mut [f32]]) {
         let nb = self.cols / W::BLOCK_VALUES;
         let n = input.len() / self.cols;
         with_buffer(n * nb, |acts: &mut [W::Act]| {
-            self.quantized_into(weights, input, acts, out);
+            self.quantized_into(weights, input, acts, outs);
         });
     }
 
@@ -161,7 +235,7 @@ impl WeightMatrix {
         weights: &[W],
         input: &[f32],
         acts: &mut [W::Act],
-        out: &mut [f32],
+        outs: &mut [&mut [f32]],
     ) {
         let nb = self.cols / W::BLOCK_VALUES;
         let n = input.len() / self.cols;
@@ -192,18 +266,23 @@ impl WeightMatrix {
                 W::dot_matrix(&weights[first * nb..(first + rows) * nb], nb, acts, chunk);
             });
         };
-        if n == 1 {
+        if let ([out], 1) = (&mut *outs, n) {
             by_weight_row(out);
-        } else {
-            with_buffer(n * self.rows, |transposed: &mut [f32]| {
-                by_weight_row(transposed);
-                for (r, column) in transposed.chunks_exact(n).enumerate() {
+            return;
+        }
+        // The kernels write `[weight row][activation row]`; each output wants the transpose.
+        with_buffer(n * self.rows, |transposed: &mut [f32]| {
+            by_weight_row(transposed);
+            let mut columns = transposed.chunks_exact(n);
+            for out in outs.iter_mut() {
+                let width = out.len() / n;
+                for (r, column) in columns.by_ref().take(width).enumerate() {
                     for (t, &v) in column.iter().enumerate() {
-                        out[t * self.rows + r] = v;
+                        out[t * width + r] = v;
                     }
                 }
-            });
-        }
+            }
+        });
     }
 }
 
@@ -228,6 +307,63 @@ fn with_buffer<T: Default + Clone + 'static, R>(len: usize, f: impl FnOnce(&mut 
     let result = f(&mut vec[..len]);
     BUFFERS.with_borrow_mut(|map| map.insert(TypeId::of::<T>(), buffer));
     result
+}
+
+/// Matrices that multiply the same input, such as a layer's query, key and value
+/// projections. Where their formats allow, they are stacked into one matrix, so that one
+/// product (one quantisation of the input, one parallel loop) computes them all.
+#[derive(Debug)]
+pub struct MatrixGroup {
+    parts: Parts,
+}
+
+#[derive(Debug)]
+enum Parts {
+    Stacked(WeightMatrix),
+    Separate(Vec<WeightMatrix>),
+}
+
+impl MatrixGroup {
+    /// Groups `parts`, which must all have the same input width.
+    pub fn new(parts: Vec<WeightMatrix>) -> Result<Self> {
+        if parts.windows(2).any(|w| w[0].cols != w[1].cols) {
+            return Err(Error::InvalidRequest(format!(
+                "matrices of input widths {:?} cannot share an input",
+                parts.iter().map(|p| p.cols).collect::<Vec<_>>()
+            )));
+        }
+        let parts = match WeightMatrix::stack(parts) {
+            Ok(stacked) => Parts::Stacked(stacked),
+            Err(parts) => Parts::Separate(parts),
+        };
+        Ok(Self { parts })
+    }
+
+    /// Whether the parts run as one stacked product.
+    pub fn is_stacked(&self) -> bool {
+        matches!(self.parts, Parts::Stacked(_))
+    }
+
+    /// `outs[i] = input · Wᵢᵀ` for each part `i`, where `input` has `n` rows and `outs[i]`
+    /// gets `n` rows of part `i`'s output width.
+    pub fn matmul(&self, input: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
+        match &self.parts {
+            Parts::Stacked(matrix) => matrix.matmul_split(input, outs),
+            Parts::Separate(parts) => {
+                if parts.len() != outs.len() {
+                    return Err(Error::InvalidRequest(format!(
+                        "{} outputs for a group of {} matrices",
+                        outs.len(),
+                        parts.len()
+                    )));
+                }
+                for (part, out) in parts.iter().zip(outs.iter_mut()) {
+                    part.matmul(input, out)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A tensor's bytes with what is needed to check them against a block format.

@@ -7,4 +7,4 @@ pub mod matmul;
 
 pub use attention::{attend_row, AttentionGeometry};
 pub use helixflow_kernels::{dot, features, math, quant};
-pub use matmul::WeightMatrix;
+pub use matmul::{MatrixGroup, WeightMatrix};

@@ -186,6 +186,30 @@ impl<'a> KvView<'a> {
         self.rows(len, |block, layout, layer| block.values(layout, layer))
     }
 
+    /// Calls `f` with the key and value rows of positions `0..len`, in order, block by block
+    /// (plain loops, for kernels that index the rows afterwards).
+    #[inline]
+    pub fn for_each_row_pair(&self, len: usize, mut f: impl FnMut(&'a [f16], &'a [f16])) {
+        let width = self.layout.kv_width;
+        let mut left = len;
+        for block in self.blocks {
+            if left == 0 {
+                break;
+            }
+            let keys = block.keys(self.layout, self.layer);
+            let values = block.values(self.layout, self.layer);
+            let here = left.min(self.layout.block_size);
+            for (k, v) in keys
+                .chunks_exact(width)
+                .zip(values.chunks_exact(width))
+                .take(here)
+            {
+                f(k, v);
+            }
+            left -= here;
+        }
+    }
+
     fn rows(
         &self,
         len: usize,

@@ -15,7 +15,7 @@ use candle_core::Device;
 use helixflow_kernels::pool::Pool;
 
 use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
-use crate::cpu::{attend_row, math, AttentionGeometry, WeightMatrix};
+use crate::cpu::{attend_row, math, AttentionGeometry, MatrixGroup, WeightMatrix};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{BlockLayout, KvPool, SequenceKv};
@@ -126,13 +126,12 @@ impl LlamaConfig {
 /// One transformer block's weights.
 struct Block {
     attn_norm: Vec<f32>,
-    wq: WeightMatrix,
-    wk: WeightMatrix,
-    wv: WeightMatrix,
+    /// The query, key and value projections, which share their input.
+    wqkv: MatrixGroup,
     wo: WeightMatrix,
     ffn_norm: Vec<f32>,
-    w_gate: WeightMatrix,
-    w_up: WeightMatrix,
+    /// The MLP's gate and up projections, which share their input.
+    w_gate_up: MatrixGroup,
     w_down: WeightMatrix,
 }
 
@@ -233,13 +232,17 @@ impl LlamaModel {
             let p = format!("blk.{l}");
             blocks.push(Block {
                 attn_norm: vector(&format!("{p}.attn_norm.weight"), h)?,
-                wq: matrix(&format!("{p}.attn_q.weight"), &[h, h])?,
-                wk: matrix(&format!("{p}.attn_k.weight"), &[kv, h])?,
-                wv: matrix(&format!("{p}.attn_v.weight"), &[kv, h])?,
+                wqkv: MatrixGroup::new(vec![
+                    matrix(&format!("{p}.attn_q.weight"), &[h, h])?,
+                    matrix(&format!("{p}.attn_k.weight"), &[kv, h])?,
+                    matrix(&format!("{p}.attn_v.weight"), &[kv, h])?,
+                ])?,
                 wo: matrix(&format!("{p}.attn_output.weight"), &[h, h])?,
                 ffn_norm: vector(&format!("{p}.ffn_norm.weight"), h)?,
-                w_gate: matrix(&format!("{p}.ffn_gate.weight"), &[i, h])?,
-                w_up: matrix(&format!("{p}.ffn_up.weight"), &[i, h])?,
+                w_gate_up: MatrixGroup::new(vec![
+                    matrix(&format!("{p}.ffn_gate.weight"), &[i, h])?,
+                    matrix(&format!("{p}.ffn_up.weight"), &[i, h])?,
+                ])?,
                 w_down: matrix(&format!("{p}.ffn_down.weight"), &[h, i])?,
             });
         }
@@ -401,9 +404,9 @@ impl LlamaModel {
 
         for (layer, block) in self.blocks.iter().enumerate() {
             math::rms_norm_rows(x, &block.attn_norm, cfg.rms_norm_eps, normed);
-            block.wq.matmul(normed, q)?;
-            block.wk.matmul(normed, k)?;
-            block.wv.matmul(normed, v)?;
+            block
+                .wqkv
+                .matmul(normed, &mut [&mut *q, &mut *k, &mut *v])?;
             for (row, cache) in rope.chunks_exact(half_rope.max(1)).enumerate().take(n) {
                 math::rope_rows(&mut q[row * h..(row + 1) * h], cfg.head_dim, cache);
                 math::rope_rows(&mut k[row * kvw..(row + 1) * kvw], cfg.head_dim, cache);
@@ -418,8 +421,9 @@ impl LlamaModel {
             math::add_assign(x, projected);
 
             math::rms_norm_rows(x, &block.ffn_norm, cfg.rms_norm_eps, normed);
-            block.w_gate.matmul(normed, gate)?;
-            block.w_up.matmul(normed, up)?;
+            block
+                .w_gate_up
+                .matmul(normed, &mut [&mut *gate, &mut *up])?;
             let up = &*up;
             Pool::global().for_each_chunk_mut(gate, inter, |row, g| {
                 math::swiglu(g, &up[row * inter..(row + 1) * inter]);
@@ -471,7 +475,6 @@ impl LlamaModel {
         out: &mut [f32],
     ) {
         let cfg = &self.config;
-        let h = cfg.hidden_size;
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         let geometry = AttentionGeometry {
             num_heads: cfg.num_heads,
@@ -479,21 +482,41 @@ impl LlamaModel {
             head_dim: cfg.head_dim,
             scale,
         };
-        // One task per token and key/value head: a decode step still uses every thread.
-        let group_width = h / cfg.num_kv_heads;
         thread_local! {
             static SCRATCH: RefCell<AttentionScratch> = RefCell::default();
         }
-        Pool::global().for_each_chunk_mut(out, group_width, |task, out_group| {
-            let place = &rows[task / cfg.num_kv_heads];
+        let pool = Pool::global();
+        // One task per token and key/value head, whose query heads share each widened cache
+        // row. A step of one or two tokens has too few such tasks to keep every thread busy
+        // (three key/value heads on two threads leave one idle a third of the time), so it
+        // takes one task per query head instead: the same numbers, as each head's scores,
+        // softmax and sums are its own either way.
+        let per_query_head = rows.len() * cfg.num_kv_heads < 4 * pool.threads();
+        let (task_heads, task_geometry) = if per_query_head {
+            let one_head = AttentionGeometry {
+                num_heads: cfg.num_kv_heads,
+                ..geometry
+            };
+            (cfg.num_heads, one_head)
+        } else {
+            (cfg.num_kv_heads, geometry)
+        };
+        let heads_per_task = cfg.num_heads / task_heads;
+        let group = cfg.num_heads / cfg.num_kv_heads;
+        let task_width = heads_per_task * cfg.head_dim;
+        pool.for_each_chunk_mut(out, task_width, |task, out_heads| {
+            let place = &rows[task / task_heads];
+            let first_head = task % task_heads * heads_per_task;
             let task = AttentionTask {
                 order: place.order,
-                kv_head: task % cfg.num_kv_heads,
-                queries: &q[task * group_width..(task + 1) * group_width],
+                kv_head: first_head / group,
+                queries: &q[task * task_width..(task + 1) * task_width],
                 kv: batch[place.seq].kv.view(layer),
                 len: place.pos + 1,
             };
-            SCRATCH.with_borrow_mut(|scratch| attend_row(&geometry, &task, out_group, scratch));
+            SCRATCH.with_borrow_mut(|scratch| {
+                attend_row(&task_geometry, &task, out_heads, scratch);
+            });
         });
     }
 }

@@ -1,0 +1,207 @@
+//! [`super::attend_row`] with AVX2, FMA and F16C: the same arithmetic as the portable code,
+//! lane for lane (see the test that holds them to each other), with the cache rows widened
+//! straight into registers and each value slot summed in registers.
+//!
+//! The portable code keeps a value slot's accumulators in memory and updates them position by
+//! position; here each slot (every `slots`-th position) is summed in registers and stored
+//! once, which adds the same products in the same order.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::{reduce_slots, AttentionGeometry, AttentionScratch, AttentionTask, ProductOrder};
+use crate::cpu::math::softmax_numerators;
+
+/// Positions ahead whose cache rows the score pass prefetches.
+const PREFETCH_ROWS: usize = 8;
+
+/// Whether the kernel handles heads `head_dim` wide (whole 32-value chunks).
+pub(super) fn handles(head_dim: usize) -> bool {
+    head_dim.is_multiple_of(32)
+}
+
+/// Runs `task` into `out_group`; `geo.head_dim` must be [`handles`]d.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn attend_row(
+    geo: &AttentionGeometry,
+    task: &AttentionTask<'_>,
+    out_group: &mut [f32],
+    scratch: &mut AttentionScratch,
+) {
+    let AttentionTask {
+        order,
+        kv_head,
+        queries: q_group,
+        kv,
+        len,
+    } = *task;
+    let hd = geo.head_dim;
+    debug_assert!(handles(hd));
+    let group = geo.num_heads / geo.num_kv_heads;
+    let slots = match order {
+        ProductOrder::Gemm => 8,
+        ProductOrder::Gemv => 32,
+    };
+    let AttentionScratch {
+        scores,
+        probs,
+        query,
+        lanes,
+        key_rows,
+        value_rows,
+        ..
+    } = scratch;
+    scores.resize(group * len, 0.0);
+    probs.resize(group * len, 0.0);
+    query.resize(group * hd, 0.0);
+    lanes.resize(group * slots * hd, 0.0);
+    key_rows.clear();
+    value_rows.clear();
+    let first_col = kv_head * hd;
+    kv.for_each_row_pair(len, |k, v| {
+        key_rows.push(k[first_col..first_col + hd].as_ptr());
+        value_rows.push(v[first_col..first_col + hd].as_ptr());
+    });
+    for (dst, &src) in query.iter_mut().zip(q_group) {
+        *dst = f16::from_f32(src).to_f32();
+    }
+
+    // Scores, prefetching the key and value rows a few positions ahead: the cache was
+    // written a step ago and has left the CPU caches since, and the blocks are separate
+    // allocations, which defeats the hardware's stride prefetching.
+    for pos in 0..len {
+        if let (Some(&k), Some(&v)) = (
+            key_rows.get(pos + PREFETCH_ROWS),
+            value_rows.get(pos + PREFETCH_ROWS),
+        ) {
+            prefetch_row(k, hd);
+            prefetch_row(v, hd);
+        }
+        let key = key_rows[pos];
+        for (g, q) in query.chunks_exact(hd).enumerate() {
+            // SAFETY: `key` points at `hd` cached values and `q` has `hd` values.
+            let dot = unsafe {
+                match order {
+                    ProductOrder::Gemm => dot_gemm(q, key),
+                    ProductOrder::Gemv => dot_gemv(q, key),
+                }
+            };
+            scores[g * len + pos] = dot * geo.scale;
+        }
+    }
+
+    for (g_scores, g_probs) in scores
+        .chunks_exact_mut(len)
+        .zip(probs.chunks_exact_mut(len))
+    {
+        let max = g_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let inv = (1.0 / softmax_numerators(g_scores, max)) as f32;
+        round_probabilities(g_scores, inv, g_probs);
+    }
+
+    // Weighted sums of values: slot `s` sums positions `s, s + slots, ...` in order.
+    for (g, g_lanes) in lanes.chunks_exact_mut(slots * hd).enumerate() {
+        let p = &probs[g * len..(g + 1) * len];
+        for (slot, slot_lanes) in g_lanes.chunks_exact_mut(hd).enumerate() {
+            for (chunk, out) in slot_lanes.chunks_exact_mut(32).enumerate() {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut pos = slot;
+                while pos < len {
+                    let weight = _mm256_set1_ps(p[pos]);
+                    // SAFETY: the row has `hd` values, of which this chunk reads 32.
+                    let row = unsafe { value_rows[pos].add(chunk * 32) };
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: eight values of the chunk.
+                        let v = unsafe { widen8(row.add(8 * j)) };
+                        *a = _mm256_fmadd_ps(v, weight, *a);
+                    }
+                    pos += slots;
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    // SAFETY: `out` is 32 values.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * j), *a) };
+                }
+            }
+        }
+    }
+    reduce_slots(order, hd, lanes, out_group);
+}
+
+/// Eight cached f16 values from `src`, widened.
+#[inline(always)]
+unsafe fn widen8(src: *const f16) -> __m256 {
+    // SAFETY: the caller guarantees eight readable values; F16C is enabled where inlined.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(src.cast())) }
+}
+
+/// Asks for the cache lines of the `len` f16 values at `row` (a hint; it never faults).
+#[inline(always)]
+fn prefetch_row(row: *const f16, len: usize) {
+    let bytes = row.cast::<i8>();
+    for offset in (0..2 * len).step_by(64) {
+        // SAFETY: a prefetch is a hint and never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.wrapping_add(offset)) };
+    }
+}
+
+/// `f16(s · inv)` as f32 for each score `s`, eight at a time (F16C rounds to nearest even,
+/// as `half` does).
+#[inline(always)]
+fn round_probabilities(scores: &[f32], inv: f32, probs: &mut [f32]) {
+    let whole = scores.len() / 8 * 8;
+    // SAFETY: every load and store covers eight values inside the slices; the features are
+    // enabled where this is inlined.
+    unsafe {
+        let inv8 = _mm256_set1_ps(inv);
+        for i in (0..whole).step_by(8) {
+            let scaled = _mm256_mul_ps(_mm256_loadu_ps(scores.as_ptr().add(i)), inv8);
+            let halves = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(scaled);
+            _mm256_storeu_ps(probs.as_mut_ptr().add(i), _mm256_cvtph_ps(halves));
+        }
+    }
+    for (p, &s) in probs[whole..].iter_mut().zip(&scores[whole..]) {
+        *p = f16::from_f32(s * inv).to_f32();
+    }
+}
+
+/// tinyBLAS's dot product (lane `i % 8`, then `hsum8`) of `q` with the cached row `k`.
+#[inline(always)]
+unsafe fn dot_gemm(q: &[f32], k: *const f16) -> f32 {
+    // SAFETY: `k` has `q.len()` values, a multiple of eight.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for (i, chunk) in q.chunks_exact(8).enumerate() {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(chunk.as_ptr()), widen8(k.add(8 * i)), acc);
+        }
+        // hsum8: lanes i and i + 4, then (0 + 2) + (1 + 3).
+        let quad = _mm_add_ps(_mm256_extractf128_ps::<1>(acc), _mm256_castps256_ps128(acc));
+        let pairs = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+        _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
+    }
+}
+
+/// `ggml_vec_dot_f16`'s dot product (four accumulators of eight lanes over 32-value chunks,
+/// reduced by `GGML_F32x8_REDUCE`) of `q` with the cached row `k`.
+#[inline(always)]
+unsafe fn dot_gemv(q: &[f32], k: *const f16) -> f32 {
+    // SAFETY: `k` has `q.len()` values, a multiple of 32.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (c, chunk) in q.chunks_exact(32).enumerate() {
+            for (j, a) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(chunk.as_ptr().add(8 * j));
+                *a = _mm256_fmadd_ps(qv, widen8(k.add(32 * c + 8 * j)), *a);
+            }
+        }
+        // (slot l + slot 16+l) + (slot 8+l + slot 24+l), then lanes l and l + 4, then
+        // (0 + 1) + (2 + 3).
+        let r = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+        let t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps::<1>(r));
+        let pairs = _mm_hadd_ps(t, t);
+        _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs))
+    }
+}

@@ -264,10 +264,12 @@ mod avx2 {
     }
 
     /// Weight rows are read once per token, straight from memory: ask for the bytes a few
-    /// rows ahead so that the loads of the next rows do not stall.
+    /// rows ahead so that the loads of the next rows do not stall. (2 KiB measured best for
+    /// decoding SmolLM2 on AVX2: 4–23 % faster than 1 KiB in six alternating runs, 4 KiB
+    /// no better.)
     #[inline(always)]
     fn prefetch_ahead<T>(block: &T) {
-        const AHEAD: usize = 1024;
+        const AHEAD: usize = 2048;
         let ptr = (block as *const T).cast::<i8>().wrapping_add(AHEAD);
         // SAFETY: a prefetch is a hint; it never faults, whatever the address.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr) };

@@ -259,31 +259,61 @@ impl WeightMatrix {
         }
         // Parallel over weight rows; each task takes all activation rows for its weight rows,
         // so a weight block is loaded once per tile of activation rows.
-        let by_weight_row = |dst: &mut [f32]| {
-            pool.for_each_chunk_mut(dst, ROWS_PER_TASK * n, |task, chunk| {
+        if let ([out], 1) = (&mut *outs, n) {
+            pool.for_each_chunk_mut(out, ROWS_PER_TASK, |task, chunk| {
                 let first = task * ROWS_PER_TASK;
-                let rows = chunk.len() / n;
+                let rows = chunk.len();
                 W::dot_matrix(&weights[first * nb..(first + rows) * nb], nb, acts, chunk);
             });
-        };
-        if let ([out], 1) = (&mut *outs, n) {
-            by_weight_row(out);
             return;
         }
-        // The kernels write `[weight row][activation row]`; each output wants the transpose.
-        with_buffer(n * self.rows, |transposed: &mut [f32]| {
-            by_weight_row(transposed);
-            let mut columns = transposed.chunks_exact(n);
-            for out in outs.iter_mut() {
+        // The kernels write `[weight row][activation row]` and each output wants the
+        // transpose: every task transposes its own rows into the outputs, so that this runs
+        // on every thread too.
+        with_buffer(outs.len(), |parts: &mut [OutputPart]| {
+            let mut first_row = 0;
+            for (part, out) in parts.iter_mut().zip(outs.iter_mut()) {
                 let width = out.len() / n;
-                for (r, column) in columns.by_ref().take(width).enumerate() {
-                    for (t, &v) in column.iter().enumerate() {
-                        out[t * width + r] = v;
-                    }
-                }
+                *part = OutputPart {
+                    address: out.as_mut_ptr() as usize,
+                    width,
+                    first_row,
+                };
+                first_row += width;
             }
+            let parts = &*parts;
+            pool.for_each(self.rows.div_ceil(ROWS_PER_TASK), |task| {
+                let first = task * ROWS_PER_TASK;
+                let rows = ROWS_PER_TASK.min(self.rows - first);
+                with_buffer(rows * n, |chunk: &mut [f32]| {
+                    W::dot_matrix(&weights[first * nb..(first + rows) * nb], nb, acts, chunk);
+                    for (i, column) in chunk.chunks_exact(n).enumerate() {
+                        let row = first + i;
+                        let Some(part) = parts.iter().rev().find(|p| p.first_row <= row) else {
+                            continue;
+                        };
+                        let out = part.address as *mut f32;
+                        for (t, &v) in column.iter().enumerate() {
+                            // SAFETY: `out` is an output of `n` rows of `width` values, held
+                            // exclusively by this call until the loop ends; each task writes
+                            // the columns of its own weight rows only.
+                            unsafe { *out.add(t * part.width + row - part.first_row) = v };
+                        }
+                    }
+                });
+            });
         });
     }
+}
+
+/// Where the rows of one output of a [`WeightMatrix::matmul_split`] go: the output's address
+/// (kept as an integer so that tasks on other threads may share it), its width, and the first
+/// matrix row it takes.
+#[derive(Debug, Clone, Copy, Default)]
+struct OutputPart {
+    address: usize,
+    width: usize,
+    first_row: usize,
 }
 
 /// Runs `f` on `len` values of `T` from a buffer this thread keeps for the purpose, so that

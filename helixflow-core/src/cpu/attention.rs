@@ -42,6 +42,15 @@ pub enum ProductOrder {
 }
 
 impl ProductOrder {
+    /// The accumulator slots of the sums over positions: position `pos` goes into slot
+    /// `pos % slots` (one eight-lane accumulator for Gemm, Gemv's four).
+    pub fn slots(self) -> usize {
+        match self {
+            Self::Gemm => 8,
+            Self::Gemv => 32,
+        }
+    }
+
     /// The order llama.cpp uses for the token at `pos` of a sequence whose prompt has
     /// `prompt_len` tokens, with heads `head_dim` wide: the prompt is one batch (tinyBLAS, which
     /// needs at least two tokens and a multiple of eight), every later token a batch of one.
@@ -65,6 +74,17 @@ pub struct AttentionScratch {
     /// The task's key and value rows (its head's columns), position by position.
     key_rows: Vec<*const f16>,
     value_rows: Vec<*const f16>,
+}
+
+impl AttentionScratch {
+    /// Sizes the buffers for `group` query heads `hd` wide over `len` positions.
+    fn size_for(&mut self, group: usize, len: usize, hd: usize, slots: usize) {
+        self.scores.resize(group * len, 0.0);
+        self.probs.resize(group * len, 0.0);
+        self.query.resize(group * hd, 0.0);
+        self.key.resize(hd, 0.0);
+        self.lanes.resize(group * slots * hd, 0.0);
+    }
 }
 
 /// One token's attention for the query heads of one key/value head.
@@ -133,12 +153,8 @@ fn attend_row_portable<W: Widen>(
     let hd = geo.head_dim;
     let head_cols = kv_head * hd..(kv_head + 1) * hd;
     let group = geo.num_heads / geo.num_kv_heads;
-    // Dot products over positions put position `pos` in slot `pos % 8` (Gemm) or `pos % 32`
-    // (Gemv's four accumulators of eight lanes).
-    let slots = match order {
-        ProductOrder::Gemm => 8,
-        ProductOrder::Gemv => 32,
-    };
+    let slots = order.slots();
+    scratch.size_for(group, len, hd, slots);
     let AttentionScratch {
         scores,
         probs,
@@ -147,11 +163,6 @@ fn attend_row_portable<W: Widen>(
         lanes,
         ..
     } = scratch;
-    scores.resize(group * len, 0.0);
-    probs.resize(group * len, 0.0);
-    query.resize(group * hd, 0.0);
-    key.resize(hd, 0.0);
-    lanes.resize(group * slots * hd, 0.0);
     // The query heads of one key/value head share each widened cache row.
     {
         for (dst, &src) in query.iter_mut().zip(q_group) {
@@ -198,10 +209,7 @@ fn attend_row_portable<W: Widen>(
 /// (element-wise, so it vectorises) instead of gathering each column's slots.
 #[inline(always)]
 fn reduce_slots(order: ProductOrder, hd: usize, lanes: &[f32], out_group: &mut [f32]) {
-    let slots = match order {
-        ProductOrder::Gemm => 8,
-        ProductOrder::Gemv => 32,
-    };
+    let slots = order.slots();
     for (g, acc) in lanes.chunks_exact(slots * hd).enumerate() {
         let out = &mut out_group[g * hd..(g + 1) * hd];
         // Each slot as a slice of exactly `hd`, so the loops below need no bounds checks.

@@ -42,10 +42,8 @@ pub(super) unsafe fn attend_row(
     let hd = geo.head_dim;
     debug_assert!(handles(hd));
     let group = geo.num_heads / geo.num_kv_heads;
-    let slots = match order {
-        ProductOrder::Gemm => 8,
-        ProductOrder::Gemv => 32,
-    };
+    let slots = order.slots();
+    scratch.size_for(group, len, hd, slots);
     let AttentionScratch {
         scores,
         probs,
@@ -55,10 +53,6 @@ pub(super) unsafe fn attend_row(
         value_rows,
         ..
     } = scratch;
-    scores.resize(group * len, 0.0);
-    probs.resize(group * len, 0.0);
-    query.resize(group * hd, 0.0);
-    lanes.resize(group * slots * hd, 0.0);
     key_rows.clear();
     value_rows.clear();
     let first_col = kv_head * hd;

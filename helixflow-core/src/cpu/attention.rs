@@ -151,7 +151,6 @@ fn attend_row_portable<W: Widen>(
         len,
     } = *task;
     let hd = geo.head_dim;
-    let head_cols = kv_head * hd..(kv_head + 1) * hd;
     let group = geo.num_heads / geo.num_kv_heads;
     let slots = order.slots();
     scratch.size_for(group, len, hd, slots);
@@ -161,47 +160,61 @@ fn attend_row_portable<W: Widen>(
         query,
         key,
         lanes,
-        ..
+        key_rows,
+        value_rows,
     } = scratch;
-    // The query heads of one key/value head share each widened cache row.
-    {
-        for (dst, &src) in query.iter_mut().zip(q_group) {
-            *dst = f16::from_f32(src).to_f32();
-        }
-        for (pos, row) in prefetched(|| kv.key_rows(len), head_cols.clone()).enumerate() {
-            W::widen(row, key);
-            for (g, q) in query.chunks_exact(hd).enumerate() {
-                scores[g * len + pos] = match order {
-                    ProductOrder::Gemm => dot_gemm(q, key),
-                    ProductOrder::Gemv => dot_gemv(q, key),
-                } * geo.scale;
-            }
-        }
-        for (g_scores, g_probs) in scores
-            .chunks_exact_mut(len)
-            .zip(probs.chunks_exact_mut(len))
-        {
-            let max = g_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let inv = (1.0 / softmax_numerators(g_scores, max)) as f32;
-            for (p, &s) in g_probs.iter_mut().zip(g_scores.iter()) {
-                *p = f16::from_f32(s * inv).to_f32();
-            }
-        }
-        // Weighted sums of values: `lanes[g][slot][d]`, so each position updates contiguous
-        // rows of `hd` accumulators.
-        lanes.fill(0.0);
-        for (pos, row) in prefetched(|| kv.value_rows(len), head_cols.clone()).enumerate() {
-            W::widen(row, key);
-            let slot = pos % slots;
-            for (g, acc) in lanes.chunks_exact_mut(slots * hd).enumerate() {
-                let p = probs[g * len + pos];
-                for (a, &v) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(key.iter()) {
-                    *a = v.mul_add(p, *a);
-                }
-            }
-        }
-        reduce_slots(order, hd, lanes, out_group);
+    gather_rows(
+        kv,
+        len,
+        kv_head * hd..(kv_head + 1) * hd,
+        key_rows,
+        value_rows,
+    );
+    for (dst, &src) in query.iter_mut().zip(q_group) {
+        *dst = f16::from_f32(src).to_f32();
     }
+    // The query heads of one key/value head share each widened cache row.
+    for pos in 0..len {
+        if let Some(&ahead) = key_rows.get(pos + PREFETCH_ROWS) {
+            prefetch_row(ahead, hd);
+        }
+        // SAFETY: gathered above from the task's cache, which outlives this call.
+        W::widen(unsafe { head_row(key_rows[pos], hd) }, key);
+        for (g, q) in query.chunks_exact(hd).enumerate() {
+            scores[g * len + pos] = match order {
+                ProductOrder::Gemm => dot_gemm(q, key),
+                ProductOrder::Gemv => dot_gemv(q, key),
+            } * geo.scale;
+        }
+    }
+    for (g_scores, g_probs) in scores
+        .chunks_exact_mut(len)
+        .zip(probs.chunks_exact_mut(len))
+    {
+        let max = g_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let inv = (1.0 / softmax_numerators(g_scores, max)) as f32;
+        for (p, &s) in g_probs.iter_mut().zip(g_scores.iter()) {
+            *p = f16::from_f32(s * inv).to_f32();
+        }
+    }
+    // Weighted sums of values: `lanes[g][slot][d]`, so each position updates contiguous
+    // rows of `hd` accumulators.
+    lanes.fill(0.0);
+    for pos in 0..len {
+        if let Some(&ahead) = value_rows.get(pos + PREFETCH_ROWS) {
+            prefetch_row(ahead, hd);
+        }
+        // SAFETY: as for the keys.
+        W::widen(unsafe { head_row(value_rows[pos], hd) }, key);
+        let slot = pos % slots;
+        for (g, acc) in lanes.chunks_exact_mut(slots * hd).enumerate() {
+            let p = probs[g * len + pos];
+            for (a, &v) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(key.iter()) {
+                *a = v.mul_add(p, *a);
+            }
+        }
+    }
+    reduce_slots(order, hd, lanes, out_group);
 }
 
 /// Adds each head's value slots (`lanes[g][slot][d]`) into its output row, as `hsum8` (Gemm)
@@ -235,41 +248,49 @@ fn reduce_slots(order: ProductOrder, hd: usize, lanes: &[f32], out_group: &mut [
     }
 }
 
-/// How many positions ahead [`attend_row`] prefetches cache rows.
+/// How many positions ahead [`attend_row`] prefetches cache rows: the cache was written a
+/// whole step ago and has left the CPU caches since, and blocks are separate allocations,
+/// which defeats the hardware's stride prefetching at every block boundary.
 const PREFETCH_ROWS: usize = 8;
 
-/// The `cols` of each cache row that `rows()` yields, prefetching the row [`PREFETCH_ROWS`]
-/// positions ahead of each: the cache was written a whole step ago and has left the CPU
-/// caches since, and blocks are separate allocations, which defeats the hardware's stride
-/// prefetching at every block boundary.
-#[inline(always)]
-fn prefetched<'a, I: Iterator<Item = &'a [f16]>>(
-    rows: impl Fn() -> I,
+/// Gathers the `cols` of the key and value rows of positions `0..len` into `keys` and
+/// `values`, once per task, so that the passes over positions index them.
+fn gather_rows(
+    kv: KvView<'_>,
+    len: usize,
     cols: Range<usize>,
-) -> impl Iterator<Item = &'a [f16]> {
-    let ahead = rows()
-        .skip(PREFETCH_ROWS)
-        .map(Some)
-        .chain(std::iter::repeat(None));
-    rows().zip(ahead).map(move |(row, next)| {
-        if let Some(next) = next {
-            prefetch(&next[cols.clone()]);
-        }
-        &row[cols.clone()]
-    })
+    keys: &mut Vec<*const f16>,
+    values: &mut Vec<*const f16>,
+) {
+    keys.clear();
+    values.clear();
+    kv.for_each_row_pair(len, |k, v| {
+        keys.push(k[cols.clone()].as_ptr());
+        values.push(v[cols.clone()].as_ptr());
+    });
 }
 
-/// Asks for the cache lines of `row` (a hint; it never faults).
+/// The `len` values of a row that [`gather_rows`] collected.
+///
+/// # Safety
+/// `row` must come from [`gather_rows`] with `len` columns, over a cache still borrowed.
 #[inline(always)]
-fn prefetch(row: &[f16]) {
+unsafe fn head_row<'a>(row: *const f16, len: usize) -> &'a [f16] {
+    // SAFETY: the caller's guarantee.
+    unsafe { std::slice::from_raw_parts(row, len) }
+}
+
+/// Asks for the cache lines of the `len` f16 values at `row` (a hint; it never faults).
+#[inline(always)]
+fn prefetch_row(row: *const f16, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    for line in row.chunks(32) {
+    for offset in (0..2 * len).step_by(64) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: prefetching is a hint and never faults; the address is in `row` anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        // SAFETY: a prefetch is a hint and never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(row.cast::<i8>().wrapping_add(offset)) };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
+    let _ = (row, len);
 }
 
 /// f16 → f32 conversion of a cached row (exact either way; only the speed differs).

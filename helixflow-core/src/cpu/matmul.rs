@@ -102,29 +102,7 @@ impl WeightMatrix {
     /// `out = input · Wᵀ` for `input` of `n` rows of [`Self::cols`] values; `out` gets `n`
     /// rows of [`Self::rows`] values.
     pub fn matmul(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
-        let n = input.len() / self.cols;
-        if input.len() != n * self.cols || out.len() != n * self.rows {
-            return Err(Error::InvalidRequest(format!(
-                "matmul of {} inputs and {} outputs does not fit a {}x{} matrix",
-                input.len(),
-                out.len(),
-                self.rows,
-                self.cols
-            )));
-        }
-        match &self.weights {
-            Weights::Q4_0(w) => self.quantized(w, input, &mut [out]),
-            Weights::Q4_1(w) => self.quantized(w, input, &mut [out]),
-            Weights::Q8_0(w) => self.quantized(w, input, &mut [out]),
-            Weights::Q4K(w) => self.quantized(w, input, &mut [out]),
-            Weights::Q6K(w) => self.quantized(w, input, &mut [out]),
-            Weights::Candle(m) => {
-                let x = Tensor::from_slice(input, (n, self.cols), &Device::Cpu)?;
-                let y = m.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
-                out.copy_from_slice(&y);
-            }
-        }
-        Ok(())
+        self.matmul_split(input, &mut [out])
     }
 
     /// Writes row `row` as f32 into `out`, if this matrix has one of this crate's formats
@@ -153,12 +131,9 @@ impl WeightMatrix {
     /// each gets its own product.
     fn matmul_split(&self, input: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
         let n = input.len() / self.cols;
-        let widths: Option<Vec<usize>> = outs
-            .iter()
-            .map(|o| (n > 0 && o.len() % n == 0).then(|| o.len() / n))
-            .collect();
         let fits = input.len() == n * self.cols
-            && widths.is_some_and(|w| w.iter().sum::<usize>() == self.rows);
+            && outs.iter().map(|o| o.len()).sum::<usize>() == n * self.rows
+            && outs.iter().all(|o| o.len() % n.max(1) == 0);
         if !fits {
             return Err(Error::InvalidRequest(format!(
                 "matmul of {} inputs into outputs of {:?} values does not fit a {}x{} matrix",
@@ -168,24 +143,29 @@ impl WeightMatrix {
                 self.cols
             )));
         }
+        if n == 0 {
+            return Ok(());
+        }
         match &self.weights {
             Weights::Q4_0(w) => self.quantized(w, input, outs),
             Weights::Q4_1(w) => self.quantized(w, input, outs),
             Weights::Q8_0(w) => self.quantized(w, input, outs),
             Weights::Q4K(w) => self.quantized(w, input, outs),
             Weights::Q6K(w) => self.quantized(w, input, outs),
-            Weights::Candle(_) => {
+            Weights::Candle(m) => {
                 let [out] = outs else {
                     unreachable!("candle matrices are never stacked")
                 };
-                self.matmul(input, out)?;
+                let x = Tensor::from_slice(input, (n, self.cols), &Device::Cpu)?;
+                let y = m.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+                out.copy_from_slice(&y);
             }
         }
         Ok(())
     }
 
-    /// One matrix whose rows are those of `parts` in order, if they all have this crate's
-    /// same format and the same width; `parts` back otherwise.
+    /// One matrix whose rows are those of `parts` (all of one width) in order, if they all
+    /// have this crate's same format; `parts` back otherwise.
     fn stack(parts: Vec<WeightMatrix>) -> std::result::Result<WeightMatrix, Vec<WeightMatrix>> {
         fn stacked_weights(parts: &[WeightMatrix]) -> Option<Weights> {
             macro_rules! concat {
@@ -199,9 +179,6 @@ impl WeightMatrix {
                     }
                     Weights::$format(all)
                 }};
-            }
-            if parts.windows(2).any(|w| w[0].cols != w[1].cols) {
-                return None;
             }
             Some(match parts.first()?.weights {
                 Weights::Q4_0(_) => concat!(Q4_0),
@@ -344,6 +321,10 @@ fn with_buffer<T: Default + Clone + 'static, R>(len: usize, f: impl FnOnce(&mut 
 /// product (one quantisation of the input, one parallel loop) computes them all.
 #[derive(Debug)]
 pub struct MatrixGroup {
+    /// Each part's output width, in order.
+    part_rows: Vec<usize>,
+    /// The shared input width.
+    cols: usize,
     parts: Parts,
 }
 
@@ -362,11 +343,17 @@ impl MatrixGroup {
                 parts.iter().map(|p| p.cols).collect::<Vec<_>>()
             )));
         }
+        let part_rows = parts.iter().map(|p| p.rows).collect();
+        let cols = parts.first().map_or(0, |p| p.cols);
         let parts = match WeightMatrix::stack(parts) {
             Ok(stacked) => Parts::Stacked(stacked),
             Err(parts) => Parts::Separate(parts),
         };
-        Ok(Self { parts })
+        Ok(Self {
+            part_rows,
+            cols,
+            parts,
+        })
     }
 
     /// Whether the parts run as one stacked product.
@@ -377,16 +364,26 @@ impl MatrixGroup {
     /// `outs[i] = input · Wᵢᵀ` for each part `i`, where `input` has `n` rows and `outs[i]`
     /// gets `n` rows of part `i`'s output width.
     pub fn matmul(&self, input: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
+        let n = input.len() / self.cols.max(1);
+        let fits = input.len() == n * self.cols
+            && outs.len() == self.part_rows.len()
+            && outs
+                .iter()
+                .zip(&self.part_rows)
+                .all(|(o, &r)| o.len() == n * r);
+        if !fits {
+            return Err(Error::InvalidRequest(format!(
+                "matmul of {} inputs into outputs of {:?} values does not fit matrices of \
+                 {:?} rows and {} columns",
+                input.len(),
+                outs.iter().map(|o| o.len()).collect::<Vec<_>>(),
+                self.part_rows,
+                self.cols
+            )));
+        }
         match &self.parts {
             Parts::Stacked(matrix) => matrix.matmul_split(input, outs),
             Parts::Separate(parts) => {
-                if parts.len() != outs.len() {
-                    return Err(Error::InvalidRequest(format!(
-                        "{} outputs for a group of {} matrices",
-                        outs.len(),
-                        parts.len()
-                    )));
-                }
                 for (part, out) in parts.iter().zip(outs.iter_mut()) {
                     part.matmul(input, out)?;
                 }

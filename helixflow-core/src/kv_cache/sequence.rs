@@ -176,16 +176,6 @@ impl<'a> KvView<'a> {
         &self.blocks[block].values(self.layout, self.layer)[off..off + self.layout.kv_width]
     }
 
-    /// The key rows of positions `0..len`, in order, block by block (no division per row).
-    pub fn key_rows(&self, len: usize) -> impl Iterator<Item = &'a [f16]> + 'a {
-        self.rows(len, |block, layout, layer| block.keys(layout, layer))
-    }
-
-    /// The value rows of positions `0..len`, in order.
-    pub fn value_rows(&self, len: usize) -> impl Iterator<Item = &'a [f16]> + 'a {
-        self.rows(len, |block, layout, layer| block.values(layout, layer))
-    }
-
     /// Calls `f` with the key and value rows of positions `0..len`, in order, block by block
     /// (plain loops, for kernels that index the rows afterwards).
     #[inline]
@@ -208,18 +198,6 @@ impl<'a> KvView<'a> {
             }
             left -= here;
         }
-    }
-
-    fn rows(
-        &self,
-        len: usize,
-        part: fn(&'a KvBlock, &'a BlockLayout, usize) -> &'a [f16],
-    ) -> impl Iterator<Item = &'a [f16]> + 'a {
-        let (layout, layer) = (self.layout, self.layer);
-        self.blocks
-            .iter()
-            .flat_map(move |block| part(block, layout, layer).chunks_exact(layout.kv_width))
-            .take(len)
     }
 
     #[inline]

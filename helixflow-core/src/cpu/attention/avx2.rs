@@ -10,11 +10,11 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::{reduce_slots, AttentionGeometry, AttentionScratch, AttentionTask, ProductOrder};
+use super::{
+    gather_rows, prefetch_row, reduce_slots, AttentionGeometry, AttentionScratch, AttentionTask,
+    ProductOrder, PREFETCH_ROWS,
+};
 use crate::cpu::math::softmax_numerators;
-
-/// Positions ahead whose cache rows the score pass prefetches.
-const PREFETCH_ROWS: usize = 8;
 
 /// Whether the kernel handles heads `head_dim` wide (whole 32-value chunks).
 pub(super) fn handles(head_dim: usize) -> bool {
@@ -53,20 +53,19 @@ pub(super) unsafe fn attend_row(
         value_rows,
         ..
     } = scratch;
-    key_rows.clear();
-    value_rows.clear();
-    let first_col = kv_head * hd;
-    kv.for_each_row_pair(len, |k, v| {
-        key_rows.push(k[first_col..first_col + hd].as_ptr());
-        value_rows.push(v[first_col..first_col + hd].as_ptr());
-    });
+    gather_rows(
+        kv,
+        len,
+        kv_head * hd..(kv_head + 1) * hd,
+        key_rows,
+        value_rows,
+    );
     for (dst, &src) in query.iter_mut().zip(q_group) {
         *dst = f16::from_f32(src).to_f32();
     }
 
-    // Scores, prefetching the key and value rows a few positions ahead: the cache was
-    // written a step ago and has left the CPU caches since, and the blocks are separate
-    // allocations, which defeats the hardware's stride prefetching.
+    // Scores, prefetching the key and value rows a few positions ahead (the value pass
+    // visits them out of order).
     for pos in 0..len {
         if let (Some(&k), Some(&v)) = (
             key_rows.get(pos + PREFETCH_ROWS),
@@ -130,16 +129,6 @@ pub(super) unsafe fn attend_row(
 unsafe fn widen8(src: *const f16) -> __m256 {
     // SAFETY: the caller guarantees eight readable values; F16C is enabled where inlined.
     unsafe { _mm256_cvtph_ps(_mm_loadu_si128(src.cast())) }
-}
-
-/// Asks for the cache lines of the `len` f16 values at `row` (a hint; it never faults).
-#[inline(always)]
-fn prefetch_row(row: *const f16, len: usize) {
-    let bytes = row.cast::<i8>();
-    for offset in (0..2 * len).step_by(64) {
-        // SAFETY: a prefetch is a hint and never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.wrapping_add(offset)) };
-    }
 }
 
 /// `f16(s · inv)` as f32 for each score `s`, eight at a time (F16C rounds to nearest even,

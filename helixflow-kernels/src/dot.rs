@@ -126,7 +126,7 @@ impl Isa {
         .collect()
     }
 
-    fn is_supported(self) -> bool {
+    pub(crate) fn is_supported(self) -> bool {
         match self {
             Self::Scalar => true,
             Self::Avx2 => has_avx2_fma(),

@@ -17,5 +17,6 @@ pub mod kquant;
 pub mod math;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+pub mod packed;
 pub mod pool;
 pub mod quant;

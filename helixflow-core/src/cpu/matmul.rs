@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 
+use super::output_parts::OutputParts;
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use helixflow_kernels::format::QuantFormat;
 use helixflow_kernels::kquant::{BlockQ4K, BlockQ6K};
+use helixflow_kernels::packed::{self, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0};
 use helixflow_kernels::pool::Pool;
-use helixflow_kernels::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use helixflow_kernels::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BLOCK};
 
 /// Weight rows handed to one parallel task: enough work to amortise scheduling, small enough
 /// to balance two to sixteen threads on the matrices of small models.
@@ -23,8 +25,11 @@ const QUANTIZE_ROWS_PER_TASK: usize = 8;
 
 /// A `[rows, cols]` weight matrix from a GGUF file.
 ///
-/// `Q4_0`, `Q4_1`, `Q8_0`, `Q4_K` and `Q6_K` weights use this crate's kernels, which reproduce
-/// llama.cpp's arithmetic; other types go through candle's quantised matmul.
+/// `Q4_0`, `Q4_1`, `Q8_0`, `Q4_K` and `Q6_K` weights use this crate's kernels; other types go
+/// through candle's quantised matmul. Where the CPU has the packed kernels (x86-64 with AVX2),
+/// `Q4_0`, `Q4_1` and `Q8_0` rows are packed eight at a time at load
+/// ([`helixflow_kernels::packed`]); elsewhere they keep the GGUF layout and the kernels that
+/// reproduce llama.cpp's arithmetic.
 pub struct WeightMatrix {
     rows: usize,
     cols: usize,
@@ -37,6 +42,9 @@ enum Weights {
     Q8_0(Vec<BlockQ8_0>),
     Q4K(Vec<BlockQ4K>),
     Q6K(Vec<BlockQ6K>),
+    PackedQ4_0(Vec<PackedQ4_0>),
+    PackedQ4_1(Vec<PackedQ4_1>),
+    PackedQ8_0(Vec<PackedQ8_0>),
     Candle(QMatMul),
 }
 
@@ -48,6 +56,9 @@ impl std::fmt::Debug for WeightMatrix {
             Weights::Q8_0(_) => "Q8_0",
             Weights::Q4K(_) => "Q4_K",
             Weights::Q6K(_) => "Q6_K",
+            Weights::PackedQ4_0(_) => "Q4_0 packed",
+            Weights::PackedQ4_1(_) => "Q4_1 packed",
+            Weights::PackedQ8_0(_) => "Q8_0 packed",
             Weights::Candle(_) => "candle",
         };
         f.debug_struct("WeightMatrix")
@@ -74,7 +85,12 @@ impl WeightMatrix {
             shape: [rows, cols],
             bytes,
         };
+        let pack = packed::is_preferred();
+        let nb = cols / BLOCK;
         let weights = match info.dtype {
+            GgmlDType::Q4_0 if pack => Weights::PackedQ4_0(packed::pack(&parse.blocks()?, nb)),
+            GgmlDType::Q4_1 if pack => Weights::PackedQ4_1(packed::pack(&parse.blocks()?, nb)),
+            GgmlDType::Q8_0 if pack => Weights::PackedQ8_0(packed::pack(&parse.blocks()?, nb)),
             GgmlDType::Q4_0 => Weights::Q4_0(parse.blocks()?),
             GgmlDType::Q4_1 => Weights::Q4_1(parse.blocks()?),
             GgmlDType::Q8_0 => Weights::Q8_0(parse.blocks()?),
@@ -121,6 +137,9 @@ impl WeightMatrix {
             Weights::Q8_0(w) => blocks(w, row, out),
             Weights::Q4K(w) => blocks(w, row, out),
             Weights::Q6K(w) => blocks(w, row, out),
+            Weights::PackedQ4_0(w) => packed::dequantize_row(w, out.len() / 32, row, out),
+            Weights::PackedQ4_1(w) => packed::dequantize_row(w, out.len() / 32, row, out),
+            Weights::PackedQ8_0(w) => packed::dequantize_row(w, out.len() / 32, row, out),
             Weights::Candle(_) => return false,
         }
         true
@@ -152,6 +171,9 @@ impl WeightMatrix {
             Weights::Q8_0(w) => self.quantized(w, input, outs),
             Weights::Q4K(w) => self.quantized(w, input, outs),
             Weights::Q6K(w) => self.quantized(w, input, outs),
+            Weights::PackedQ4_0(w) => self.packed(w, input, outs),
+            Weights::PackedQ4_1(w) => self.packed(w, input, outs),
+            Weights::PackedQ8_0(w) => self.packed(w, input, outs),
             Weights::Candle(m) => {
                 let [out] = outs else {
                     unreachable!("candle matrices are never stacked")
@@ -165,9 +187,15 @@ impl WeightMatrix {
     }
 
     /// One matrix whose rows are those of `parts` (all of one width) in order, if they all
-    /// have this crate's same format; `parts` back otherwise.
+    /// have this crate's same format (and, for packed formats, every part but the last has
+    /// whole groups of rows, so that no padding falls between them); `parts` back otherwise.
     fn stack(parts: Vec<WeightMatrix>) -> std::result::Result<WeightMatrix, Vec<WeightMatrix>> {
         fn stacked_weights(parts: &[WeightMatrix]) -> Option<Weights> {
+            let whole_groups = parts
+                .iter()
+                .rev()
+                .skip(1)
+                .all(|p| p.rows % packed::ROWS == 0);
             macro_rules! concat {
                 ($format:ident) => {{
                     let mut all = Vec::new();
@@ -186,6 +214,12 @@ impl WeightMatrix {
                 Weights::Q8_0(_) => concat!(Q8_0),
                 Weights::Q4K(_) => concat!(Q4K),
                 Weights::Q6K(_) => concat!(Q6K),
+                Weights::PackedQ4_0(_) if whole_groups => concat!(PackedQ4_0),
+                Weights::PackedQ4_1(_) if whole_groups => concat!(PackedQ4_1),
+                Weights::PackedQ8_0(_) if whole_groups => concat!(PackedQ8_0),
+                Weights::PackedQ4_0(_) | Weights::PackedQ4_1(_) | Weights::PackedQ8_0(_) => {
+                    return None
+                }
                 Weights::Candle(_) => return None,
             })
         }
@@ -207,13 +241,8 @@ impl WeightMatrix {
         });
     }
 
-    fn quantized_into<W: QuantFormat>(
-        &self,
-        weights: &[W],
-        input: &[f32],
-        acts: &mut [W::Act],
-        outs: &mut [&mut [f32]],
-    ) {
+    /// Quantises the `n` input rows into `acts` for weights of format `W`.
+    fn quantize_input<W: QuantFormat>(&self, input: &[f32], acts: &mut [W::Act]) {
         let nb = self.cols / W::BLOCK_VALUES;
         let n = input.len() / self.cols;
         let pool = Pool::global();
@@ -234,6 +263,19 @@ impl WeightMatrix {
                 }
             });
         }
+    }
+
+    fn quantized_into<W: QuantFormat>(
+        &self,
+        weights: &[W],
+        input: &[f32],
+        acts: &mut [W::Act],
+        outs: &mut [&mut [f32]],
+    ) {
+        let nb = self.cols / W::BLOCK_VALUES;
+        let n = input.len() / self.cols;
+        let pool = Pool::global();
+        self.quantize_input::<W>(input, acts);
         // Parallel over weight rows; each task takes all activation rows for its weight rows,
         // so a weight block is loaded once per tile of activation rows.
         if let ([out], 1) = (&mut *outs, n) {
@@ -247,35 +289,15 @@ impl WeightMatrix {
         // The kernels write `[weight row][activation row]` and each output wants the
         // transpose: every task transposes its own rows into the outputs, so that this runs
         // on every thread too.
-        with_buffer(outs.len(), |parts: &mut [OutputPart]| {
-            let mut first_row = 0;
-            for (part, out) in parts.iter_mut().zip(outs.iter_mut()) {
-                let width = out.len() / n;
-                *part = OutputPart {
-                    address: out.as_mut_ptr() as usize,
-                    width,
-                    first_row,
-                };
-                first_row += width;
-            }
-            let parts = &*parts;
+        OutputParts::with(outs, n, |parts| {
             pool.for_each(self.rows.div_ceil(ROWS_PER_TASK), |task| {
                 let first = task * ROWS_PER_TASK;
                 let rows = ROWS_PER_TASK.min(self.rows - first);
                 with_buffer(rows * n, |chunk: &mut [f32]| {
                     W::dot_matrix(&weights[first * nb..(first + rows) * nb], nb, acts, chunk);
                     for (i, column) in chunk.chunks_exact(n).enumerate() {
-                        let row = first + i;
-                        let Some(part) = parts.iter().rev().find(|p| p.first_row <= row) else {
-                            continue;
-                        };
-                        let out = part.address as *mut f32;
-                        for (t, &v) in column.iter().enumerate() {
-                            // SAFETY: `out` is an output of `n` rows of `width` values, held
-                            // exclusively by this call until the loop ends; each task writes
-                            // the columns of its own weight rows only.
-                            unsafe { *out.add(t * part.width + row - part.first_row) = v };
-                        }
+                        // SAFETY: each task writes the columns of its own weight rows only.
+                        unsafe { parts.write_column(first + i, column) };
                     }
                 });
             });
@@ -283,20 +305,54 @@ impl WeightMatrix {
     }
 }
 
-/// Where the rows of one output of a [`WeightMatrix::matmul_split`] go: the output's address
-/// (kept as an integer so that tasks on other threads may share it), its width, and the first
-/// matrix row it takes.
-#[derive(Debug, Clone, Copy, Default)]
-struct OutputPart {
-    address: usize,
-    width: usize,
-    first_row: usize,
+impl WeightMatrix {
+    /// The product with packed weights: each task computes whole groups of eight rows for
+    /// every input row, already in the outputs' order, and copies its rows into them.
+    fn packed<P: PackedFormat>(&self, weights: &[P], input: &[f32], outs: &mut [&mut [f32]]) {
+        let nb = self.cols / BLOCK;
+        let n = input.len() / self.cols;
+        with_buffer(n * nb, |acts: &mut [ActBlock]| {
+            self.quantize_input::<P::Block>(input, acts);
+            let acts = &*acts;
+            let pool = Pool::global();
+            if let ([out], 1, 0) = (&mut *outs, n, self.rows % packed::ROWS) {
+                // One input row and whole groups: each task's rows are its part of `out`.
+                pool.for_each_chunk_mut(out, ROWS_PER_TASK, |task, chunk| {
+                    let first = task * ROWS_PER_TASK / packed::ROWS * nb;
+                    let groups = &weights[first..first + chunk.len() / packed::ROWS * nb];
+                    let ld = chunk.len();
+                    packed::matrix(groups, nb, acts, chunk, ld);
+                });
+                return;
+            }
+            let groups_per_task = ROWS_PER_TASK / packed::ROWS;
+            let tasks = self.rows.div_ceil(packed::ROWS).div_ceil(groups_per_task);
+            OutputParts::with(outs, n, |parts| {
+                pool.for_each(tasks, |task| {
+                    let first_group = task * groups_per_task;
+                    let w = &weights[first_group * nb..];
+                    let w = &w[..w.len().min(groups_per_task * nb)];
+                    let ld = w.len() / nb * packed::ROWS;
+                    with_buffer(n * ld, |chunk: &mut [f32]| {
+                        packed::matrix(w, nb, acts, chunk, ld);
+                        let first_row = first_group * packed::ROWS;
+                        let rows = ld.min(self.rows - first_row);
+                        // SAFETY: each task writes the rows of its own groups only.
+                        unsafe { parts.write_rows(first_row, rows, chunk, ld) };
+                    });
+                });
+            });
+        });
+    }
 }
 
 /// Runs `f` on `len` values of `T` from a buffer this thread keeps for the purpose, so that
 /// products in a decode loop do not allocate once the buffers have grown. The contents are
 /// whatever the last user left.
-fn with_buffer<T: Default + Clone + 'static, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+pub(super) fn with_buffer<T: Default + Clone + 'static, R>(
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
     thread_local! {
         static BUFFERS: RefCell<HashMap<TypeId, Box<dyn Any>>> = RefCell::default();
     }

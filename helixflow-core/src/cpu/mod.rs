@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod matmul;
+mod output_parts;
 
 pub use attention::{attend_row, AttentionGeometry};
 pub use helixflow_kernels::{dot, features, math, quant};

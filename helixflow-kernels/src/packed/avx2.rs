@@ -1,0 +1,298 @@
+//! The packed kernels with AVX2, and with AVX-512 VNNI's `vpdpbusd` on 256-bit registers.
+//!
+//! Lane `l` of every vector is row `l` of the group. ggml's lane `j` of a block (the sum of
+//! values `4j .. 4j + 4`) is one byte-dot instruction for all eight rows, against the four
+//! activation bytes broadcast to every lane; its conversion and fused multiply-add then update
+//! eight outputs' lane-`j` accumulators at once, and the final reduction adds the lanes in
+//! ggml's tree order, vector by vector.
+
+use std::arch::x86_64::*;
+
+use super::private::Kernels;
+use super::{PackedQ4_0, PackedQ4_1, PackedQ8_0, ROWS};
+use crate::quant::ActBlock;
+
+/// Products of unsigned bytes with signed bytes, summed in fours into eight i32 lanes. Every
+/// kernel's pairs of products stay within i16 (unsigned ≤ 128 and |signed| ≤ 127, or unsigned
+/// ≤ 15), so `maddubs`'s saturation never applies and both implementations give the same sums.
+trait ByteDot {
+    /// Whether the registers hold two activation rows' accumulators (AVX-512's 32 registers);
+    /// AVX2's 16 hold one.
+    const TWO_ROWS: bool;
+    fn dot(u: __m256i, y: __m256i) -> __m256i;
+}
+
+/// AVX2: `vpmaddubsw` into i16 pairs, then `vpmaddwd` with ones.
+struct Madd;
+
+impl ByteDot for Madd {
+    const TWO_ROWS: bool = false;
+
+    #[inline(always)]
+    fn dot(u: __m256i, y: __m256i) -> __m256i {
+        // SAFETY: only inlined into kernels compiled with AVX2.
+        unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)) }
+    }
+}
+
+/// AVX-512 VNNI: `vpdpbusd`, one instruction.
+struct Vnni;
+
+impl ByteDot for Vnni {
+    const TWO_ROWS: bool = true;
+
+    #[inline(always)]
+    fn dot(u: __m256i, y: __m256i) -> __m256i {
+        // SAFETY: only inlined into kernels compiled with AVX-512 VNNI and VL.
+        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y) }
+    }
+}
+
+/// Activation bytes `4k .. 4k + 4` of `y` in every lane.
+#[inline(always)]
+fn broadcast_four(y: &ActBlock, k: usize) -> __m256i {
+    let four: &[i8; 4] = y.qs[4 * k..4 * k + 4].try_into().expect("four bytes");
+    // SAFETY: `four` is four readable bytes, read unaligned; only inlined into kernels
+    // compiled with AVX2.
+    unsafe { _mm256_set1_epi32(four.as_ptr().cast::<i32>().read_unaligned()) }
+}
+
+/// Eight f16 values widened.
+#[inline(always)]
+fn widen(h: &[u16; ROWS]) -> __m256 {
+    // SAFETY: `h` is 16 readable bytes, the load unaligned; only inlined into kernels compiled
+    // with F16C.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast())) }
+}
+
+/// A packed block's side of the kernel.
+trait Tile: Sized {
+    /// Whether the values are signed (multiplied with ggml's sign trick) rather than the
+    /// unsigned nibbles of `Q4_1`.
+    const SIGNED: bool;
+    /// Whether the format has minimums (`Σ m · s` terms).
+    const HAS_MINS: bool = false;
+
+    fn scales(&self) -> &[u16; ROWS];
+    fn mins(&self) -> &[u16; ROWS] {
+        unreachable!("only formats with HAS_MINS have minimums")
+    }
+    /// The eight rows' values of ggml's lanes `j` and `j + 4` (`j` < 4), four bytes a row.
+    fn lane_pair(&self, j: usize) -> [__m256i; 2];
+}
+
+/// Lanes `j` and `j + 4` of interleaved nibbles: the low and the high nibbles of bytes
+/// `32j .. 32j + 32`.
+#[inline(always)]
+fn nibble_pair(qs: &[u8; 128], j: usize) -> [__m256i; 2] {
+    let bytes: &[u8; 32] = qs[32 * j..32 * j + 32].try_into().expect("32 bytes");
+    // SAFETY: `bytes` is 32 readable bytes, the load unaligned; only inlined into kernels
+    // compiled with AVX2.
+    unsafe {
+        let bytes = _mm256_loadu_si256(bytes.as_ptr().cast());
+        let mask = _mm256_set1_epi8(0x0f);
+        [
+            _mm256_and_si256(bytes, mask),
+            _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask),
+        ]
+    }
+}
+
+impl Tile for PackedQ4_0 {
+    const SIGNED: bool = true;
+
+    fn scales(&self) -> &[u16; ROWS] {
+        &self.d
+    }
+    #[inline(always)]
+    fn lane_pair(&self, j: usize) -> [__m256i; 2] {
+        let [low, high] = nibble_pair(&self.qs, j);
+        // SAFETY: only inlined into kernels compiled with AVX2. (No closures here: they would
+        // be compiled without the kernel's target features, and the intrinsics not inlined.)
+        unsafe {
+            let eight = _mm256_set1_epi8(8);
+            [_mm256_sub_epi8(low, eight), _mm256_sub_epi8(high, eight)]
+        }
+    }
+}
+
+impl Tile for PackedQ4_1 {
+    const SIGNED: bool = false;
+    const HAS_MINS: bool = true;
+
+    fn scales(&self) -> &[u16; ROWS] {
+        &self.d
+    }
+    fn mins(&self) -> &[u16; ROWS] {
+        &self.m
+    }
+    #[inline(always)]
+    fn lane_pair(&self, j: usize) -> [__m256i; 2] {
+        nibble_pair(&self.qs, j)
+    }
+}
+
+impl Tile for PackedQ8_0 {
+    const SIGNED: bool = true;
+
+    fn scales(&self) -> &[u16; ROWS] {
+        &self.d
+    }
+    #[inline(always)]
+    fn lane_pair(&self, j: usize) -> [__m256i; 2] {
+        // SAFETY: `qs` holds eight 32-byte loads, unaligned; only inlined into kernels
+        // compiled with AVX2.
+        unsafe {
+            [
+                _mm256_loadu_si256(self.qs.as_ptr().add(32 * j).cast()),
+                _mm256_loadu_si256(self.qs.as_ptr().add(32 * (j + 4)).cast()),
+            ]
+        }
+    }
+}
+
+/// Weights are read once per token, straight from memory: ask for the next blocks' bytes
+/// ahead of use (the distance as for the row-at-a-time kernels).
+#[inline(always)]
+fn prefetch_ahead<T>(block: &T) {
+    const AHEAD: usize = 2048;
+    let at = (block as *const T).cast::<i8>().wrapping_add(AHEAD);
+    for line in (0..std::mem::size_of::<T>()).step_by(64) {
+        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line)) };
+    }
+}
+
+/// One group (`nb` packed blocks) times the `R` activation rows from `row`, written to
+/// `out[(row + r) * ld .. + 8]`.
+#[inline(always)]
+fn tile<P: Tile, D: ByteDot, const R: usize>(
+    group: &[P],
+    acts: &[ActBlock],
+    row: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let nb = group.len();
+    let mut arows: [&[ActBlock]; R] = [&[]; R];
+    for (r, a) in arows.iter_mut().enumerate() {
+        *a = &acts[(row + r) * nb..][..nb];
+    }
+    // SAFETY (every block below): only inlined into kernels compiled with AVX2, FMA and F16C.
+    let zero = unsafe { _mm256_setzero_ps() };
+    // acc[r][j]: ggml's lane j of the eight rows' products with activation row r.
+    let mut acc = [[zero; 8]; R];
+    for (b, block) in group.iter().enumerate() {
+        prefetch_ahead(block);
+        let mut ys: [&ActBlock; R] = [&arows[0][b]; R];
+        let mut scale = [zero; R];
+        let d = widen(block.scales());
+        for r in 0..R {
+            ys[r] = &arows[r][b];
+            scale[r] = unsafe { _mm256_mul_ps(d, _mm256_set1_ps(ys[r].d)) };
+        }
+        for j in 0..4 {
+            let pair = block.lane_pair(j);
+            for (lane, x) in [(j, pair[0]), (j + 4, pair[1])] {
+                let ax = if P::SIGNED {
+                    unsafe { _mm256_sign_epi8(x, x) }
+                } else {
+                    x
+                };
+                for r in 0..R {
+                    let mut y = broadcast_four(ys[r], lane);
+                    if P::SIGNED {
+                        y = unsafe { _mm256_sign_epi8(y, x) };
+                    }
+                    let xy = unsafe { _mm256_cvtepi32_ps(D::dot(ax, y)) };
+                    acc[r][lane] = unsafe { _mm256_fmadd_ps(scale[r], xy, acc[r][lane]) };
+                }
+            }
+        }
+    }
+    // Σ m · s: a second pass over the group (still in L1), its own chain per row as in ggml,
+    // without holding more registers in the first pass.
+    let mut mins = [zero; R];
+    if P::HAS_MINS {
+        for (b, block) in group.iter().enumerate() {
+            let m = widen(block.mins());
+            for r in 0..R {
+                let s = unsafe { _mm256_set1_ps(arows[r][b].s) };
+                mins[r] = unsafe { _mm256_fmadd_ps(m, s, mins[r]) };
+            }
+        }
+    }
+    for r in 0..R {
+        let a = &acc[r];
+        // `hsum8`'s order: high half plus low half, the pairs two apart, the last two.
+        let sum = unsafe {
+            let (q0, q1) = (_mm256_add_ps(a[4], a[0]), _mm256_add_ps(a[5], a[1]));
+            let (q2, q3) = (_mm256_add_ps(a[6], a[2]), _mm256_add_ps(a[7], a[3]));
+            _mm256_add_ps(_mm256_add_ps(q0, q2), _mm256_add_ps(q1, q3))
+        };
+        let o = &mut out[(row + r) * ld..][..ROWS];
+        // SAFETY: `o` is eight writable f32; the store is unaligned.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), _mm256_add_ps(sum, mins[r])) };
+    }
+}
+
+/// Every group times every activation row: two rows at a time where the registers hold them,
+/// then one.
+#[inline(always)]
+fn matrix<P: Tile, D: ByteDot>(w: &[P], nb: usize, acts: &[ActBlock], out: &mut [f32], ld: usize) {
+    let n = acts.len() / nb;
+    for (g, group) in w.chunks_exact(nb).enumerate() {
+        let out = &mut out[g * ROWS..];
+        let mut r = 0;
+        if D::TWO_ROWS {
+            while r + 2 <= n {
+                tile::<P, D, 2>(group, acts, r, out, ld);
+                r += 2;
+            }
+        }
+        while r < n {
+            tile::<P, D, 1>(group, acts, r, out, ld);
+            r += 1;
+        }
+    }
+}
+
+macro_rules! kernels {
+    ($packed:ty) => {
+        impl Kernels for $packed {
+            unsafe fn matrix_avx2(
+                w: &[Self],
+                nb: usize,
+                acts: &[ActBlock],
+                out: &mut [f32],
+                ld: usize,
+            ) {
+                #[target_feature(enable = "avx2,fma,f16c")]
+                fn run(w: &[$packed], nb: usize, acts: &[ActBlock], out: &mut [f32], ld: usize) {
+                    matrix::<$packed, Madd>(w, nb, acts, out, ld);
+                }
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { run(w, nb, acts, out, ld) }
+            }
+
+            unsafe fn matrix_vnni(
+                w: &[Self],
+                nb: usize,
+                acts: &[ActBlock],
+                out: &mut [f32],
+                ld: usize,
+            ) {
+                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+                fn run(w: &[$packed], nb: usize, acts: &[ActBlock], out: &mut [f32], ld: usize) {
+                    matrix::<$packed, Vnni>(w, nb, acts, out, ld);
+                }
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { run(w, nb, acts, out, ld) }
+            }
+        }
+    };
+}
+
+kernels!(PackedQ4_0);
+kernels!(PackedQ4_1);
+kernels!(PackedQ8_0);

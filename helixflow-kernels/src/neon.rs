@@ -360,14 +360,10 @@ mod tests {
         for (nb, wrows, rows) in [(1, 1, 1), (3, 5, 1), (2, 9, 1), (5, 2, 7), (4, 3, 4)] {
             let weights: Vec<W> = (0..wrows * nb).map(|_| make(&mut rng)).collect();
             let acts: Vec<ActBlock> = (0..rows * nb)
-                .map(|_| {
-                    let qs: [i8; 32] = rng.random();
-                    ActBlock {
-                        d: half(&mut rng),
-                        s: half(&mut rng),
-                        sum: qs.iter().map(|&q| i32::from(q)).sum(),
-                        qs,
-                    }
+                .map(|_| ActBlock {
+                    d: half(&mut rng),
+                    s: half(&mut rng),
+                    qs: rng.random(),
                 })
                 .collect();
             for &dotprod in paths {

@@ -49,9 +49,6 @@ pub struct ActBlock {
     pub s: f32,
     /// The values.
     pub qs: [i8; 32],
-    /// `sum(qs)`, exactly: the packed kernels multiply offset weights (unsigned bytes) and
-    /// take the offset's share back out with it.
-    pub sum: i32,
 }
 
 /// Parses little-endian GGUF bytes into blocks of `size` bytes each.
@@ -176,7 +173,6 @@ fn quantize_row_portable(x: &[f32], format: ActFormat, out: &mut [ActBlock]) {
             sum += r;
         }
         block.d = f16::from_f32(d).to_f32();
-        block.sum = sum;
         block.s = match format {
             ActFormat::Q8_0 => 0.0,
             ActFormat::Q8_1 => f16::from_f32(d * sum as f32).to_f32(),
@@ -201,7 +197,6 @@ mod tests {
         assert_eq!(&out[0].qs[..4], &[127, 2, -4, 0]);
         assert_eq!(out[0].d, 1.0);
         assert_eq!(out[0].s, 125.0);
-        assert_eq!(out[0].sum, 125);
     }
 
     #[test]
@@ -210,7 +205,7 @@ mod tests {
         quantize_row(&[0.0; 64], ActFormat::Q8_1, &mut out);
         assert!(out
             .iter()
-            .all(|b| b.d == 0.0 && b.s == 0.0 && b.sum == 0 && b.qs == [0; 32]));
+            .all(|b| b.d == 0.0 && b.s == 0.0 && b.qs == [0; 32]));
     }
 
     #[test]

@@ -4,11 +4,16 @@
 //!
 //!   cargo bench -p helixflow-benches --bench kernels [-- FILTER]
 //!
+//! Each legacy format is measured twice: in the GGUF layout with the row-at-a-time kernels
+//! (group `Q4_1`), and packed eight rows at a time with the packed kernels (`Q4_1 packed`, the
+//! layout x86 CPUs with AVX2 load); both give the same numbers.
+//!
 //! `HELIXFLOW_NO_AVX512=1` measures the AVX2 kernels on a CPU with AVX-512 VNNI.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use half::f16;
 use helixflow_kernels::format::QuantFormat;
+use helixflow_kernels::packed::{self, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0};
 use helixflow_kernels::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -56,10 +61,38 @@ fn bench_format<W: QuantFormat>(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_packed<P: PackedFormat>(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut group = c.benchmark_group(format!("{} packed", P::Block::NAME));
+    for (rows, cols) in SHAPES {
+        let nb = cols / P::Block::BLOCK_VALUES;
+        let weights = packed::pack::<P>(&random_blocks::<P::Block>(&mut rng, rows * nb), nb);
+        for n in BATCHES {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let mut acts = vec![Default::default(); n * nb];
+            for (row, blocks) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(nb)) {
+                P::Block::quantize_acts(row, blocks);
+            }
+            let mut out = vec![0f32; rows * n];
+            group.throughput(Throughput::Elements((rows * cols * n) as u64));
+            group.bench_function(BenchmarkId::new(format!("{rows}x{cols}"), n), |b| {
+                b.iter(|| {
+                    packed::matrix(&weights, nb, &acts, &mut out, rows);
+                    std::hint::black_box(&out);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn kernels(c: &mut Criterion) {
     bench_format::<BlockQ4_1>(c);
+    bench_packed::<PackedQ4_1>(c);
     bench_format::<BlockQ4_0>(c);
+    bench_packed::<PackedQ4_0>(c);
     bench_format::<BlockQ8_0>(c);
+    bench_packed::<PackedQ8_0>(c);
 }
 
 fn main() {

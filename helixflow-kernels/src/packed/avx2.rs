@@ -7,6 +7,7 @@
 //! ggml's tree order, vector by vector.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use super::private::Kernels;
 use super::{PackedQ4_0, PackedQ4_1, PackedQ8_0, ROWS};
@@ -19,7 +20,13 @@ trait ByteDot {
     /// Whether the registers hold several activation rows' accumulators (AVX-512's 32
     /// registers); AVX2's 16 hold one.
     const SEVERAL_ROWS: bool;
+    /// Whether unsigned values up to 255 multiply without saturating, so that signed weights
+    /// can be offset to unsigned ones, their offset's share taken back out, instead of moving
+    /// their signs onto the activations (an instruction per product).
+    const WIDE_UNSIGNED: bool;
     fn dot(u: __m256i, y: __m256i) -> __m256i;
+    /// `acc` plus the sums.
+    fn dot_acc(acc: __m256i, u: __m256i, y: __m256i) -> __m256i;
 }
 
 /// AVX2: `vpmaddubsw` into i16 pairs, then `vpmaddwd` with ones.
@@ -27,11 +34,17 @@ struct Madd;
 
 impl ByteDot for Madd {
     const SEVERAL_ROWS: bool = false;
+    const WIDE_UNSIGNED: bool = false;
 
     #[inline(always)]
     fn dot(u: __m256i, y: __m256i) -> __m256i {
         // SAFETY: only inlined into kernels compiled with AVX2.
         unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)) }
+    }
+    #[inline(always)]
+    fn dot_acc(acc: __m256i, u: __m256i, y: __m256i) -> __m256i {
+        // SAFETY: only inlined into kernels compiled with AVX2.
+        unsafe { _mm256_add_epi32(acc, Self::dot(u, y)) }
     }
 }
 
@@ -40,11 +53,17 @@ struct Vnni;
 
 impl ByteDot for Vnni {
     const SEVERAL_ROWS: bool = true;
+    const WIDE_UNSIGNED: bool = true;
 
     #[inline(always)]
     fn dot(u: __m256i, y: __m256i) -> __m256i {
         // SAFETY: only inlined into kernels compiled with AVX-512 VNNI and VL.
         unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y) }
+    }
+    #[inline(always)]
+    fn dot_acc(acc: __m256i, u: __m256i, y: __m256i) -> __m256i {
+        // SAFETY: only inlined into kernels compiled with AVX-512 VNNI and VL.
+        unsafe { _mm256_dpbusd_epi32(acc, u, y) }
     }
 }
 
@@ -79,6 +98,13 @@ trait Tile: Sized {
     }
     /// The eight rows' values of ggml's lanes `j` and `j + 4` (`j` < 4), four bytes a row.
     fn lane_pair(&self, j: usize) -> [__m256i; 2];
+    /// What the unsigned form of signed values exceeds them by (a power of two; 0 for
+    /// unsigned formats).
+    const OFFSET: i32 = 0;
+    /// [`Self::lane_pair`] in unsigned form, plus [`Self::OFFSET`].
+    fn unsigned_pair(&self, j: usize) -> [__m256i; 2] {
+        self.lane_pair(j)
+    }
 }
 
 /// Lanes `j` and `j + 4` of interleaved nibbles: the low and the high nibbles of bytes
@@ -100,6 +126,12 @@ fn nibble_pair(qs: &[u8; 128], j: usize) -> [__m256i; 2] {
 
 impl Tile for PackedQ4_0 {
     const SIGNED: bool = true;
+    const OFFSET: i32 = 8;
+
+    #[inline(always)]
+    fn unsigned_pair(&self, j: usize) -> [__m256i; 2] {
+        nibble_pair(&self.qs, j)
+    }
 
     fn scales(&self) -> &[u16; ROWS] {
         &self.d
@@ -134,6 +166,17 @@ impl Tile for PackedQ4_1 {
 
 impl Tile for PackedQ8_0 {
     const SIGNED: bool = true;
+    const OFFSET: i32 = 128;
+
+    #[inline(always)]
+    fn unsigned_pair(&self, j: usize) -> [__m256i; 2] {
+        let [low, high] = self.lane_pair(j);
+        // SAFETY: only inlined into kernels compiled with AVX2.
+        unsafe {
+            let flip = _mm256_set1_epi8(-128);
+            [_mm256_xor_si256(low, flip), _mm256_xor_si256(high, flip)]
+        }
+    }
 
     fn scales(&self) -> &[u16; ROWS] {
         &self.d
@@ -169,6 +212,7 @@ fn prefetch_ahead<T>(block: &T) {
 fn tile<P: Tile, D: ByteDot, const R: usize>(
     group: &[P],
     acts: &[ActBlock],
+    shares: &[[i32; 8]],
     row: usize,
     out: &mut [f32],
     ld: usize,
@@ -191,12 +235,19 @@ fn tile<P: Tile, D: ByteDot, const R: usize>(
             ys[r] = &arows[r][b];
             scale[r] = unsafe { _mm256_mul_ps(d, _mm256_set1_ps(ys[r].d)) };
         }
+        let mut share: [&[i32; 8]; R] = [&[0; 8]; R];
+        if offsets::<P, D>() {
+            for (r, s) in share.iter_mut().enumerate() {
+                *s = &shares[(row + r) * nb + b];
+            }
+        }
+        let at = (&ys, &scale, &share);
         // Written out lane by lane, so that every accumulator index is a constant and the
         // accumulators stay in registers.
-        lane_pair::<P, D, R, 0>(block, &ys, &scale, &mut acc);
-        lane_pair::<P, D, R, 1>(block, &ys, &scale, &mut acc);
-        lane_pair::<P, D, R, 2>(block, &ys, &scale, &mut acc);
-        lane_pair::<P, D, R, 3>(block, &ys, &scale, &mut acc);
+        lane_pair::<P, D, R, 0>(block, at, &mut acc);
+        lane_pair::<P, D, R, 1>(block, at, &mut acc);
+        lane_pair::<P, D, R, 2>(block, at, &mut acc);
+        lane_pair::<P, D, R, 3>(block, at, &mut acc);
     }
     // Σ m · s: a second pass over the group (still in L1), its own chain per row as in ggml,
     // without holding more registers in the first pass.
@@ -229,13 +280,49 @@ fn tile<P: Tile, D: ByteDot, const R: usize>(
 #[inline(always)]
 fn lane_pair<P: Tile, D: ByteDot, const R: usize, const J: usize>(
     block: &P,
-    ys: &[&ActBlock; R],
-    scale: &[__m256; R],
+    at: BlockRows<'_, R>,
     acc: &mut [[__m256; 8]; R],
 ) {
-    let [low, high] = block.lane_pair(J);
-    lane::<P, D, R>(low, J, ys, scale, acc);
-    lane::<P, D, R>(high, J + 4, ys, scale, acc);
+    let [low, high] = if offsets::<P, D>() {
+        block.unsigned_pair(J)
+    } else {
+        block.lane_pair(J)
+    };
+    lane::<P, D, R>(low, J, at, acc);
+    lane::<P, D, R>(high, J + 4, at, acc);
+}
+
+/// One block's activation rows, their scale products with the weight scales, and with offset
+/// weights the rows' offset shares.
+type BlockRows<'a, const R: usize> = (
+    &'a [&'a ActBlock; R],
+    &'a [__m256; R],
+    &'a [&'a [i32; 8]; R],
+);
+
+/// Whether format `P` multiplies its unsigned form with `D`, taking the offset's share back
+/// out, rather than moving its signs onto the activations.
+#[inline(always)]
+fn offsets<P: Tile, D: ByteDot>() -> bool {
+    P::OFFSET != 0 && D::WIDE_UNSIGNED
+}
+
+/// `-offset` times the sum of each of `y`'s eight groups of four bytes: the offset's share of
+/// each of ggml's lanes.
+#[inline(always)]
+fn offset_shares<D: ByteDot>(y: &ActBlock, offset: i32) -> [i32; 8] {
+    let mut shares = [0i32; 8];
+    // SAFETY: `y.qs` is 32 readable bytes and `shares` 32 writable ones, both unaligned; only
+    // inlined into kernels compiled with AVX2.
+    unsafe {
+        let sums = D::dot(
+            _mm256_set1_epi8(1),
+            _mm256_loadu_si256(y.qs.as_ptr().cast()),
+        );
+        let scaled = _mm256_mullo_epi32(sums, _mm256_set1_epi32(-offset));
+        _mm256_storeu_si256(shares.as_mut_ptr().cast(), scaled);
+    }
+    shares
 }
 
 /// Lane `lane` of one block, from the eight rows' values `x` of that lane.
@@ -243,22 +330,28 @@ fn lane_pair<P: Tile, D: ByteDot, const R: usize, const J: usize>(
 fn lane<P: Tile, D: ByteDot, const R: usize>(
     x: __m256i,
     lane: usize,
-    ys: &[&ActBlock; R],
-    scale: &[__m256; R],
+    (ys, scale, share): BlockRows<'_, R>,
     acc: &mut [[__m256; 8]; R],
 ) {
     // SAFETY (every block below): only inlined into kernels compiled with AVX2 and FMA.
-    let ax = if P::SIGNED {
+    let signs = P::SIGNED && !offsets::<P, D>();
+    let ax = if signs {
         unsafe { _mm256_sign_epi8(x, x) }
     } else {
         x
     };
     for r in 0..R {
         let mut y = broadcast_four(ys[r], lane);
-        if P::SIGNED {
+        if signs {
             y = unsafe { _mm256_sign_epi8(y, x) };
         }
-        let xy = unsafe { _mm256_cvtepi32_ps(D::dot(ax, y)) };
+        let sums = if offsets::<P, D>() {
+            let start = unsafe { _mm256_set1_epi32(share[r][lane]) };
+            D::dot_acc(start, ax, y)
+        } else {
+            D::dot(ax, y)
+        };
+        let xy = unsafe { _mm256_cvtepi32_ps(sums) };
         acc[r][lane] = unsafe { _mm256_fmadd_ps(scale[r], xy, acc[r][lane]) };
     }
 }
@@ -267,25 +360,39 @@ fn lane<P: Tile, D: ByteDot, const R: usize>(
 /// them (measured 2–3 % faster than two), then two, then one.
 #[inline(always)]
 fn matrix<P: Tile, D: ByteDot>(w: &[P], nb: usize, acts: &[ActBlock], out: &mut [f32], ld: usize) {
+    thread_local! {
+        static SHARES: RefCell<Vec<[i32; 8]>> = const { RefCell::new(Vec::new()) };
+    }
     let n = acts.len() / nb;
+    // Taken out and put back rather than used in a closure: a closure would be compiled
+    // without this function's target features, and the intrinsics not inlined.
+    let mut shares = SHARES.take();
+    shares.clear();
+    if offsets::<P, D>() {
+        shares.reserve(acts.len());
+        for y in acts {
+            shares.push(offset_shares::<D>(y, P::OFFSET));
+        }
+    }
     for (g, group) in w.chunks_exact(nb).enumerate() {
         let out = &mut out[g * ROWS..];
         let mut r = 0;
         if D::SEVERAL_ROWS {
             while r + 3 <= n {
-                tile::<P, D, 3>(group, acts, r, out, ld);
+                tile::<P, D, 3>(group, acts, &shares, r, out, ld);
                 r += 3;
             }
             while r + 2 <= n {
-                tile::<P, D, 2>(group, acts, r, out, ld);
+                tile::<P, D, 2>(group, acts, &shares, r, out, ld);
                 r += 2;
             }
         }
         while r < n {
-            tile::<P, D, 1>(group, acts, r, out, ld);
+            tile::<P, D, 1>(group, acts, &shares, r, out, ld);
             r += 1;
         }
     }
+    SHARES.set(shares);
 }
 
 macro_rules! kernels {

@@ -226,28 +226,13 @@ fn tile<P: Tile, D: ByteDot, const R: usize>(
     let zero = unsafe { _mm256_setzero_ps() };
     // acc[r][j]: ggml's lane j of the eight rows' products with activation row r.
     let mut acc = [[zero; 8]; R];
-    for (b, block) in group.iter().enumerate() {
-        prefetch_ahead(block);
-        let mut ys: [&ActBlock; R] = [&arows[0][b]; R];
-        let mut scale = [zero; R];
-        let d = widen(block.scales());
-        for r in 0..R {
-            ys[r] = &arows[r][b];
-            scale[r] = unsafe { _mm256_mul_ps(d, _mm256_set1_ps(ys[r].d)) };
-        }
-        let mut share: [&[i32; 8]; R] = [&[0; 8]; R];
-        if offsets::<P, D>() {
-            for (r, s) in share.iter_mut().enumerate() {
-                *s = &shares[(row + r) * nb + b];
-            }
-        }
-        let at = (&ys, &scale, &share);
-        // Written out lane by lane, so that every accumulator index is a constant and the
-        // accumulators stay in registers.
-        lane_pair::<P, D, R, 0>(block, at, &mut acc);
-        lane_pair::<P, D, R, 1>(block, at, &mut acc);
-        lane_pair::<P, D, R, 2>(block, at, &mut acc);
-        lane_pair::<P, D, R, 3>(block, at, &mut acc);
+    if D::SEVERAL_ROWS || R == 1 {
+        lanes::<P, D, R, BOTH>(group, &arows, shares, row, &mut acc);
+    } else {
+        // AVX2's sixteen registers hold the accumulators of all lanes of one row, or of half
+        // the lanes of two: one pass over the group (in L1 after the first) for each half.
+        lanes::<P, D, R, LOW>(group, &arows, shares, row, &mut acc);
+        lanes::<P, D, R, HIGH>(group, &arows, shares, row, &mut acc);
     }
     // Σ m · s: a second pass over the group (still in L1), its own chain per row as in ggml,
     // without holding more registers in the first pass.
@@ -275,10 +260,56 @@ fn tile<P: Tile, D: ByteDot, const R: usize>(
     }
 }
 
-/// ggml's lanes `J` and `J + 4` of one block for the `R` activation rows: integer sums,
+/// Which of ggml's lanes a pass over a group computes: `LOW` (0..4), `HIGH` (4..8) or `BOTH`.
+const LOW: u8 = 1;
+const HIGH: u8 = 2;
+const BOTH: u8 = LOW | HIGH;
+
+/// The integer sums, conversions and multiply-adds of the lanes in `HALVES` for every block of
+/// the group, into `acc`.
+#[inline(always)]
+fn lanes<P: Tile, D: ByteDot, const R: usize, const HALVES: u8>(
+    group: &[P],
+    arows: &[&[ActBlock]; R],
+    shares: &[[i32; 8]],
+    row: usize,
+    acc: &mut [[__m256; 8]; R],
+) {
+    let nb = group.len();
+    // SAFETY (every block below): only inlined into kernels compiled with AVX2, FMA and F16C.
+    let zero = unsafe { _mm256_setzero_ps() };
+    for (b, block) in group.iter().enumerate() {
+        if HALVES & LOW != 0 {
+            prefetch_ahead(block);
+        }
+        let mut ys: [&ActBlock; R] = [&arows[0][b]; R];
+        let mut scale = [zero; R];
+        let d = widen(block.scales());
+        for r in 0..R {
+            ys[r] = &arows[r][b];
+            scale[r] = unsafe { _mm256_mul_ps(d, _mm256_set1_ps(ys[r].d)) };
+        }
+        let mut share: [&[i32; 8]; R] = [&[0; 8]; R];
+        if offsets::<P, D>() {
+            for (r, s) in share.iter_mut().enumerate() {
+                *s = &shares[(row + r) * nb + b];
+            }
+        }
+        let at = (&ys, &scale, &share);
+        // Written out lane by lane, so that every accumulator index is a constant and the
+        // accumulators stay in registers.
+        lane_pair::<P, D, R, 0, HALVES>(block, at, acc);
+        lane_pair::<P, D, R, 1, HALVES>(block, at, acc);
+        lane_pair::<P, D, R, 2, HALVES>(block, at, acc);
+        lane_pair::<P, D, R, 3, HALVES>(block, at, acc);
+    }
+}
+
+/// ggml's lanes `J` and `J + 4` of one block for the `R` activation rows (those of them in
+/// `HALVES`): integer sums,
 /// conversion, and a fused multiply-add into each row's accumulators.
 #[inline(always)]
-fn lane_pair<P: Tile, D: ByteDot, const R: usize, const J: usize>(
+fn lane_pair<P: Tile, D: ByteDot, const R: usize, const J: usize, const HALVES: u8>(
     block: &P,
     at: BlockRows<'_, R>,
     acc: &mut [[__m256; 8]; R],
@@ -288,8 +319,12 @@ fn lane_pair<P: Tile, D: ByteDot, const R: usize, const J: usize>(
     } else {
         block.lane_pair(J)
     };
-    lane::<P, D, R>(low, J, at, acc);
-    lane::<P, D, R>(high, J + 4, at, acc);
+    if HALVES & LOW != 0 {
+        lane::<P, D, R>(low, J, at, acc);
+    }
+    if HALVES & HIGH != 0 {
+        lane::<P, D, R>(high, J + 4, at, acc);
+    }
 }
 
 /// One block's activation rows, their scale products with the weight scales, and with offset
@@ -382,10 +417,10 @@ fn matrix<P: Tile, D: ByteDot>(w: &[P], nb: usize, acts: &[ActBlock], out: &mut 
                 tile::<P, D, 3>(group, acts, &shares, r, out, ld);
                 r += 3;
             }
-            while r + 2 <= n {
-                tile::<P, D, 2>(group, acts, &shares, r, out, ld);
-                r += 2;
-            }
+        }
+        while r + 2 <= n {
+            tile::<P, D, 2>(group, acts, &shares, r, out, ld);
+            r += 2;
         }
         while r < n {
             tile::<P, D, 1>(group, acts, &shares, r, out, ld);

@@ -553,22 +553,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::quant::{quantize_row, ActFormat, BLOCK};
-
-    fn scale(rng: &mut StdRng) -> u16 {
-        f16::from_f32(rng.random_range(-0.05f32..0.05)).to_bits()
-    }
-
-    fn activations(rng: &mut StdRng, rows: usize, nb: usize, format: ActFormat) -> Vec<ActBlock> {
-        let x: Vec<f32> = (0..rows * nb * BLOCK)
-            .map(|_| rng.random_range(-3.0f32..3.0))
-            .collect();
-        let mut acts = vec![ActBlock::default(); rows * nb];
-        for (row, blocks) in x.chunks_exact(nb * BLOCK).zip(acts.chunks_exact_mut(nb)) {
-            quantize_row(row, format, blocks);
-        }
-        acts
-    }
+    use crate::quant::ActFormat;
+    use crate::test_support::{activations, scale};
 
     /// The vectorised kernels of every instruction set this CPU has must give the scalar
     /// reference's results bit for bit, for odd block counts and every tile remainder.

@@ -23,3 +23,5 @@ mod neon;
 pub mod packed;
 pub mod pool;
 pub mod quant;
+#[cfg(test)]
+mod test_support;

@@ -1,14 +1,10 @@
-use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::dot::dot_scalar;
-use crate::quant::{quantize_row, ActFormat};
-
-fn scale(rng: &mut StdRng) -> u16 {
-    f16::from_f32(rng.random_range(-0.05f32..0.05)).to_bits()
-}
+use crate::quant::ActFormat;
+use crate::test_support::{activations, scale};
 
 fn q4_0(rng: &mut StdRng) -> BlockQ4_0 {
     BlockQ4_0 {
@@ -31,17 +27,6 @@ fn q8_0(rng: &mut StdRng) -> BlockQ8_0 {
         d: scale(rng),
         qs: rng.random(),
     }
-}
-
-fn activations(rng: &mut StdRng, rows: usize, nb: usize, format: ActFormat) -> Vec<ActBlock> {
-    let x: Vec<f32> = (0..rows * nb * BLOCK)
-        .map(|_| rng.random_range(-3.0f32..3.0))
-        .collect();
-    let mut acts = vec![ActBlock::default(); rows * nb];
-    for (row, blocks) in x.chunks_exact(nb * BLOCK).zip(acts.chunks_exact_mut(nb)) {
-        quantize_row(row, format, blocks);
-    }
-    acts
 }
 
 /// Packing keeps every row's blocks: unpacking gives them back, padding rows are zero, and

@@ -137,9 +137,9 @@ impl WeightMatrix {
             Weights::Q8_0(w) => blocks(w, row, out),
             Weights::Q4K(w) => blocks(w, row, out),
             Weights::Q6K(w) => blocks(w, row, out),
-            Weights::PackedQ4_0(w) => packed::dequantize_row(w, out.len() / 32, row, out),
-            Weights::PackedQ4_1(w) => packed::dequantize_row(w, out.len() / 32, row, out),
-            Weights::PackedQ8_0(w) => packed::dequantize_row(w, out.len() / 32, row, out),
+            Weights::PackedQ4_0(w) => packed::dequantize_row(w, out.len() / BLOCK, row, out),
+            Weights::PackedQ4_1(w) => packed::dequantize_row(w, out.len() / BLOCK, row, out),
+            Weights::PackedQ8_0(w) => packed::dequantize_row(w, out.len() / BLOCK, row, out),
             Weights::Candle(_) => return false,
         }
         true

@@ -4,7 +4,8 @@
 //!
 //!   cargo bench -p helixflow-benches --bench kernels [-- FILTER]
 //!
-//! Each legacy format is measured twice: in the GGUF layout with the row-at-a-time kernels
+//! `Q4_K` and `Q6_K` are measured on the down projection only (their 256-value superblocks do
+//! not divide 576). Each legacy format is measured twice: in the GGUF layout with the row-at-a-time kernels
 //! (group `Q4_1`), and packed eight rows at a time with the packed kernels (`Q4_1 packed`, the
 //! layout x86 CPUs with AVX2 load); both give the same numbers.
 //!
@@ -13,6 +14,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput};
 use half::f16;
 use helixflow_kernels::format::QuantFormat;
+use helixflow_kernels::kquant::{BlockQ4K, BlockQ6K};
 use helixflow_kernels::packed::{self, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0};
 use helixflow_kernels::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 use rand::rngs::StdRng;
@@ -25,12 +27,17 @@ const BATCHES: [usize; 4] = [1, 4, 16, 64];
 /// Random GGUF bytes for `blocks` blocks of `W`, with small f16 scales in the scale fields.
 fn random_blocks<W: QuantFormat>(rng: &mut StdRng, blocks: usize) -> Vec<W> {
     let mut bytes: Vec<u8> = (0..blocks * W::BYTES).map(|_| rng.random()).collect();
+    // Where the f16 scales are: every legacy format starts with its scale (Q4_1 with a second
+    // f16, the min, as Q4_K with its two superblock scales); Q6_K's ends the block.
+    let scales: &[usize] = match W::NAME {
+        "Q4_1" | "Q4_K" => &[0, 2],
+        "Q6_K" => &[208],
+        _ => &[0],
+    };
     for block in bytes.chunks_exact_mut(W::BYTES) {
-        // Every legacy format starts with its f16 scale (Q4_1 with a second f16, the min).
         let scale = f16::from_f32(rng.random_range(0.001f32..0.05)).to_bits();
-        block[..2].copy_from_slice(&scale.to_le_bytes());
-        if W::NAME == "Q4_1" {
-            block[2..4].copy_from_slice(&scale.to_le_bytes());
+        for &at in scales {
+            block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
         }
     }
     W::parse_all(&bytes)
@@ -40,6 +47,9 @@ fn bench_format<W: QuantFormat>(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(1);
     let mut group = c.benchmark_group(W::NAME);
     for (rows, cols) in SHAPES {
+        if !cols.is_multiple_of(W::BLOCK_VALUES) {
+            continue;
+        }
         let nb = cols / W::BLOCK_VALUES;
         let weights: Vec<W> = random_blocks(&mut rng, rows * nb);
         for n in BATCHES {
@@ -93,6 +103,8 @@ fn kernels(c: &mut Criterion) {
     bench_packed::<PackedQ4_0>(c);
     bench_format::<BlockQ8_0>(c);
     bench_packed::<PackedQ8_0>(c);
+    bench_format::<BlockQ4K>(c);
+    bench_format::<BlockQ6K>(c);
 }
 
 fn main() {

@@ -7,8 +7,9 @@
 //! early in the network can move a logprob by tenths.
 //!
 //! Every kernel has a portable scalar form, which is the reference; where the CPU has AVX2 and
-//! FMA the same operations run vectorised, giving bit-identical results, as do the NEON dot
-//! products of `Q4_0`, `Q4_1` and `Q8_0` on aarch64 (tested under qemu by `scripts/test`).
+//! FMA the same operations run vectorised, giving bit-identical results, as do the AVX-512
+//! VNNI kernels where the CPU has them and the NEON dot products of every format on aarch64
+//! (tested under qemu by `scripts/test`).
 //! On x86-64 those three formats are packed eight rows at a time at load ([`packed`]), whose
 //! kernels share the scale products and the weight unpacking among eight outputs and still
 //! compute each output in ggml's order, bit for bit.

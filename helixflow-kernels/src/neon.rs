@@ -26,13 +26,14 @@ const WEIGHT_TILE: usize = 4;
 
 /// Products of 16 signed bytes with 16 signed bytes, lane `k` of the result the sum of
 /// products `4k..4k+4`. Both implementations are exact for every pair of `i8` vectors.
-trait ByteDot {
+pub(crate) trait ByteDot {
+    /// The four sums of four products.
     fn dot(x: int8x16_t, y: int8x16_t) -> int32x4_t;
 }
 
 /// Plain NEON: `smull`/`smull2` into i16 products (|x·y| ≤ 2^14, so none overflows), then
 /// pairwise widening adds into i32.
-struct Mull;
+pub(crate) struct Mull;
 
 impl ByteDot for Mull {
     #[inline(always)]
@@ -48,7 +49,7 @@ impl ByteDot for Mull {
 
 /// The dotprod extension's `sdot`, one instruction. (Its intrinsic `vdotq_s32` is not stable
 /// Rust yet, hence the assembly.)
-struct Sdot;
+pub(crate) struct Sdot;
 
 impl ByteDot for Sdot {
     #[inline(always)]
@@ -72,7 +73,7 @@ impl ByteDot for Sdot {
 /// An f16 scale widened to f32 with `fcvt`, which base Armv8 floating point has (the
 /// conversion is exact, so it equals the reference's `half` conversion).
 #[inline(always)]
-fn f16_to_f32(bits: u16) -> f32 {
+pub(crate) fn f16_to_f32(bits: u16) -> f32 {
     let out: f32;
     // SAFETY: `fcvt` reads and writes registers only; the f16 is the low half of the input.
     unsafe {

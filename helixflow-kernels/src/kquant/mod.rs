@@ -7,9 +7,13 @@
 //! integer sum of values `4j..4j+4` of every 32-value group of a superblock, times the
 //! sub-block scales, and adds it times the superblock scale with one fused multiply-add per
 //! superblock; the lanes are reduced with [`hsum8`](crate::math::hsum8). The scalar functions
-//! are the reference; the AVX2 kernels compute the same numbers several activation rows at a
-//! time, sharing the unpacking of each weight superblock.
+//! are the reference; the vector kernels (AVX2, AVX-512 VNNI, NEON with or without the
+//! dotprod extension) compute the same numbers several activation rows at a time, sharing the
+//! unpacking of each weight superblock. Their integer sums are exact, so every kernel gives
+//! the reference's bits.
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod q4k;
 mod q6k;
 mod q8k;
@@ -17,6 +21,8 @@ mod q8k;
 pub use q4k::{dot_q4k_reference, BlockQ4K};
 pub use q6k::{dot_q6k_reference, BlockQ6K};
 pub use q8k::{quantize_row_q8k, BlockQ8K};
+
+use crate::dot::Isa;
 
 /// Values per superblock in every K-quant format.
 pub const QK_K: usize = 256;
@@ -30,17 +36,65 @@ fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-/// Dot products of one weight row with each activation row by `reference`, for CPUs without
-/// the AVX2 kernels.
-fn rows_by_reference<W>(
-    x: &[W],
-    acts: &[BlockQ8K],
-    out: &mut [f32],
-    reference: fn(&[W], &[BlockQ8K]) -> f32,
-) {
-    for (o, y) in out.iter_mut().zip(acts.chunks_exact(x.len())) {
-        *o = reference(x, y);
+/// Dot products of one K-quant weight row `x` with each of `out.len()` activation rows stored
+/// back to back in `acts`, with the kernels of `isa`, or the reference where this CPU lacks
+/// them. Every kernel gives the reference's bits.
+pub fn dot_rows_with<W: KQuantKernels>(isa: Isa, x: &[W], acts: &[BlockQ8K], out: &mut [f32]) {
+    assert!(
+        acts.len() == x.len() * out.len(),
+        "K-quant dot products: {} weight blocks, {} activation blocks, {} outputs",
+        x.len(),
+        acts.len(),
+        out.len()
+    );
+    if x.is_empty() {
+        out.fill(0.0);
+        return;
     }
+    if isa.is_supported() {
+        #[cfg(target_arch = "x86_64")]
+        match isa {
+            // SAFETY: `is_supported` checked the features each kernel is compiled for.
+            Isa::Avx512Vnni => return unsafe { W::rows_vnni(x, acts, out) },
+            Isa::Avx2 => return unsafe { W::rows_avx2(x, acts, out) },
+            _ => {}
+        }
+        #[cfg(target_arch = "aarch64")]
+        if matches!(isa, Isa::Neon | Isa::NeonDotprod) {
+            // SAFETY: `is_supported` checked NEON, and dotprod for `NeonDotprod`.
+            return unsafe { W::rows_neon(x, acts, out, isa == Isa::NeonDotprod) };
+        }
+    }
+    for (o, y) in out.iter_mut().zip(acts.chunks_exact(x.len())) {
+        *o = W::reference(x, y);
+    }
+}
+
+/// A K-quant format's reference dot product and its vector kernels, for [`dot_rows_with`].
+pub trait KQuantKernels: Sized {
+    /// The scalar reference dot product of one weight row with one activation row.
+    fn reference(x: &[Self], y: &[BlockQ8K]) -> f32;
+
+    /// [`dot_rows_with`] with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_avx2(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]);
+
+    /// [`dot_rows_with`] with AVX-512 VNNI's `vpdpwssd` scaling and adding the sub-block sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_vnni(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]);
+
+    /// [`dot_rows_with`] with NEON, its byte products by `sdot` if `dotprod`.
+    ///
+    /// # Safety
+    /// The CPU must support NEON, and the dotprod extension if `dotprod` is true.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn rows_neon(x: &[Self], acts: &[BlockQ8K], out: &mut [f32], dotprod: bool);
 }
 
 /// What the AVX2 kernels of both formats share.
@@ -52,6 +106,35 @@ mod avx2 {
 
     /// Activation rows handled together, sharing each unpacked weight superblock.
     pub(super) const TILE: usize = 4;
+
+    /// How a kernel adds sub-block scales times i16 pair sums into i32 lanes.
+    pub(super) trait ScaledSum {
+        /// `acc` plus, in each i32 lane, the two products of the i16 pairs of `scales` and
+        /// `p16`.
+        fn add(acc: __m256i, scales: __m256i, p16: __m256i) -> __m256i;
+    }
+
+    /// AVX2: `vpmaddwd`, then `vpaddd`.
+    pub(super) struct Madd;
+
+    impl ScaledSum for Madd {
+        #[inline(always)]
+        fn add(acc: __m256i, scales: __m256i, p16: __m256i) -> __m256i {
+            // SAFETY: only inlined into kernels compiled with AVX2.
+            unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(scales, p16)) }
+        }
+    }
+
+    /// AVX-512 VNNI: `vpdpwssd`, one instruction.
+    pub(super) struct Vnni;
+
+    impl ScaledSum for Vnni {
+        #[inline(always)]
+        fn add(acc: __m256i, scales: __m256i, p16: __m256i) -> __m256i {
+            // SAFETY: only inlined into kernels compiled with AVX-512 VNNI and VL.
+            unsafe { _mm256_dpwssd_epi32(acc, scales, p16) }
+        }
+    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -111,18 +194,18 @@ mod avx2 {
         std::array::from_fn(|r| &acts[r * nb..(r + 1) * nb])
     }
 
-    /// Runs `tile::<R>` over the rows in groups of [`TILE`], then one at a time.
+    /// Runs `tile::<S, R>` over the rows in groups of [`TILE`], then one at a time.
     macro_rules! rows_in_tiles {
-        ($tile:ident, $x:expr, $acts:expr, $out:expr) => {{
+        ($tile:ident::<$s:ty>, $x:expr, $acts:expr, $out:expr) => {{
             let nb = $x.len();
             let mut chunks = $out.chunks_exact_mut(TILE);
             let mut row = 0;
             for chunk in &mut chunks {
-                $tile::<TILE>($x, &$acts[row * nb..], chunk);
+                $tile::<$s, TILE>($x, &$acts[row * nb..], chunk);
                 row += TILE;
             }
             for o in chunks.into_remainder().chunks_mut(1) {
-                $tile::<1>($x, &$acts[row * nb..], o);
+                $tile::<$s, 1>($x, &$acts[row * nb..], o);
                 row += 1;
             }
         }};
@@ -150,10 +233,14 @@ mod tests {
         acts
     }
 
-    /// The fast kernel must give the scalar reference's results bit for bit, for odd
+    /// Every kernel this CPU has must give the scalar reference's results bit for bit, for odd
     /// superblock counts and every tile remainder; and the reference must be the dot product
     /// of the dequantised weights and activations, up to f32 rounding.
-    pub(super) fn check<W: QuantFormat<Act = BlockQ8K>>(make: impl Fn(&mut StdRng) -> W) {
+    pub(super) fn check<W: QuantFormat<Act = BlockQ8K> + KQuantKernels>(
+        make: impl Fn(&mut StdRng) -> W,
+    ) {
+        let isas = Isa::supported();
+        eprintln!("{}: checking {isas:?}", W::NAME);
         let mut rng = StdRng::seed_from_u64(7);
         for nb in [1, 2, 3, 5] {
             let weights: Vec<W> = (0..nb).map(|_| make(&mut rng)).collect();
@@ -163,12 +250,20 @@ mod tests {
             }
             for rows in 1..=9 {
                 let acts = activations(&mut rng, rows, nb);
-                let mut fast = vec![0f32; rows];
-                W::dot_rows(&weights, &acts, &mut fast);
-                for (r, &got) in fast.iter().enumerate() {
+                let mut fast = vec![vec![0f32; rows]; isas.len()];
+                for (&isa, out) in isas.iter().zip(&mut fast) {
+                    dot_rows_with(isa, &weights, &acts, out);
+                }
+                for r in 0..rows {
                     let y = &acts[r * nb..(r + 1) * nb];
                     let want = W::dot_reference(&weights, y);
-                    assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} rows {rows} row {r}");
+                    for (isa, got) in isas.iter().zip(&fast) {
+                        assert_eq!(
+                            got[r].to_bits(),
+                            want.to_bits(),
+                            "{isa:?} nb {nb} rows {rows} row {r}"
+                        );
+                    }
 
                     let (exact, magnitude) = dequantised_dot(&w, y);
                     assert!(
@@ -254,15 +349,19 @@ mod tests {
                 dot4,
                 "case {case}: Q4_K"
             );
-            BlockQ4K::dot_rows(&x4, &q8, &mut out);
-            assert_eq!(out[0].to_bits(), dot4, "case {case}: Q4_K kernel");
+            for isa in Isa::supported() {
+                dot_rows_with(isa, &x4, &q8, &mut out);
+                assert_eq!(out[0].to_bits(), dot4, "case {case}: Q4_K {isa:?}");
+            }
             assert_eq!(
                 dot_q6k_reference(&x6, &q8).to_bits(),
                 dot6,
                 "case {case}: Q6_K"
             );
-            BlockQ6K::dot_rows(&x6, &q8, &mut out);
-            assert_eq!(out[0].to_bits(), dot6, "case {case}: Q6_K kernel");
+            for isa in Isa::supported() {
+                dot_rows_with(isa, &x6, &q8, &mut out);
+                assert_eq!(out[0].to_bits(), dot6, "case {case}: Q6_K {isa:?}");
+            }
 
             let mut w = vec![0f32; nb * QK_K];
             for (block, o) in x4.iter().zip(w.chunks_exact_mut(QK_K)) {

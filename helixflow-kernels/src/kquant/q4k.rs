@@ -3,8 +3,8 @@
 
 use half::f16;
 
-use super::{le16, parse, rows_by_reference, BlockQ8K, QK_K};
-use crate::features::has_avx2_fma;
+use super::{dot_rows_with, le16, parse, BlockQ8K, KQuantKernels, QK_K};
+use crate::dot::Isa;
 use crate::format::QuantFormat;
 use crate::math::hsum8;
 
@@ -142,13 +142,31 @@ impl QuantFormat for BlockQ4K {
         dot_q4k_reference(x, y)
     }
     fn dot_rows(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2, FMA and F16C.
-            unsafe { avx2::dot_rows(x, acts, out) };
-            return;
-        }
-        rows_by_reference(x, acts, out, dot_q4k_reference);
+        dot_rows_with(Isa::best(), x, acts, out);
+    }
+}
+
+impl KQuantKernels for BlockQ4K {
+    fn reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
+        dot_q4k_reference(x, y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_avx2(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe { avx2::rows_avx2(x, acts, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_vnni(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe { avx2::rows_vnni(x, acts, out) }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn rows_neon(x: &[Self], acts: &[BlockQ8K], out: &mut [f32], dotprod: bool) {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe { super::neon::q4k_rows(x, acts, out, dotprod) }
     }
 }
 
@@ -157,72 +175,93 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::avx2::{
-        act_rows, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead, rows_in_tiles, TILE,
+        act_rows, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead, rows_in_tiles, Madd,
+        ScaledSum, Vnni, TILE,
     };
     use super::{BlockQ4K, BlockQ8K};
 
-    /// [`QuantFormat::dot_rows`](crate::format::QuantFormat::dot_rows) for `Q4_K`.
+    /// [`KQuantKernels::rows_avx2`] for `Q4_K`.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_rows(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
-        rows_in_tiles!(tile, x, acts, out)
+    pub(super) unsafe fn rows_avx2(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
+        rows_in_tiles!(tile_avx2::<Madd>, x, acts, out)
+    }
+
+    /// [`KQuantKernels::rows_vnni`] for `Q4_K`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub(super) unsafe fn rows_vnni(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
+        rows_in_tiles!(tile_vnni::<Vnni>, x, acts, out)
     }
 
     /// `R` rows of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K`, unpacking each weight superblock
-    /// once for all of them.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn tile<const R: usize>(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
-        let rows = act_rows::<R>(acts, x.len());
-        let m4 = _mm256_set1_epi8(0x0f);
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut acc_m = [_mm_setzero_ps(); R];
-        for (b, xb) in x.iter().enumerate() {
-            prefetch_ahead(xb);
-            let xd = f16_to_f32(xb.d);
-            let xmin = f16_to_f32(xb.dmin);
-            let sm = xb.scales_and_mins();
-            let mins = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(load16(&sm)));
+    /// once for all of them, compiled for the features `$features` with `S` scaling and
+    /// adding the sub-block sums.
+    macro_rules! tile {
+        ($name:ident, $features:literal) => {
+            #[target_feature(enable = $features)]
+            fn $name<S: ScaledSum, const R: usize>(
+                x: &[BlockQ4K],
+                acts: &[BlockQ8K],
+                out: &mut [f32],
+            ) {
+                let rows = act_rows::<R>(acts, x.len());
+                let m4 = _mm256_set1_epi8(0x0f);
+                let mut acc = [_mm256_setzero_ps(); R];
+                let mut acc_m = [_mm_setzero_ps(); R];
+                for (b, xb) in x.iter().enumerate() {
+                    prefetch_ahead(xb);
+                    let xd = f16_to_f32(xb.d);
+                    let xmin = f16_to_f32(xb.dmin);
+                    let sm = xb.scales_and_mins();
+                    let mins = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(load16(&sm)));
 
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for j in 0..4 {
-                // Each sub-block scale in all sixteen 16-bit lanes (ggml shuffles them there).
-                let scale_l = _mm256_set1_epi16(i16::from(sm[2 * j]));
-                let scale_h = _mm256_set1_epi16(i16::from(sm[2 * j + 1]));
-                let bits = load32(&xb.qs[32 * j..]);
-                let q4l = _mm256_and_si256(bits, m4);
-                let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                    let mut sumi = [_mm256_setzero_si256(); R];
+                    for j in 0..4 {
+                        // Each sub-block scale in all sixteen 16-bit lanes (ggml shuffles them there).
+                        let scale_l = _mm256_set1_epi16(i16::from(sm[2 * j]));
+                        let scale_h = _mm256_set1_epi16(i16::from(sm[2 * j + 1]));
+                        let bits = load32(&xb.qs[32 * j..]);
+                        let q4l = _mm256_and_si256(bits, m4);
+                        let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                        for r in 0..R {
+                            let q8 = &rows[r][b].qs[64 * j..];
+                            let p16l = _mm256_maddubs_epi16(q4l, load32(q8));
+                            let p16h = _mm256_maddubs_epi16(q4h, load32(&q8[32..]));
+                            // ggml adds the two halves' products before the running sum; integer
+                            // sums are exact, so the order does not matter.
+                            sumi[r] = S::add(S::add(sumi[r], scale_l, p16l), scale_h, p16h);
+                        }
+                    }
+
+                    for r in 0..R {
+                        let yb = &rows[r][b];
+                        let d = yb.d * xd;
+                        let dmin = -yb.d * xmin;
+                        let q8sums = load32(&yb.bsums);
+                        let q8s = _mm_hadd_epi16(
+                            _mm256_castsi256_si128(q8sums),
+                            _mm256_extracti128_si256::<1>(q8sums),
+                        );
+                        let prod = _mm_madd_epi16(mins, q8s);
+                        acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
+                        acc[r] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                    }
+                }
                 for r in 0..R {
-                    let q8 = &rows[r][b].qs[64 * j..];
-                    let p16l = _mm256_maddubs_epi16(q4l, load32(q8));
-                    let p16h = _mm256_maddubs_epi16(q4h, load32(&q8[32..]));
-                    let sumj = _mm256_add_epi32(
-                        _mm256_madd_epi16(scale_l, p16l),
-                        _mm256_madd_epi16(scale_h, p16h),
-                    );
-                    sumi[r] = _mm256_add_epi32(sumi[r], sumj);
+                    out[r] = hsum8(acc[r]) + hsum4(acc_m[r]);
                 }
             }
-
-            for r in 0..R {
-                let yb = &rows[r][b];
-                let d = yb.d * xd;
-                let dmin = -yb.d * xmin;
-                let q8sums = load32(&yb.bsums);
-                let q8s = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(q8sums),
-                    _mm256_extracti128_si256::<1>(q8sums),
-                );
-                let prod = _mm_madd_epi16(mins, q8s);
-                acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            }
-        }
-        for r in 0..R {
-            out[r] = hsum8(acc[r]) + hsum4(acc_m[r]);
-        }
+        };
     }
+
+    tile!(tile_avx2, "avx2,fma,f16c");
+    tile!(tile_vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use half::f16;
 
-use super::{le16, parse, rows_by_reference, BlockQ8K, QK_K};
-use crate::features::has_avx2_fma;
+use super::{dot_rows_with, le16, parse, BlockQ8K, KQuantKernels, QK_K};
+use crate::dot::Isa;
 use crate::format::QuantFormat;
 use crate::math::hsum8;
 
@@ -102,13 +102,31 @@ impl QuantFormat for BlockQ6K {
         dot_q6k_reference(x, y)
     }
     fn dot_rows(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2, FMA and F16C.
-            unsafe { avx2::dot_rows(x, acts, out) };
-            return;
-        }
-        rows_by_reference(x, acts, out, dot_q6k_reference);
+        dot_rows_with(Isa::best(), x, acts, out);
+    }
+}
+
+impl KQuantKernels for BlockQ6K {
+    fn reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
+        dot_q6k_reference(x, y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_avx2(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe { avx2::rows_avx2(x, acts, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_vnni(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe { avx2::rows_vnni(x, acts, out) }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn rows_neon(x: &[Self], acts: &[BlockQ8K], out: &mut [f32], dotprod: bool) {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe { super::neon::q6k_rows(x, acts, out, dotprod) }
     }
 }
 
@@ -117,75 +135,107 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::avx2::{
-        act_rows, f16_to_f32, hsum8, load32, prefetch_ahead, rows_in_tiles, TILE,
+        act_rows, f16_to_f32, hsum8, load32, prefetch_ahead, rows_in_tiles, Madd, ScaledSum, Vnni,
+        TILE,
     };
     use super::{BlockQ6K, BlockQ8K};
 
-    /// [`QuantFormat::dot_rows`](crate::format::QuantFormat::dot_rows) for `Q6_K`.
+    /// [`KQuantKernels::rows_avx2`] for `Q6_K`.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_rows(x: &[BlockQ6K], acts: &[BlockQ8K], out: &mut [f32]) {
-        rows_in_tiles!(tile, x, acts, out)
+    pub(super) unsafe fn rows_avx2(x: &[BlockQ6K], acts: &[BlockQ8K], out: &mut [f32]) {
+        rows_in_tiles!(tile_avx2::<Madd>, x, acts, out)
+    }
+
+    /// [`KQuantKernels::rows_vnni`] for `Q6_K`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub(super) unsafe fn rows_vnni(x: &[BlockQ6K], acts: &[BlockQ8K], out: &mut [f32]) {
+        rows_in_tiles!(tile_vnni::<Vnni>, x, acts, out)
     }
 
     /// `R` rows of ggml's AVX2 `ggml_vec_dot_q6_K_q8_K`, unpacking each weight superblock
-    /// once for all of them.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn tile<const R: usize>(x: &[BlockQ6K], acts: &[BlockQ8K], out: &mut [f32]) {
-        let rows = act_rows::<R>(acts, x.len());
-        let m4 = _mm256_set1_epi8(0x0f);
-        let m2 = _mm256_set1_epi8(3);
-        let m32s = _mm256_set1_epi8(32);
-        let mut acc = [_mm256_setzero_ps(); R];
-        for (b, xb) in x.iter().enumerate() {
-            prefetch_ahead(xb);
-            let xd = f16_to_f32(xb.d);
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for j in 0..2 {
-                let bits1 = load32(&xb.ql[64 * j..]);
-                let bits2 = load32(&xb.ql[64 * j + 32..]);
-                let bits_h = load32(&xb.qh[32 * j..]);
-                let high = |shift| {
-                    let two =
-                        _mm256_and_si256(_mm256_srl_epi16(bits_h, _mm_cvtsi32_si128(shift)), m2);
-                    _mm256_slli_epi16::<4>(two)
-                };
-                // Values 0..32, 32..64, 64..96 and 96..128 of this half, 0..64 unsigned.
-                let q = [
-                    _mm256_or_si256(_mm256_and_si256(bits1, m4), high(0)),
-                    _mm256_or_si256(_mm256_and_si256(bits2, m4), high(2)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m4), high(4)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m4), high(6)),
-                ];
-                // The scales of each group's two 16-value halves, each in eight 16-bit lanes.
-                let scales: [__m256i; 4] = std::array::from_fn(|k| {
-                    let s = |h: usize| _mm_set1_epi16(i16::from(xb.scales[8 * j + 2 * k + h]));
-                    _mm256_set_m128i(s(1), s(0))
-                });
-                for r in 0..R {
-                    let q8 = &rows[r][b].qs[128 * j..];
-                    for k in 0..4 {
-                        let q8k = load32(&q8[32 * k..]);
-                        // (q - 32) * q8 as q * q8 - 32 * q8, both unsigned-by-signed.
-                        let p16 = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(q[k], q8k),
-                            _mm256_maddubs_epi16(m32s, q8k),
-                        );
-                        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(scales[k], p16));
+    /// once for all of them, compiled for the features `$features` with `S` scaling and
+    /// adding the sub-block sums.
+    macro_rules! tile {
+        ($name:ident, $features:literal) => {
+            #[target_feature(enable = $features)]
+            fn $name<S: ScaledSum, const R: usize>(
+                x: &[BlockQ6K],
+                acts: &[BlockQ8K],
+                out: &mut [f32],
+            ) {
+                let rows = act_rows::<R>(acts, x.len());
+                let m4 = _mm256_set1_epi8(0x0f);
+                let m2 = _mm256_set1_epi8(3);
+                let m32s = _mm256_set1_epi8(32);
+                let mut acc = [_mm256_setzero_ps(); R];
+                for (b, xb) in x.iter().enumerate() {
+                    prefetch_ahead(xb);
+                    let xd = f16_to_f32(xb.d);
+                    let mut sumi = [_mm256_setzero_si256(); R];
+                    for j in 0..2 {
+                        let bits1 = load32(&xb.ql[64 * j..]);
+                        let bits2 = load32(&xb.ql[64 * j + 32..]);
+                        let bits_h = load32(&xb.qh[32 * j..]);
+                        let high = |shift| {
+                            let two = _mm256_and_si256(
+                                _mm256_srl_epi16(bits_h, _mm_cvtsi32_si128(shift)),
+                                m2,
+                            );
+                            _mm256_slli_epi16::<4>(two)
+                        };
+                        // Values 0..32, 32..64, 64..96 and 96..128 of this half, 0..64 unsigned.
+                        let q = [
+                            _mm256_or_si256(_mm256_and_si256(bits1, m4), high(0)),
+                            _mm256_or_si256(_mm256_and_si256(bits2, m4), high(2)),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m4),
+                                high(4),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m4),
+                                high(6),
+                            ),
+                        ];
+                        // The scales of each group's two 16-value halves, each in eight 16-bit lanes.
+                        let scales: [__m256i; 4] = std::array::from_fn(|k| {
+                            let s =
+                                |h: usize| _mm_set1_epi16(i16::from(xb.scales[8 * j + 2 * k + h]));
+                            _mm256_set_m128i(s(1), s(0))
+                        });
+                        for r in 0..R {
+                            let q8 = &rows[r][b].qs[128 * j..];
+                            for k in 0..4 {
+                                let q8k = load32(&q8[32 * k..]);
+                                // (q - 32) * q8 as q * q8 - 32 * q8, both unsigned-by-signed.
+                                let p16 = _mm256_sub_epi16(
+                                    _mm256_maddubs_epi16(q[k], q8k),
+                                    _mm256_maddubs_epi16(m32s, q8k),
+                                );
+                                sumi[r] = S::add(sumi[r], scales[k], p16);
+                            }
+                        }
+                    }
+                    for r in 0..R {
+                        let d = rows[r][b].d * xd;
+                        acc[r] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
                     }
                 }
+                for r in 0..R {
+                    out[r] = hsum8(acc[r]);
+                }
             }
-            for r in 0..R {
-                let d = rows[r][b].d * xd;
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            }
-        }
-        for r in 0..R {
-            out[r] = hsum8(acc[r]);
-        }
+        };
     }
+
+    tile!(tile_avx2, "avx2,fma,f16c");
+    tile!(tile_vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
 }
 
 #[cfg(test)]

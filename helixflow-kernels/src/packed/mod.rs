@@ -268,6 +268,7 @@ pub fn is_preferred() -> bool {
 }
 
 mod private {
+    #[cfg(target_arch = "x86_64")]
     use crate::quant::ActBlock;
 
     /// The vector kernels of a packed format (see `avx2.rs`).

@@ -235,3 +235,15 @@ fn bench_reports_prefill_and_decode_rates() {
     assert!(v["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// The report says how many threads the kernels ran on: `HELIXFLOW_NUM_THREADS` where set.
+#[test]
+fn bench_reports_the_kernel_threads() {
+    let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+        .args(["bench", "--prompt-tokens", "8", "--gen-tokens", "2"])
+        .args(["--runs", "1", "--json"])
+        .env("HELIXFLOW_NUM_THREADS", "1")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(json(&out)["threads"], 1);
+}

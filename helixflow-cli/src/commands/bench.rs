@@ -109,7 +109,7 @@ fn single_stream(args: &BenchArgs) -> Result<()> {
             "prompt_tokens": prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "runs": args.runs,
-            "threads": available_threads(),
+            "threads": kernel_threads(),
             "prefill_tokens_per_s": prefill,
             "decode_tokens_per_s": decode,
         });
@@ -121,11 +121,7 @@ fn single_stream(args: &BenchArgs) -> Result<()> {
             "decode:  {decode:8.1} tokens/s ({} tokens after the prompt)",
             args.gen_tokens
         );
-        println!(
-            "median of {} runs, {} threads",
-            args.runs,
-            available_threads()
-        );
+        println!("median of {} runs, {} threads", args.runs, kernel_threads());
     }
     Ok(())
 }
@@ -148,8 +144,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn available_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+/// The threads of the kernels' parallel loops (`HELIXFLOW_NUM_THREADS`, else the CPUs).
+pub(crate) fn kernel_threads() -> usize {
+    helixflow_core::cpu::pool::Pool::global().threads()
 }

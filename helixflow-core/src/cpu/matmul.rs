@@ -303,9 +303,7 @@ impl WeightMatrix {
             });
         });
     }
-}
 
-impl WeightMatrix {
     /// The product with packed weights: each task computes whole groups of eight rows for
     /// every input row, already in the outputs' order, and copies its rows into them.
     fn packed<P: PackedFormat>(&self, weights: &[P], input: &[f32], outs: &mut [&mut [f32]]) {

@@ -7,5 +7,5 @@ pub mod matmul;
 mod output_parts;
 
 pub use attention::{attend_row, AttentionGeometry};
-pub use helixflow_kernels::{dot, features, math, quant};
+pub use helixflow_kernels::{dot, features, math, pool, quant};
 pub use matmul::{MatrixGroup, WeightMatrix};

@@ -34,7 +34,11 @@ pub fn run(args: &BenchArgs, workload: Workload, streams: &[usize]) -> Result<()
     .context("starting the engine")?;
     // Page the weights in and warm the allocator before anything is timed.
     request(&engine, workload.prompt(0, 0, 0), 4)?;
-    let about = json!({"mode": "in-process", "model": chat.name()});
+    let about = json!({
+        "mode": "in-process",
+        "model": chat.name(),
+        "threads": super::kernel_threads(),
+    });
     sweep::report(about, &workload, streams, args.json, |i, n| {
         level(&engine, &workload, i, n)
     })

@@ -70,6 +70,37 @@ pub fn dot_rows_with<W: KQuantKernels>(isa: Isa, x: &[W], acts: &[BlockQ8K], out
     }
 }
 
+/// `impl KQuantKernels for $block`: `$reference`, the `rows_avx2` and `rows_vnni` of the
+/// format's `avx2` module, and `neon::$neon`.
+macro_rules! kquant_kernels {
+    ($block:ty, $reference:path, $neon:ident) => {
+        impl KQuantKernels for $block {
+            fn reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
+                $reference(x, y)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn rows_avx2(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { avx2::rows_avx2(x, acts, out) }
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn rows_vnni(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { avx2::rows_vnni(x, acts, out) }
+            }
+
+            #[cfg(target_arch = "aarch64")]
+            unsafe fn rows_neon(x: &[Self], acts: &[BlockQ8K], out: &mut [f32], dotprod: bool) {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { super::neon::$neon(x, acts, out, dotprod) }
+            }
+        }
+    };
+}
+use kquant_kernels;
+
 /// A K-quant format's reference dot product and its vector kernels, for [`dot_rows_with`].
 pub trait KQuantKernels: Sized {
     /// The scalar reference dot product of one weight row with one activation row.
@@ -211,6 +242,31 @@ mod avx2 {
         }};
     }
     pub(super) use rows_in_tiles;
+
+    /// A format's `rows_avx2` and `rows_vnni`: its `tile_avx2` and `tile_vnni` (the same
+    /// kernel compiled for each instruction set) over the activation rows.
+    macro_rules! entry_points {
+        ($block:ty) => {
+            /// [`KQuantKernels::rows_avx2`](super::super::KQuantKernels::rows_avx2).
+            ///
+            /// # Safety
+            /// The CPU must support AVX2, FMA and F16C.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn rows_avx2(x: &[$block], acts: &[BlockQ8K], out: &mut [f32]) {
+                rows_in_tiles!(tile_avx2::<Madd>, x, acts, out)
+            }
+
+            /// [`KQuantKernels::rows_vnni`](super::super::KQuantKernels::rows_vnni).
+            ///
+            /// # Safety
+            /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+            pub(super) unsafe fn rows_vnni(x: &[$block], acts: &[BlockQ8K], out: &mut [f32]) {
+                rows_in_tiles!(tile_vnni::<Vnni>, x, acts, out)
+            }
+        };
+    }
+    pub(super) use entry_points;
 }
 
 #[cfg(test)]

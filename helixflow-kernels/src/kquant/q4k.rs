@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::{dot_rows_with, le16, parse, BlockQ8K, KQuantKernels, QK_K};
+use super::{dot_rows_with, kquant_kernels, le16, parse, BlockQ8K, KQuantKernels, QK_K};
 use crate::dot::Isa;
 use crate::format::QuantFormat;
 use crate::math::hsum8;
@@ -146,57 +146,19 @@ impl QuantFormat for BlockQ4K {
     }
 }
 
-impl KQuantKernels for BlockQ4K {
-    fn reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
-        dot_q4k_reference(x, y)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_avx2(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        // SAFETY: the caller guarantees the CPU features.
-        unsafe { avx2::rows_avx2(x, acts, out) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_vnni(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        // SAFETY: the caller guarantees the CPU features.
-        unsafe { avx2::rows_vnni(x, acts, out) }
-    }
-
-    #[cfg(target_arch = "aarch64")]
-    unsafe fn rows_neon(x: &[Self], acts: &[BlockQ8K], out: &mut [f32], dotprod: bool) {
-        // SAFETY: the caller guarantees the CPU features.
-        unsafe { super::neon::q4k_rows(x, acts, out, dotprod) }
-    }
-}
+kquant_kernels!(BlockQ4K, dot_q4k_reference, q4k_rows);
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::avx2::{
-        act_rows, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead, rows_in_tiles, Madd,
-        ScaledSum, Vnni, TILE,
+        act_rows, entry_points, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead,
+        rows_in_tiles, Madd, ScaledSum, Vnni, TILE,
     };
     use super::{BlockQ4K, BlockQ8K};
 
-    /// [`KQuantKernels::rows_avx2`] for `Q4_K`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn rows_avx2(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
-        rows_in_tiles!(tile_avx2::<Madd>, x, acts, out)
-    }
-
-    /// [`KQuantKernels::rows_vnni`] for `Q4_K`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    pub(super) unsafe fn rows_vnni(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
-        rows_in_tiles!(tile_vnni::<Vnni>, x, acts, out)
-    }
+    entry_points!(BlockQ4K);
 
     /// `R` rows of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K`, unpacking each weight superblock
     /// once for all of them, compiled for the features `$features` with `S` scaling and

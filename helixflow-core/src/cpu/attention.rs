@@ -85,6 +85,25 @@ impl AttentionScratch {
         self.key.resize(hd, 0.0);
         self.lanes.resize(group * slots * hd, 0.0);
     }
+
+    /// Readies the buffers for `task`: sized, its key and value rows gathered, and its
+    /// queries rounded to f16 (llama.cpp multiplies the cache with f16 queries).
+    fn prepare(&mut self, geo: &AttentionGeometry, task: &AttentionTask<'_>) {
+        let hd = geo.head_dim;
+        let group = geo.num_heads / geo.num_kv_heads;
+        self.size_for(group, task.len, hd, task.order.slots());
+        let head = task.kv_head * hd..(task.kv_head + 1) * hd;
+        gather_rows(
+            task.kv,
+            task.len,
+            head,
+            &mut self.key_rows,
+            &mut self.value_rows,
+        );
+        for (dst, &src) in self.query.iter_mut().zip(task.queries) {
+            *dst = f16::from_f32(src).to_f32();
+        }
+    }
 }
 
 /// One token's attention for the query heads of one key/value head.
@@ -143,17 +162,10 @@ fn attend_row_portable<W: Widen>(
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    let AttentionTask {
-        order,
-        kv_head,
-        queries: q_group,
-        kv,
-        len,
-    } = *task;
+    let AttentionTask { order, len, .. } = *task;
     let hd = geo.head_dim;
-    let group = geo.num_heads / geo.num_kv_heads;
     let slots = order.slots();
-    scratch.size_for(group, len, hd, slots);
+    scratch.prepare(geo, task);
     let AttentionScratch {
         scores,
         probs,
@@ -163,16 +175,6 @@ fn attend_row_portable<W: Widen>(
         key_rows,
         value_rows,
     } = scratch;
-    gather_rows(
-        kv,
-        len,
-        kv_head * hd..(kv_head + 1) * hd,
-        key_rows,
-        value_rows,
-    );
-    for (dst, &src) in query.iter_mut().zip(q_group) {
-        *dst = f16::from_f32(src).to_f32();
-    }
     // The query heads of one key/value head share each widened cache row.
     for pos in 0..len {
         if let Some(&ahead) = key_rows.get(pos + PREFETCH_ROWS) {

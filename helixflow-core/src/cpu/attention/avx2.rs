@@ -11,8 +11,8 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::{
-    gather_rows, prefetch_row, reduce_slots, AttentionGeometry, AttentionScratch, AttentionTask,
-    ProductOrder, PREFETCH_ROWS,
+    prefetch_row, reduce_slots, AttentionGeometry, AttentionScratch, AttentionTask, ProductOrder,
+    PREFETCH_ROWS,
 };
 use crate::cpu::math::softmax_numerators;
 
@@ -32,18 +32,11 @@ pub(super) unsafe fn attend_row(
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    let AttentionTask {
-        order,
-        kv_head,
-        queries: q_group,
-        kv,
-        len,
-    } = *task;
+    let AttentionTask { order, len, .. } = *task;
     let hd = geo.head_dim;
     debug_assert!(handles(hd));
-    let group = geo.num_heads / geo.num_kv_heads;
     let slots = order.slots();
-    scratch.size_for(group, len, hd, slots);
+    scratch.prepare(geo, task);
     let AttentionScratch {
         scores,
         probs,
@@ -53,16 +46,6 @@ pub(super) unsafe fn attend_row(
         value_rows,
         ..
     } = scratch;
-    gather_rows(
-        kv,
-        len,
-        kv_head * hd..(kv_head + 1) * hd,
-        key_rows,
-        value_rows,
-    );
-    for (dst, &src) in query.iter_mut().zip(q_group) {
-        *dst = f16::from_f32(src).to_f32();
-    }
 
     // Scores, prefetching the key and value rows a few positions ahead (the value pass
     // visits them out of order).

@@ -4,12 +4,16 @@
 //! f16×f16 dot products, softmax with ggml's vector `expf`, probabilities rounded to f16, and
 //! the weighted sum of values as f16×f16 dot products over positions. llama.cpp sums those dot
 //! products in one of two orders (see [`ProductOrder`]), depending on how many tokens the step
-//! has; both are reproduced.
+//! has; both are reproduced. [`attend_row_online`] is the alternative with an online softmax
+//! (one pass over the cache, not llama.cpp's bits).
 
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod online;
+
+pub use online::attend_row_online;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;

@@ -6,6 +6,6 @@ pub mod attention;
 pub mod matmul;
 mod output_parts;
 
-pub use attention::{attend_row, AttentionGeometry};
+pub use attention::{attend_row, attend_row_online, AttentionGeometry};
 pub use helixflow_kernels::{dot, features, math, pool, quant};
 pub use matmul::{MatrixGroup, WeightMatrix};

@@ -15,7 +15,9 @@ use candle_core::Device;
 use helixflow_kernels::pool::Pool;
 
 use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
-use crate::cpu::{attend_row, math, AttentionGeometry, MatrixGroup, WeightMatrix};
+use crate::cpu::{
+    attend_row, attend_row_online, math, AttentionGeometry, MatrixGroup, WeightMatrix,
+};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{BlockLayout, KvPool, SequenceKv};
@@ -165,6 +167,9 @@ pub struct LlamaModel {
     output: Arc<WeightMatrix>,
     /// Per rotated pair, the divisor llama 3.1-style frequency scaling applies (1 if none).
     rope_freq_factors: Vec<f32>,
+    /// Whether attention runs with an online softmax ([`attend_row_online`]) rather than
+    /// llama.cpp's two passes.
+    online_softmax: bool,
     buffers: Mutex<StepBuffers>,
 }
 
@@ -265,8 +270,17 @@ impl LlamaModel {
             output_norm,
             output,
             rope_freq_factors,
+            online_softmax: std::env::var_os("HELIXFLOW_ONLINE_SOFTMAX").is_some_and(|v| v == "1"),
             buffers: Mutex::default(),
         })
+    }
+
+    /// Runs attention with an online softmax: one pass over the cached keys and values per
+    /// token, without a buffer of scores, at the price of llama.cpp's last bits (greedy
+    /// decoding may part from its tokens after a while). Off by default;
+    /// `HELIXFLOW_ONLINE_SOFTMAX=1` turns it on at load.
+    pub fn set_online_softmax(&mut self, on: bool) {
+        self.online_softmax = on;
     }
 
     /// The model's hyper-parameters.
@@ -514,8 +528,13 @@ impl LlamaModel {
                 kv: batch[place.seq].kv.view(layer),
                 len: place.pos + 1,
             };
+            let attend = if self.online_softmax {
+                attend_row_online
+            } else {
+                attend_row
+            };
             SCRATCH.with_borrow_mut(|scratch| {
-                attend_row(&task_geometry, &task, out_heads, scratch);
+                attend(&task_geometry, &task, out_heads, scratch);
             });
         });
     }

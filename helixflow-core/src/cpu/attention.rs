@@ -134,29 +134,68 @@ pub fn attend_row(
     scratch: &mut AttentionScratch,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        if avx2::handles(geo.head_dim) {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { avx2::attend_row(geo, task, out_group, scratch) };
-        } else {
-            // SAFETY: as above.
-            unsafe { attend_row_fma(geo, task, out_group, scratch) };
-        }
+    if has_avx2_fma() && avx2::handles(geo.head_dim) {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { avx2::attend_row(geo, task, out_group, scratch) };
         return;
     }
-    attend_row_portable::<SoftWiden>(geo, task, out_group, scratch);
+    run_widened::<TwoPass>(geo, task, out_group, scratch);
 }
 
-/// The portable code compiled for AVX2 (heads the AVX2 kernel does not handle).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attend_row_fma(
+/// An attention kernel written once over how it widens the cached rows, for
+/// [`run_widened`].
+trait WidenedKernel {
+    /// Runs `task` into `out_group`, widening rows with `W`.
+    fn run<W: Widen>(
+        geo: &AttentionGeometry,
+        task: &AttentionTask<'_>,
+        out_group: &mut [f32],
+        scratch: &mut AttentionScratch,
+    );
+}
+
+/// Runs kernel `K` compiled for AVX2, FMA and F16C (widening with F16C) where the CPU has
+/// them, else portably.
+fn run_widened<K: WidenedKernel>(
     geo: &AttentionGeometry,
     task: &AttentionTask<'_>,
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    attend_row_portable::<F16cWiden>(geo, task, out_group, scratch);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { run_fma::<K>(geo, task, out_group, scratch) };
+        return;
+    }
+    K::run::<SoftWiden>(geo, task, out_group, scratch);
+}
+
+/// [`run_widened`]'s kernel compiled for AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_fma<K: WidenedKernel>(
+    geo: &AttentionGeometry,
+    task: &AttentionTask<'_>,
+    out_group: &mut [f32],
+    scratch: &mut AttentionScratch,
+) {
+    K::run::<F16cWiden>(geo, task, out_group, scratch);
+}
+
+/// llama.cpp's two passes, portable (and for heads the AVX2 kernel does not handle).
+struct TwoPass;
+
+impl WidenedKernel for TwoPass {
+    #[inline(always)]
+    fn run<W: Widen>(
+        geo: &AttentionGeometry,
+        task: &AttentionTask<'_>,
+        out_group: &mut [f32],
+        scratch: &mut AttentionScratch,
+    ) {
+        attend_row_portable::<W>(geo, task, out_group, scratch);
+    }
 }
 
 #[inline(always)]

@@ -8,8 +8,8 @@
 //! tokens after a while; [`super::attend_row`], the default, reproduces them.
 
 use super::{
-    head_row, prefetch_row, AttentionGeometry, AttentionScratch, AttentionTask, SoftWiden, Widen,
-    PREFETCH_ROWS,
+    head_row, prefetch_row, run_widened, AttentionGeometry, AttentionScratch, AttentionTask, Widen,
+    WidenedKernel, PREFETCH_ROWS,
 };
 use crate::cpu::math::{hsum8, v_expf};
 
@@ -20,25 +20,22 @@ pub fn attend_row_online(
     out_group: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::features::has_avx2_fma() {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { online_fma(geo, task, out_group, scratch) };
-        return;
-    }
-    online::<SoftWiden>(geo, task, out_group, scratch);
+    run_widened::<Online>(geo, task, out_group, scratch);
 }
 
-/// The portable code compiled for AVX2, FMA and F16C.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn online_fma(
-    geo: &AttentionGeometry,
-    task: &AttentionTask<'_>,
-    out_group: &mut [f32],
-    scratch: &mut AttentionScratch,
-) {
-    online::<super::F16cWiden>(geo, task, out_group, scratch);
+/// The online softmax as a [`WidenedKernel`].
+struct Online;
+
+impl WidenedKernel for Online {
+    #[inline(always)]
+    fn run<W: Widen>(
+        geo: &AttentionGeometry,
+        task: &AttentionTask<'_>,
+        out_group: &mut [f32],
+        scratch: &mut AttentionScratch,
+    ) {
+        online::<W>(geo, task, out_group, scratch);
+    }
 }
 
 #[inline(always)]

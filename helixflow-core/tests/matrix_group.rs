@@ -1,12 +1,14 @@
 //! A [`MatrixGroup`] (a layer's query, key and value projections, or its gate and up) gives
 //! each part exactly the product the part gives on its own, one activation row at a time,
 //! stacked or not, for one and for several activation rows; groups that cannot stack still
-//! work, and bad shapes are errors.
+//! work, and bad shapes are errors. A [`GatedProjection`] (gate, up and SwiGLU, fused where
+//! the formats allow) gives exactly what the two products and `math::swiglu` give apart.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use helixflow_core::cpu::{MatrixGroup, WeightMatrix};
+use helixflow_core::cpu::{math, GatedProjection, MatrixGroup, WeightMatrix};
 use helixflow_core::gguf::GgufFile;
+use helixflow_kernels::packed;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -115,4 +117,59 @@ fn a_group_refuses_outputs_that_do_not_fit() {
     .unwrap();
     wide.push(WeightMatrix::from_gguf(&GgufFile::open(&path).unwrap(), "n").unwrap());
     assert!(MatrixGroup::new(wide).is_err());
+}
+
+#[test]
+fn a_gated_projection_gives_swiglu_of_its_products_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(47);
+    // (rows of each matrix, format, whether the packed kernels can fuse them)
+    let cases = [
+        (64, GgmlDType::Q4_1, true),
+        (48, GgmlDType::Q8_0, true),
+        (16, GgmlDType::Q4_0, true),
+        // Not whole units of sixteen rows, and a format that is never packed.
+        (40, GgmlDType::Q4_1, false),
+        (32, GgmlDType::Q6K, false),
+    ];
+    for (rows, dtype, fusable) in cases {
+        let [paired, alone] = matrices(dir.path(), &[(rows, dtype), (rows, dtype)]);
+        let mut paired = paired.into_iter();
+        let (gate, up) = (paired.next().unwrap(), paired.next().unwrap());
+        let projection = GatedProjection::new(gate, up).unwrap();
+        assert_eq!(projection.rows(), rows);
+        assert_eq!(
+            projection.is_fused(),
+            fusable && packed::is_preferred(),
+            "{dtype:?} x{rows}"
+        );
+        for n in [1, 2, 9, 16] {
+            let input: Vec<f32> = (0..n * COLS)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            let mut got = vec![f32::NAN; n * rows];
+            projection.forward(&input, &mut got).unwrap();
+            let mut want = vec![0f32; n * rows];
+            let mut up = vec![0f32; rows];
+            for (x, o) in input.chunks_exact(COLS).zip(want.chunks_exact_mut(rows)) {
+                alone[0].matmul(x, o).unwrap();
+                alone[1].matmul(x, &mut up).unwrap();
+                math::swiglu(o, &up);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{dtype:?} x{rows}, {n} rows");
+        }
+        // Outputs or inputs that do not fit are errors.
+        let input = vec![0.5f32; 2 * COLS];
+        assert!(projection
+            .forward(&input, &mut vec![0.0; 2 * rows - 1])
+            .is_err());
+        assert!(projection
+            .forward(&input[1..], &mut vec![0.0; 2 * rows])
+            .is_err());
+    }
+    // A gate and an up projection of different shapes do not pair.
+    let [mut odd, _] = matrices(dir.path(), &[(32, GgmlDType::Q4_1), (48, GgmlDType::Q4_1)]);
+    let up = odd.pop().unwrap();
+    assert!(GatedProjection::new(odd.pop().unwrap(), up).is_err());
 }

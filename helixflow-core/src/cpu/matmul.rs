@@ -12,6 +12,7 @@ use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use helixflow_kernels::format::QuantFormat;
 use helixflow_kernels::kquant::{BlockQ4K, BlockQ6K};
+use helixflow_kernels::math;
 use helixflow_kernels::packed::{self, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0};
 use helixflow_kernels::pool::Pool;
 use helixflow_kernels::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BLOCK};
@@ -22,6 +23,20 @@ const ROWS_PER_TASK: usize = 32;
 
 /// Activation rows quantised per parallel task.
 const QUANTIZE_ROWS_PER_TASK: usize = 8;
+
+/// Rows of the gate projection, followed by as many of the up projection, in each unit of a
+/// [`WeightMatrix::interleave_gated`] matrix: half a task's rows, so that each task computes
+/// matching gate and up rows and applies SwiGLU to them while they are in its cache.
+const GATED_UNIT: usize = ROWS_PER_TASK / 2;
+
+/// What a packed product's task does with the rows it computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// Writes them into the outputs.
+    Store,
+    /// Its rows are a gate unit then an up unit: writes `silu(gate) * up` in the gate's place.
+    SwiGlu,
+}
 
 /// A `[rows, cols]` weight matrix from a GGUF file.
 ///
@@ -171,9 +186,9 @@ impl WeightMatrix {
             Weights::Q8_0(w) => self.quantized(w, input, outs),
             Weights::Q4K(w) => self.quantized(w, input, outs),
             Weights::Q6K(w) => self.quantized(w, input, outs),
-            Weights::PackedQ4_0(w) => self.packed(w, input, outs),
-            Weights::PackedQ4_1(w) => self.packed(w, input, outs),
-            Weights::PackedQ8_0(w) => self.packed(w, input, outs),
+            Weights::PackedQ4_0(w) => self.packed(w, input, outs, Epilogue::Store),
+            Weights::PackedQ4_1(w) => self.packed(w, input, outs, Epilogue::Store),
+            Weights::PackedQ8_0(w) => self.packed(w, input, outs, Epilogue::Store),
             Weights::Candle(m) => {
                 let [out] = outs else {
                     unreachable!("candle matrices are never stacked")
@@ -231,6 +246,74 @@ impl WeightMatrix {
             }),
             None => Err(parts),
         }
+    }
+
+    /// The gate projection `gate` and the up projection `up` (same shape and packed format)
+    /// as one matrix whose rows alternate between them in units of [`GATED_UNIT`] rows, for
+    /// [`Self::matmul_gated`]; `None` where they are not such a pair or their rows are not
+    /// whole units.
+    pub(super) fn interleave_gated(gate: &WeightMatrix, up: &WeightMatrix) -> Option<Self> {
+        if (gate.rows, gate.cols) != (up.rows, up.cols) || !gate.rows.is_multiple_of(GATED_UNIT) {
+            return None;
+        }
+        // Blocks per unit: the packed formats keep each group of rows' blocks together.
+        let unit = GATED_UNIT / packed::ROWS * (gate.cols / BLOCK);
+        fn interleave<P: Clone>(gate: &[P], up: &[P], unit: usize) -> Vec<P> {
+            let mut all = Vec::with_capacity(gate.len() + up.len());
+            for (g, u) in gate.chunks(unit).zip(up.chunks(unit)) {
+                all.extend_from_slice(g);
+                all.extend_from_slice(u);
+            }
+            all
+        }
+        let weights = match (&gate.weights, &up.weights) {
+            (Weights::PackedQ4_0(g), Weights::PackedQ4_0(u)) => {
+                Weights::PackedQ4_0(interleave(g, u, unit))
+            }
+            (Weights::PackedQ4_1(g), Weights::PackedQ4_1(u)) => {
+                Weights::PackedQ4_1(interleave(g, u, unit))
+            }
+            (Weights::PackedQ8_0(g), Weights::PackedQ8_0(u)) => {
+                Weights::PackedQ8_0(interleave(g, u, unit))
+            }
+            _ => return None,
+        };
+        Some(Self {
+            rows: gate.rows + up.rows,
+            cols: gate.cols,
+            weights,
+        })
+    }
+
+    /// `out = silu(input · Gᵀ) * (input · Uᵀ)` for a matrix from [`Self::interleave_gated`]:
+    /// `out` gets `n` rows of half this matrix's rows, bit for bit what the two products and
+    /// [`math::swiglu`](helixflow_kernels::math::swiglu) give apart.
+    pub(super) fn matmul_gated(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        let n = input.len() / self.cols;
+        if input.len() != n * self.cols || out.len() != n * (self.rows / 2) {
+            return Err(Error::InvalidRequest(format!(
+                "gated matmul of {} inputs into {} outputs does not fit a {}x{} matrix",
+                input.len(),
+                out.len(),
+                self.rows,
+                self.cols
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let outs = &mut [out];
+        match &self.weights {
+            Weights::PackedQ4_0(w) => self.packed(w, input, outs, Epilogue::SwiGlu),
+            Weights::PackedQ4_1(w) => self.packed(w, input, outs, Epilogue::SwiGlu),
+            Weights::PackedQ8_0(w) => self.packed(w, input, outs, Epilogue::SwiGlu),
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "a gated matmul needs interleaved packed weights".into(),
+                ))
+            }
+        }
+        Ok(())
     }
 
     fn quantized<W: QuantFormat>(&self, weights: &[W], input: &[f32], outs: &mut [&mut [f32]]) {
@@ -305,15 +388,23 @@ impl WeightMatrix {
     }
 
     /// The product with packed weights: each task computes whole groups of eight rows for
-    /// every input row, already in the outputs' order, and copies its rows into them.
-    fn packed<P: PackedFormat>(&self, weights: &[P], input: &[f32], outs: &mut [&mut [f32]]) {
+    /// every input row, already in the outputs' order, and copies its rows into them (or,
+    /// with [`Epilogue::SwiGlu`], their gated product).
+    fn packed<P: PackedFormat>(
+        &self,
+        weights: &[P],
+        input: &[f32],
+        outs: &mut [&mut [f32]],
+        epilogue: Epilogue,
+    ) {
         let nb = self.cols / BLOCK;
         let n = input.len() / self.cols;
         with_buffer(n * nb, |acts: &mut [ActBlock]| {
             self.quantize_input::<P::Block>(input, acts);
             let acts = &*acts;
             let pool = Pool::global();
-            if let ([out], 1, 0) = (&mut *outs, n, self.rows % packed::ROWS) {
+            let plain = epilogue == Epilogue::Store;
+            if let ([out], 1, 0, true) = (&mut *outs, n, self.rows % packed::ROWS, plain) {
                 // One input row and whole groups: each task's rows are its part of `out`.
                 pool.for_each_chunk_mut(out, ROWS_PER_TASK, |task, chunk| {
                     let first = task * ROWS_PER_TASK / packed::ROWS * nb;
@@ -335,6 +426,18 @@ impl WeightMatrix {
                         packed::matrix(w, nb, acts, chunk, ld);
                         let first_row = first_group * packed::ROWS;
                         let rows = ld.min(self.rows - first_row);
+                        if epilogue == Epilogue::SwiGlu {
+                            // Whole units make every task one unit of gate rows and the
+                            // matching unit of up rows.
+                            debug_assert_eq!((ld, rows), (2 * GATED_UNIT, 2 * GATED_UNIT));
+                            for row in chunk.chunks_exact_mut(ld) {
+                                let (gate, up) = row.split_at_mut(GATED_UNIT);
+                                math::swiglu(gate, up);
+                            }
+                            // SAFETY: each task writes the rows of its own unit only.
+                            unsafe { parts.write_rows(first_row / 2, GATED_UNIT, chunk, ld) };
+                            return;
+                        }
                         // SAFETY: each task writes the rows of its own groups only.
                         unsafe { parts.write_rows(first_row, rows, chunk, ld) };
                     });

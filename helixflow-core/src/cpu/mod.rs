@@ -3,9 +3,11 @@
 //! attention over the paged KV cache.
 
 pub mod attention;
+pub mod gated;
 pub mod matmul;
 mod output_parts;
 
 pub use attention::{attend_row, attend_row_online, AttentionGeometry};
+pub use gated::GatedProjection;
 pub use helixflow_kernels::{dot, features, math, pool, quant};
 pub use matmul::{MatrixGroup, WeightMatrix};

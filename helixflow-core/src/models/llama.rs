@@ -16,7 +16,8 @@ use helixflow_kernels::pool::Pool;
 
 use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
 use crate::cpu::{
-    attend_row, attend_row_online, math, AttentionGeometry, MatrixGroup, WeightMatrix,
+    attend_row, attend_row_online, math, AttentionGeometry, GatedProjection, MatrixGroup,
+    WeightMatrix,
 };
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -132,8 +133,8 @@ struct Block {
     wqkv: MatrixGroup,
     wo: WeightMatrix,
     ffn_norm: Vec<f32>,
-    /// The MLP's gate and up projections, which share their input.
-    w_gate_up: MatrixGroup,
+    /// The MLP's gate and up projections with the SwiGLU between them.
+    w_gate_up: GatedProjection,
     w_down: WeightMatrix,
 }
 
@@ -244,10 +245,10 @@ impl LlamaModel {
                 ])?,
                 wo: matrix(&format!("{p}.attn_output.weight"), &[h, h])?,
                 ffn_norm: vector(&format!("{p}.ffn_norm.weight"), h)?,
-                w_gate_up: MatrixGroup::new(vec![
+                w_gate_up: GatedProjection::new(
                     matrix(&format!("{p}.ffn_gate.weight"), &[i, h])?,
                     matrix(&format!("{p}.ffn_up.weight"), &[i, h])?,
-                ])?,
+                )?,
                 w_down: matrix(&format!("{p}.ffn_down.weight"), &[h, i])?,
             });
         }
@@ -387,7 +388,6 @@ impl LlamaModel {
             v,
             projected,
             gate,
-            up,
             rope,
             rows,
         } = buffers;
@@ -396,7 +396,7 @@ impl LlamaModel {
         let attn = sized(attn, n * h);
         let (q, k, v) = (sized(q, n * h), sized(k, n * kvw), sized(v, n * kvw));
         let projected = sized(projected, n * h);
-        let (gate, up) = (sized(gate, n * inter), sized(up, n * inter));
+        let gate = sized(gate, n * inter);
 
         for (row, &token) in x.chunks_exact_mut(h).zip(&all_tokens) {
             self.embed(token as usize, row);
@@ -435,13 +435,7 @@ impl LlamaModel {
             math::add_assign(x, projected);
 
             math::rms_norm_rows(x, &block.ffn_norm, cfg.rms_norm_eps, normed);
-            block
-                .w_gate_up
-                .matmul(normed, &mut [&mut *gate, &mut *up])?;
-            let up = &*up;
-            Pool::global().for_each_chunk_mut(gate, inter, |row, g| {
-                math::swiglu(g, &up[row * inter..(row + 1) * inter]);
-            });
+            block.w_gate_up.forward(normed, gate)?;
             block.w_down.matmul(gate, projected)?;
             math::add_assign(x, projected);
         }
@@ -559,7 +553,6 @@ struct StepBuffers {
     v: Vec<f32>,
     projected: Vec<f32>,
     gate: Vec<f32>,
-    up: Vec<f32>,
     /// Rotary cosines and sines, `rope_dim / 2` pairs per packed row.
     rope: Vec<(f32, f32)>,
     rows: Vec<RowPlace>,

@@ -1,0 +1,106 @@
+//! The gate and up projections of a SwiGLU feed-forward block, with the activation between
+//! them: `silu(x · Gᵀ) * (x · Uᵀ)`.
+
+use std::cell::RefCell;
+
+use super::matmul::{MatrixGroup, WeightMatrix};
+use crate::{Error, Result};
+use helixflow_kernels::math;
+use helixflow_kernels::pool::Pool;
+
+/// A feed-forward block's gate and up projections and its SwiGLU.
+///
+/// Where both are packed in one format, their rows are interleaved so that each parallel task
+/// computes matching gate and up rows and applies SwiGLU to them at once: one parallel loop
+/// and no intermediate up-projection buffer instead of two loops over two buffers. Otherwise
+/// the two products run as a [`MatrixGroup`] and SwiGLU as a loop of its own. Both give the
+/// same bits.
+#[derive(Debug)]
+pub struct GatedProjection {
+    rows: usize,
+    cols: usize,
+    products: Products,
+}
+
+#[derive(Debug)]
+enum Products {
+    Interleaved(WeightMatrix),
+    Grouped(MatrixGroup),
+}
+
+impl GatedProjection {
+    /// The projection of `gate` and `up`, which must have the same shape.
+    pub fn new(gate: WeightMatrix, up: WeightMatrix) -> Result<Self> {
+        if (gate.rows(), gate.cols()) != (up.rows(), up.cols()) {
+            return Err(Error::InvalidRequest(format!(
+                "a gate of {}x{} and an up projection of {}x{} do not pair",
+                gate.rows(),
+                gate.cols(),
+                up.rows(),
+                up.cols()
+            )));
+        }
+        let (rows, cols) = (gate.rows(), gate.cols());
+        let products = match WeightMatrix::interleave_gated(&gate, &up) {
+            Some(interleaved) => Products::Interleaved(interleaved),
+            None => Products::Grouped(MatrixGroup::new(vec![gate, up])?),
+        };
+        Ok(Self {
+            rows,
+            cols,
+            products,
+        })
+    }
+
+    /// Whether the products and SwiGLU run fused, as one parallel loop.
+    pub fn is_fused(&self) -> bool {
+        matches!(self.products, Products::Interleaved(_))
+    }
+
+    /// Output width (the gate's rows).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input width.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `out = silu(input · Gᵀ) * (input · Uᵀ)` for `input` of `n` rows of [`Self::cols`]
+    /// values; `out` gets `n` rows of [`Self::rows`] values.
+    pub fn forward(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        let n = input.len() / self.cols.max(1);
+        if input.len() != n * self.cols || out.len() != n * self.rows {
+            return Err(Error::InvalidRequest(format!(
+                "a gated projection of {} inputs into {} outputs does not fit {}x{} matrices",
+                input.len(),
+                out.len(),
+                self.rows,
+                self.cols
+            )));
+        }
+        match &self.products {
+            Products::Interleaved(matrix) => matrix.matmul_gated(input, out),
+            Products::Grouped(group) => {
+                thread_local! {
+                    /// The up projection's output, kept between calls so that decoding does
+                    /// not allocate it anew each step.
+                    static UP: RefCell<Vec<f32>> = RefCell::default();
+                }
+                // Taken out while in use, so that a nested call cannot find it borrowed.
+                let mut up = UP.take();
+                up.resize(out.len(), 0.0);
+                let result = group.matmul(input, &mut [&mut *out, &mut up]);
+                if result.is_ok() {
+                    let rows = self.rows;
+                    Pool::global().for_each_chunk_mut(out, rows, |row, gate| {
+                        math::swiglu(gate, &up[row * rows..(row + 1) * rows]);
+                    });
+                }
+                UP.set(up);
+                result
+            }
+        }
+    }
+}

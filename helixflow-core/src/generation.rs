@@ -10,7 +10,7 @@ use crate::completion::{FinishReason, TokenLogprob, TopLogprob};
 use crate::error::{Error, Result};
 use crate::kv_cache::SequenceKv;
 use crate::models::llama::{LlamaModel, SeqStep};
-use crate::sampling::{Sampler, SamplingParams, TokenHistory};
+use crate::sampling::{SampledToken, Sampler, SamplingParams, TokenHistory};
 use crate::stop::StopMatcher;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
@@ -247,6 +247,14 @@ impl Sequence {
 
     /// Takes the logits of the step and samples the next token.
     pub fn accept(&mut self, tokenizer: &Tokenizer, logits: &[f32]) -> Result<TokenOutput> {
+        let sampled = self.sample_next(logits)?;
+        self.accept_sampled(tokenizer, sampled)
+    }
+
+    /// The first half of [`Sequence::accept`]: samples the next token from the step's
+    /// logits without taking it yet. It needs no tokenizer, so an engine may sample its
+    /// sequences in parallel and then take each token with [`Sequence::accept_sampled`].
+    pub fn sample_next(&mut self, logits: &[f32]) -> Result<SampledToken> {
         if self.finish.is_some() {
             return Err(Error::InvalidRequest(
                 "the sequence has already finished".into(),
@@ -257,7 +265,22 @@ impl Sequence {
                 "the sequence is still prefilling its prompt".into(),
             ));
         }
-        let sampled = self.sampler.sample(logits, &self.history)?;
+        self.sampler.sample(logits, &self.history)
+    }
+
+    /// The second half of [`Sequence::accept`]: takes `sampled` (from
+    /// [`Sequence::sample_next`] on this sequence) as the next token, decodes its text and
+    /// checks the stop conditions.
+    pub fn accept_sampled(
+        &mut self,
+        tokenizer: &Tokenizer,
+        sampled: SampledToken,
+    ) -> Result<TokenOutput> {
+        if self.finish.is_some() {
+            return Err(Error::InvalidRequest(
+                "the sequence has already finished".into(),
+            ));
+        }
         self.history.push_generated(sampled.id);
         self.generated.push(sampled.id);
         self.tokens.push(sampled.id);

@@ -313,3 +313,27 @@ fn a_shared_system_prompt_is_prefilled_once() {
     );
     assert_eq!(warm_second, cold_second);
 }
+
+#[test]
+fn seeded_sampling_does_not_depend_on_what_else_is_in_flight() {
+    let engine = start(EngineConfig::default());
+    let params = |seed: u64| {
+        let mut params = GenerationParams::greedy(16);
+        params.ignore_eos = true;
+        params.sampling.temperature = 0.9;
+        params.sampling.seed = Some(seed);
+        params
+    };
+    let prompts: Vec<Vec<u32>> = cases().into_iter().map(|(prompt, _)| prompt).collect();
+    let alone: Vec<Vec<u32>> = (0..prompts.len())
+        .map(|i| collect(engine.submit(prompts[i].clone(), params(i as u64)).unwrap()))
+        .collect();
+    // All at once: their decodes share steps, where the engine samples them in parallel.
+    let streams: Vec<_> = (0..prompts.len())
+        .map(|i| engine.submit(prompts[i].clone(), params(i as u64)).unwrap())
+        .collect();
+    let together: Vec<Vec<u32>> = streams.into_iter().map(collect).collect();
+    assert!(engine.stats().max_batch_seqs >= 2, "{:?}", engine.stats());
+    assert_eq!(alone, together);
+    assert!(alone.windows(2).any(|w| w[0] != w[1]));
+}

@@ -9,10 +9,11 @@ use super::policy::{RunningSeq, SchedulingPolicy, WaitingRequest};
 use super::request::{EngineEvent, EventSink};
 use super::stats::StatsCell;
 use crate::chat_model::ChatModel;
-use crate::generation::{GenerationParams, Sequence};
+use crate::cpu::pool::Pool;
+use crate::generation::{GenerationParams, Sequence, TokenOutput};
 use crate::kv_cache::{block_hashes, KvPool, PrefixCache, SequenceKv};
 use crate::models::llama::SeqStep;
-use crate::sampling::choice_seed;
+use crate::sampling::{choice_seed, SampledToken};
 use crate::{Error, Result};
 
 /// A request as it crosses the queue.
@@ -368,11 +369,19 @@ impl Worker {
             }
         };
         self.publish_prompt_blocks();
+        let mut presampled = sample_in_parallel(&mut self.running, &order, &logits);
         let mut generated = 0u64;
-        for (&(r, c, _), logits) in order.iter().zip(&logits) {
+        for ((&(r, c, _), logits), presampled) in order.iter().zip(&logits).zip(&mut presampled) {
             let request = &mut self.running[r];
             // A request whose sampling failed earlier in this loop has no choices left.
             if request.choices.get(c).is_none_or(Sequence::is_prefilling) {
+                continue;
+            }
+            if let Some(sampled) = presampled.take() {
+                let output = sampled.and_then(|sampled| {
+                    request.choices[c].accept_sampled(self.chat.tokenizer(), sampled)
+                });
+                generated += u64::from(deliver(request, c, output));
                 continue;
             }
             if c == 0 && !request.forked() {
@@ -466,7 +475,14 @@ fn accept(request: &mut Request, c: usize, logits: &[f32], chat: &ChatModel) -> 
     if seq.is_finished() {
         return false;
     }
-    match seq.accept(chat.tokenizer(), logits) {
+    let output = seq.accept(chat.tokenizer(), logits);
+    deliver(request, c, output)
+}
+
+/// Sends choice `c`'s new token, or its failure (which ends the request), to the client;
+/// true when a token was generated.
+fn deliver(request: &mut Request, c: usize, output: Result<TokenOutput>) -> bool {
+    match output {
         Ok(output) => {
             request.completion_tokens += 1;
             request
@@ -481,4 +497,58 @@ fn accept(request: &mut Request, c: usize, logits: &[f32], chat: &ChatModel) -> 
             false
         }
     }
+}
+
+/// Samples, on the kernels' pool, the next token of each planned choice that continues its
+/// decoding (`order[i]` gets `logits[i]`): sampling reads a whole vocabulary of logits per
+/// sequence, which on a batch of many sequences is worth spreading over the threads. Entry
+/// `i` is `None` where the step loop has to take the token itself (a prompt's first token,
+/// which every choice of the request samples, or a choice that is done or still prefilling).
+fn sample_in_parallel(
+    running: &mut [Request],
+    order: &[(usize, usize, usize)],
+    logits: &[Vec<f32>],
+) -> Vec<Option<Result<SampledToken>>> {
+    /// One sequence to sample and where its result goes.
+    struct Job<'a> {
+        seq: &'a mut Sequence,
+        logits: &'a [f32],
+        at: usize,
+        sampled: Option<Result<SampledToken>>,
+    }
+    let mut results: Vec<Option<Result<SampledToken>>> = Vec::new();
+    results.resize_with(order.len(), || None);
+    let mut jobs = Vec::with_capacity(order.len());
+    // `order` is sorted by request and choice, so one walk over the requests finds them all.
+    let mut want = order.iter().zip(logits).enumerate().peekable();
+    for (r, request) in running.iter_mut().enumerate() {
+        let forked = request.forked();
+        for (c, seq) in request.choices.iter_mut().enumerate() {
+            while let Some(&(at, (&(pr, pc, _), logits))) = want.peek() {
+                if (pr, pc) > (r, c) {
+                    break;
+                }
+                want.next();
+                let continues = (c > 0 || forked) && !seq.is_prefilling() && !seq.is_finished();
+                if (pr, pc) == (r, c) && continues {
+                    jobs.push(Job {
+                        seq: &mut *seq,
+                        logits,
+                        at,
+                        sampled: None,
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    Pool::global().for_each_chunk_mut(&mut jobs, 1, |_, job| {
+        for job in job {
+            job.sampled = Some(job.seq.sample_next(job.logits));
+        }
+    });
+    for job in jobs {
+        results[job.at] = job.sampled;
+    }
+    results
 }

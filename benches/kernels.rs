@@ -7,7 +7,8 @@
 //! `Q4_K` and `Q6_K` are measured on the down projection only (their 256-value superblocks do
 //! not divide 576). Each legacy format is measured twice: in the GGUF layout with the row-at-a-time kernels
 //! (group `Q4_1`), and packed eight rows at a time with the packed kernels (`Q4_1 packed`, the
-//! layout x86 CPUs with AVX2 load); both give the same numbers.
+//! layout x86 CPUs with AVX2 load); both give the same numbers. The packed formats are also
+//! measured in block order (`Q4_1 packed blocks`, `HELIXFLOW_BLOCK_PRODUCTS=1`).
 //!
 //! `HELIXFLOW_NO_AVX512=1` measures the AVX2 kernels on a CPU with AVX-512 VNNI.
 
@@ -15,7 +16,9 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use half::f16;
 use helixflow_kernels::format::QuantFormat;
 use helixflow_kernels::kquant::{BlockQ4K, BlockQ6K};
-use helixflow_kernels::packed::{self, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0};
+use helixflow_kernels::packed::{
+    self, Accumulation, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0,
+};
 use helixflow_kernels::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -71,9 +74,13 @@ fn bench_format<W: QuantFormat>(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_packed<P: PackedFormat>(c: &mut Criterion) {
+fn bench_packed<P: PackedFormat>(c: &mut Criterion, order: Accumulation) {
     let mut rng = StdRng::seed_from_u64(1);
-    let mut group = c.benchmark_group(format!("{} packed", P::Block::NAME));
+    let name = match order {
+        Accumulation::Ggml => format!("{} packed", P::Block::NAME),
+        Accumulation::Blocks => format!("{} packed blocks", P::Block::NAME),
+    };
+    let mut group = c.benchmark_group(name);
     for (rows, cols) in SHAPES {
         let nb = cols / P::Block::BLOCK_VALUES;
         let weights = packed::pack::<P>(&random_blocks::<P::Block>(&mut rng, rows * nb), nb);
@@ -87,7 +94,7 @@ fn bench_packed<P: PackedFormat>(c: &mut Criterion) {
             group.throughput(Throughput::Elements((rows * cols * n) as u64));
             group.bench_function(BenchmarkId::new(format!("{rows}x{cols}"), n), |b| {
                 b.iter(|| {
-                    packed::matrix(&weights, nb, &acts, &mut out, rows);
+                    packed::matrix_in(order, &weights, nb, &acts, &mut out, rows);
                     std::hint::black_box(&out);
                 })
             });
@@ -97,12 +104,14 @@ fn bench_packed<P: PackedFormat>(c: &mut Criterion) {
 }
 
 fn kernels(c: &mut Criterion) {
+    for order in [Accumulation::Ggml, Accumulation::Blocks] {
+        bench_packed::<PackedQ4_1>(c, order);
+        bench_packed::<PackedQ4_0>(c, order);
+        bench_packed::<PackedQ8_0>(c, order);
+    }
     bench_format::<BlockQ4_1>(c);
-    bench_packed::<PackedQ4_1>(c);
     bench_format::<BlockQ4_0>(c);
-    bench_packed::<PackedQ4_0>(c);
     bench_format::<BlockQ8_0>(c);
-    bench_packed::<PackedQ8_0>(c);
     bench_format::<BlockQ4K>(c);
     bench_format::<BlockQ6K>(c);
 }

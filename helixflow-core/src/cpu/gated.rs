@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use super::matmul::{MatrixGroup, WeightMatrix};
 use crate::{Error, Result};
 use helixflow_kernels::math;
+use helixflow_kernels::packed::Accumulation;
 use helixflow_kernels::pool::Pool;
 
 /// A feed-forward block's gate and up projections and its SwiGLU.
@@ -70,6 +71,11 @@ impl GatedProjection {
     /// `out = silu(input · Gᵀ) * (input · Uᵀ)` for `input` of `n` rows of [`Self::cols`]
     /// values; `out` gets `n` rows of [`Self::rows`] values.
     pub fn forward(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        self.forward_in(Accumulation::Ggml, input, out)
+    }
+
+    /// [`Self::forward`], adding up in the order `order` where the packed kernels run.
+    pub fn forward_in(&self, order: Accumulation, input: &[f32], out: &mut [f32]) -> Result<()> {
         let n = input.len() / self.cols.max(1);
         if input.len() != n * self.cols || out.len() != n * self.rows {
             return Err(Error::InvalidRequest(format!(
@@ -81,7 +87,7 @@ impl GatedProjection {
             )));
         }
         match &self.products {
-            Products::Interleaved(matrix) => matrix.matmul_gated(input, out),
+            Products::Interleaved(matrix) => matrix.matmul_gated(order, input, out),
             Products::Grouped(group) => {
                 thread_local! {
                     /// The up projection's output, kept between calls so that decoding does
@@ -91,7 +97,7 @@ impl GatedProjection {
                 // Taken out while in use, so that a nested call cannot find it borrowed.
                 let mut up = UP.take();
                 up.resize(out.len(), 0.0);
-                let result = group.matmul(input, &mut [&mut *out, &mut up]);
+                let result = group.matmul_in(order, input, &mut [&mut *out, &mut up]);
                 if result.is_ok() {
                     let rows = self.rows;
                     Pool::global().for_each_chunk_mut(out, rows, |row, gate| {

@@ -13,7 +13,9 @@ use crate::{Error, Result};
 use helixflow_kernels::format::QuantFormat;
 use helixflow_kernels::kquant::{BlockQ4K, BlockQ6K};
 use helixflow_kernels::math;
-use helixflow_kernels::packed::{self, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0};
+use helixflow_kernels::packed::{
+    self, Accumulation, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0,
+};
 use helixflow_kernels::pool::Pool;
 use helixflow_kernels::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BLOCK};
 
@@ -133,7 +135,13 @@ impl WeightMatrix {
     /// `out = input · Wᵀ` for `input` of `n` rows of [`Self::cols`] values; `out` gets `n`
     /// rows of [`Self::rows`] values.
     pub fn matmul(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
-        self.matmul_split(input, &mut [out])
+        self.matmul_in(Accumulation::Ggml, input, out)
+    }
+
+    /// [`Self::matmul`], adding up in the order `order` where the packed kernels run (the
+    /// other formats always add up in ggml's order).
+    pub fn matmul_in(&self, order: Accumulation, input: &[f32], out: &mut [f32]) -> Result<()> {
+        self.matmul_split(order, input, &mut [out])
     }
 
     /// Writes row `row` as f32 into `out`, if this matrix has one of this crate's formats
@@ -163,7 +171,12 @@ impl WeightMatrix {
     /// `input · Wᵀ` into `outs`, which split each output row's values (rows of this matrix)
     /// in order: `outs[i]` gets `n` rows of its own width. For a [`Self::stack`] of matrices,
     /// each gets its own product.
-    fn matmul_split(&self, input: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
+    fn matmul_split(
+        &self,
+        order: Accumulation,
+        input: &[f32],
+        outs: &mut [&mut [f32]],
+    ) -> Result<()> {
         let n = input.len() / self.cols;
         let fits = input.len() == n * self.cols
             && outs.iter().map(|o| o.len()).sum::<usize>() == n * self.rows
@@ -186,9 +199,9 @@ impl WeightMatrix {
             Weights::Q8_0(w) => self.quantized(w, input, outs),
             Weights::Q4K(w) => self.quantized(w, input, outs),
             Weights::Q6K(w) => self.quantized(w, input, outs),
-            Weights::PackedQ4_0(w) => self.packed(w, input, outs, Epilogue::Store),
-            Weights::PackedQ4_1(w) => self.packed(w, input, outs, Epilogue::Store),
-            Weights::PackedQ8_0(w) => self.packed(w, input, outs, Epilogue::Store),
+            Weights::PackedQ4_0(w) => self.packed(w, input, outs, (order, Epilogue::Store)),
+            Weights::PackedQ4_1(w) => self.packed(w, input, outs, (order, Epilogue::Store)),
+            Weights::PackedQ8_0(w) => self.packed(w, input, outs, (order, Epilogue::Store)),
             Weights::Candle(m) => {
                 let [out] = outs else {
                     unreachable!("candle matrices are never stacked")
@@ -288,7 +301,12 @@ impl WeightMatrix {
     /// `out = silu(input · Gᵀ) * (input · Uᵀ)` for a matrix from [`Self::interleave_gated`]:
     /// `out` gets `n` rows of half this matrix's rows, bit for bit what the two products and
     /// [`math::swiglu`](helixflow_kernels::math::swiglu) give apart.
-    pub(super) fn matmul_gated(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+    pub(super) fn matmul_gated(
+        &self,
+        order: Accumulation,
+        input: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
         let n = input.len() / self.cols;
         if input.len() != n * self.cols || out.len() != n * (self.rows / 2) {
             return Err(Error::InvalidRequest(format!(
@@ -304,9 +322,9 @@ impl WeightMatrix {
         }
         let outs = &mut [out];
         match &self.weights {
-            Weights::PackedQ4_0(w) => self.packed(w, input, outs, Epilogue::SwiGlu),
-            Weights::PackedQ4_1(w) => self.packed(w, input, outs, Epilogue::SwiGlu),
-            Weights::PackedQ8_0(w) => self.packed(w, input, outs, Epilogue::SwiGlu),
+            Weights::PackedQ4_0(w) => self.packed(w, input, outs, (order, Epilogue::SwiGlu)),
+            Weights::PackedQ4_1(w) => self.packed(w, input, outs, (order, Epilogue::SwiGlu)),
+            Weights::PackedQ8_0(w) => self.packed(w, input, outs, (order, Epilogue::SwiGlu)),
             _ => {
                 return Err(Error::InvalidRequest(
                     "a gated matmul needs interleaved packed weights".into(),
@@ -395,7 +413,7 @@ impl WeightMatrix {
         weights: &[P],
         input: &[f32],
         outs: &mut [&mut [f32]],
-        epilogue: Epilogue,
+        (order, epilogue): (Accumulation, Epilogue),
     ) {
         let nb = self.cols / BLOCK;
         let n = input.len() / self.cols;
@@ -410,7 +428,7 @@ impl WeightMatrix {
                     let first = task * ROWS_PER_TASK / packed::ROWS * nb;
                     let groups = &weights[first..first + chunk.len() / packed::ROWS * nb];
                     let ld = chunk.len();
-                    packed::matrix(groups, nb, acts, chunk, ld);
+                    packed::matrix_in(order, groups, nb, acts, chunk, ld);
                 });
                 return;
             }
@@ -423,7 +441,7 @@ impl WeightMatrix {
                     let w = &w[..w.len().min(groups_per_task * nb)];
                     let ld = w.len() / nb * packed::ROWS;
                     with_buffer(n * ld, |chunk: &mut [f32]| {
-                        packed::matrix(w, nb, acts, chunk, ld);
+                        packed::matrix_in(order, w, nb, acts, chunk, ld);
                         let first_row = first_group * packed::ROWS;
                         let rows = ld.min(self.rows - first_row);
                         if epilogue == Epilogue::SwiGlu {
@@ -521,6 +539,16 @@ impl MatrixGroup {
     /// `outs[i] = input · Wᵢᵀ` for each part `i`, where `input` has `n` rows and `outs[i]`
     /// gets `n` rows of part `i`'s output width.
     pub fn matmul(&self, input: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
+        self.matmul_in(Accumulation::Ggml, input, outs)
+    }
+
+    /// [`Self::matmul`], adding up in the order `order` where the packed kernels run.
+    pub fn matmul_in(
+        &self,
+        order: Accumulation,
+        input: &[f32],
+        outs: &mut [&mut [f32]],
+    ) -> Result<()> {
         let n = input.len() / self.cols.max(1);
         let fits = input.len() == n * self.cols
             && outs.len() == self.part_rows.len()
@@ -539,10 +567,10 @@ impl MatrixGroup {
             )));
         }
         match &self.parts {
-            Parts::Stacked(matrix) => matrix.matmul_split(input, outs),
+            Parts::Stacked(matrix) => matrix.matmul_split(order, input, outs),
             Parts::Separate(parts) => {
                 for (part, out) in parts.iter().zip(outs.iter_mut()) {
-                    part.matmul(input, out)?;
+                    part.matmul_in(order, input, out)?;
                 }
                 Ok(())
             }

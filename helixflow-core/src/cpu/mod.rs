@@ -9,5 +9,5 @@ mod output_parts;
 
 pub use attention::{attend_row, attend_row_online, AttentionGeometry};
 pub use gated::GatedProjection;
-pub use helixflow_kernels::{dot, features, math, pool, quant};
+pub use helixflow_kernels::{dot, features, math, packed, pool, quant};
 pub use matmul::{MatrixGroup, WeightMatrix};

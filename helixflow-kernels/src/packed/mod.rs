@@ -214,17 +214,86 @@ pub fn matrix_reference<P: PackedFormat>(
     }
 }
 
+/// The order in which a packed product adds up its terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accumulation {
+    /// ggml's: each block's eight lanes of four products are converted and scaled apart, into
+    /// eight running sums added up at the end. Bit-identical to llama.cpp, so that greedy
+    /// decoding reproduces it.
+    #[default]
+    Ggml,
+    /// Each block's 32 products summed exactly as integers, then converted and scaled once:
+    /// an eighth of the float work, about 1.6 times the speed with AVX2, and no less accurate
+    /// (the integer sums are exact), but not llama.cpp's last bits.
+    Blocks,
+}
+
+impl Accumulation {
+    /// `HELIXFLOW_BLOCK_PRODUCTS=1` asks for [`Accumulation::Blocks`].
+    pub fn from_env() -> Self {
+        match std::env::var_os("HELIXFLOW_BLOCK_PRODUCTS") {
+            Some(v) if v == "1" => Accumulation::Blocks,
+            _ => Accumulation::Ggml,
+        }
+    }
+}
+
+/// The reference of [`Accumulation::Blocks`]: [`matrix_reference`]'s layout, each output
+/// summed block by block (`acc = d_w·d_x · Σ w·x + acc`, `mins = m · s + mins`, then
+/// `acc + mins`).
+pub fn matrix_reference_blocks<P: PackedFormat>(
+    w: &[P],
+    nb: usize,
+    acts: &[ActBlock],
+    out: &mut [f32],
+    ld: usize,
+) {
+    let n = acts.len() / nb;
+    for (g, group) in w.chunks_exact(nb).enumerate() {
+        for l in 0..ROWS {
+            let row: Vec<P::Block> = group.iter().map(|p| p.unpack(l)).collect();
+            for r in 0..n {
+                let (mut acc, mut mins) = (0f32, 0f32);
+                for (block, y) in row.iter().zip(&acts[r * nb..(r + 1) * nb]) {
+                    let sum: i32 = (0..BLOCK)
+                        .map(|i| block.value(i) * i32::from(y.qs[i]))
+                        .sum();
+                    acc = (block.scale() * y.d).mul_add(sum as f32, acc);
+                    if let Some(m) = block.min() {
+                        mins = m.mul_add(y.s, mins);
+                    }
+                }
+                out[r * ld + g * ROWS + l] = acc + mins;
+            }
+        }
+    }
+}
+
 /// Products of the packed groups `w` (`nb` blocks per row) with every activation row of `acts`
 /// (rows of `nb` blocks): row `row` of the matrix times activation row `r` goes to
 /// `out[r * ld + row]`, for the eight rows of every group. With the fastest kernel this CPU
 /// has; bit-identical to [`matrix_reference`].
 pub fn matrix<P: PackedFormat>(w: &[P], nb: usize, acts: &[ActBlock], out: &mut [f32], ld: usize) {
-    matrix_with(Isa::best(), w, nb, acts, out, ld);
+    matrix_in(Accumulation::Ggml, w, nb, acts, out, ld);
 }
 
-/// [`matrix`] with the kernels of `isa`, or the reference if there are none for it here.
+/// [`matrix`] in the order `order`.
+pub fn matrix_in<P: PackedFormat>(
+    order: Accumulation,
+    w: &[P],
+    nb: usize,
+    acts: &[ActBlock],
+    out: &mut [f32],
+    ld: usize,
+) {
+    matrix_with(Isa::best(), order, w, nb, acts, out, ld);
+}
+
+/// [`matrix_in`] with the kernels of `isa`, or the reference of `order` if there are none for
+/// it here.
 pub fn matrix_with<P: PackedFormat>(
     isa: Isa,
+    order: Accumulation,
     w: &[P],
     nb: usize,
     acts: &[ActBlock],
@@ -250,13 +319,16 @@ pub fn matrix_with<P: PackedFormat>(
     if isa.is_supported() {
         match isa {
             // SAFETY: `is_supported` checked the features each kernel is compiled for.
-            Isa::Avx512Vnni => return unsafe { P::matrix_vnni(w, nb, acts, out, ld) },
-            Isa::Avx2 => return unsafe { P::matrix_avx2(w, nb, acts, out, ld) },
+            Isa::Avx512Vnni => return unsafe { P::matrix_vnni(order, w, nb, acts, out, ld) },
+            Isa::Avx2 => return unsafe { P::matrix_avx2(order, w, nb, acts, out, ld) },
             _ => {}
         }
     }
     let _ = isa;
-    matrix_reference(w, nb, acts, out, ld);
+    match order {
+        Accumulation::Ggml => matrix_reference(w, nb, acts, out, ld),
+        Accumulation::Blocks => matrix_reference_blocks(w, nb, acts, out, ld),
+    }
 }
 
 /// Whether packing pays on this CPU: where [`matrix`] has vector kernels. (Elsewhere, such as
@@ -269,6 +341,8 @@ pub fn is_preferred() -> bool {
 
 mod private {
     #[cfg(target_arch = "x86_64")]
+    use super::Accumulation;
+    #[cfg(target_arch = "x86_64")]
     use crate::quant::ActBlock;
 
     /// The vector kernels of a packed format (see `avx2.rs`).
@@ -278,14 +352,28 @@ mod private {
         /// # Safety
         /// The CPU must support AVX2, FMA and F16C.
         #[cfg(target_arch = "x86_64")]
-        unsafe fn matrix_avx2(w: &[Self], nb: usize, acts: &[ActBlock], out: &mut [f32], ld: usize);
+        unsafe fn matrix_avx2(
+            order: Accumulation,
+            w: &[Self],
+            nb: usize,
+            acts: &[ActBlock],
+            out: &mut [f32],
+            ld: usize,
+        );
 
         /// `matrix` with AVX-512 VNNI on 256-bit registers.
         ///
         /// # Safety
         /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
         #[cfg(target_arch = "x86_64")]
-        unsafe fn matrix_vnni(w: &[Self], nb: usize, acts: &[ActBlock], out: &mut [f32], ld: usize);
+        unsafe fn matrix_vnni(
+            order: Accumulation,
+            w: &[Self],
+            nb: usize,
+            acts: &[ActBlock],
+            out: &mut [f32],
+            ld: usize,
+        );
     }
 
     #[cfg(not(target_arch = "x86_64"))]

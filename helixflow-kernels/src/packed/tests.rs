@@ -2,7 +2,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::dot::dot_scalar;
+use crate::dot::{dot_scalar, WeightBlock};
 use crate::quant::ActFormat;
 use crate::test_support::{activations, scale};
 
@@ -72,9 +72,23 @@ fn packing_round_trips() {
     round_trip::<PackedQ8_0>(q8_0);
 }
 
-/// Every instruction set's kernels give the row-at-a-time reference's results (ggml's order)
-/// bit for bit, for odd block counts, padded groups and every tile remainder, written at the
-/// stride asked and nowhere else.
+/// Row `row`'s product with `y` in block order: [`Accumulation::Blocks`] spelled out on the
+/// GGUF blocks.
+fn dot_blocks<W: WeightBlock>(row: &[W], y: &[ActBlock]) -> f32 {
+    let (mut acc, mut mins) = (0f32, 0f32);
+    for (w, y) in row.iter().zip(y) {
+        let sum: i32 = (0..BLOCK).map(|i| w.value(i) * i32::from(y.qs[i])).sum();
+        acc = (w.scale() * y.d).mul_add(sum as f32, acc);
+        if let Some(m) = w.min() {
+            mins = m.mul_add(y.s, mins);
+        }
+    }
+    acc + mins
+}
+
+/// Every instruction set's kernels give the row-at-a-time reference's results (ggml's order,
+/// or block order) bit for bit, for odd block counts, padded groups and every tile remainder,
+/// written at the stride asked and nowhere else; and the two orders agree closely.
 fn check<P: PackedFormat>(make: impl Fn(&mut StdRng) -> P::Block, format: ActFormat) {
     let mut rng = StdRng::seed_from_u64(9);
     for nb in [1, 2, 5, 18, 48] {
@@ -85,17 +99,35 @@ fn check<P: PackedFormat>(make: impl Fn(&mut StdRng) -> P::Block, format: ActFor
             for n in (1..=9).chain([16, 19]) {
                 let acts = activations(&mut rng, n, nb, format);
                 let ld = width + 5;
-                for isa in Isa::supported() {
+                let orders = [Accumulation::Ggml, Accumulation::Blocks];
+                for (isa, order) in Isa::supported()
+                    .into_iter()
+                    .flat_map(|i| orders.map(|o| (i, o)))
+                {
                     let mut got = vec![f32::NAN; n * ld];
-                    matrix_with(isa, &packed, nb, &acts, &mut got, ld);
+                    matrix_with(isa, order, &packed, nb, &acts, &mut got, ld);
                     for r in 0..n {
                         let y = &acts[r * nb..(r + 1) * nb];
                         for row in 0..rows {
-                            let want = dot_scalar(&blocks[row * nb..(row + 1) * nb], y);
+                            let row_blocks = &blocks[row * nb..(row + 1) * nb];
+                            let want = match order {
+                                Accumulation::Ggml => dot_scalar(row_blocks, y),
+                                Accumulation::Blocks => dot_blocks(row_blocks, y),
+                            };
                             assert_eq!(
                                 got[r * ld + row].to_bits(),
                                 want.to_bits(),
-                                "{isa:?} nb {nb} rows {rows} n {n}: row {row} act {r}"
+                                "{isa:?} {order:?} nb {nb} rows {rows} n {n}: row {row} act {r}"
+                            );
+                            let ggml = dot_scalar(row_blocks, y);
+                            let size: f32 = row_blocks
+                                .iter()
+                                .zip(y)
+                                .map(|(w, y)| (w.scale() * y.d).abs() * 32.0 * 127.0 * 15.0)
+                                .sum();
+                            assert!(
+                                (want - ggml).abs() <= 1e-5 * size.max(f32::MIN_POSITIVE),
+                                "block order {want} vs ggml's {ggml}"
                             );
                         }
                         assert!(

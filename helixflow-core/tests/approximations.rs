@@ -1,13 +1,18 @@
-//! Attention with an online softmax on the default model, against the two-pass kernel that
-//! reproduces llama.cpp: fed the same tokens (a prompt, then the two-pass kernel's greedy
-//! choices), every step's logits stay close and rank the same tokens at the top.
+//! The options that trade llama.cpp's last bits for speed, on the default model, against the
+//! model that reproduces llama.cpp: fed the same tokens (a prompt, then the exact model's
+//! greedy choices), every step's logits stay close and rank the same tokens at the top.
 //!
-//! Close, not equal: this small quantised model amplifies last-bit differences in attention
-//! (llama.cpp rounds the probabilities to f16, the online softmax does not; the sums run in
-//! other orders) into logit differences of about 1 in 30, enough to swap near ties.
+//! - Attention with an online softmax: llama.cpp rounds the probabilities to f16, the online
+//!   softmax does not, and the sums run in other orders.
+//! - Matrix products in block order: each block's products summed exactly as integers, where
+//!   ggml converts and scales each block's eight lanes of four apart.
+//!
+//! Close, not equal: this small quantised model amplifies last-bit differences into logit
+//! differences of about 1 in 30, enough to swap near ties.
 
 mod common;
 
+use helixflow_core::cpu::packed::{self, Accumulation};
 use helixflow_core::gguf::GgufFile;
 use helixflow_core::kv_cache::SequenceKv;
 use helixflow_core::models::llama::{LlamaModel, SeqStep};
@@ -24,10 +29,25 @@ fn argmax(v: &[f32]) -> u32 {
 
 #[test]
 fn online_softmax_decodes_like_the_two_pass_kernel() {
+    decodes_like_the_exact_model(|model| model.set_online_softmax(true), true);
+}
+
+#[test]
+fn block_order_products_decode_like_ggml_order() {
+    // Block order applies where the packed kernels run (x86 with AVX2).
+    let applies = packed::is_preferred();
+    decodes_like_the_exact_model(|model| model.set_products(Accumulation::Blocks), applies);
+}
+
+/// Checks the model that `approximate` sets up against the exact one; `differs`: whether
+/// their logits must differ somewhere (the approximation is in effect).
+fn decodes_like_the_exact_model(approximate: impl Fn(&mut LlamaModel), differs: bool) {
     let gguf = GgufFile::open(common::chat_gguf()).unwrap();
-    let two_pass = LlamaModel::load(&gguf).unwrap();
-    let mut online = LlamaModel::load(&gguf).unwrap();
-    online.set_online_softmax(true);
+    let mut exact = LlamaModel::load(&gguf).unwrap();
+    exact.set_online_softmax(false);
+    exact.set_products(Accumulation::Ggml);
+    let mut approx = LlamaModel::load(&gguf).unwrap();
+    approximate(&mut approx);
     // The golden chat prompts, back to back: long enough to span several cache blocks.
     let prompt: Vec<u32> = common::golden("smollm2-chat.json")["cases"]
         .as_array()
@@ -35,7 +55,7 @@ fn online_softmax_decodes_like_the_two_pass_kernel() {
         .iter()
         .flat_map(|case| common::ids(&case["prompt_token_ids"]))
         .collect();
-    let mut kv = [two_pass.new_kv_state(), online.new_kv_state()];
+    let mut kv = [exact.new_kv_state(), approx.new_kv_state()];
     let step = |tokens: &[u32], kv: &mut [SequenceKv; 2]| -> [Vec<f32>; 2] {
         let [a, b] = kv;
         let run = |model: &LlamaModel, kv: &mut SequenceKv| {
@@ -46,13 +66,15 @@ fn online_softmax_decodes_like_the_two_pass_kernel() {
             }];
             model.forward(&mut steps).unwrap().remove(0)
         };
-        [run(&two_pass, a), run(&online, b)]
+        [run(&exact, a), run(&approx, b)]
     };
     let half = prompt.len() / 2;
     step(&prompt[..half], &mut kv);
     let mut logits = step(&prompt[half..], &mut kv);
+    let mut apart = false;
     for token in 0..24 {
         let [want, got] = &logits;
+        apart |= want != got;
         let spread = want.iter().fold(0f32, |m, &x| m.max(x.abs()));
         let worst = want
             .iter()
@@ -64,7 +86,7 @@ fn online_softmax_decodes_like_the_two_pass_kernel() {
             "token {token}: logits {worst} apart (largest {spread})"
         );
         let next = argmax(want);
-        // The online kernel's choice is among the two-pass kernel's five best.
+        // The approximation's choice is among the exact model's five best.
         let choice = got[argmax(got) as usize];
         let better = want
             .iter()
@@ -76,4 +98,5 @@ fn online_softmax_decodes_like_the_two_pass_kernel() {
         );
         logits = step(&[next], &mut kv);
     }
+    assert_eq!(apart, differs, "whether the logits differ anywhere");
 }

@@ -7,7 +7,7 @@
 #
 #   benches/compare_llama_cpp.sh [--models q4_1,q4_0,q8_0] [--figures FIGURES] [--rounds 3]
 #       [--threads 2] [--prompt-tokens 500] [--short-prompt-tokens 37] [--gen-tokens 128]
-#       [--streams 4,16] [--llama-flash-attn] [--out FILE.json]
+#       [--streams 4,16] [--llama-flash-attn] [--block-products] [--out FILE.json]
 #
 #   --models   q4_1: SmolLM2-135M-Instruct Q4_1, the default chat model (`helixflow models
 #              pull`); q4_0, q8_0: copies of it requantised by llama.cpp's quantizer, made once
@@ -36,6 +36,9 @@
 #              per engine (after an untimed warm-up), in fresh processes.
 #   --llama-flash-attn  llama.cpp with flash attention (off by default, as llama-cpp-python's
 #              default; llama-cli's "auto" turns it on on CPUs).
+#   --block-products  HelixFlow with block-order matrix products (HELIXFLOW_BLOCK_PRODUCTS=1:
+#              faster, but not llama.cpp's bits), as llama.cpp with flash attention is not
+#              either. Off by default: HelixFlow reproduces llama.cpp's arithmetic.
 #
 # The targets (issue 7) are for Q4_1 at 2 threads: decode ≥ 1.2× llama.cpp (after either
 # prompt), prefill ≥ 1.0×, aggregate decode at 16 sequences ≥ 4× llama.cpp's single-stream
@@ -62,6 +65,7 @@ while [ $# -gt 0 ]; do
     --streams) streams=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --llama-flash-attn) flash_attn=(--flash-attn); shift ;;
+    --block-products) export HELIXFLOW_BLOCK_PRODUCTS=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -207,6 +211,7 @@ if "aggregate" in figures:
 first = load(threads.split(",")[0], models.split(",")[0], 1, "llama")
 summary = {"helixflow_commit": os.environ["HELIXFLOW_COMMIT"],
            "llama_cpp": {k: first[k] for k in ("llama_cpp_python", "n_batch", "flash_attn")},
+           "block_products": os.environ.get("HELIXFLOW_BLOCK_PRODUCTS") == "1",
            "prompt_tokens": prompt, "short_prompt_tokens": short, "gen_tokens": gen,
            "streams": streams, "rounds": rounds, "models": {m: paths[m] for m in paths},
            "targets_apply_to": "q4_1 at 2 threads", "results": []}

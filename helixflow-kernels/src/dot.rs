@@ -81,6 +81,20 @@ pub fn dot_scalar<W: WeightBlock>(x: &[W], y: &[ActBlock]) -> f32 {
     hsum8(&lanes) + mins
 }
 
+/// The reference dot product in block order ([`crate::packed::Accumulation::Blocks`]): each
+/// block's 32 products summed as integers, then scaled once.
+pub fn dot_blocks<W: WeightBlock>(x: &[W], y: &[ActBlock]) -> f32 {
+    let (mut acc, mut mins) = (0f32, 0f32);
+    for (xb, yb) in x.iter().zip(y) {
+        let sum: i32 = (0..32).map(|i| xb.value(i) * i32::from(yb.qs[i])).sum();
+        acc = (xb.scale() * yb.d).mul_add(sum as f32, acc);
+        if let Some(m) = xb.min() {
+            mins = m.mul_add(yb.s, mins);
+        }
+    }
+    acc + mins
+}
+
 /// The instruction sets a kernel can run with, from the reference up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {

@@ -492,8 +492,8 @@ fn matrix_blocks<P: Tile, D: ByteDot>(
         // The sign trick holds each lane's weights twice (as they are and their magnitudes),
         // which leaves AVX2's sixteen registers too few for four rows (measured: Q8_0 45
         // against 55 GMAC/s with two).
-        let signs = P::SIGNED && !offsets::<P, D>();
-        while r + 4 <= n && !(signs && !D::SEVERAL_ROWS) {
+        let four_fit = D::SEVERAL_ROWS || !P::SIGNED || offsets::<P, D>();
+        while four_fit && r + 4 <= n {
             tile_blocks::<P, D, 4>(group, acts, &shares, r, out, ld);
             r += 4;
         }

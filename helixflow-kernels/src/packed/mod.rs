@@ -20,7 +20,7 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
-use crate::dot::{dot_scalar, Isa, WeightBlock};
+use crate::dot::{dot_blocks, dot_scalar, Isa, WeightBlock};
 use crate::format::QuantFormat;
 use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BLOCK};
 
@@ -203,12 +203,35 @@ pub fn matrix_reference<P: PackedFormat>(
     out: &mut [f32],
     ld: usize,
 ) {
+    reference_rows(w, nb, acts, out, ld, dot_scalar);
+}
+
+/// The reference of [`Accumulation::Blocks`]: [`matrix_reference`] with [`dot_blocks`].
+pub fn matrix_reference_blocks<P: PackedFormat>(
+    w: &[P],
+    nb: usize,
+    acts: &[ActBlock],
+    out: &mut [f32],
+    ld: usize,
+) {
+    reference_rows(w, nb, acts, out, ld, dot_blocks);
+}
+
+/// Every unpacked row's `dot` with every activation row.
+fn reference_rows<P: PackedFormat>(
+    w: &[P],
+    nb: usize,
+    acts: &[ActBlock],
+    out: &mut [f32],
+    ld: usize,
+    dot: fn(&[P::Block], &[ActBlock]) -> f32,
+) {
     let n = acts.len() / nb;
     for (g, group) in w.chunks_exact(nb).enumerate() {
         for l in 0..ROWS {
             let row: Vec<P::Block> = group.iter().map(|p| p.unpack(l)).collect();
             for r in 0..n {
-                out[r * ld + g * ROWS + l] = dot_scalar(&row, &acts[r * nb..(r + 1) * nb]);
+                out[r * ld + g * ROWS + l] = dot(&row, &acts[r * nb..(r + 1) * nb]);
             }
         }
     }
@@ -234,37 +257,6 @@ impl Accumulation {
         match std::env::var_os("HELIXFLOW_BLOCK_PRODUCTS") {
             Some(v) if v == "1" => Accumulation::Blocks,
             _ => Accumulation::Ggml,
-        }
-    }
-}
-
-/// The reference of [`Accumulation::Blocks`]: [`matrix_reference`]'s layout, each output
-/// summed block by block (`acc = d_w·d_x · Σ w·x + acc`, `mins = m · s + mins`, then
-/// `acc + mins`).
-pub fn matrix_reference_blocks<P: PackedFormat>(
-    w: &[P],
-    nb: usize,
-    acts: &[ActBlock],
-    out: &mut [f32],
-    ld: usize,
-) {
-    let n = acts.len() / nb;
-    for (g, group) in w.chunks_exact(nb).enumerate() {
-        for l in 0..ROWS {
-            let row: Vec<P::Block> = group.iter().map(|p| p.unpack(l)).collect();
-            for r in 0..n {
-                let (mut acc, mut mins) = (0f32, 0f32);
-                for (block, y) in row.iter().zip(&acts[r * nb..(r + 1) * nb]) {
-                    let sum: i32 = (0..BLOCK)
-                        .map(|i| block.value(i) * i32::from(y.qs[i]))
-                        .sum();
-                    acc = (block.scale() * y.d).mul_add(sum as f32, acc);
-                    if let Some(m) = block.min() {
-                        mins = m.mul_add(y.s, mins);
-                    }
-                }
-                out[r * ld + g * ROWS + l] = acc + mins;
-            }
         }
     }
 }

@@ -2,7 +2,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::dot::{dot_scalar, WeightBlock};
+use crate::dot::{dot_blocks, dot_scalar, WeightBlock};
 use crate::quant::ActFormat;
 use crate::test_support::{activations, scale};
 
@@ -70,20 +70,6 @@ fn packing_round_trips() {
     round_trip::<PackedQ4_0>(q4_0);
     round_trip::<PackedQ4_1>(q4_1);
     round_trip::<PackedQ8_0>(q8_0);
-}
-
-/// Row `row`'s product with `y` in block order: [`Accumulation::Blocks`] spelled out on the
-/// GGUF blocks.
-fn dot_blocks<W: WeightBlock>(row: &[W], y: &[ActBlock]) -> f32 {
-    let (mut acc, mut mins) = (0f32, 0f32);
-    for (w, y) in row.iter().zip(y) {
-        let sum: i32 = (0..BLOCK).map(|i| w.value(i) * i32::from(y.qs[i])).sum();
-        acc = (w.scale() * y.d).mul_add(sum as f32, acc);
-        if let Some(m) = w.min() {
-            mins = m.mul_add(y.s, mins);
-        }
-    }
-    acc + mins
 }
 
 /// Every instruction set's kernels give the row-at-a-time reference's results (ggml's order,

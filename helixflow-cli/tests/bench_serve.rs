@@ -70,6 +70,7 @@ fn the_in_process_sweep_reports_every_level() {
     let v = report(&bench(&[&SWEEP[..], &["--json"]].concat()), "in-process");
     assert!(v["seed"].is_u64(), "{v}");
     assert!(v["threads"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["block_products"].is_boolean(), "{v}");
     assert!(v["levels"][0]["peak_rss_mib"].as_f64().unwrap() > 0.0);
     // Three tokens after each request's first, over the span from first to last.
     for level in v["levels"].as_array().unwrap() {

@@ -236,14 +236,20 @@ fn bench_reports_prefill_and_decode_rates() {
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
 
-/// The report says how many threads the kernels ran on: `HELIXFLOW_NUM_THREADS` where set.
+/// The report says how many threads the kernels ran on (`HELIXFLOW_NUM_THREADS` where set)
+/// and whether the products ran in block order (`HELIXFLOW_BLOCK_PRODUCTS=1`).
 #[test]
-fn bench_reports_the_kernel_threads() {
-    let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
-        .args(["bench", "--prompt-tokens", "8", "--gen-tokens", "2"])
-        .args(["--runs", "1", "--json"])
-        .env("HELIXFLOW_NUM_THREADS", "1")
-        .output()
-        .expect("the binary runs");
-    assert_eq!(json(&out)["threads"], 1);
+fn bench_reports_the_kernel_threads_and_product_order() {
+    for blocks in ["0", "1"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_helixflow"))
+            .args(["bench", "--prompt-tokens", "8", "--gen-tokens", "2"])
+            .args(["--runs", "1", "--json"])
+            .env("HELIXFLOW_NUM_THREADS", "1")
+            .env("HELIXFLOW_BLOCK_PRODUCTS", blocks)
+            .output()
+            .expect("the binary runs");
+        let v = json(&out);
+        assert_eq!(v["threads"], 1);
+        assert_eq!(v["block_products"], blocks == "1", "{v}");
+    }
 }

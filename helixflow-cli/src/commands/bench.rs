@@ -10,7 +10,8 @@ mod sweep;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use helixflow_core::models::llama::SeqStep;
+use helixflow_core::cpu::packed::Accumulation;
+use helixflow_core::models::llama::{LlamaModel, SeqStep};
 use serde_json::json;
 
 use crate::args::BenchArgs;
@@ -110,6 +111,7 @@ fn single_stream(args: &BenchArgs) -> Result<()> {
             "gen_tokens": args.gen_tokens,
             "runs": args.runs,
             "threads": kernel_threads(),
+            "block_products": block_products(model),
             "prefill_tokens_per_s": prefill,
             "decode_tokens_per_s": decode,
         });
@@ -142,6 +144,12 @@ fn argmax(v: &[f32]) -> u32 {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Whether the model adds up its packed products in block order (`HELIXFLOW_BLOCK_PRODUCTS`),
+/// not llama.cpp's.
+pub(crate) fn block_products(model: &LlamaModel) -> bool {
+    model.products() == Accumulation::Blocks
 }
 
 /// The threads of the kernels' parallel loops (`HELIXFLOW_NUM_THREADS`, else the CPUs).

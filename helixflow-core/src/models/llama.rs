@@ -297,6 +297,11 @@ impl LlamaModel {
         self.products = order;
     }
 
+    /// The order the packed matrix products add up in ([`Self::set_products`]).
+    pub fn products(&self) -> Accumulation {
+        self.products
+    }
+
     /// The model's hyper-parameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.config

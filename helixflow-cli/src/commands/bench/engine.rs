@@ -38,6 +38,7 @@ pub fn run(args: &BenchArgs, workload: Workload, streams: &[usize]) -> Result<()
         "mode": "in-process",
         "model": chat.name(),
         "threads": super::kernel_threads(),
+        "block_products": super::block_products(chat.model()),
     });
     sweep::report(about, &workload, streams, args.json, |i, n| {
         level(&engine, &workload, i, n)

@@ -548,64 +548,48 @@ fn matrix<P: Tile, D: ByteDot>(w: &[P], nb: usize, acts: &[ActBlock], out: &mut 
     SHARES.set(shares);
 }
 
+/// One entry point of a packed format's kernels: `$name` runs [`matrix`] or [`matrix_blocks`]
+/// with byte dot `$dot`, compiled for `$features`.
+macro_rules! entry_point {
+    ($packed:ty, $name:ident, $dot:ty, $features:literal) => {
+        unsafe fn $name(
+            order: Accumulation,
+            w: &[Self],
+            nb: usize,
+            acts: &[ActBlock],
+            out: &mut [f32],
+            ld: usize,
+        ) {
+            #[target_feature(enable = $features)]
+            fn run(
+                order: Accumulation,
+                w: &[$packed],
+                nb: usize,
+                acts: &[ActBlock],
+                out: &mut [f32],
+                ld: usize,
+            ) {
+                match order {
+                    Accumulation::Ggml => matrix::<$packed, $dot>(w, nb, acts, out, ld),
+                    Accumulation::Blocks => matrix_blocks::<$packed, $dot>(w, nb, acts, out, ld),
+                }
+            }
+            // SAFETY: the caller guarantees the CPU features.
+            unsafe { run(order, w, nb, acts, out, ld) }
+        }
+    };
+}
+
 macro_rules! kernels {
     ($packed:ty) => {
         impl Kernels for $packed {
-            unsafe fn matrix_avx2(
-                order: Accumulation,
-                w: &[Self],
-                nb: usize,
-                acts: &[ActBlock],
-                out: &mut [f32],
-                ld: usize,
-            ) {
-                #[target_feature(enable = "avx2,fma,f16c")]
-                fn run(
-                    order: Accumulation,
-                    w: &[$packed],
-                    nb: usize,
-                    acts: &[ActBlock],
-                    out: &mut [f32],
-                    ld: usize,
-                ) {
-                    match order {
-                        Accumulation::Ggml => matrix::<$packed, Madd>(w, nb, acts, out, ld),
-                        Accumulation::Blocks => {
-                            matrix_blocks::<$packed, Madd>(w, nb, acts, out, ld)
-                        }
-                    }
-                }
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { run(order, w, nb, acts, out, ld) }
-            }
-
-            unsafe fn matrix_vnni(
-                order: Accumulation,
-                w: &[Self],
-                nb: usize,
-                acts: &[ActBlock],
-                out: &mut [f32],
-                ld: usize,
-            ) {
-                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-                fn run(
-                    order: Accumulation,
-                    w: &[$packed],
-                    nb: usize,
-                    acts: &[ActBlock],
-                    out: &mut [f32],
-                    ld: usize,
-                ) {
-                    match order {
-                        Accumulation::Ggml => matrix::<$packed, Vnni>(w, nb, acts, out, ld),
-                        Accumulation::Blocks => {
-                            matrix_blocks::<$packed, Vnni>(w, nb, acts, out, ld)
-                        }
-                    }
-                }
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { run(order, w, nb, acts, out, ld) }
-            }
+            entry_point!($packed, matrix_avx2, Madd, "avx2,fma,f16c");
+            entry_point!(
+                $packed,
+                matrix_vnni,
+                Vnni,
+                "avx2,fma,f16c,avx512f,avx512vl,avx512vnni"
+            );
         }
     };
 }

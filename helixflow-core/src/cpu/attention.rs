@@ -194,72 +194,62 @@ impl WidenedKernel for TwoPass {
         out_group: &mut [f32],
         scratch: &mut AttentionScratch,
     ) {
-        attend_row_portable::<W>(geo, task, out_group, scratch);
-    }
-}
-
-#[inline(always)]
-fn attend_row_portable<W: Widen>(
-    geo: &AttentionGeometry,
-    task: &AttentionTask<'_>,
-    out_group: &mut [f32],
-    scratch: &mut AttentionScratch,
-) {
-    let AttentionTask { order, len, .. } = *task;
-    let hd = geo.head_dim;
-    let slots = order.slots();
-    scratch.prepare(geo, task);
-    let AttentionScratch {
-        scores,
-        probs,
-        query,
-        key,
-        lanes,
-        key_rows,
-        value_rows,
-    } = scratch;
-    // The query heads of one key/value head share each widened cache row.
-    for pos in 0..len {
-        if let Some(&ahead) = key_rows.get(pos + PREFETCH_ROWS) {
-            prefetch_row(ahead, hd);
-        }
-        // SAFETY: gathered above from the task's cache, which outlives this call.
-        W::widen(unsafe { head_row(key_rows[pos], hd) }, key);
-        for (g, q) in query.chunks_exact(hd).enumerate() {
-            scores[g * len + pos] = match order {
-                ProductOrder::Gemm => dot_gemm(q, key),
-                ProductOrder::Gemv => dot_gemv(q, key),
-            } * geo.scale;
-        }
-    }
-    for (g_scores, g_probs) in scores
-        .chunks_exact_mut(len)
-        .zip(probs.chunks_exact_mut(len))
-    {
-        let max = g_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let inv = (1.0 / softmax_numerators(g_scores, max)) as f32;
-        for (p, &s) in g_probs.iter_mut().zip(g_scores.iter()) {
-            *p = f16::from_f32(s * inv).to_f32();
-        }
-    }
-    // Weighted sums of values: `lanes[g][slot][d]`, so each position updates contiguous
-    // rows of `hd` accumulators.
-    lanes.fill(0.0);
-    for pos in 0..len {
-        if let Some(&ahead) = value_rows.get(pos + PREFETCH_ROWS) {
-            prefetch_row(ahead, hd);
-        }
-        // SAFETY: as for the keys.
-        W::widen(unsafe { head_row(value_rows[pos], hd) }, key);
-        let slot = pos % slots;
-        for (g, acc) in lanes.chunks_exact_mut(slots * hd).enumerate() {
-            let p = probs[g * len + pos];
-            for (a, &v) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(key.iter()) {
-                *a = v.mul_add(p, *a);
+        let AttentionTask { order, len, .. } = *task;
+        let hd = geo.head_dim;
+        let slots = order.slots();
+        scratch.prepare(geo, task);
+        let AttentionScratch {
+            scores,
+            probs,
+            query,
+            key,
+            lanes,
+            key_rows,
+            value_rows,
+        } = scratch;
+        // The query heads of one key/value head share each widened cache row.
+        for pos in 0..len {
+            if let Some(&ahead) = key_rows.get(pos + PREFETCH_ROWS) {
+                prefetch_row(ahead, hd);
+            }
+            // SAFETY: gathered above from the task's cache, which outlives this call.
+            W::widen(unsafe { head_row(key_rows[pos], hd) }, key);
+            for (g, q) in query.chunks_exact(hd).enumerate() {
+                scores[g * len + pos] = match order {
+                    ProductOrder::Gemm => dot_gemm(q, key),
+                    ProductOrder::Gemv => dot_gemv(q, key),
+                } * geo.scale;
             }
         }
+        for (g_scores, g_probs) in scores
+            .chunks_exact_mut(len)
+            .zip(probs.chunks_exact_mut(len))
+        {
+            let max = g_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let inv = (1.0 / softmax_numerators(g_scores, max)) as f32;
+            for (p, &s) in g_probs.iter_mut().zip(g_scores.iter()) {
+                *p = f16::from_f32(s * inv).to_f32();
+            }
+        }
+        // Weighted sums of values: `lanes[g][slot][d]`, so each position updates contiguous
+        // rows of `hd` accumulators.
+        lanes.fill(0.0);
+        for pos in 0..len {
+            if let Some(&ahead) = value_rows.get(pos + PREFETCH_ROWS) {
+                prefetch_row(ahead, hd);
+            }
+            // SAFETY: as for the keys.
+            W::widen(unsafe { head_row(value_rows[pos], hd) }, key);
+            let slot = pos % slots;
+            for (g, acc) in lanes.chunks_exact_mut(slots * hd).enumerate() {
+                let p = probs[g * len + pos];
+                for (a, &v) in acc[slot * hd..(slot + 1) * hd].iter_mut().zip(key.iter()) {
+                    *a = v.mul_add(p, *a);
+                }
+            }
+        }
+        reduce_slots(order, hd, lanes, out_group);
     }
-    reduce_slots(order, hd, lanes, out_group);
 }
 
 /// Adds each head's value slots (`lanes[g][slot][d]`) into its output row, as `hsum8` (Gemm)
@@ -528,7 +518,7 @@ mod tests {
                     let mut want = vec![0f32; group * head_dim];
                     let mut got = vec![0f32; group * head_dim];
                     let mut scratch = AttentionScratch::default();
-                    attend_row_portable::<SoftWiden>(&geo, &task, &mut want, &mut scratch);
+                    TwoPass::run::<SoftWiden>(&geo, &task, &mut want, &mut scratch);
                     // SAFETY: checked above that the CPU has the features.
                     unsafe { avx2::attend_row(&geo, &task, &mut got, &mut scratch) };
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

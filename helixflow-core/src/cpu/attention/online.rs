@@ -34,78 +34,68 @@ impl WidenedKernel for Online {
         out_group: &mut [f32],
         scratch: &mut AttentionScratch,
     ) {
-        online::<W>(geo, task, out_group, scratch);
-    }
-}
-
-#[inline(always)]
-fn online<W: Widen>(
-    geo: &AttentionGeometry,
-    task: &AttentionTask<'_>,
-    out_group: &mut [f32],
-    scratch: &mut AttentionScratch,
-) {
-    let hd = geo.head_dim;
-    let group = geo.num_heads / geo.num_kv_heads;
-    scratch.prepare(geo, task);
-    let AttentionScratch {
-        scores,
-        probs,
-        query,
-        key,
-        lanes,
-        key_rows,
-        value_rows,
-    } = scratch;
-    // The buffers of the two-pass kernel, borrowed: a head's running maximum and sum, its
-    // weighted values (`lanes` holds at least eight heads' worth), and a widened value row.
-    let (maxes, sums) = (&mut scores[..group], &mut probs[..group]);
-    maxes.fill(f32::NEG_INFINITY);
-    sums.fill(0.0);
-    let (acc, rest) = lanes.split_at_mut(group * hd);
-    let value = &mut rest[..hd];
-    acc.fill(0.0);
-    for pos in 0..task.len {
-        if let (Some(&k), Some(&v)) = (
-            key_rows.get(pos + PREFETCH_ROWS),
-            value_rows.get(pos + PREFETCH_ROWS),
-        ) {
-            prefetch_row(k, hd);
-            prefetch_row(v, hd);
-        }
-        // SAFETY: gathered by `prepare` from the task's cache, which outlives this call.
-        unsafe {
-            W::widen(head_row(key_rows[pos], hd), key);
-            W::widen(head_row(value_rows[pos], hd), value);
-        }
-        for (g, acc) in acc.chunks_exact_mut(hd).enumerate() {
-            let score = dot(&query[g * hd..(g + 1) * hd], key) * geo.scale;
-            if score > maxes[g] {
-                // Everything so far was weighted against a smaller maximum.
-                let rescale = if maxes[g] == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    v_expf(maxes[g] - score)
-                };
-                sums[g] *= rescale;
-                acc.iter_mut().for_each(|a| *a *= rescale);
-                maxes[g] = score;
+        let hd = geo.head_dim;
+        let group = geo.num_heads / geo.num_kv_heads;
+        scratch.prepare(geo, task);
+        let AttentionScratch {
+            scores,
+            probs,
+            query,
+            key,
+            lanes,
+            key_rows,
+            value_rows,
+        } = scratch;
+        // The buffers of the two-pass kernel, borrowed: a head's running maximum and sum, its
+        // weighted values (`lanes` holds at least eight heads' worth), and a widened value row.
+        let (maxes, sums) = (&mut scores[..group], &mut probs[..group]);
+        maxes.fill(f32::NEG_INFINITY);
+        sums.fill(0.0);
+        let (acc, rest) = lanes.split_at_mut(group * hd);
+        let value = &mut rest[..hd];
+        acc.fill(0.0);
+        for pos in 0..task.len {
+            if let (Some(&k), Some(&v)) = (
+                key_rows.get(pos + PREFETCH_ROWS),
+                value_rows.get(pos + PREFETCH_ROWS),
+            ) {
+                prefetch_row(k, hd);
+                prefetch_row(v, hd);
             }
-            let weight = v_expf(score - maxes[g]);
-            sums[g] += weight;
-            for (a, &v) in acc.iter_mut().zip(value.iter()) {
-                *a = v.mul_add(weight, *a);
+            // SAFETY: gathered by `prepare` from the task's cache, which outlives this call.
+            unsafe {
+                W::widen(head_row(key_rows[pos], hd), key);
+                W::widen(head_row(value_rows[pos], hd), value);
+            }
+            for (g, acc) in acc.chunks_exact_mut(hd).enumerate() {
+                let score = dot(&query[g * hd..(g + 1) * hd], key) * geo.scale;
+                if score > maxes[g] {
+                    // Everything so far was weighted against a smaller maximum.
+                    let rescale = if maxes[g] == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        v_expf(maxes[g] - score)
+                    };
+                    sums[g] *= rescale;
+                    acc.iter_mut().for_each(|a| *a *= rescale);
+                    maxes[g] = score;
+                }
+                let weight = v_expf(score - maxes[g]);
+                sums[g] += weight;
+                for (a, &v) in acc.iter_mut().zip(value.iter()) {
+                    *a = v.mul_add(weight, *a);
+                }
             }
         }
-    }
-    for ((out, acc), &sum) in out_group
-        .chunks_exact_mut(hd)
-        .zip(acc.chunks_exact(hd))
-        .zip(sums.iter())
-    {
-        let inv = 1.0 / sum;
-        for (o, &a) in out.iter_mut().zip(acc) {
-            *o = a * inv;
+        for ((out, acc), &sum) in out_group
+            .chunks_exact_mut(hd)
+            .zip(acc.chunks_exact(hd))
+            .zip(sums.iter())
+        {
+            let inv = 1.0 / sum;
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = a * inv;
+            }
         }
     }
 }

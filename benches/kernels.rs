@@ -10,6 +10,9 @@
 //! layout x86 CPUs with AVX2 load); both give the same numbers. The packed formats are also
 //! measured in block order (`Q4_1 packed blocks`, `HELIXFLOW_BLOCK_PRODUCTS=1`).
 //!
+//! `Q8_0 packed streamed` (and `Q4_1`) time a matrix the shape of the output projection,
+//! too big for the caches, split over one and two threads as the engine splits it.
+//!
 //! `HELIXFLOW_NO_AVX512=1` measures the AVX2 kernels on a CPU with AVX-512 VNNI.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -109,6 +112,8 @@ fn kernels(c: &mut Criterion) {
         bench_packed::<PackedQ4_0>(c, order);
         bench_packed::<PackedQ8_0>(c, order);
     }
+    bench_streamed::<PackedQ8_0>(c);
+    bench_streamed::<PackedQ4_1>(c);
     bench_format::<BlockQ4_1>(c);
     bench_format::<BlockQ4_0>(c);
     bench_format::<BlockQ8_0>(c);
@@ -124,4 +129,41 @@ fn main() {
         .configure_from_args();
     kernels(&mut criterion);
     criterion.final_summary();
+}
+
+/// Products over a matrix the shape of the default model's output projection (49152×576,
+/// 30 MB as `Q8_0`, beyond the caches: streamed from memory, as every weight is in a decode
+/// step), times 16 activation rows, on a pool of one and two threads in tasks of 32 and 256
+/// rows (helixflow-core takes the larger for such a matrix).
+fn bench_streamed<P: PackedFormat>(c: &mut Criterion) {
+    use helixflow_kernels::pool::Pool;
+    let mut rng = StdRng::seed_from_u64(1);
+    let (rows, cols, n) = (49152, 576, 16);
+    let nb = cols / P::Block::BLOCK_VALUES;
+    let weights = packed::pack::<P>(&random_blocks::<P::Block>(&mut rng, rows * nb), nb);
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let mut acts = vec![Default::default(); n * nb];
+    for (row, blocks) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(nb)) {
+        P::Block::quantize_acts(row, blocks);
+    }
+    let mut group = c.benchmark_group(format!("{} packed streamed", P::Block::NAME));
+    group.throughput(Throughput::Elements((rows * cols * n) as u64));
+    for threads in [1, 2] {
+        let pool = Pool::new(threads);
+        for task_rows in [32, 256] {
+            let id = BenchmarkId::new(format!("{rows}x{cols}/{n}/threads {threads}"), task_rows);
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    pool.for_each(rows / task_rows, |task| {
+                        let groups = task_rows / packed::ROWS;
+                        let w = &weights[task * groups * nb..(task + 1) * groups * nb];
+                        let mut out = vec![0f32; task_rows * n];
+                        packed::matrix_in(Accumulation::Ggml, w, nb, &acts, &mut out, task_rows);
+                        std::hint::black_box(&out);
+                    });
+                })
+            });
+        }
+    }
+    group.finish();
 }

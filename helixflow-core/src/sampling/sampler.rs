@@ -114,13 +114,20 @@ impl Sampler {
     /// the wrong length or contain NaN or +∞ (a broken forward pass), and with
     /// [`Error::InvalidRequest`] when bias and penalties leave no token that can be chosen.
     pub fn sample(&mut self, logits: &[f32], history: &TokenHistory) -> Result<SampledToken> {
-        let log_normaliser = self.load_scores(logits)?;
-        self.apply_logit_bias();
-        self.apply_penalties(history);
-        let id = if self.params.is_greedy() {
-            self.argmax()
+        let (max, log_normaliser) = check_logits(logits, self.vocab_size)?;
+        let id = if self.params.is_greedy() && !self.adjusts_scores() && self.forced.is_empty() {
+            // Nothing changes the logits: the first of the largest, without copying them.
+            logits.iter().position(|&s| s == max).map(|i| i as u32)
         } else {
-            self.draw()
+            self.scores.clear();
+            self.scores.extend_from_slice(logits);
+            self.apply_logit_bias();
+            self.apply_penalties(history);
+            if self.params.is_greedy() {
+                self.argmax()
+            } else {
+                self.draw()
+            }
         }
         .ok_or_else(|| {
             Error::InvalidRequest(
@@ -143,34 +150,13 @@ impl Sampler {
         })
     }
 
-    /// Copies `logits` into the score buffer, checks them, and returns their log-sum-exp (the
-    /// log-softmax normaliser of the raw logits).
-    fn load_scores(&mut self, logits: &[f32]) -> Result<f32> {
-        if logits.len() != self.vocab_size {
-            return Err(broken_logits(format!(
-                "the model produced {} logits but the vocabulary has {} tokens",
-                logits.len(),
-                self.vocab_size
-            )));
-        }
-        let (max, all_usable) = max_and_check(logits);
-        if !all_usable {
-            let bad = logits
-                .iter()
-                .find(|v| v.is_nan() || **v == f32::INFINITY)
-                .copied()
-                .unwrap_or(f32::NAN);
-            return Err(broken_logits(format!(
-                "the model produced a logit of {bad}"
-            )));
-        }
-        if max == f32::NEG_INFINITY {
-            return Err(broken_logits("every logit is -inf".to_string()));
-        }
-        let sum = sum_exp(logits, max);
-        self.scores.clear();
-        self.scores.extend_from_slice(logits);
-        Ok(max + sum.ln() as f32)
+    /// Whether a logit bias or a penalty changes the scores before the choice.
+    fn adjusts_scores(&self) -> bool {
+        let p = &self.params;
+        !self.bias.is_empty()
+            || p.repetition_penalty != 1.0
+            || p.frequency_penalty != 0.0
+            || p.presence_penalty != 0.0
     }
 
     fn apply_logit_bias(&mut self) {
@@ -303,6 +289,32 @@ impl Sampler {
             );
         }
     }
+}
+
+/// Checks a step's `logits` (one per token of a `vocab`-sized vocabulary, none NaN or +inf,
+/// not all -inf) and returns their maximum and log-sum-exp (the log-softmax normaliser).
+fn check_logits(logits: &[f32], vocab: usize) -> Result<(f32, f32)> {
+    if logits.len() != vocab {
+        return Err(broken_logits(format!(
+            "the model produced {} logits but the vocabulary has {vocab} tokens",
+            logits.len(),
+        )));
+    }
+    let (max, all_usable) = max_and_check(logits);
+    if !all_usable {
+        let bad = logits
+            .iter()
+            .find(|v| v.is_nan() || **v == f32::INFINITY)
+            .copied()
+            .unwrap_or(f32::NAN);
+        return Err(broken_logits(format!(
+            "the model produced a logit of {bad}"
+        )));
+    }
+    if max == f32::NEG_INFINITY {
+        return Err(broken_logits("every logit is -inf".to_string()));
+    }
+    Ok((max, max + sum_exp(logits, max).ln() as f32))
 }
 
 fn broken_logits(message: String) -> Error {

@@ -10,6 +10,7 @@ use crate::completion::{FinishReason, TokenLogprob, TopLogprob};
 use crate::error::{Error, Result};
 use crate::kv_cache::SequenceKv;
 use crate::models::llama::{LlamaModel, SeqStep};
+use crate::models::Logits;
 use crate::sampling::{SampledToken, Sampler, SamplingParams, TokenHistory};
 use crate::stop::StopMatcher;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -364,6 +365,7 @@ pub fn run_batch(
     seqs: &mut [Sequence],
     mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
 ) -> Result<()> {
+    let mut logits = Logits::new();
     loop {
         // Indices and step inputs of the unfinished sequences, gathered in one pass.
         let (active, mut steps): (Vec<usize>, Vec<SeqStep<'_>>) = seqs
@@ -375,9 +377,9 @@ pub fn run_batch(
         if active.is_empty() {
             return Ok(());
         }
-        let logits = model.forward(&mut steps)?;
+        model.forward_into(&mut steps, &mut logits)?;
         drop(steps);
-        for (&i, logits) in active.iter().zip(&logits) {
+        for (&i, logits) in active.iter().zip(logits.iter()) {
             let out = seqs[i].accept(tokenizer, logits)?;
             on_token(i, &out)?;
         }

@@ -6,7 +6,9 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use helixflow_core::gguf::GgufFile;
+use helixflow_core::kv_cache::SequenceKv;
 use helixflow_core::models::llama::{LlamaModel, SeqStep};
+use helixflow_core::models::Logits;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -146,4 +148,41 @@ fn packing_sequences_does_not_change_their_logits() {
         .collect();
     let packed = model.forward(&mut steps).unwrap();
     assert_eq!(packed, alone);
+}
+
+#[test]
+fn a_logits_buffer_reused_across_steps_holds_only_each_steps_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = load(&write_model(dir.path(), GgmlDType::Q4_1));
+    let mut logits = Logits::new();
+    assert!(logits.is_empty());
+    // Three sequences, then one, then two: the buffer shrinks and grows between steps.
+    let steps: [&[&[u32]]; 3] = [&[&[5, 6, 7], &[9], &[200, 201]], &[&[42]], &[&[1, 2], &[3]]];
+    for prompts in steps {
+        let mut kvs: Vec<_> = prompts.iter().map(|_| model.new_kv_state()).collect();
+        let expected = model.forward(&mut batch_of(prompts, &mut kvs)).unwrap();
+        let mut kvs: Vec<_> = prompts.iter().map(|_| model.new_kv_state()).collect();
+        model
+            .forward_into(&mut batch_of(prompts, &mut kvs), &mut logits)
+            .unwrap();
+        assert_eq!(logits.rows(), prompts.len());
+        assert_eq!(logits.to_rows(), expected);
+        for (i, row) in logits.iter().enumerate() {
+            assert_eq!(row, logits.row(i));
+            assert_eq!(row.len(), model.config().vocab_size);
+        }
+    }
+}
+
+/// One step of each prompt into its own cache.
+fn batch_of<'a>(prompts: &'a [&'a [u32]], kvs: &'a mut [SequenceKv]) -> Vec<SeqStep<'a>> {
+    prompts
+        .iter()
+        .zip(kvs.iter_mut())
+        .map(|(p, kv)| SeqStep {
+            tokens: p,
+            kv,
+            prompt_len: p.len(),
+        })
+        .collect()
 }

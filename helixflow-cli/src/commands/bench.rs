@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use helixflow_core::cpu::packed::Accumulation;
 use helixflow_core::models::llama::{LlamaModel, SeqStep};
+use helixflow_core::models::Logits;
 use serde_json::json;
 
 use crate::args::BenchArgs;
@@ -81,25 +82,28 @@ fn single_stream(args: &BenchArgs) -> Result<()> {
     }])?;
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
+    let mut logits = Logits::new();
     for _ in 0..args.runs {
         let mut kv = model.new_kv_state();
         let start = Instant::now();
-        let logits = model.forward(&mut [SeqStep {
+        let step = SeqStep {
             tokens: &prompt,
             kv: &mut kv,
             prompt_len: prompt.len(),
-        }])?;
+        };
+        model.forward_into(&mut [step], &mut logits)?;
         prefill.push(prompt.len() as f64 / start.elapsed().as_secs_f64());
 
-        let mut next = argmax(&logits[0]);
+        let mut next = argmax(logits.row(0));
         let start = Instant::now();
         for _ in 0..args.gen_tokens {
-            let logits = model.forward(&mut [SeqStep {
+            let step = SeqStep {
                 tokens: &[next],
                 kv: &mut kv,
                 prompt_len: prompt.len(),
-            }])?;
-            next = argmax(&logits[0]);
+            };
+            model.forward_into(&mut [step], &mut logits)?;
+            next = argmax(logits.row(0));
         }
         decode.push(args.gen_tokens as f64 / start.elapsed().as_secs_f64());
     }

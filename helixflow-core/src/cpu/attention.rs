@@ -73,6 +73,8 @@ pub struct AttentionScratch {
     scores: Vec<f32>,
     probs: Vec<f32>,
     query: Vec<f32>,
+    /// The queries rounded to f16, on their way to `query`.
+    query_half: Vec<f16>,
     key: Vec<f32>,
     lanes: Vec<f32>,
     /// The task's key and value rows (its head's columns), position by position.
@@ -104,9 +106,11 @@ impl AttentionScratch {
             &mut self.key_rows,
             &mut self.value_rows,
         );
-        for (dst, &src) in self.query.iter_mut().zip(task.queries) {
-            *dst = f16::from_f32(src).to_f32();
-        }
+        // Through f16 a slice at a time: `half`'s slice conversions use F16C where the CPU
+        // has it, its one-value ones check for it on every call.
+        self.query_half.resize(task.queries.len(), f16::ZERO);
+        self.query_half.convert_from_f32_slice(task.queries);
+        self.query_half.convert_to_f32_slice(&mut self.query);
     }
 }
 
@@ -124,6 +128,10 @@ pub struct AttentionTask<'a> {
     pub kv: KvView<'a>,
     /// Positions visible to the token (its own included).
     pub len: usize,
+    /// Whether the same thread runs the token's other key/value heads next: the first head's
+    /// task then asks for whole cache rows (the heads' parts of a row are adjacent) rather
+    /// than its own part. Only a hint for the memory system; the results are the same.
+    pub whole_rows: bool,
 }
 
 /// Runs `task` into `out_group` (the same heads as `task.queries`).
@@ -206,6 +214,7 @@ impl WidenedKernel for TwoPass {
             lanes,
             key_rows,
             value_rows,
+            ..
         } = scratch;
         // The query heads of one key/value head share each widened cache row.
         for pos in 0..len {
@@ -450,6 +459,7 @@ mod tests {
                 queries: &q,
                 kv: kv.view(0),
                 len,
+                whole_rows: false,
             };
             attend_row(&geo, &task, out, &mut scratch);
         };
@@ -514,6 +524,8 @@ mod tests {
                         queries: &queries,
                         kv: kv.view(1),
                         len,
+                        // Either prefetch; the same results.
+                        whole_rows: len % 2 == 0,
                     };
                     let mut want = vec![0f32; group * head_dim];
                     let mut got = vec![0f32; group * head_dim];

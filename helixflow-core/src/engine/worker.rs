@@ -13,6 +13,7 @@ use crate::cpu::pool::Pool;
 use crate::generation::{GenerationParams, Sequence, TokenOutput};
 use crate::kv_cache::{block_hashes, KvPool, PrefixCache, SequenceKv};
 use crate::models::llama::SeqStep;
+use crate::models::Logits;
 use crate::sampling::{choice_seed, SampledToken};
 use crate::{Error, Result};
 
@@ -66,6 +67,8 @@ pub(crate) struct Worker {
     running: Vec<Request>,
     arrivals: u64,
     prefix: PrefixCache,
+    /// The last step's logits, a buffer kept from step to step.
+    logits: Logits,
 }
 
 impl Worker {
@@ -86,6 +89,7 @@ impl Worker {
             running: Vec::new(),
             arrivals: 0,
             prefix: PrefixCache::new(),
+            logits: Logits::new(),
         }
     }
 
@@ -333,7 +337,7 @@ impl Worker {
                 n.min(seq.prompt_len().saturating_sub(seq.kv().len()))
             })
             .sum();
-        let logits = {
+        let stepped = {
             let mut order: Vec<(usize, usize, usize)> = plan.clone();
             order.sort_unstable();
             let mut steps: Vec<SeqStep<'_>> = Vec::with_capacity(order.len());
@@ -349,11 +353,11 @@ impl Worker {
                     }
                 }
             }
-            let result = self.chat.model().forward(&mut steps);
+            let result = self.chat.model().forward_into(&mut steps, &mut self.logits);
             drop(steps);
-            result.map(|logits| (order, logits))
+            result.map(|()| order)
         };
-        let (order, logits) = match logits {
+        let order = match stepped {
             Ok(ok) => ok,
             Err(e) => {
                 // A failed step fails the requests in it; the others go on.
@@ -369,9 +373,10 @@ impl Worker {
             }
         };
         self.publish_prompt_blocks();
-        let mut presampled = sample_in_parallel(&mut self.running, &order, &logits);
+        let mut presampled = sample_in_parallel(&mut self.running, &order, &self.logits);
         let mut generated = 0u64;
-        for ((&(r, c, _), logits), presampled) in order.iter().zip(&logits).zip(&mut presampled) {
+        let rows = order.iter().zip(self.logits.iter());
+        for ((&(r, c, _), logits), presampled) in rows.zip(&mut presampled) {
             let request = &mut self.running[r];
             // A request whose sampling failed earlier in this loop has no choices left.
             if request.choices.get(c).is_none_or(Sequence::is_prefilling) {
@@ -507,7 +512,7 @@ fn deliver(request: &mut Request, c: usize, output: Result<TokenOutput>) -> bool
 fn sample_in_parallel(
     running: &mut [Request],
     order: &[(usize, usize, usize)],
-    logits: &[Vec<f32>],
+    logits: &Logits,
 ) -> Vec<Option<Result<SampledToken>>> {
     /// One sequence to sample and where its result goes.
     struct Job<'a> {
@@ -520,7 +525,7 @@ fn sample_in_parallel(
     results.resize_with(order.len(), || None);
     let mut jobs = Vec::with_capacity(order.len());
     // `order` is sorted by request and choice, so one walk over the requests finds them all.
-    let mut want = order.iter().zip(logits).enumerate().peekable();
+    let mut want = order.iter().zip(logits.iter()).enumerate().peekable();
     for (r, request) in running.iter_mut().enumerate() {
         let forked = request.forked();
         for (c, seq) in request.choices.iter_mut().enumerate() {

@@ -15,6 +15,7 @@ use candle_core::Device;
 use helixflow_kernels::packed::Accumulation;
 use helixflow_kernels::pool::Pool;
 
+use super::Logits;
 use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
 use crate::cpu::{
     attend_row, attend_row_online, math, AttentionGeometry, GatedProjection, MatrixGroup,
@@ -328,7 +329,15 @@ impl LlamaModel {
     /// (prefill chunks and single decode tokens mix freely). A sequence with no new tokens is
     /// an error, as is a token id outside the vocabulary or a position beyond the context.
     pub fn forward(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
-        let result = self.forward_packed(batch);
+        let mut logits = Logits::new();
+        self.forward_into(batch, &mut logits)?;
+        Ok(logits.to_rows())
+    }
+
+    /// [`Self::forward`] into `logits` (row `i` for `batch[i]`), whose buffer a decode loop
+    /// keeps from step to step instead of allocating each sequence's logits anew.
+    pub fn forward_into(&self, batch: &mut [SeqStep<'_>], logits: &mut Logits) -> Result<()> {
+        let result = self.forward_packed(batch, logits);
         if result.is_err() {
             // Leave every cache as it was: no half-written layers, no blocks held for nothing.
             for seq in batch.iter_mut() {
@@ -338,7 +347,7 @@ impl LlamaModel {
         result
     }
 
-    fn forward_packed(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
+    fn forward_packed(&self, batch: &mut [SeqStep<'_>], logits: &mut Logits) -> Result<()> {
         let cfg = &self.config;
         let mut spans = Vec::with_capacity(batch.len());
         let mut all_tokens = Vec::new();
@@ -370,7 +379,8 @@ impl LlamaModel {
             all_tokens.extend_from_slice(seq.tokens);
         }
         if all_tokens.is_empty() {
-            return Ok(Vec::new());
+            logits.reset(0, cfg.vocab_size);
+            return Ok(());
         }
         if let Some(kv) = batch
             .iter()
@@ -473,10 +483,8 @@ impl LlamaModel {
                 &mut last[i * h..(i + 1) * h],
             );
         }
-        let vocab = cfg.vocab_size;
-        let mut logits = vec![0f32; spans.len() * vocab];
-        self.output.matmul_in(order, &last, &mut logits)?;
-        Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
+        let out = logits.reset(spans.len(), cfg.vocab_size);
+        self.output.matmul_in(order, &last, out)
     }
 
     /// Writes token `token`'s embedding into `out`.
@@ -513,45 +521,62 @@ impl LlamaModel {
             static SCRATCH: RefCell<AttentionScratch> = RefCell::default();
         }
         let pool = Pool::global();
-        // One task per token and key/value head, whose query heads share each widened cache
-        // row. A step of one or two tokens has too few such tasks to keep every thread busy
-        // (three key/value heads on two threads leave one idle a third of the time), so it
-        // takes one task per query head instead: the same numbers, as each head's scores,
-        // softmax and sums are its own either way.
-        let per_query_head = rows.len() * cfg.num_kv_heads < 4 * pool.threads();
-        let (task_heads, task_geometry) = if per_query_head {
+        // A step of many tokens takes one task per token: each task reads its cache rows
+        // whole (every key/value head's part of a row is adjacent), where a task per head
+        // would split each row between the threads. A step of fewer tokens takes one task
+        // per key/value head, whose query heads share each widened cache row; and a step of
+        // one or two tokens, which has too few of those to keep every thread busy (three
+        // key/value heads on two threads leave one idle a third of the time), one task per
+        // query head. The numbers are the same either way: each head's scores, softmax and
+        // sums are its own.
+        let (task_heads, task_geometry) = if rows.len() >= TOKENS_PER_THREAD * pool.threads() {
+            (1, geometry)
+        } else if rows.len() * cfg.num_kv_heads >= 4 * pool.threads() {
+            (cfg.num_kv_heads, geometry)
+        } else {
             let one_head = AttentionGeometry {
                 num_heads: cfg.num_kv_heads,
                 ..geometry
             };
             (cfg.num_heads, one_head)
-        } else {
-            (cfg.num_kv_heads, geometry)
         };
-        let heads_per_task = cfg.num_heads / task_heads;
+        // Each task runs its heads a key/value head's group at a time.
         let group = cfg.num_heads / cfg.num_kv_heads;
-        let task_width = heads_per_task * cfg.head_dim;
+        let heads_per_task = cfg.num_heads / task_heads;
+        let heads_per_run = heads_per_task.min(group);
+        let (task_width, run_width) = (heads_per_task * cfg.head_dim, heads_per_run * cfg.head_dim);
         pool.for_each_chunk_mut(out, task_width, |task, out_heads| {
             let place = &rows[task / task_heads];
             let first_head = task % task_heads * heads_per_task;
-            let task = AttentionTask {
-                order: place.order,
-                kv_head: first_head / group,
-                queries: &q[task * task_width..(task + 1) * task_width],
-                kv: batch[place.seq].kv.view(layer),
-                len: place.pos + 1,
-            };
+            let queries = &q[task * task_width..(task + 1) * task_width];
             let attend = if self.online_softmax {
                 attend_row_online
             } else {
                 attend_row
             };
-            SCRATCH.with_borrow_mut(|scratch| {
-                attend(&task_geometry, &task, out_heads, scratch);
-            });
+            let runs = out_heads
+                .chunks_exact_mut(run_width)
+                .zip(queries.chunks_exact(run_width));
+            for (i, (out_run, queries)) in runs.enumerate() {
+                let run = AttentionTask {
+                    order: place.order,
+                    kv_head: (first_head + i * heads_per_run) / group,
+                    queries,
+                    kv: batch[place.seq].kv.view(layer),
+                    len: place.pos + 1,
+                    whole_rows: i == 0 && heads_per_task == cfg.num_heads,
+                };
+                SCRATCH.with_borrow_mut(|scratch| {
+                    attend(&task_geometry, &run, out_run, scratch);
+                });
+            }
         });
     }
 }
+
+/// Tokens per thread from which a step's attention takes one task per token (see
+/// `LlamaModel::attention`).
+const TOKENS_PER_THREAD: usize = 4;
 
 /// Where a packed row's token belongs: its sequence, position and product order.
 struct RowPlace {

@@ -45,6 +45,7 @@ impl WidenedKernel for Online {
             lanes,
             key_rows,
             value_rows,
+            ..
         } = scratch;
         // The buffers of the two-pass kernel, borrowed: a head's running maximum and sum, its
         // weighted values (`lanes` holds at least eight heads' worth), and a widened value row.
@@ -163,6 +164,7 @@ mod tests {
                     queries: &queries,
                     kv: kv.view(0),
                     len,
+                    whole_rows: false,
                 };
                 let mut online = vec![0f32; group * head_dim];
                 let mut two_pass = vec![0f32; group * head_dim];

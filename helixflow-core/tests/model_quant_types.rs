@@ -137,16 +137,7 @@ fn packing_sequences_does_not_change_their_logits() {
         })
         .collect();
     let mut kvs: Vec<_> = prompts.iter().map(|_| model.new_kv_state()).collect();
-    let mut steps: Vec<SeqStep> = prompts
-        .iter()
-        .zip(kvs.iter_mut())
-        .map(|(p, kv)| SeqStep {
-            tokens: p,
-            kv,
-            prompt_len: p.len(),
-        })
-        .collect();
-    let packed = model.forward(&mut steps).unwrap();
+    let packed = model.forward(&mut batch_of(&prompts, &mut kvs)).unwrap();
     assert_eq!(packed, alone);
 }
 

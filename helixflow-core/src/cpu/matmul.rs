@@ -23,6 +23,9 @@ use helixflow_kernels::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BLOCK}
 /// to balance two to sixteen threads on the matrices of small models.
 const ROWS_PER_TASK: usize = 32;
 
+/// Weight rows per task of a gated product: whole units of gate and up rows.
+const GATED_TASK_ROWS: usize = 4 * GATED_UNIT;
+
 /// A packed product's tasks grow beyond [`ROWS_PER_TASK`] rows while each thread still gets
 /// at least this many of them to balance.
 const TASKS_PER_THREAD: usize = 16;
@@ -442,7 +445,7 @@ impl WeightMatrix {
             let task_rows = if plain {
                 rows_per_task(self.rows, pool.threads())
             } else {
-                ROWS_PER_TASK
+                GATED_TASK_ROWS
             };
             if let ([out], 1, 0, true) = (&mut *outs, n, self.rows % packed::ROWS, plain) {
                 // One input row and whole groups: each task's rows are its part of `out`.
@@ -467,15 +470,21 @@ impl WeightMatrix {
                         let first_row = first_group * packed::ROWS;
                         let rows = ld.min(self.rows - first_row);
                         if epilogue == Epilogue::SwiGlu {
-                            // Whole units make every task one unit of gate rows and the
-                            // matching unit of up rows.
-                            debug_assert_eq!((ld, rows), (2 * GATED_UNIT, 2 * GATED_UNIT));
+                            // Whole units: each task has units of gate rows, each followed
+                            // by the matching unit of up rows.
+                            debug_assert!(rows == ld && ld.is_multiple_of(2 * GATED_UNIT));
                             for row in chunk.chunks_exact_mut(ld) {
-                                let (gate, up) = row.split_at_mut(GATED_UNIT);
-                                math::swiglu(gate, up);
+                                for unit in row.chunks_exact_mut(2 * GATED_UNIT) {
+                                    let (gate, up) = unit.split_at_mut(GATED_UNIT);
+                                    math::swiglu(gate, up);
+                                }
                             }
-                            // SAFETY: each task writes the rows of its own unit only.
-                            unsafe { parts.write_rows(first_row / 2, GATED_UNIT, chunk, ld) };
+                            for unit in 0..ld / (2 * GATED_UNIT) {
+                                let (first, at) =
+                                    (first_row / 2 + unit * GATED_UNIT, unit * 2 * GATED_UNIT);
+                                // SAFETY: each task writes the rows of its own units only.
+                                unsafe { parts.write_rows(first, GATED_UNIT, &chunk[at..], ld) };
+                            }
                             return;
                         }
                         // SAFETY: each task writes the rows of its own groups only.

@@ -402,8 +402,9 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert", env = "HELIXFLOW_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Where the server keeps its files (the SQLite database, the first admin key, the
-    /// self-signed certificate); default: the user's data directory.
+    /// Where the server keeps its files (the SQLite database, the token secret, the first
+    /// admin key, the self-signed certificate), private to its owner (0700, files 0600);
+    /// default: the user's data directory.
     #[arg(long, env = "HELIXFLOW_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Most tokens computed per engine step.
@@ -430,4 +431,17 @@ pub struct ServeArgs {
     /// Seconds an access token from `POST /v1/auth/login` lasts (1 to 86400).
     #[arg(long, default_value_t = 900, env = "HELIXFLOW_TOKEN_LIFETIME_SECONDS")]
     pub token_lifetime_seconds: u64,
+    /// The secret access tokens are signed with (with a salt from the database), made on
+    /// first use; replicas sharing a database need the same file. Default: `token-secret` in
+    /// the data directory.
+    #[arg(long, env = "HELIXFLOW_TOKEN_SECRET_FILE")]
+    pub token_secret_file: Option<PathBuf>,
+    /// Most open connections (HTTP and gRPC each); beyond it new connections are closed at
+    /// once.
+    #[arg(long, default_value_t = 1024, env = "HELIXFLOW_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Seconds a connection may wait for a request's headers: an idle keep-alive connection
+    /// between requests, or a client slow to send them (also the TLS handshake's limit).
+    #[arg(long, default_value_t = 15, env = "HELIXFLOW_IDLE_TIMEOUT_SECONDS")]
+    pub idle_timeout_seconds: u64,
 }

@@ -86,6 +86,9 @@ pub fn merge(args: &mut ServeArgs, table: &Table, is_default: impl Fn(&str) -> b
             "grace_seconds" => args.grace_seconds = number()? as u64,
             "request_timeout_seconds" => args.request_timeout_seconds = number()? as u64,
             "token_lifetime_seconds" => args.token_lifetime_seconds = number()? as u64,
+            "token_secret_file" => args.token_secret_file = Some(path()?),
+            "max_connections" => args.max_connections = number()?,
+            "idle_timeout_seconds" => args.idle_timeout_seconds = number()? as u64,
             _ => bail!("unknown setting `{key}`"),
         }
     }

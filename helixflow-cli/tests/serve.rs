@@ -411,6 +411,7 @@ mod grpc {
                     model: "all-minilm-l6-v2".into(),
                     texts: vec![input],
                     token_inputs: Vec::new(),
+                    truncate: false,
                 }))
                 .await
                 .unwrap()

@@ -100,14 +100,106 @@ impl ChatModel {
     }
 
     /// Tokenises a prompt, recognising special tokens, with BOS when the model wants one.
+    /// A prompt over [`MAX_PROMPT_BYTES`] is refused before any work.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = self.tokenizer.encode(text, true)?;
+        check_prompt_size(text.len())?;
+        let ids = self.tokenizer.encode(text, true)?;
+        release_after_large_input(text.len());
+        Ok(self.with_bos(ids))
+    }
+
+    fn with_bos(&self, mut ids: Vec<u32>) -> Vec<u32> {
         if let (true, Some(bos)) = (self.tokenizer.add_bos(), self.tokenizer.bos_token_id()) {
             if ids.first() != Some(&bos) {
                 ids.insert(0, bos);
             }
         }
+        ids
+    }
+
+    /// The prompt of a conversation: rendered with the model's chat template and tokenised,
+    /// the template's own text with its special tokens, and what the messages say as plain
+    /// text, always (`<|im_end|>` written in a message is that text, not a turn's end). Roles
+    /// must be among [`crate::chat_template::ROLES`]; conversations over
+    /// [`MAX_PROMPT_BYTES`] are refused before any work.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let size: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum();
+        check_prompt_size(size)?;
+        for (i, message) in messages.iter().enumerate() {
+            if !crate::chat_template::ROLES.contains(&message.role.as_str()) {
+                return Err(Error::InvalidRequest(format!(
+                    "messages[{i}].role must be one of {}, not {:?}",
+                    crate::chat_template::ROLES.join(", "),
+                    message.role
+                )));
+            }
+        }
+        let special = messages
+            .iter()
+            .any(|m| self.tokenizer.find_special_text(&m.content).is_some());
+        let ids = if special {
+            self.encode_chat_apart(messages)?
+        } else {
+            // No message can be mistaken for a control token: the usual, exact path.
+            self.tokenizer.encode(&self.render_chat(messages)?, true)?
+        };
+        release_after_large_input(size);
+        Ok(self.with_bos(ids))
+    }
+
+    /// Renders with each message's content replaced by a marker, then tokenises the
+    /// template's text (special tokens parsed) and each content (as text) apart.
+    fn encode_chat_apart(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        // Private-use characters no tokenizer treats specially and no message is likely to
+        // hold; a message that does is refused below rather than misread.
+        let marker = |i: usize| format!("\u{F8FE}{i}\u{F8FF}");
+        let marked: Vec<ChatMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ChatMessage::new(m.role.clone(), marker(i)))
+            .collect();
+        let rendered = self.render_chat(&marked)?;
+        let mut ids = Vec::new();
+        let mut rest = rendered.as_str();
+        let mut next = 0;
+        while let Some(at) = rest.find('\u{F8FE}') {
+            let (before, from) = rest.split_at(at);
+            let end = from.find('\u{F8FF}').map(|e| e + '\u{F8FF}'.len_utf8());
+            let index = end.and_then(|end| from[3..end - 3].parse::<usize>().ok());
+            if index != Some(next) {
+                return Err(self.content_apart_error(messages));
+            }
+            ids.extend(self.tokenizer.encode(before, true)?);
+            ids.extend(self.tokenizer.encode(&messages[next].content, false)?);
+            next += 1;
+            rest = &from[end.unwrap_or(from.len())..];
+        }
+        if next != messages.len() {
+            return Err(self.content_apart_error(messages));
+        }
+        ids.extend(self.tokenizer.encode(rest, true)?);
         Ok(ids)
+    }
+
+    fn content_apart_error(&self, messages: &[ChatMessage]) -> Error {
+        let (i, token) = messages
+            .iter()
+            .enumerate()
+            .find_map(|(i, m)| {
+                self.tokenizer
+                    .find_special_text(&m.content)
+                    .map(|(_, t)| (i, t.to_string()))
+            })
+            .unwrap_or_default();
+        Error::InvalidRequest(format!(
+            "messages[{i}] contains the special token text `{token}`, and the chat template of \
+             `{}` transforms message contents, so they cannot be kept apart from its own special \
+             tokens; remove it from the message",
+            self.name
+        ))
     }
 
     /// Answers a conversation.
@@ -128,7 +220,7 @@ impl ChatModel {
         params: &GenerationParams,
         mut on_chunk: impl FnMut(ChatCompletionChunk) -> Result<()>,
     ) -> Result<ChatCompletion> {
-        let prompt = self.encode_prompt(&self.render_chat(messages)?)?;
+        let prompt = self.encode_chat(messages)?;
         let (id, created) = (new_id("chatcmpl"), unix_now());
         let chunk = |choice: ChatChunkChoice| ChatCompletionChunk {
             id: id.clone(),
@@ -227,6 +319,36 @@ impl ChatModel {
             on_token(i, out)
         })?;
         Ok(choices)
+    }
+}
+
+/// The largest prompt, in bytes of text (a conversation's roles and contents), accepted for
+/// tokenisation: far more than the longest context holds, and checked before any work.
+pub const MAX_PROMPT_BYTES: usize = 2 << 20;
+
+fn check_prompt_size(bytes: usize) -> Result<()> {
+    if bytes > MAX_PROMPT_BYTES {
+        return Err(Error::InvalidRequest(format!(
+            "the prompt is {bytes} bytes; at most {MAX_PROMPT_BYTES} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// Inputs from this size on leave enough freed memory behind to be worth handing back.
+const LARGE_INPUT_BYTES: usize = 256 << 10;
+
+/// Hands freed heap memory back to the operating system after a large input was processed:
+/// glibc keeps it in per-thread arenas otherwise, and a burst of large prompts would leave
+/// the process hundreds of megabytes larger for good.
+pub fn release_after_large_input(bytes: usize) {
+    if bytes < LARGE_INPUT_BYTES {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

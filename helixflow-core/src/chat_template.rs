@@ -7,8 +7,12 @@
 //! ...); Python-style `tojson`; `strftime_now(format)`; `trim_blocks` and `lstrip_blocks` on;
 //! the final newline of the template dropped.
 
+mod guard;
 mod strftime;
 mod tojson;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use minijinja::{context, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -25,6 +29,33 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}\
 
 /// The name the template is registered under (shows up in error locations).
 const TEMPLATE_NAME: &str = "chat_template";
+
+/// Instructions one render may run (minijinja's fuel): far more than any real template
+/// needs for the longest conversation, far fewer than a runaway loop would take.
+const RENDER_FUEL: u64 = 20_000_000;
+
+/// How long one render may take.
+const RENDER_TIME: Duration = Duration::from_secs(10);
+
+/// Memory one render may hold, beyond [`RENDER_MEMORY_PER_INPUT_BYTE`] per byte of the
+/// conversation.
+const RENDER_MEMORY_BASE: usize = 64 << 20;
+const RENDER_MEMORY_PER_INPUT_BYTE: usize = 32;
+
+/// Output one render may write, beyond [`RENDER_OUTPUT_PER_INPUT_BYTE`] per byte of the
+/// conversation.
+const RENDER_OUTPUT_BASE: usize = 1 << 20;
+const RENDER_OUTPUT_PER_INPUT_BYTE: usize = 8;
+
+/// The roles OpenAI's chat API defines; any other is refused.
+pub const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +96,12 @@ pub fn messages_from_openai(value: &serde_json::Value) -> Result<Vec<ChatMessage
                 .get("role")
                 .and_then(|r| r.as_str())
                 .ok_or_else(|| bad(format!("messages[{i}].role must be a string")))?;
+            if !ROLES.contains(&role) {
+                return Err(bad(format!(
+                    "messages[{i}].role must be one of {}, not {role:?}",
+                    ROLES.join(", ")
+                )));
+            }
             let content = match item.get("content") {
                 None | Some(serde_json::Value::Null) => String::new(),
                 Some(serde_json::Value::String(s)) => s.clone(),
@@ -93,12 +130,17 @@ pub fn messages_from_openai(value: &serde_json::Value) -> Result<Vec<ChatMessage
 }
 
 /// A compiled chat template of one model.
+///
+/// Templates come with downloaded models, so they are untrusted: a render runs within a
+/// budget of instructions (fuel), output, memory and time, and a template that once asked
+/// for more memory than its budget is refused from then on.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
     model: String,
     bos_token: String,
     eos_token: String,
+    guard: Arc<guard::RenderGuard>,
 }
 
 impl ChatTemplate {
@@ -120,32 +162,73 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime::strftime_now);
         env.add_filter("tojson", tojson::tojson);
+        env.set_fuel(Some(RENDER_FUEL));
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(|e| template_error(model_name, &e))?;
         Ok(ChatTemplate {
-            env,
+            env: Arc::new(env),
             model: model_name.to_owned(),
             bos_token: bos_token.unwrap_or_default().to_owned(),
             eos_token: eos_token.unwrap_or_default().to_owned(),
+            guard: Arc::default(),
         })
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends with the opening of an
     /// assistant turn. Errors (including the template's own `raise_exception`) are
     /// [`Error::ChatTemplate`].
+    ///
+    /// A render that runs out of fuel, output, memory or time is an error too, as is every
+    /// render of a template that once ran out of memory.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| self.error(&e))?;
-        template
-            .render(context! {
+        let input: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum::<usize>()
+            .saturating_add(self.bos_token.len() + self.eos_token.len());
+        let memory = RENDER_MEMORY_PER_INPUT_BYTE
+            .saturating_mul(input)
+            .saturating_add(RENDER_MEMORY_BASE);
+        let max_output = RENDER_OUTPUT_PER_INPUT_BYTE
+            .saturating_mul(input)
+            .saturating_add(RENDER_OUTPUT_BASE);
+        let (env, messages) = (self.env.clone(), messages.to_vec());
+        let (bos, eos) = (self.bos_token.clone(), self.eos_token.clone());
+        let rendered = self.guard.run(memory, RENDER_TIME, move || {
+            let template = env.get_template(TEMPLATE_NAME)?;
+            let mut out = LimitedOutput {
+                text: Vec::new(),
+                limit: max_output,
+            };
+            let context = context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token,
-                eos_token => self.eos_token,
+                bos_token => bos,
+                eos_token => eos,
+            };
+            template.render_captured_to(context, &mut out)?;
+            String::from_utf8(out.text).map_err(|_| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, "the output is not UTF-8")
             })
-            .map_err(|e| self.error(&e))
+        });
+        let limit = |what: String| Error::ChatTemplate {
+            model: self.model.clone(),
+            reason: what,
+        };
+        match rendered {
+            Ok(result) => result.map_err(|e| self.error(&e)),
+            Err(guard::Overrun::Memory) => Err(limit(format!(
+                "rendering needed more than {} MiB of memory; the template is disabled",
+                memory >> 20
+            ))),
+            Err(guard::Overrun::Refused) => Err(limit(
+                "the template is disabled: a render needed more memory than its limit".into(),
+            )),
+            Err(guard::Overrun::Time) => Err(limit(format!(
+                "rendering took longer than {} s",
+                RENDER_TIME.as_secs()
+            ))),
+        }
     }
 
     /// The model this template belongs to.
@@ -162,6 +245,29 @@ fn template_error(model: &str, err: &minijinja::Error) -> Error {
     Error::ChatTemplate {
         model: model.to_owned(),
         reason: err.to_string(),
+    }
+}
+
+/// Collects a render's output up to a limit, past which the render fails.
+struct LimitedOutput {
+    text: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for LimitedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt would be larger than {} bytes",
+                self.limit
+            )));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

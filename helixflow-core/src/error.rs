@@ -105,7 +105,19 @@ pub enum Error {
     Overloaded {
         /// The queue's capacity.
         queued: usize,
+        /// When to try again, in seconds: how long the engine took, of late, to see as many
+        /// requests leave as are queued.
+        retry_after_secs: u64,
     },
+
+    /// A model step over a batch of sequences failed as a whole (not through any one
+    /// sequence's request); every request in the step ends with it.
+    #[error("the model step failed: {0}")]
+    StepFailed(String),
+
+    /// The caller went away, or asked the work to stop, before it was done.
+    #[error("the request was cancelled")]
+    Cancelled,
 
     /// The engine has stopped (its thread ended); no more requests can run.
     #[error("the engine has stopped")]

@@ -69,7 +69,14 @@ impl GenerationParams {
     pub fn token_budget(&self, prompt_len: usize, context: usize) -> Result<usize> {
         let room = context.saturating_sub(prompt_len);
         match self.max_tokens {
-            Some(max) if prompt_len + max <= context => Ok(max),
+            // Checked: a client's `max_tokens` may be anything up to `u64::MAX`.
+            Some(max)
+                if prompt_len
+                    .checked_add(max)
+                    .is_some_and(|end| end <= context) =>
+            {
+                Ok(max)
+            }
             None if room > 0 => Ok(room),
             max => Err(Error::ContextOverflow {
                 prompt_tokens: prompt_len,
@@ -212,6 +219,17 @@ impl Sequence {
             kv: &mut self.kv,
             prompt_len: self.prompt_len,
         }
+    }
+
+    /// Whether this sequence can take a step of at most `max_tokens` pending tokens on
+    /// `model` ([`LlamaModel::check_step`]).
+    pub fn check_step(&self, model: &LlamaModel, max_tokens: usize) -> Result<()> {
+        let start = self.kv.len();
+        let end = self
+            .tokens
+            .len()
+            .min(start.saturating_add(max_tokens.max(1)));
+        model.check_step(&self.tokens[start.min(end)..end], start)
     }
 
     /// Whether the last step left tokens pending (a chunked prefill): its logits are not for

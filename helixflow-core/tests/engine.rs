@@ -176,7 +176,7 @@ fn a_full_queue_refuses_requests_at_once() {
     for _ in 0..40 {
         match engine.submit(prompt.clone(), GenerationParams::greedy(8)) {
             Ok(stream) => accepted.push(stream),
-            Err(Error::Overloaded { queued: 2 }) => refused += 1,
+            Err(Error::Overloaded { queued: 2, .. }) => refused += 1,
             Err(e) => panic!("unexpected error {e}"),
         }
     }

@@ -104,14 +104,27 @@ async fn hostile_ids_and_names_are_refused_cleanly(store: &Store) {
 on_both!(hostile_keys, hostile_ids_and_names_are_refused_cleanly);
 
 async fn expired_keys_and_invalid_requests_are_refused(store: &Store) {
-    let expired = store
+    // A key that would be born expired is refused outright.
+    let born_expired = store
         .create_key(NewKey {
             expires_at: Some(1),
             ..NewKey::inference("old")
         })
+        .await;
+    assert!(matches!(born_expired, Err(PlatformError::Invalid(_))));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expiring = store
+        .create_key(NewKey {
+            expires_at: Some(now + 1),
+            ..NewKey::inference("short-lived")
+        })
         .await
         .unwrap();
-    assert_eq!(store.verify_key(&expired.secret).await.unwrap(), None);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(store.verify_key(&expiring.secret).await.unwrap(), None);
     let future = store
         .create_key(NewKey {
             expires_at: Some(i64::MAX),

@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use helixflow_core::chat_template::messages_from_openai;
 use helixflow_core::completion::{new_id, unix_now};
-use helixflow_core::embeddings::EmbeddingModel;
+use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
 use helixflow_core::engine::{EngineConfig, EngineHandle, KvBudget};
 use helixflow_core::registry::{ModelRegistry, ServedModel};
 use helixflow_core::request::GenerationOptions;
@@ -194,7 +194,7 @@ impl NativeEngine {
         let messages: serde_json::Value = parse_json("messages", messages_json)?;
         let messages = guarded(|| messages_from_openai(&messages))?;
         let chat = engine.model().clone();
-        let prompt = py.detach(|| catch(|| chat.encode_prompt(&chat.render_chat(&messages)?)))?;
+        let prompt = py.detach(|| catch(|| chat.encode_chat(&messages)))?;
         self.submit(&engine, prompt, params, Shape::Chat, include_usage)
     }
 
@@ -231,12 +231,10 @@ impl NativeEngine {
         self.submit(&engine, ids, params, Shape::Text, include_usage)
     }
 
-    /// One vector per text.
-    fn embed(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<f32>>> {
+    /// One vector per text, within the request limits every front end applies.
+    fn embed(&self, py: Python<'_>, texts: Vec<String>, truncate: bool) -> PyResult<Vec<Vec<f32>>> {
         let model = self.embedder()?;
-        let embeddings = py.detach(|| {
-            catch(|| model.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>()))
-        })?;
+        let embeddings = py.detach(|| catch(|| embed_request(&model, texts, truncate)))?;
         Ok(embeddings.vectors)
     }
 
@@ -246,12 +244,12 @@ impl NativeEngine {
         &self,
         py: Python<'py>,
         texts: Vec<String>,
+        truncate: bool,
     ) -> PyResult<(Bound<'py, PyByteArray>, usize, usize)> {
         let model = self.embedder()?;
         let (bytes, rows) = py.detach(|| {
             catch(|| {
-                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let vectors = model.embed(&texts)?.vectors;
+                let vectors = embed_request(&model, texts, truncate)?.vectors;
                 let bytes: Vec<u8> = vectors
                     .iter()
                     .flatten()
@@ -314,4 +312,15 @@ impl NativeEngine {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
     }
+}
+
+/// Embeds `texts` as an API request: checked against the request limits, long texts refused
+/// unless `truncate`.
+fn embed_request(
+    model: &EmbeddingModel,
+    texts: Vec<String>,
+    truncate: bool,
+) -> helixflow_core::Result<Embeddings> {
+    let sequences = model.prepare_request(EmbeddingInput::Texts(texts), truncate)?;
+    model.embed_prepared(&sequences, &|| false)
 }

@@ -11,9 +11,11 @@ use helixflow_core::platform::{Caller, Scope};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The bearer token of an `Authorization` header value.
+/// The bearer token of an `Authorization` header value (the scheme's case does not matter,
+/// RFC 9110 §11.1).
 pub(crate) fn bearer(value: Option<&str>) -> Option<&str> {
-    value.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
+    let (scheme, token) = value?.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The caller presenting `token` if it may run inference: 401 for no or a bad key, 403 for a
@@ -75,9 +77,30 @@ async fn require(
     scope: Scope,
 ) -> Result<Response, ApiError> {
     let token = bearer(headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let caller = scoped_caller(state, token, scope).await?;
+    let caller = match scoped_caller(state, token, scope).await {
+        Ok(caller) => caller,
+        Err(e) => {
+            // Read the body the client sent (up to the body limit) so that its connection can
+            // carry the next request instead of being closed on the unread bytes.
+            let _ = axum::body::to_bytes(request.into_body(), state.body_limit()).await;
+            return Err(e);
+        }
+    };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer k", "bearer k", "BEARER  k ", " Bearer k"] {
+            assert_eq!(super::bearer(Some(header)), Some("k"), "{header}");
+        }
+        assert_eq!(super::bearer(Some("Basic k")), None);
+        assert_eq!(super::bearer(Some("Bearer")), None);
+        assert_eq!(super::bearer(None), None);
+    }
 }
 
 /// 403 unless `caller` may use `model`.

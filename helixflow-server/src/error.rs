@@ -119,6 +119,23 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
     }
 
+    /// This error with a `Retry-After` of `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        self
+    }
+
+    /// 503: the server is shutting down; a stream still running at the end of the grace
+    /// period ends with this.
+    pub fn shutting_down() -> Self {
+        Self {
+            code: Some("server_shutting_down"),
+            ..Self::overloaded("The server is shutting down; the generation was stopped.")
+        }
+    }
+
     /// 504: the generation ran past the request timeout (and was cancelled).
     pub fn timeout() -> Self {
         Self::new(
@@ -162,9 +179,10 @@ impl From<CoreError> for ApiError {
                 ),
                 ..Self::unknown_model(model)
             },
-            CoreError::Overloaded { .. } | CoreError::KvCacheFull { .. } => {
-                Self::overloaded(e.to_string())
-            }
+            CoreError::Overloaded {
+                retry_after_secs, ..
+            } => Self::overloaded(e.to_string()).retry_after(*retry_after_secs),
+            CoreError::KvCacheFull { .. } => Self::overloaded(e.to_string()),
             _ => Self::internal(e.to_string()),
         }
     }
@@ -204,7 +222,7 @@ impl IntoResponse for ApiError {
         if let Some(headers) = self.headers {
             response.headers_mut().extend(*headers);
         }
-        if retry {
+        if retry && !response.headers().contains_key(header::RETRY_AFTER) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -223,7 +241,12 @@ mod tests {
             "n must be between 1 and 16".into(),
         ));
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-        let busy = ApiError::from(CoreError::Overloaded { queued: 4 });
+        let busy = ApiError::from(CoreError::Overloaded {
+            queued: 4,
+            retry_after_secs: 7,
+        });
+        let response = busy.clone().into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
         assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
         let overflow = ApiError::from(CoreError::ContextOverflow {
             prompt_tokens: 10,

@@ -14,6 +14,7 @@
 //! same models over gRPC, and [`serve()`] runs both, over TLS by default.
 
 mod auth;
+pub mod connections;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
@@ -102,6 +103,8 @@ pub fn router(state: AppState) -> Router {
             metrics::track,
         ))
         .fallback(routes::health::not_found)
+        .method_not_allowed_fallback(routes::health::method_not_allowed)
+        .layer(axum::middleware::from_fn(routes::health::limit_headers))
         .layer(axum::extract::DefaultBodyLimit::max(state.body_limit()))
         .with_state(state)
 }

@@ -10,17 +10,21 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::Router;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 use helixflow_core::engine::EngineConfig;
-use helixflow_core::platform::{Authenticator, CreatedKey, LoginPolicy, Meter, Store};
+use helixflow_core::platform::{
+    write_private_file, Authenticator, CreatedKey, LoginPolicy, Meter, Store, TokenSecret,
+};
 use helixflow_core::registry::ModelRegistry;
 use helixflow_core::source::StderrProgress;
 
 use tower::ServiceExt;
 
+use crate::connections::{ConnectionGate, ConnectionLimits, GatedAcceptor};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Phase};
 
 /// How the server speaks TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +75,11 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// How long an access token from a login lasts (1 s to a day).
     pub token_lifetime: Duration,
+    /// The file holding the secret access tokens are signed with (made on first use);
+    /// `None`: `token-secret` in the data directory.
+    pub token_secret_file: Option<PathBuf>,
+    /// Connection limits of both listeners.
+    pub connections: ConnectionLimits,
 }
 
 /// Why the server could not run.
@@ -105,6 +114,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 /// settled and stored.
 const ACCOUNTING_WAIT: Duration = Duration::from_secs(10);
 
+/// How long connections stay open after the grace period, for the streams it cut off to send
+/// their shutdown error and end properly.
+const CUT_MARGIN: Duration = Duration::from_secs(2);
+
 /// Where the server listens, once it does.
 #[derive(Debug, Clone, Copy)]
 pub struct Listening {
@@ -136,10 +149,18 @@ pub async fn serve(
         ..LoginPolicy::default()
     };
     policy.validate()?;
+    // A fresh machine has no data directory yet; what it holds is private (0700, files 0600).
+    helixflow_core::platform::prepare_data_dir(&config.data_dir)?;
     let store = match &config.database_url {
         Some(url) => {
-            let store = Store::connect(url).await?;
+            let secret_file = config
+                .token_secret_file
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("token-secret"));
+            let secret = TokenSecret::load_or_create(&secret_file)?;
+            let store = Store::connect(url).await?.with_token_secret(secret);
             store.migrate().await?;
+            store.check_token_secret().await?;
             if let Some(created) = store.bootstrap_admin_key().await? {
                 announce_admin_key(&config.data_dir, &created)?;
             }
@@ -159,8 +180,11 @@ pub async fn serve(
     // ring is the one crypto provider compiled in; installing it twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    // One shutdown request reaches both servers.
+    // One shutdown request reaches both servers: they drain, and `grace` later the
+    // generations still running end with a shutdown error, which their connections get a
+    // moment to deliver.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Serving);
     let handle = Handle::new();
     let grace = config.grace;
     {
@@ -169,8 +193,21 @@ pub async fn serve(
             shutdown.await;
             tracing::info!("shutting down: letting in-flight requests finish for {grace:?}");
             let _ = stop.send(true);
-            handle.graceful_shutdown(Some(grace));
+            let _ = phase_tx.send(Phase::Draining);
+            handle.graceful_shutdown(Some(grace + CUT_MARGIN));
+            tokio::time::sleep(grace).await;
+            let _ = phase_tx.send(Phase::Cut);
         });
+    }
+    if let Some(open_files) = crate::connections::raise_open_files_limit() {
+        let needed = 2 * config.connections.max_connections as u64 + 256;
+        if open_files < needed {
+            tracing::warn!(
+                "the open-files limit ({open_files}) is below what --max-connections {} needs \
+                 on both listeners ({needed}); raise it (ulimit -n) or lower --max-connections",
+                config.connections.max_connections
+            );
+        }
     }
     let stop_requested = move || {
         let mut stopped = stopped.clone();
@@ -197,8 +234,15 @@ pub async fn serve(
                     Err(_) => std::future::pending().await,
                 }
             };
-            let served =
-                crate::grpc::serve_grpc(listener, tls.clone(), ready, stop_requested(), grace);
+            let gate = ConnectionGate::new(config.connections.max_connections, "gRPC");
+            let served = crate::grpc::serve_grpc(
+                listener,
+                tls.clone(),
+                ready,
+                stop_requested(),
+                grace,
+                (gate, config.connections),
+            );
             Some((bound, tokio::spawn(served)))
         }
         None => None,
@@ -207,12 +251,16 @@ pub async fn serve(
     let app_slot: Arc<OnceLock<Router>> = Arc::default();
     let service = loading_router(app_slot.clone()).into_make_service();
     let addr = SocketAddr::new(config.host, config.port);
+    let limits = config.connections;
+    let gate = ConnectionGate::new(limits.max_connections, "HTTP");
     let server = match &tls {
-        None => tokio::spawn(
-            axum_server::bind(addr)
-                .handle(handle.clone())
-                .serve(service),
-        ),
+        None => {
+            let mut server = axum_server::bind(addr)
+                .acceptor(GatedAcceptor::new(DefaultAcceptor, gate))
+                .handle(handle.clone());
+            crate::connections::configure(server.http_builder(), &limits);
+            tokio::spawn(server.serve(service))
+        }
         Some((cert, key)) => {
             let rustls = RustlsConfig::from_pem_file(cert, key)
                 .await
@@ -221,11 +269,14 @@ pub async fn serve(
                     cert.display(),
                     key.display()
                 )))?;
-            tokio::spawn(
-                axum_server::bind_rustls(addr, rustls)
-                    .handle(handle.clone())
-                    .serve(service),
-            )
+            let acceptor = RustlsAcceptor::new(rustls)
+                .handshake_timeout(limits.idle_timeout)
+                .acceptor(GatedAcceptor::new(DefaultAcceptor, gate));
+            let mut server = axum_server::bind(addr)
+                .acceptor(acceptor)
+                .handle(handle.clone());
+            crate::connections::configure(server.http_builder(), &limits);
+            tokio::spawn(server.serve(service))
         }
     };
     {
@@ -255,7 +306,8 @@ pub async fn serve(
         Ok(state) => {
             let state = state
                 .with_body_limit(config.body_limit)
-                .with_request_timeout(config.request_timeout);
+                .with_request_timeout(config.request_timeout)
+                .with_phase(phase);
             let _ = app_slot.set(crate::router(state.clone()));
             let _ = ready_tx.send(state);
             eprintln!("helixflow: models loaded, ready");
@@ -329,7 +381,6 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), ServeError> {
     if cert.exists() && key.exists() {
         return Ok((cert, key));
     }
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -337,9 +388,8 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), ServeError> {
     ];
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|e| ServeError::Config(format!("generating a certificate: {e}")))?;
-    std::fs::write(&cert, generated.cert.pem())
-        .map_err(io(format!("writing {}", cert.display())))?;
-    write_private(&key, &generated.key_pair.serialize_pem())?;
+    write_private_file(&cert, generated.cert.pem().as_bytes())?;
+    write_private_file(&key, generated.key_pair.serialize_pem().as_bytes())?;
     eprintln!(
         "helixflow: generated a self-signed certificate for localhost: {} (clients must trust \
          it or skip verification; pass --tls-cert/--tls-key for a real one)",
@@ -350,9 +400,8 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), ServeError> {
 
 /// Prints a bootstrap admin key once and keeps it in a file only its owner can read.
 fn announce_admin_key(dir: &Path, created: &CreatedKey) -> Result<(), ServeError> {
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let file = dir.join("admin-key");
-    write_private(&file, &format!("{}\n", created.secret))?;
+    write_private_file(&file, format!("{}\n", created.secret).as_bytes())?;
     eprintln!(
         "helixflow: the database had no admin key; created {} (prefix {}):\n\n    {}\n\n\
          It is shown only now and kept in {} (mode 0600). Rotate it: create another admin key \
@@ -365,21 +414,4 @@ fn announce_admin_key(dir: &Path, created: &CreatedKey) -> Result<(), ServeError
         created.key.id
     );
     Ok(())
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> Result<(), ServeError> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .map_err(io(format!("writing {}", path.display())))?;
-    file.write_all(contents.as_bytes())
-        .map_err(io(format!("writing {}", path.display())))
 }

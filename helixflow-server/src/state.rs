@@ -9,6 +9,8 @@ use helixflow_core::engine::EngineHandle;
 use helixflow_core::platform::{Authenticator, Meter};
 use helixflow_core::registry::ModelRegistry;
 
+use tokio::sync::watch;
+
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -27,6 +29,10 @@ struct Inner {
     metrics: Arc<Metrics>,
     request_timeout: Duration,
     meter: Meter,
+    phase: watch::Receiver<Phase>,
+    /// Places on the blocking pool for preparing prompts (rendering, tokenising): one per
+    /// core, so a burst of large prompts queues here instead of taking every thread.
+    preparing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -42,6 +48,10 @@ impl AppState {
                 metrics: Arc::default(),
                 request_timeout: crate::DEFAULT_REQUEST_TIMEOUT,
                 meter: Meter::off(),
+                phase: Phase::never(),
+                preparing: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )),
             }),
         }
     }
@@ -62,6 +72,39 @@ impl AppState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// The same state following a shutdown's `phase`: generations still running when it
+    /// reaches [`Phase::Cut`] end with a shutdown error.
+    pub fn with_phase(self, phase: watch::Receiver<Phase>) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.phase = phase;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// How far a shutdown has gone.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.inner.phase.clone()
+    }
+
+    /// Runs `work` (CPU-heavy: a template render, a tokenisation) on the blocking pool, at
+    /// most one such job per core at a time, off the threads that serve connections.
+    pub(crate) async fn prepare<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> helixflow_core::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _permit = self
+            .inner
+            .preparing
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("the preparation pool is closed"))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))?
+            .map_err(ApiError::from)
     }
 
     /// How long one generation may take before it is cut off.
@@ -133,5 +176,32 @@ fn model_error(e: helixflow_core::Error) -> ApiError {
     ApiError {
         param: Some("model".into()),
         ..e.into()
+    }
+}
+
+/// How far a shutdown has gone, as the streaming calls see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Serving.
+    Serving,
+    /// Shutting down: no new calls; endless streams (the stats feed) end, generations finish.
+    Draining,
+    /// The grace period is over: generations still running end with a shutdown error (and
+    /// are recorded with status 503, not as cancelled by their client) before the server
+    /// stops.
+    Cut,
+}
+
+impl Phase {
+    /// A phase that stays [`Phase::Serving`].
+    pub fn never() -> watch::Receiver<Phase> {
+        watch::channel(Phase::Serving).1
+    }
+
+    /// Resolves once `phase` reaches `at`; never, if its sender is gone without it.
+    pub(crate) async fn reached(phase: &mut watch::Receiver<Phase>, at: Phase) {
+        if phase.wait_for(|p| *p >= at).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -96,6 +96,9 @@ pub(crate) struct EmbeddingRequest {
     pub(crate) encoding_format: Option<String>,
     /// Only the model's own dimension is supported; any other value is rejected.
     pub(crate) dimensions: Option<usize>,
+    /// Cut inputs longer than the model takes to its limit (an extension, as Hugging Face's
+    /// text-embeddings-inference names it); without it they are refused.
+    pub(crate) truncate: Option<bool>,
     #[allow(dead_code)]
     pub(crate) user: Option<String>,
 }

@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 
 /// A replica: its own connection pool to the shared database.
 async fn replica(url: &str) -> Router {
-    let store = Store::connect(url).await.unwrap();
+    let store = Store::connect(url)
+        .await
+        .unwrap()
+        .with_token_secret(helixflow_core::platform::TokenSecret::from_bytes([7; 32]));
     let auth = Authenticator::new(Some(store), Some("operator-key".into()));
     router(AppState::new(models(engine(), true), None).with_auth(auth))
 }
@@ -23,7 +26,10 @@ async fn replica(url: &str) -> Router {
 async fn stored_keys_carry_scopes_models_and_revocation_across_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("platform.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_token_secret(helixflow_core::platform::TokenSecret::from_bytes([7; 32]));
     store.migrate().await.unwrap();
     let (a, b) = (replica(&url).await, replica(&url).await);
 
@@ -137,7 +143,10 @@ async fn stored_keys_carry_scopes_models_and_revocation_across_replicas() {
 async fn admin_routes_manage_keys_and_refuse_hostile_input() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("platform.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_token_secret(helixflow_core::platform::TokenSecret::from_bytes([7; 32]));
     store.migrate().await.unwrap();
     let app = replica(&url).await;
     let send = |method: &'static str, path: String, body: Option<String>, key: &str| {

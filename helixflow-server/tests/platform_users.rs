@@ -21,7 +21,10 @@ const PASSWORD: &str = "correct horse battery";
 
 /// A replica: its own connection pool to the shared database.
 async fn replica(url: &str) -> Router {
-    let store = Store::connect(url).await.unwrap();
+    let store = Store::connect(url)
+        .await
+        .unwrap()
+        .with_token_secret(helixflow_core::platform::TokenSecret::from_bytes([7; 32]));
     let auth = Authenticator::new(Some(store), Some(OPERATOR.into()));
     router(AppState::new(models(engine(), false), None).with_auth(auth))
 }
@@ -29,7 +32,10 @@ async fn replica(url: &str) -> Router {
 /// A migrated SQLite database in `dir`, and its URL.
 async fn database(dir: &tempfile::TempDir) -> (Store, String) {
     let url = format!("sqlite://{}", dir.path().join("platform.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_token_secret(helixflow_core::platform::TokenSecret::from_bytes([7; 32]));
     store.migrate().await.unwrap();
     (store, url)
 }

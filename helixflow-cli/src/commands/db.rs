@@ -10,9 +10,6 @@ use crate::args::{DbArgs, DbCommand, StoreArgs};
 pub async fn open_store(args: &StoreArgs) -> Result<Store> {
     let dir = crate::commands::data_dir(args.data_dir.as_deref())?;
     let url = Store::url_from_env(&dir)?;
-    if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let store = Store::connect(&url)
         .await
         .with_context(|| format!("opening the database {}", redact(&url)))?;

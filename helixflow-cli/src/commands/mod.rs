@@ -15,12 +15,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 /// Where the server and the store keep their files: `dir` if given, else the user's data
-/// directory.
+/// directory; created if missing (a fresh machine has none), private to its owner.
 pub fn data_dir(dir: Option<&Path>) -> Result<PathBuf> {
-    match dir {
-        Some(dir) => Ok(dir.to_path_buf()),
-        None => Ok(dirs::data_dir()
+    let dir = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => dirs::data_dir()
             .context("no data directory: pass --data-dir")?
-            .join("helixflow")),
-    }
+            .join("helixflow"),
+    };
+    // Whatever had to be tightened is logged as a warning.
+    helixflow_core::platform::prepare_data_dir(&dir)?;
+    Ok(dir)
 }

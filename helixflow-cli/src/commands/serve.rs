@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use helixflow_core::engine::{EngineConfig, KvBudget};
+use helixflow_server::connections::ConnectionLimits;
 use helixflow_server::{ServeConfig, Tls};
 
 use crate::args::ServeArgs;
@@ -40,6 +41,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         grace: Duration::from_secs(args.grace_seconds),
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         token_lifetime: Duration::from_secs(args.token_lifetime_seconds),
+        token_secret_file: args.token_secret_file,
+        connections: ConnectionLimits {
+            max_connections: args.max_connections,
+            idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
+            ..ConnectionLimits::default()
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async { helixflow_server::serve(config, shutdown_signal(), |_| {}).await })?;

@@ -49,6 +49,21 @@ pub struct EmbeddingModel {
     lowercase: bool,
 }
 
+/// The most inputs one embedding request may carry (OpenAI's limit).
+pub const MAX_INPUTS_PER_REQUEST: usize = 2048;
+
+/// The most tokens one embedding request may carry, special tokens included (OpenAI's limit).
+pub const MAX_TOKENS_PER_REQUEST: usize = 300_000;
+
+/// One embedding request's inputs, as the APIs take them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbeddingInput {
+    /// Texts, tokenised with the model's special tokens.
+    Texts(Vec<String>),
+    /// Token id lists, used as given.
+    TokenIds(Vec<Vec<u32>>),
+}
+
 /// The result of one embedding call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {
@@ -168,25 +183,7 @@ impl EmbeddingModel {
     /// The token ids `embed` feeds the model for `text`: special tokens added, truncated to
     /// [`max_seq_len`](Self::max_seq_len), no padding.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        let lowered;
-        let text = if self.lowercase {
-            lowered = text.to_lowercase();
-            lowered.as_str()
-        } else {
-            text
-        };
-        let encoding = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let ids = encoding.get_ids().to_vec();
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(Error::Tokenizer(format!(
-                "the tokenizer produced id {id}, outside the model's vocabulary of {}",
-                self.vocab_size
-            )));
-        }
-        Ok(ids)
+        self.tokenize_checked(text).map(|(ids, _)| ids)
     }
 
     /// The token ids of `text` without the special tokens (`[CLS]`, `[SEP]`) and untruncated.
@@ -259,9 +256,135 @@ impl EmbeddingModel {
         self.embed_sequences(&sequences)
     }
 
+    /// The token ids of one request's inputs, checked against the request limits (at most
+    /// [`MAX_INPUTS_PER_REQUEST`] inputs and [`MAX_TOKENS_PER_REQUEST`] tokens). An input
+    /// longer than [`max_seq_len`](Self::max_seq_len) is an error naming it, unless
+    /// `truncate` asks for it to be cut to that length.
+    pub fn prepare_request(&self, input: EmbeddingInput, truncate: bool) -> Result<Vec<Vec<u32>>> {
+        let count = match &input {
+            EmbeddingInput::Texts(texts) => texts.len(),
+            EmbeddingInput::TokenIds(lists) => lists.len(),
+        };
+        if count == 0 {
+            return Err(Error::InvalidRequest("there is nothing to embed".into()));
+        }
+        if count > MAX_INPUTS_PER_REQUEST {
+            return Err(Error::InvalidRequest(format!(
+                "{count} inputs in one request; at most {MAX_INPUTS_PER_REQUEST} are accepted"
+            )));
+        }
+        let too_long = |index: usize, tokens: String| {
+            Error::InvalidRequest(format!(
+                "input {index} is {tokens} tokens, longer than the {} the model `{}` takes; \
+                 shorten it, or ask for truncation (`truncate: true`)",
+                self.max_seq_len, self.name
+            ))
+        };
+        let mut total = 0usize;
+        let mut sequences = Vec::with_capacity(count);
+        let mut add = |ids: Vec<u32>| -> Result<()> {
+            total = total.saturating_add(ids.len());
+            if total > MAX_TOKENS_PER_REQUEST {
+                return Err(Error::InvalidRequest(format!(
+                    "the inputs are more than {MAX_TOKENS_PER_REQUEST} tokens; split the request"
+                )));
+            }
+            sequences.push(ids);
+            Ok(())
+        };
+        match input {
+            EmbeddingInput::Texts(texts) => {
+                let bytes: usize = texts.iter().map(String::len).sum();
+                for (index, text) in texts.iter().enumerate() {
+                    let (ids, cut) = self.tokenize_checked(text)?;
+                    if cut && !truncate {
+                        return Err(too_long(index, "more".into()));
+                    }
+                    add(ids)?;
+                }
+                crate::chat_model::release_after_large_input(bytes);
+            }
+            EmbeddingInput::TokenIds(lists) => {
+                for (index, mut ids) in lists.into_iter().enumerate() {
+                    if ids.is_empty() {
+                        return Err(Error::InvalidRequest(format!(
+                            "input {index} is an empty token array"
+                        )));
+                    }
+                    if ids.len() > self.max_seq_len {
+                        if !truncate {
+                            return Err(too_long(index, ids.len().to_string()));
+                        }
+                        ids.truncate(self.max_seq_len);
+                    }
+                    add(ids)?;
+                }
+            }
+        }
+        Ok(sequences)
+    }
+
+    /// Embeds what [`prepare_request`](Self::prepare_request) returned, asking `cancelled`
+    /// between batches: once it says yes, the work stops with [`Error::Cancelled`].
+    pub fn embed_prepared(
+        &self,
+        sequences: &[Vec<u32>],
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Embeddings> {
+        if let Some((index, &id)) = sequences.iter().enumerate().find_map(|(i, ids)| {
+            ids.iter()
+                .find(|&&id| id as usize >= self.vocab_size)
+                .map(|id| (i, id))
+        }) {
+            return Err(Error::InvalidRequest(format!(
+                "input {index} has token id {id}, outside the vocabulary of {} tokens",
+                self.vocab_size
+            )));
+        }
+        if sequences.iter().any(|ids| ids.len() > self.max_seq_len) {
+            return Err(Error::InvalidRequest(format!(
+                "an input is longer than the model's {} tokens",
+                self.max_seq_len
+            )));
+        }
+        self.embed_batches(sequences, cancelled)
+    }
+
+    /// [`tokenize`](Self::tokenize), and whether the text was cut to fit.
+    fn tokenize_checked(&self, text: &str) -> Result<(Vec<u32>, bool)> {
+        let lowered;
+        let text = if self.lowercase {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let ids = encoding.get_ids().to_vec();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer produced id {id}, outside the model's vocabulary of {}",
+                self.vocab_size
+            )));
+        }
+        Ok((ids, !encoding.get_overflowing().is_empty()))
+    }
+
     /// Runs the encoder over non-empty, in-vocabulary, truncated sequences in length-sorted
     /// batches, and returns the vectors in input order.
     fn embed_sequences(&self, sequences: &[Vec<u32>]) -> Result<Embeddings> {
+        self.embed_batches(sequences, &|| false)
+    }
+
+    /// [`embed_sequences`](Self::embed_sequences), stopping between batches once `cancelled`.
+    fn embed_batches(
+        &self,
+        sequences: &[Vec<u32>],
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Embeddings> {
         if let Some(index) = sequences.iter().position(Vec::is_empty) {
             return Err(Error::InvalidRequest(format!(
                 "input {index} has no tokens to embed"
@@ -270,6 +393,9 @@ impl EmbeddingModel {
         let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
         let mut vectors = vec![Vec::new(); sequences.len()];
         for batch in plan_batches(&lengths, MAX_BATCH_SEQUENCES, MAX_BATCH_TOKENS) {
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
             let members: Vec<&[u32]> = batch
                 .iter()
                 .filter_map(|&i| sequences.get(i).map(Vec::as_slice))

@@ -148,9 +148,15 @@ impl EngineHandle {
         };
         match self.inner.submissions.try_send(submission) {
             Ok(()) => Ok(stream),
-            Err(TrySendError::Full(_)) => Err(Error::Overloaded {
-                queued: self.inner.config.queue_capacity,
-            }),
+            Err(TrySendError::Full(_)) => {
+                // A retry waits behind the whole queue: tell it how long the queue takes
+                // to drain at the rate requests have been ending.
+                let queued = self.inner.config.queue_capacity;
+                Err(Error::Overloaded {
+                    queued,
+                    retry_after_secs: self.inner.stats.retry_after_secs(queued),
+                })
+            }
             Err(TrySendError::Disconnected(_)) => Err(Error::EngineStopped),
         }
     }

@@ -158,6 +158,7 @@ impl Worker {
         if cancelled > 0 {
             self.stats
                 .update(|s| s.cancelled_requests += cancelled as u64);
+            self.stats.ended(cancelled);
         }
     }
 
@@ -329,6 +330,27 @@ impl Worker {
         let Some(plan) = self.plan() else {
             return;
         };
+        // A failure that belongs to one sequence ends its request alone, before the step.
+        let model = self.chat.model();
+        for &(r, c, n) in &plan {
+            let request = &mut self.running[r];
+            let Some(seq) = request.choices.get(c) else {
+                continue;
+            };
+            if let Err(e) = seq.check_step(model, n) {
+                tracing::warn!("a request cannot continue and was ended: {e}");
+                request.submission.sink.send(EngineEvent::Failed(e));
+                request.choices.clear();
+            }
+        }
+        let plan: Vec<_> = plan
+            .into_iter()
+            .filter(|&(r, _, _)| !self.running[r].choices.is_empty())
+            .collect();
+        if plan.is_empty() {
+            self.running.retain(|r| !r.choices.is_empty());
+            return;
+        }
         let batch_tokens: usize = plan.iter().map(|&(_, _, n)| n).sum();
         let prefill_tokens: usize = plan
             .iter()
@@ -360,15 +382,18 @@ impl Worker {
         let order = match stepped {
             Ok(ok) => ok,
             Err(e) => {
-                // A failed step fails the requests in it; the others go on.
+                // Every sequence passed its own checks: this is a fault of the whole step,
+                // which fails the requests in it (the others go on).
+                tracing::error!("an engine step of {} sequences failed: {e}", plan.len());
                 let mut failed: Vec<usize> = plan.iter().map(|&(r, _, _)| r).collect();
                 failed.sort_unstable();
                 failed.dedup();
                 for &r in failed.iter().rev() {
                     let request = self.running.remove(r);
-                    let message = Error::InvalidRequest(format!("the model step failed: {e}"));
+                    let message = Error::StepFailed(e.to_string());
                     request.submission.sink.send(EngineEvent::Failed(message));
                 }
+                self.running.retain(|r| !r.choices.is_empty());
                 return;
             }
         };
@@ -420,6 +445,7 @@ impl Worker {
             s.last_batch_tokens = batch_tokens;
             s.finished_requests += finished_count;
         });
+        self.stats.ended(finished_count as usize);
         self.running.retain(|r| {
             if r.choices.is_empty() {
                 return false; // failed above

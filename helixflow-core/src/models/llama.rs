@@ -347,29 +347,39 @@ impl LlamaModel {
         result
     }
 
+    /// Whether one sequence can take a step of `tokens` after `cached` positions: tokens in
+    /// the vocabulary, positions within the context. What fails here belongs to that sequence
+    /// alone; an engine checks it before batching the sequence with others.
+    pub fn check_step(&self, tokens: &[u32], cached: usize) -> Result<()> {
+        let cfg = &self.config;
+        if tokens.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a sequence step has no tokens".into(),
+            ));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(Error::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                cfg.vocab_size
+            )));
+        }
+        let end = cached.saturating_add(tokens.len());
+        if end > cfg.context_length {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: cached,
+                max_tokens: tokens.len(),
+                context: cfg.context_length,
+            });
+        }
+        Ok(())
+    }
+
     fn forward_packed(&self, batch: &mut [SeqStep<'_>], logits: &mut Logits) -> Result<()> {
         let cfg = &self.config;
         let mut spans = Vec::with_capacity(batch.len());
         let mut all_tokens = Vec::new();
         for seq in batch.iter() {
-            if seq.tokens.is_empty() {
-                return Err(Error::InvalidRequest(
-                    "a sequence step has no tokens".into(),
-                ));
-            }
-            if let Some(&bad) = seq.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-                return Err(Error::InvalidRequest(format!(
-                    "token id {bad} is outside the vocabulary of {} tokens",
-                    cfg.vocab_size
-                )));
-            }
-            let end = seq.kv.len() + seq.tokens.len();
-            if end > cfg.context_length {
-                return Err(Error::InvalidRequest(format!(
-                    "sequence of {end} tokens exceeds the context of {} tokens",
-                    cfg.context_length
-                )));
-            }
+            self.check_step(seq.tokens, seq.kv.len())?;
             spans.push(Span {
                 row: all_tokens.len(),
                 len: seq.tokens.len(),

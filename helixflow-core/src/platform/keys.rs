@@ -311,6 +311,12 @@ fn check_new(new: &NewKey) -> Result<(), PlatformError> {
             "a budget needs both a token count and a period",
         ));
     }
+    // A key that could never be used is a mistake (a wrong unit, a clock), not a request.
+    if let Some(at) = new.expires_at.filter(|&at| at <= unix_now()) {
+        return Err(PlatformError::invalid(format!(
+            "expires_at ({at}) is not in the future"
+        )));
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 //! ```
 
 mod auth;
+mod data_dir;
 mod defaults;
 mod keys;
 mod meter;
@@ -27,13 +28,14 @@ mod users;
 
 pub use crate::calendar::utc_date;
 pub use auth::{Authenticator, Caller, CACHE_TTL};
+pub use data_dir::{prepare_data_dir, write_private_file};
 pub use keys::{is_plausible_key_id, ApiKey, BudgetPeriod, CreatedKey, KeyLimits, NewKey, Scope};
 pub use meter::{Meter, Metered, MeteredRequest, Progress, CLIENT_CLOSED};
 pub use quota::{Limit, LimitStatus, QuotaError, QuotaRefusal, Reservation};
 pub use recorder::{UsageRecorder, FLUSH_INTERVAL};
 pub use store::{Backend, Store};
 pub use tokens::{
-    looks_like_jwt, AccessToken, LoginOutcome, LoginPolicy, TokenId, UserSession,
+    looks_like_jwt, AccessToken, LoginOutcome, LoginPolicy, TokenId, TokenSecret, UserSession,
     DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME,
 };
 pub use usage::{UsageFilter, UsageGroup, UsageRecord, UsageTotals};

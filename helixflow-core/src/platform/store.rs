@@ -11,6 +11,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::tokens::TokenSecret;
 use super::PlatformError;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,6 +30,8 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// The server's half of the access-token key (see [`TokenSecret`]).
+    token_secret: Option<TokenSecret>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,7 +58,13 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self, PlatformError> {
         let pool = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|e| PlatformError::config(format!("bad SQLite URL `{url}`: {e}")))?
+                .map_err(|e| PlatformError::config(format!("bad SQLite URL `{url}`: {e}")))?;
+            // Made private before SQLite opens it; its journal files take its mode.
+            let file = options.get_filename();
+            if file != Path::new(":memory:") && !file.as_os_str().is_empty() {
+                super::data_dir::create_private_file(file)?;
+            }
+            let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // WAL with NORMAL sync is crash-safe for the database; only a power loss can
@@ -81,7 +90,20 @@ impl Store {
                 "DATABASE_URL must start with sqlite:// or postgres://, not `{url}`"
             )));
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            token_secret: None,
+        })
+    }
+
+    /// This store with the server's token secret, which access tokens need.
+    pub fn with_token_secret(mut self, secret: TokenSecret) -> Self {
+        self.token_secret = Some(secret);
+        self
+    }
+
+    pub(crate) fn token_secret(&self) -> Option<&TokenSecret> {
+        self.token_secret.as_ref()
     }
 
     /// The database URL the environment names, else a SQLite file in `data_dir`:

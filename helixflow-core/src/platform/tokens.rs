@@ -1,7 +1,9 @@
 //! Access tokens: what a user's login gives, presented as a bearer token until it expires.
 //!
-//! A token is a JWT signed with HS256 (HMAC-SHA-256) by a key kept in the database, so every
-//! replica issues and checks the same tokens. Its claims are the user's id (`sub`), name,
+//! A token is a JWT signed with HS256 (HMAC-SHA-256) by a key derived from the server's
+//! [`TokenSecret`] (a file beside the database, never in it) and a salt kept in the database,
+//! so every replica given the same secret issues and checks the same tokens, and a copy of
+//! the database alone mints none. Its claims are the user's id (`sub`), name,
 //! scopes, a random token id (`jti`), and when it was issued and expires. A token is refused
 //! once it expires, once its `jti` is revoked (logout, an admin), or once its user is
 //! disabled; those last two are database lookups, cached per replica for at most
@@ -245,38 +247,145 @@ fn seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// The server's half of the access-token signing key, kept outside the database: the key
+/// that signs tokens is derived from this secret and a random salt stored in the database,
+/// so that a copy of the database alone cannot mint tokens. Replicas sharing a database
+/// must share the secret too (the same file); a replica with another secret is refused
+/// ([`Store::signing_key`] checks a verifier stored beside the salt).
+#[derive(Clone)]
+pub struct TokenSecret([u8; 32]);
+
+impl std::fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSecret(***)")
+    }
+}
+
+impl TokenSecret {
+    /// A fresh secret from the operating system's CSPRNG.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// A secret of the given bytes (for replicas that get it from elsewhere, and tests).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The secret in `path` (64 hexadecimal digits), made there (mode 0600) if the file does
+    /// not exist.
+    pub fn load_or_create(path: &std::path::Path) -> Result<Self, PlatformError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_hex(text.trim()).ok_or_else(|| {
+                PlatformError::config(format!(
+                    "{} is not a token secret (64 hexadecimal digits)",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = Self::random();
+                super::data_dir::write_private_file(
+                    path,
+                    format!("{}\n", secret.hex()).as_bytes(),
+                )?;
+                Ok(secret)
+            }
+            Err(e) => Err(PlatformError::config(format!(
+                "reading the token secret {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn from_hex(text: &str) -> Option<Self> {
+        let bytes = decode_hex(text)?;
+        Some(Self(bytes))
+    }
+
+    fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn decode_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The `platform_secrets` row holding a MAC of a fixed text under the derived key: replicas
+/// whose secrets differ would sign tokens the others refuse, so they are refused at start.
+const VERIFIER_NAME: &str = "access_token_hs256_verifier";
+
 impl Store {
-    /// The signing key, made by the first replica that needs it: every replica inserts a
-    /// fresh one unless one exists, then reads whichever won.
-    pub(crate) async fn signing_key(&self) -> Result<SigningKey, PlatformError> {
-        let fresh: String = rand::random::<[u8; 32]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+    /// Inserts `value` under `name` in `platform_secrets` unless a row exists, then reads
+    /// whichever value won (replicas starting together agree on one).
+    async fn shared_secret_row(&self, name: &str, value: &str) -> Result<String, PlatformError> {
         let insert = "INSERT INTO platform_secrets (name, value, created_at) VALUES ($1, $2, $3) \
                       ON CONFLICT (name) DO NOTHING";
         let select = "SELECT value FROM platform_secrets WHERE name = $1";
-        let stored: String = on_pool!(self, |pool| {
+        Ok(on_pool!(self, |pool| {
             sqlx::query(insert)
-                .bind(SIGNING_KEY_NAME)
-                .bind(&fresh)
+                .bind(name)
+                .bind(value)
                 .bind(unix_now())
                 .execute(pool)
                 .await?;
             sqlx::query_scalar(select)
-                .bind(SIGNING_KEY_NAME)
+                .bind(name)
                 .fetch_one(pool)
                 .await?
-        });
-        let damaged = || PlatformError::config("the stored access-token signing key is damaged");
-        if stored.len() != 64 {
-            return Err(damaged());
+        }))
+    }
+
+    /// The signing key: HMAC-SHA-256 of the database's salt (made by the first replica that
+    /// needs it) under this server's [`TokenSecret`]. Refused when the store has no secret,
+    /// or one other than the secret the database's tokens are signed with.
+    pub(crate) async fn signing_key(&self) -> Result<SigningKey, PlatformError> {
+        let secret = self.token_secret().ok_or_else(|| {
+            PlatformError::config(
+                "no token secret: access tokens need the server's secret (Store::with_token_secret)",
+            )
+        })?;
+        let fresh: String = TokenSecret::random().hex();
+        let salt = self.shared_secret_row(SIGNING_KEY_NAME, &fresh).await?;
+        if decode_hex(&salt).is_none() {
+            return Err(PlatformError::config(
+                "the stored access-token salt is damaged",
+            ));
         }
-        let mut key = [0u8; 32];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&stored[2 * i..2 * i + 2], 16).map_err(|_| damaged())?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC takes any key");
+        mac.update(b"helixflow access-token key\0");
+        mac.update(salt.as_bytes());
+        let key = SigningKey(mac.finalize().into_bytes().into());
+        let mut check = key.mac();
+        check.update(b"helixflow token secret verifier");
+        let verifier: String = check
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let stored = self.shared_secret_row(VERIFIER_NAME, &verifier).await?;
+        if stored != verifier {
+            return Err(PlatformError::config(
+                "this server's token secret is not the one this database's access tokens are \
+                 signed with: every replica sharing a database needs the same token secret file \
+                 (--token-secret-file)",
+            ));
         }
-        Ok(SigningKey(key))
+        Ok(key)
+    }
+
+    /// Checks, at start, that access tokens can be signed and checked with this server's
+    /// secret (see [`Store::signing_key`]).
+    pub async fn check_token_secret(&self) -> Result<(), PlatformError> {
+        self.signing_key().await.map(|_| ())
     }
 
     /// Logs `username` in with the default [`LoginPolicy`].

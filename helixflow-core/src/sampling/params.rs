@@ -99,6 +99,14 @@ impl SamplingParams {
                 self.top_p
             )));
         }
+        if let Some(k) = self.top_k {
+            if k == 0 || k > vocab_size {
+                return Err(invalid(format!(
+                    "top_k must be between 1 and the vocabulary's {vocab_size} tokens, got {k} \
+                     (leave it out to sample from every token)"
+                )));
+            }
+        }
         check_range("min_p", self.min_p, 0.0, 1.0)?;
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return Err(invalid(format!(
@@ -223,7 +231,7 @@ mod tests {
         let p = SamplingParams {
             temperature: 2.0,
             top_p: 1e-6,
-            top_k: Some(1_000_000),
+            top_k: Some(VOCAB),
             min_p: 1.0,
             repetition_penalty: 0.01,
             frequency_penalty: -2.0,
@@ -288,6 +296,15 @@ mod tests {
             },
             "min_p",
         );
+        for k in [0, VOCAB + 1, 1_000_000_000_000_000] {
+            rejects(
+                SamplingParams {
+                    top_k: Some(k),
+                    ..base()
+                },
+                "top_k",
+            );
+        }
         rejects(
             SamplingParams {
                 min_p: 1.5,

@@ -34,6 +34,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// The same pipeline treating special-token text as plain text; built on first use.
     special_as_text: OnceLock<tokenizers::Tokenizer>,
+    /// Finds the text of special tokens in user content; built on first use.
+    special_finder: OnceLock<Option<aho_corasick::AhoCorasick>>,
     vocab_size: usize,
     special_ids: HashSet<u32>,
     bos_token: Option<String>,
@@ -62,6 +64,7 @@ impl Tokenizer {
         let mut tokenizer = Tokenizer {
             inner,
             special_as_text: OnceLock::new(),
+            special_finder: OnceLock::new(),
             vocab_size: vocab.tokens.len(),
             special_ids,
             bos_token: token_text(vocab.bos_token_id),
@@ -126,6 +129,7 @@ impl Tokenizer {
         let mut tokenizer = Tokenizer {
             inner,
             special_as_text: OnceLock::new(),
+            special_finder: OnceLock::new(),
             vocab_size,
             special_ids,
             bos_token: config.bos_token,
@@ -158,6 +162,31 @@ impl Tokenizer {
             .encode_fast(text, false)
             .map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The first special token whose text occurs in `text` (such text would become that
+    /// token if tokenised with `parse_special`), with its byte offset.
+    pub fn find_special_text<'t>(&self, text: &'t str) -> Option<(usize, &'t str)> {
+        let finder = self.special_finder.get_or_init(|| {
+            let mut texts: Vec<String> = self
+                .special_ids
+                .iter()
+                .filter_map(|&id| self.inner.id_to_token(id))
+                .filter(|t| !t.is_empty())
+                .collect();
+            texts.extend(
+                self.inner
+                    .get_added_tokens_decoder()
+                    .values()
+                    .filter(|t| t.special && !t.content.is_empty())
+                    .map(|t| t.content.clone()),
+            );
+            texts.sort();
+            texts.dedup();
+            aho_corasick::AhoCorasick::new(texts).ok()
+        });
+        let found = finder.as_ref()?.find(text)?;
+        Some((found.start(), &text[found.range()]))
     }
 
     /// Turns `text` into the ids a Hugging Face model expects as a whole input: special-token

@@ -23,7 +23,10 @@ pub struct Fresh {
 pub async fn sqlite() -> Fresh {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_token_secret(helixflow_core::platform::TokenSecret::from_bytes([7; 32]));
     store.migrate().await.unwrap();
     Fresh {
         store,
@@ -52,7 +55,10 @@ pub async fn postgres() -> Option<Fresh> {
         .unwrap();
     let (base, _) = admin_url.rsplit_once('/').unwrap();
     let url = format!("{base}/{name}");
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_token_secret(helixflow_core::platform::TokenSecret::from_bytes([7; 32]));
     store.migrate().await.unwrap();
     Some(Fresh {
         store,

@@ -452,10 +452,14 @@ class Engine:
         answer = await _in_thread(submit())
         return kind.from_dict(json.loads(answer))  # type: ignore[no-any-return]
 
-    def embed(self, texts: Union[str, Sequence[str]], *, as_numpy: bool = False) -> Any:
+    def embed(
+        self, texts: Union[str, Sequence[str]], *, as_numpy: bool = False, truncate: bool = False
+    ) -> Any:
         """Embeds each text: a list of vectors (lists of floats), one per text, in order; a
         single string gives a list of one vector. With ``as_numpy=True``, a float32 NumPy
-        array of shape ``(len(texts), dimension)`` (NumPy must be installed)."""
+        array of shape ``(len(texts), dimension)`` (NumPy must be installed). A text longer
+        than the model takes is an error unless ``truncate=True`` cuts it to that length; at
+        most 2048 texts and 300,000 tokens a call."""
         if isinstance(texts, str):
             texts = [texts]
         if isinstance(texts, bytes) or not isinstance(texts, Sequence) or not all(
@@ -464,13 +468,15 @@ class Engine:
             raise ParameterTypeError("texts must be a string or a list of strings")
         if not isinstance(as_numpy, bool):
             raise ParameterTypeError("as_numpy must be a boolean")
+        if not isinstance(truncate, bool):
+            raise ParameterTypeError("truncate must be a boolean")
         if not as_numpy:
-            return self._native.embed(list(texts))
+            return self._native.embed(list(texts), truncate)
         try:
             import numpy
         except ImportError:
             raise ImportError("embed(as_numpy=True) needs NumPy: pip install numpy") from None
-        data, rows, dimension = self._native.embed_packed(list(texts))
+        data, rows, dimension = self._native.embed_packed(list(texts), truncate)
         return numpy.frombuffer(data, dtype="<f4").reshape(rows, dimension)
 
     def tokenize(self, text: str, *, special: bool = True) -> List[int]:

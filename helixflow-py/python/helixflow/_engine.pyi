@@ -269,17 +269,23 @@ class Engine:
 
     @overload
     def embed(
-        self, texts: Union[str, Sequence[str]], *, as_numpy: Literal[False] = ...
+        self,
+        texts: Union[str, Sequence[str]],
+        *,
+        as_numpy: Literal[False] = ...,
+        truncate: bool = ...,
     ) -> List[List[float]]:
         """Embeds each text: a list of vectors (lists of floats), one per text, in order; a
         single string gives a list of one vector."""
     @overload
-    def embed(self, texts: Union[str, Sequence[str]], *, as_numpy: Literal[True]) -> _Float32Array:
+    def embed(
+        self, texts: Union[str, Sequence[str]], *, as_numpy: Literal[True], truncate: bool = ...
+    ) -> _Float32Array:
         """Embeds each text as a float32 NumPy array of shape ``(len(texts), dimension)``
         (NumPy must be installed)."""
     @overload
     def embed(
-        self, texts: Union[str, Sequence[str]], *, as_numpy: bool
+        self, texts: Union[str, Sequence[str]], *, as_numpy: bool, truncate: bool = ...
     ) -> Union[List[List[float]], _Float32Array]:
         """Embeds each text, as lists or as a NumPy array as ``as_numpy`` says."""
     def tokenize(self, text: str, *, special: bool = ...) -> List[int]:

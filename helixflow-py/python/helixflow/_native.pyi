@@ -59,9 +59,9 @@ class NativeEngine:
         include_usage: bool,
     ) -> NativeGeneration:
         """Queues a text completion."""
-    def embed(self, texts: List[str]) -> List[List[float]]:
+    def embed(self, texts: List[str], truncate: bool) -> List[List[float]]:
         """One vector per text."""
-    def embed_packed(self, texts: List[str]) -> Tuple[bytearray, int, int]:
+    def embed_packed(self, texts: List[str], truncate: bool) -> Tuple[bytearray, int, int]:
         """The vectors as packed little-endian f32s, with the row count and dimension."""
     def tokenize(self, text: str, special: bool) -> List[int]:
         """The token ids of ``text``."""

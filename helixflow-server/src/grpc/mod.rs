@@ -8,8 +8,8 @@ mod server;
 
 pub use admin::{AuthService, MonitoringService};
 
+pub use crate::state::Phase;
 pub use server::serve_grpc;
-use tokio::sync::watch;
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -23,9 +23,10 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{bearer, check_model, inference_caller};
 use crate::error::ApiError;
-use crate::routes::embeddings::Inputs;
+use crate::routes::embeddings::embed_for;
 use crate::routes::generate::{submit, Events, Origin};
 use crate::state::AppState;
+use helixflow_core::embeddings::EmbeddingInput;
 
 /// The generated protobuf messages, service traits and clients.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -41,21 +42,13 @@ use proto::inference_server::Inference;
 #[derive(Clone)]
 pub struct InferenceService {
     state: Arc<OnceLock<AppState>>,
-    phase: watch::Receiver<Phase>,
 }
 
 impl InferenceService {
-    /// A service that answers once `state` is set.
+    /// A service that answers once `state` is set; its streams end with a shutdown error
+    /// when the state's [`Phase`] reaches [`Phase::Cut`].
     pub fn new(state: Arc<OnceLock<AppState>>) -> Self {
-        Self {
-            state,
-            phase: Phase::never(),
-        }
-    }
-
-    /// The same service, cutting its streams off when `phase` reaches [`Phase::Cut`].
-    pub fn with_phase(self, phase: watch::Receiver<Phase>) -> Self {
-        Self { phase, ..self }
+        Self { state }
     }
 
     /// The loaded state and the authenticated caller, who must have the inference scope and,
@@ -79,32 +72,6 @@ impl InferenceService {
     }
 }
 
-/// How far a shutdown has gone, as the streaming calls see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    /// Serving.
-    Serving,
-    /// Shutting down: no new calls; endless streams (the stats feed) end, generations finish.
-    Draining,
-    /// The grace period is over: generations still streaming are cut off (and accounted for
-    /// as cancelled) before the server stops.
-    Cut,
-}
-
-impl Phase {
-    /// A phase that stays [`Phase::Serving`].
-    pub fn never() -> watch::Receiver<Phase> {
-        watch::channel(Phase::Serving).1
-    }
-
-    /// Resolves once `phase` reaches `at`; never, if its sender is gone without it.
-    pub(crate) async fn reached(phase: &mut watch::Receiver<Phase>, at: Phase) {
-        if phase.wait_for(|p| *p >= at).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 /// A server-streamed generation.
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::GenerationEvent, Status>> + Send>>;
 
@@ -115,23 +82,14 @@ fn event(event: Event) -> proto::GenerationEvent {
 /// The engine's events as protobuf events: `started`, the tokens, `finished`; an error ends
 /// the stream with its status. Dropping the stream (the client went away) cancels the
 /// generation.
-fn event_stream(
-    events: Events,
-    id: String,
-    model: String,
-    phase: watch::Receiver<Phase>,
-) -> EventStream {
+fn event_stream(events: Events, id: String, model: String) -> EventStream {
     let created = unix_now();
     // The id and model go out once, with `started`.
-    let start = Some((events, Some((id, model)), phase));
+    let start = Some((events, Some((id, model))));
     let stream = stream::unfold(start, move |state| async move {
-        let (mut events, mut header, mut phase) = state?;
-        let next = tokio::select! {
-            next = events.next() => next,
-            () = Phase::reached(&mut phase, Phase::Cut) => {
-                Err(ApiError::overloaded("the server is shutting down"))
-            }
-        };
+        let (mut events, mut header) = state?;
+        // At the end of a shutdown's grace period this is the shutdown error.
+        let next = events.next().await;
         let item = match next {
             Ok(EngineEvent::Started { prompt_tokens }) => {
                 let (id, model) = header.take().unwrap_or_default();
@@ -156,7 +114,7 @@ fn event_stream(
             Ok(EngineEvent::Failed(e)) => Err(Status::from(ApiError::from(e))),
             Err(e) => Err(Status::from(e)),
         };
-        let next = item.is_ok().then_some((events, header, phase));
+        let next = item.is_ok().then_some((events, header));
         Some((item, next))
     });
     Box::pin(stream)
@@ -176,12 +134,9 @@ impl Inference for InferenceService {
             .await?;
         let request = request.into_inner();
         let engine = state.chat_engine(&request.model)?;
-        let chat = engine.model();
+        let chat = engine.model().clone();
         let messages = convert::messages(request.messages);
-        let prompt = chat
-            .render_chat(&messages)
-            .and_then(|text| chat.encode_prompt(&text))
-            .map_err(ApiError::from)?;
+        let prompt = state.prepare(move || chat.encode_chat(&messages)).await?;
         let id = new_id("chatcmpl");
         let origin = Origin {
             caller: &caller,
@@ -190,12 +145,7 @@ impl Inference for InferenceService {
         };
         let params = convert::params(request.options);
         let events = submit(state, origin, engine, prompt, params).await?;
-        Ok(Response::new(event_stream(
-            events,
-            id,
-            request.model,
-            self.phase.clone(),
-        )))
+        Ok(Response::new(event_stream(events, id, request.model)))
     }
 
     async fn complete(
@@ -208,10 +158,10 @@ impl Inference for InferenceService {
         let request = request.into_inner();
         let engine = state.chat_engine(&request.model)?;
         let prompt = match request.prompt {
-            Some(proto::completion_request::Prompt::Text(text)) => engine
-                .model()
-                .encode_prompt(&text)
-                .map_err(ApiError::from)?,
+            Some(proto::completion_request::Prompt::Text(text)) => {
+                let chat = engine.model().clone();
+                state.prepare(move || chat.encode_prompt(&text)).await?
+            }
             Some(proto::completion_request::Prompt::Tokens(tokens)) => tokens.ids,
             None => Vec::new(),
         };
@@ -226,12 +176,7 @@ impl Inference for InferenceService {
         };
         let params = convert::params(request.options);
         let events = submit(state, origin, engine, prompt, params).await?;
-        Ok(Response::new(event_stream(
-            events,
-            id,
-            request.model,
-            self.phase.clone(),
-        )))
+        Ok(Response::new(event_stream(events, id, request.model)))
     }
 
     async fn embed(
@@ -252,9 +197,9 @@ impl Inference for InferenceService {
                 .into())
             }
             (true, false) => {
-                Inputs::Tokens(request.token_inputs.into_iter().map(|t| t.ids).collect())
+                EmbeddingInput::TokenIds(request.token_inputs.into_iter().map(|t| t.ids).collect())
             }
-            _ => Inputs::Texts(request.texts),
+            _ => EmbeddingInput::Texts(request.texts),
         };
         let id = new_id("req");
         let origin = Origin {
@@ -262,7 +207,7 @@ impl Inference for InferenceService {
             endpoint: "/helixflow.v1.Inference/Embed",
             request_id: &id,
         };
-        let (result, _) = inputs.checked()?.embed(state, origin, model).await?;
+        let (result, _) = embed_for(state, origin, model, inputs, request.truncate).await?;
         Ok(Response::new(proto::EmbedResponse {
             model: request.model,
             embeddings: result

@@ -14,6 +14,7 @@ use super::proto::auth_server::AuthServer;
 use super::proto::inference_server::InferenceServer;
 use super::proto::monitoring_server::MonitoringServer;
 use super::{AuthService, InferenceService, MonitoringService, Phase};
+use crate::connections::{Admitted, ConnectionGate, ConnectionLimits};
 use crate::serve::ServeError;
 use crate::state::AppState;
 
@@ -28,6 +29,7 @@ pub async fn serve_grpc(
     ready: impl Future<Output = AppState> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    (gate, limits): (ConnectionGate, ConnectionLimits),
 ) -> Result<(), ServeError> {
     let slot: Arc<OnceLock<AppState>> = Arc::default();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -47,7 +49,10 @@ pub async fn serve_grpc(
                 .await;
         });
     }
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.idle_timeout))
+        .http2_keepalive_timeout(Some(limits.idle_timeout));
     if let Some((cert, key)) = tls {
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|source| ServeError::Io {
@@ -57,7 +62,11 @@ pub async fn serve_grpc(
         };
         let identity = Identity::from_pem(read(&cert)?, read(&key)?);
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
+            .tls_config(
+                ServerTlsConfig::new()
+                    .identity(identity)
+                    .timeout(limits.idle_timeout),
+            )
             .map_err(|e| ServeError::Config(format!("gRPC TLS: {e}")))?;
     }
     // Draining when the shutdown comes; `grace` later, streams still open are cut off, so
@@ -71,8 +80,7 @@ pub async fn serve_grpc(
             let _ = phase_tx.send(Phase::Cut);
         });
     };
-    let inference =
-        InferenceServer::new(InferenceService::new(slot.clone()).with_phase(phase.clone()));
+    let inference = InferenceServer::new(InferenceService::new(slot.clone()));
     let auth = AuthServer::new(AuthService::new(slot.clone()));
     let monitoring = MonitoringServer::new(MonitoringService::new(slot).with_phase(phase));
     builder
@@ -80,7 +88,22 @@ pub async fn serve_grpc(
         .add_service(inference)
         .add_service(auth)
         .add_service(monitoring)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(admitted(TcpIncoming::from(listener), gate), shutdown)
         .await
         .map_err(|e| ServeError::Config(format!("the gRPC server failed: {e}")))
+}
+
+/// The connections of `incoming` that `gate` admits; the others are closed at once.
+fn admitted(
+    incoming: TcpIncoming,
+    gate: ConnectionGate,
+) -> impl futures_util::Stream<Item = std::io::Result<Admitted<tokio::net::TcpStream>>> {
+    use futures_util::StreamExt;
+    incoming.filter_map(move |connection| {
+        let admitted = match connection {
+            Ok(stream) => gate.admit().map(|permit| Ok(Admitted::new(stream, permit))),
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(admitted)
+    })
 }

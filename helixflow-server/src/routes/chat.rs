@@ -43,9 +43,9 @@ pub(crate) async fn chat_completions(
     let params = fields
         .options
         .chat_params(request.logprobs, request.top_logprobs)?;
-    let chat = engine.model();
     let messages = messages_from_openai(&request.messages)?;
-    let prompt = chat.encode_prompt(&chat.render_chat(&messages)?)?;
+    let chat = engine.model().clone();
+    let prompt = state.prepare(move || chat.encode_chat(&messages)).await?;
     let n = params.n;
     let logprobs = params.sampling.logprobs;
     let id = new_id("chatcmpl");

@@ -1,5 +1,7 @@
 //! `POST /v1/completions`: raw text continuation, no chat template.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -20,8 +22,13 @@ use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::{parse_body, CompletionRequest};
 
-/// The prompt's token ids: a string, a list with one string, or token ids.
-fn prompt_ids(chat: &ChatModel, prompt: &Value) -> Result<Vec<u32>, ApiError> {
+/// The prompt's token ids: a string, a list with one string, or token ids; text is
+/// tokenised on the preparation pool.
+async fn prompt_ids(
+    state: &AppState,
+    chat: &Arc<ChatModel>,
+    prompt: &Value,
+) -> Result<Vec<u32>, ApiError> {
     let bad = || {
         ApiError::invalid_param(
             "prompt",
@@ -29,10 +36,14 @@ fn prompt_ids(chat: &ChatModel, prompt: &Value) -> Result<Vec<u32>, ApiError> {
              (one prompt per request)",
         )
     };
+    let encode = |text: &String| {
+        let (chat, text) = (chat.clone(), text.clone());
+        state.prepare(move || chat.encode_prompt(&text))
+    };
     match prompt {
-        Value::String(text) => Ok(chat.encode_prompt(text)?),
+        Value::String(text) => encode(text).await,
         Value::Array(items) => match items.as_slice() {
-            [Value::String(text)] => Ok(chat.encode_prompt(text)?),
+            [Value::String(text)] => encode(text).await,
             [Value::Array(ids)] => token_ids(ids).ok_or_else(bad),
             ids if ids.iter().all(Value::is_u64) => token_ids(ids).ok_or_else(bad),
             _ => Err(bad()),
@@ -81,7 +92,7 @@ pub(crate) async fn completions(
         ));
     }
     let params = fields.options.params(request.logprobs.is_some(), top)?;
-    let prompt = prompt_ids(engine.model(), &request.prompt)?;
+    let prompt = prompt_ids(&state, engine.model(), &request.prompt).await?;
     if prompt.is_empty() {
         return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
     }

@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
 use helixflow_core::completion::new_id;
-use helixflow_core::embeddings::{EmbeddingModel, Embeddings};
+use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
 use helixflow_core::platform::{Caller, LimitStatus, MeteredRequest};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -21,13 +22,9 @@ use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::{parse_body, EmbeddingRequest};
 
-/// The inputs: strings, or token id lists.
-pub(crate) enum Inputs {
-    Texts(Vec<String>),
-    Tokens(Vec<Vec<u32>>),
-}
-
-fn inputs(input: &Value) -> Result<Inputs, ApiError> {
+/// The inputs of an OpenAI `input` field: a string, a list of strings, a list of token ids,
+/// or a list of such lists.
+fn inputs(input: &Value) -> Result<EmbeddingInput, ApiError> {
     let bad = || {
         ApiError::invalid_param(
             "input",
@@ -40,10 +37,10 @@ fn inputs(input: &Value) -> Result<Inputs, ApiError> {
             .map(|v| v.as_u64().and_then(|id| u32::try_from(id).ok()))
             .collect()
     };
-    let parsed = match input {
-        Value::String(s) => Inputs::Texts(vec![s.clone()]),
+    Ok(match input {
+        Value::String(s) => EmbeddingInput::Texts(vec![s.clone()]),
         Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {
-            Inputs::Texts(
+            EmbeddingInput::Texts(
                 items
                     .iter()
                     .filter_map(|v| v.as_str().map(String::from))
@@ -51,100 +48,88 @@ fn inputs(input: &Value) -> Result<Inputs, ApiError> {
             )
         }
         Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => {
-            Inputs::Tokens(vec![ids(items).ok_or_else(bad)?])
+            EmbeddingInput::TokenIds(vec![ids(items).ok_or_else(bad)?])
         }
         Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_array) => {
             let lists: Option<Vec<Vec<u32>>> = items
                 .iter()
                 .map(|v| v.as_array().and_then(|a| ids(a)))
                 .collect();
-            Inputs::Tokens(lists.ok_or_else(bad)?)
+            EmbeddingInput::TokenIds(lists.ok_or_else(bad)?)
         }
         _ => return Err(bad()),
-    };
-    parsed.checked()
+    })
 }
 
-impl Inputs {
-    /// The inputs if they can be embedded: an empty string is valid (the encoder still sees
-    /// its special tokens); an empty token list, or no input at all, is not.
-    pub(crate) fn checked(self) -> Result<Self, ApiError> {
-        let (empty_list, none) = match &self {
-            Inputs::Texts(texts) => (false, texts.is_empty()),
-            Inputs::Tokens(lists) => (lists.iter().any(Vec::is_empty), lists.is_empty()),
-        };
-        if empty_list {
-            return Err(ApiError::invalid_param(
-                "input",
-                "token lists must not be empty",
-            ));
-        }
-        if none {
-            return Err(ApiError::invalid_param(
-                "input",
-                "there is nothing to embed",
-            ));
-        }
-        Ok(self)
-    }
+/// Sets its flag when dropped: the handler's future was dropped (the client went away), so
+/// the encoder stops at its next batch.
+struct CancelOnDrop(Arc<AtomicBool>);
 
-    /// Embeds the inputs for the caller: tokenizes them (so that its limits are charged the
-    /// exact token count, 429 when over), then runs the encoder. Both run on blocking threads
-    /// (they are compute-bound). Also the caller's standing against its limits.
-    pub(crate) async fn embed(
-        self,
-        state: &AppState,
-        origin: Origin<'_>,
-        model: Arc<EmbeddingModel>,
-    ) -> Result<(Embeddings, Vec<LimitStatus>), ApiError> {
-        let tokenizer = model.clone();
-        let sequences = blocking(move || match self {
-            Inputs::Texts(texts) => texts.iter().map(|t| tokenizer.tokenize(t)).collect(),
-            Inputs::Tokens(ids) => Ok(ids),
-        })
-        .await?;
-        let max = model.max_seq_len();
-        let tokens: usize = sequences.iter().map(|ids| ids.len().min(max)).sum();
-        let request = MeteredRequest {
-            request_id: Some(origin.request_id.to_string()),
-            model: model.name().to_string(),
-            endpoint: origin.endpoint.to_string(),
-            prompt_tokens: tokens as u64,
-            max_completion_tokens: 0,
-        };
-        let metered = state
-            .meter()
-            .admit(origin.caller, request)
-            .await
-            .map_err(ratelimit::refused)?;
-        let limits = metered.limits().to_vec();
-        // The encoder runs to the end even if the client leaves: the inputs are charged.
-        metered.progress().prompt();
-        match blocking(move || model.embed_token_ids(&sequences)).await {
-            Ok(embeddings) => {
-                metered.finish(embeddings.prompt_tokens as u64, 0);
-                Ok((embeddings, limits))
-            }
-            Err(e) if e.status.is_client_error() => {
-                metered.discard(); // refused input (a token outside the vocabulary)
-                Err(e)
-            }
-            Err(e) => {
-                metered.fail(e.status.as_u16());
-                Err(e)
-            }
-        }
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
-/// Runs compute-bound model work on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> helixflow_core::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
+/// Embeds `input` for the caller: tokenises and checks it against the request limits (so
+/// that its limits are charged the exact token count, 429 when over), then runs the encoder,
+/// which stops between batches if the caller goes away. Both run on blocking threads (they
+/// are compute-bound). Also the caller's standing against its limits.
+pub(crate) async fn embed_for(
+    state: &AppState,
+    origin: Origin<'_>,
+    model: Arc<EmbeddingModel>,
+    input: EmbeddingInput,
+    truncate: bool,
+) -> Result<(Embeddings, Vec<LimitStatus>), ApiError> {
+    let tokenizer = model.clone();
+    let sequences = state
+        .prepare(move || tokenizer.prepare_request(input, truncate))
         .await
-        .map_err(|e| ApiError::internal(format!("the embedding task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map_err(|e| ApiError {
+            param: Some("input".into()),
+            ..e
+        })?;
+    let tokens: usize = sequences.iter().map(Vec::len).sum();
+    let request = MeteredRequest {
+        request_id: Some(origin.request_id.to_string()),
+        model: model.name().to_string(),
+        endpoint: origin.endpoint.to_string(),
+        prompt_tokens: tokens as u64,
+        max_completion_tokens: 0,
+    };
+    let metered = state
+        .meter()
+        .admit(origin.caller, request)
+        .await
+        .map_err(ratelimit::refused)?;
+    let limits = metered.limits().to_vec();
+    metered.progress().prompt();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
+    let work = tokio::task::spawn_blocking(move || {
+        model.embed_prepared(&sequences, &|| cancelled.load(Ordering::Relaxed))
+    });
+    match work.await {
+        Ok(Ok(embeddings)) => {
+            metered.finish(embeddings.prompt_tokens as u64, 0);
+            Ok((embeddings, limits))
+        }
+        Ok(Err(e)) => {
+            let e = ApiError::from(e);
+            if e.status.is_client_error() {
+                metered.discard(); // refused input (a token outside the vocabulary)
+            } else {
+                metered.fail(e.status.as_u16());
+            }
+            Err(e)
+        }
+        Err(e) => {
+            let e = ApiError::internal(format!("the embedding task failed: {e}"));
+            metered.fail(e.status.as_u16());
+            Err(e)
+        }
+    }
 }
 
 /// One embedding vector: floats, or base64 of little-endian f32s.
@@ -194,7 +179,7 @@ pub(crate) struct EmbeddingList {
 #[utoipa::path(post, path = "/embeddings", tag = "embeddings", security(("api_key" = [])),
     request_body = EmbeddingRequest,
     responses((status = 200, description = "One vector per input", body = EmbeddingList),
-              (status = 400, description = "Malformed input or unsupported `dimensions`", body = ErrorBody),
+              (status = 400, description = "Malformed input, more than 2048 inputs or 300,000 tokens, an input longer than the model takes without `truncate`, or unsupported `dimensions`", body = ErrorBody),
               (status = 401, description = "No or a wrong API key", body = ErrorBody),
               (status = 404, description = "No such embedding model", body = ErrorBody),
               (status = 413, description = "The body is too large", body = ErrorBody),
@@ -234,9 +219,9 @@ pub(crate) async fn embeddings(
         endpoint: "/v1/embeddings",
         request_id: &id,
     };
-    let (result, limits) = inputs(&request.input)?
-        .embed(&state, origin, embedder)
-        .await?;
+    let input = inputs(&request.input)?;
+    let truncate = request.truncate.unwrap_or(false);
+    let (result, limits) = embed_for(&state, origin, embedder, input, truncate).await?;
     let data = result
         .vectors
         .into_iter()

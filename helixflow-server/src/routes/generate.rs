@@ -13,11 +13,11 @@ use helixflow_core::engine::{EngineEvent, EngineHandle};
 use helixflow_core::generation::{GenerationParams, TokenOutput};
 use helixflow_core::platform::{Caller, LimitStatus, Metered, MeteredRequest};
 use helixflow_core::streaming::ChoiceCollector;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::ApiError;
 use crate::ratelimit;
-use crate::state::AppState;
+use crate::state::{AppState, Phase};
 
 /// Who asked for a generation, and through what: for the caller's limits and the usage
 /// record.
@@ -90,6 +90,7 @@ pub(crate) async fn submit(
     Ok(Events {
         rx,
         deadline: tokio::time::Instant::now() + state.request_timeout(),
+        phase: state.phase(),
         prompt_tokens: 0,
         metered: Some(metered),
     })
@@ -101,22 +102,31 @@ pub(crate) async fn submit(
 pub(crate) struct Events {
     rx: mpsc::UnboundedReceiver<EngineEvent>,
     deadline: tokio::time::Instant,
+    /// A shutdown's progress: at its cut the generation ends with a shutdown error.
+    phase: watch::Receiver<Phase>,
     prompt_tokens: usize,
     metered: Option<Metered>,
 }
 
 impl Events {
     /// The next event; an engine failure is an error. Past the deadline this is a 504 error,
-    /// and dropping `self` then cancels the generation. The end (done, failed, timed out)
-    /// settles the request's usage.
+    /// and at the end of a shutdown's grace period a 503 one (`server_shutting_down`);
+    /// dropping `self` then cancels the generation. The end (done, failed, timed out, cut
+    /// off) settles the request's usage.
     pub(crate) async fn next(&mut self) -> Result<EngineEvent, ApiError> {
-        let next = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-            Ok(Some(EngineEvent::Failed(e))) => Err(ApiError::from(e)),
-            Ok(Some(event)) => Ok(event),
-            Ok(None) => Err(ApiError::internal(
+        let received = tokio::select! {
+            biased;
+            () = Phase::reached(&mut self.phase, Phase::Cut) => None,
+            received = tokio::time::timeout_at(self.deadline, self.rx.recv()) => Some(received),
+        };
+        let next = match received {
+            None => Err(ApiError::shutting_down()),
+            Some(Ok(Some(EngineEvent::Failed(e)))) => Err(ApiError::from(e)),
+            Some(Ok(Some(event))) => Ok(event),
+            Some(Ok(None)) => Err(ApiError::internal(
                 "the engine stopped before the answer was complete",
             )),
-            Err(_) => Err(ApiError::timeout()),
+            Some(Err(_)) => Err(ApiError::timeout()),
         };
         match &next {
             Ok(EngineEvent::Started { prompt_tokens }) => self.prompt_tokens = *prompt_tokens,

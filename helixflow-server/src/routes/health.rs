@@ -45,3 +45,38 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Json<Value> {
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(uri.path())
 }
+
+/// 405 in OpenAI's error shape, for a route that exists under other methods.
+pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        ..ApiError::invalid(format!("{method} is not allowed on {}.", uri.path()))
+    }
+}
+
+/// The most header bytes (names and values) a request may carry.
+pub(crate) const MAX_HEADER_BYTES: usize = 32 << 10;
+
+/// 431 in OpenAI's error shape for requests whose headers are larger than
+/// [`MAX_HEADER_BYTES`] (far larger ones are refused by the HTTP layer itself).
+pub(crate) async fn limit_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError {
+            status: axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ..ApiError::invalid(format!(
+                "The request's headers are {size} bytes; at most {MAX_HEADER_BYTES} are accepted."
+            ))
+        }
+        .into_response();
+    }
+    next.run(request).await
+}

@@ -33,7 +33,10 @@ pub struct Platform {
 pub async fn platform() -> Platform {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("platform.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_token_secret(helixflow_core::platform::TokenSecret::from_bytes([7; 32]));
     store.migrate().await.unwrap();
     let meter = Meter::start(store.clone());
     let state = AppState::new(models(engine(), true), None)

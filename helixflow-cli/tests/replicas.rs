@@ -92,7 +92,9 @@ fn key(database: &str, flags: &[&str]) -> (String, String) {
     )
 }
 
-fn replica(database: &str, data: &tempfile::TempDir) -> common::Server {
+/// A replica with its own data directory; replicas sharing a database share the token
+/// secret file (`secret`), as every deployment of several replicas must.
+fn replica(database: &str, data: &tempfile::TempDir, secret: &std::path::Path) -> common::Server {
     common::Server::spawn_with_env(
         &[
             "--no-tls",
@@ -102,7 +104,10 @@ fn replica(database: &str, data: &tempfile::TempDir) -> common::Server {
             "--model",
             "smollm2-135m-instruct",
         ],
-        &[("DATABASE_URL", database)],
+        &[
+            ("DATABASE_URL", database),
+            ("HELIXFLOW_TOKEN_SECRET_FILE", secret.to_str().unwrap()),
+        ],
     )
 }
 
@@ -154,8 +159,9 @@ fn two_replicas_share_limits_budgets_and_revocations() {
     );
     let (_, admin) = key(&db, &["--name", "ops", "--scopes", "admin,inference"]);
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = replica(&db, &data_a);
-    let b = replica(&db, &data_b);
+    let secret = data_a.path().join("shared-token-secret");
+    let a = replica(&db, &data_a, &secret);
+    let b = replica(&db, &data_b, &secret);
     let urls = [a.url.clone(), b.url.clone()];
     // An admin key existed, so neither replica made one.
     assert!(!data_a.path().join("admin-key").exists());

@@ -43,6 +43,18 @@ fn helixflow(dir: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Ou
     child.wait_with_output().unwrap()
 }
 
+/// A data directory as the server makes one (0700), so that no warning about a loose one
+/// comes before the errors these tests read.
+fn private_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    dir
+}
+
 fn fails(out: &Output, says: &str) {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -54,7 +66,7 @@ fn fails(out: &Output, says: &str) {
 
 #[test]
 fn users_are_created_listed_and_disabled_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path();
     let stdin = format!("{PASSWORD}\n");
     let created: Value = serde_json::from_str(&ok(&helixflow(
@@ -154,7 +166,7 @@ fn users_are_created_listed_and_disabled_from_the_command_line() {
 
 #[test]
 fn a_server_on_the_store_accepts_logins_until_the_user_is_disabled() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path();
     ok(&helixflow(
         path,
@@ -214,7 +226,7 @@ fn a_server_on_the_store_accepts_logins_until_the_user_is_disabled() {
 
 #[test]
 fn an_out_of_range_token_lifetime_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_helixflow"))
         .args(["serve", "--no-tls", "--port", "0", "--no-grpc"])
         .args(["--token-lifetime-seconds", "0", "--data-dir"])

@@ -195,10 +195,11 @@ impl ChatTemplate {
         let (env, messages) = (self.env.clone(), messages.to_vec());
         let (bos, eos) = (self.bos_token.clone(), self.eos_token.clone());
         let rendered = self.guard.run(memory, RENDER_TIME, move || {
-            let template = env.get_template(TEMPLATE_NAME)?;
+            let template = env.get_template(TEMPLATE_NAME).map_err(|e| e.to_string())?;
             let mut out = LimitedOutput {
                 text: Vec::new(),
                 limit: max_output,
+                overflowed: false,
             };
             let context = context! {
                 messages => messages,
@@ -206,17 +207,24 @@ impl ChatTemplate {
                 bos_token => bos,
                 eos_token => eos,
             };
-            template.render_captured_to(context, &mut out)?;
-            String::from_utf8(out.text).map_err(|_| {
-                minijinja::Error::new(ErrorKind::InvalidOperation, "the output is not UTF-8")
-            })
+            if let Err(e) = template.render_captured_to(context, &mut out) {
+                return Err(if out.overflowed {
+                    format!(
+                        "the rendered prompt would be larger than {} bytes",
+                        out.limit
+                    )
+                } else {
+                    e.to_string()
+                });
+            }
+            String::from_utf8(out.text).map_err(|_| "the output is not UTF-8".to_string())
         });
         let limit = |what: String| Error::ChatTemplate {
             model: self.model.clone(),
             reason: what,
         };
         match rendered {
-            Ok(result) => result.map_err(|e| self.error(&e)),
+            Ok(result) => result.map_err(limit),
             Err(guard::Overrun::Memory) => Err(limit(format!(
                 "rendering needed more than {} MiB of memory; the template is disabled",
                 memory >> 20
@@ -235,10 +243,6 @@ impl ChatTemplate {
     pub fn model_name(&self) -> &str {
         &self.model
     }
-
-    fn error(&self, err: &minijinja::Error) -> Error {
-        template_error(&self.model, err)
-    }
 }
 
 fn template_error(model: &str, err: &minijinja::Error) -> Error {
@@ -252,15 +256,14 @@ fn template_error(model: &str, err: &minijinja::Error) -> Error {
 struct LimitedOutput {
     text: Vec<u8>,
     limit: usize,
+    overflowed: bool,
 }
 
 impl std::io::Write for LimitedOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.text.len() + buf.len() > self.limit {
-            return Err(std::io::Error::other(format!(
-                "the rendered prompt would be larger than {} bytes",
-                self.limit
-            )));
+            self.overflowed = true;
+            return Err(std::io::Error::other("output limit"));
         }
         self.text.extend_from_slice(buf);
         Ok(buf.len())

@@ -442,3 +442,74 @@ on_both!(
     signing_key,
     replicas_starting_together_share_one_signing_key
 );
+
+/// Issue 19: the database holds no key that signs tokens. A server with another secret can
+/// neither issue nor check tokens, and a token signed with anything the database stores is
+/// refused.
+#[tokio::test]
+async fn a_copy_of_the_database_alone_mints_no_tokens() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use helixflow_core::platform::TokenSecret;
+    use hmac::{Hmac, Mac};
+    use sqlx::Connection;
+
+    let fresh = common::stores::sqlite().await;
+    let store = &fresh.store;
+    let alice = store
+        .create_user(NewUser::inference("alice", PASSWORD))
+        .await
+        .unwrap();
+    let issued = store
+        .issue_token(&alice, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let thief = Store::connect(&fresh.url)
+        .await
+        .unwrap()
+        .with_token_secret(TokenSecret::from_bytes([8; 32]));
+    assert!(matches!(
+        thief.issue_token(&alice, Duration::from_secs(60)).await,
+        Err(PlatformError::Config(_))
+    ));
+    assert!(thief.verify_token(&issued.token).await.is_err());
+    let no_secret = Store::connect(&fresh.url).await.unwrap();
+    assert!(no_secret.check_token_secret().await.is_err());
+
+    // Forge an admin token with every value the database keeps, raw or hex-decoded.
+    let mut db = sqlx::SqliteConnection::connect(&fresh.url).await.unwrap();
+    let values: Vec<String> = sqlx::query_scalar("SELECT value FROM platform_secrets")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert!(!values.is_empty());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": alice.id, "name": "alice", "scopes": ["inference", "admin"],
+        "jti": "forged", "iat": now, "exp": now + 600,
+    });
+    let header = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+    let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    for value in values {
+        let hex: Option<Vec<u8>> = (0..value.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(value.get(i..i + 2)?, 16).ok())
+            .collect();
+        for key in [Some(value.as_bytes().to_vec()), hex].into_iter().flatten() {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+            mac.update(message.as_bytes());
+            let forged = format!(
+                "{message}.{}",
+                URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            );
+            assert_eq!(store.verify_token(&forged).await.unwrap(), None);
+        }
+    }
+    // The genuine token still works with the server's secret.
+    assert!(store.verify_token(&issued.token).await.unwrap().is_some());
+    fresh.finish().await;
+}

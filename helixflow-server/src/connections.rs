@@ -2,6 +2,7 @@
 //! connection is closed at once, and that is logged), a deadline for a client to send its
 //! request headers that also closes idle keep-alive connections, and HTTP/2 stream limits.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,12 +90,18 @@ impl ConnectionGate {
 pub struct GatedAcceptor<A> {
     inner: A,
     gate: ConnectionGate,
+    first_byte: Duration,
 }
 
 impl<A> GatedAcceptor<A> {
-    /// `inner` behind `gate`.
-    pub fn new(inner: A, gate: ConnectionGate) -> Self {
-        Self { inner, gate }
+    /// `inner` behind `gate`; a connection whose client sends nothing within `first_byte`
+    /// is closed.
+    pub fn new(inner: A, gate: ConnectionGate, first_byte: Duration) -> Self {
+        Self {
+            inner,
+            gate,
+            first_byte,
+        }
     }
 }
 
@@ -112,7 +119,10 @@ where
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
         match self.gate.admit() {
-            Some(permit) => Box::pin(self.inner.accept(Admitted::new(stream, permit), service)),
+            Some(permit) => {
+                let stream = Admitted::new(stream, permit, self.first_byte);
+                Box::pin(self.inner.accept(stream, service))
+            }
             None => {
                 drop(stream);
                 Box::pin(std::future::ready(Err(io::Error::other(
@@ -123,19 +133,23 @@ where
     }
 }
 
-/// A connection holding its place in a [`ConnectionGate`] until it is closed.
+/// A connection holding its place in a [`ConnectionGate`] until it is closed, and closed if
+/// its client sends nothing within the first-byte deadline (before its first request the
+/// HTTP layer is still finding out which protocol it speaks, and sets no timer of its own).
 #[derive(Debug)]
 pub struct Admitted<I> {
     inner: I,
     _permit: OwnedSemaphorePermit,
+    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<I> Admitted<I> {
-    /// `inner`, holding `permit`.
-    pub fn new(inner: I, permit: OwnedSemaphorePermit) -> Self {
+    /// `inner`, holding `permit`, closed unless its client sends a byte within `deadline`.
+    pub fn new(inner: I, permit: OwnedSemaphorePermit, deadline: Duration) -> Self {
         Self {
             inner,
             _permit: permit,
+            first_byte: Some(Box::pin(tokio::time::sleep(deadline))),
         }
     }
 
@@ -159,7 +173,20 @@ impl<I: AsyncRead + Unpin> AsyncRead for Admitted<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Some(deadline) = this.first_byte.as_mut() {
+            if read.is_ready() && buf.filled().len() > before {
+                this.first_byte = None;
+            } else if read.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing",
+                )));
+            }
+        }
+        read
     }
 }
 

@@ -256,7 +256,11 @@ pub async fn serve(
     let server = match &tls {
         None => {
             let mut server = axum_server::bind(addr)
-                .acceptor(GatedAcceptor::new(DefaultAcceptor, gate))
+                .acceptor(GatedAcceptor::new(
+                    DefaultAcceptor,
+                    gate,
+                    limits.idle_timeout,
+                ))
                 .handle(handle.clone());
             crate::connections::configure(server.http_builder(), &limits);
             tokio::spawn(server.serve(service))
@@ -271,7 +275,11 @@ pub async fn serve(
                 )))?;
             let acceptor = RustlsAcceptor::new(rustls)
                 .handshake_timeout(limits.idle_timeout)
-                .acceptor(GatedAcceptor::new(DefaultAcceptor, gate));
+                .acceptor(GatedAcceptor::new(
+                    DefaultAcceptor,
+                    gate,
+                    limits.idle_timeout,
+                ));
             let mut server = axum_server::bind(addr)
                 .acceptor(acceptor)
                 .handle(handle.clone());

@@ -140,3 +140,74 @@ fn strftime_now_is_available() {
     assert_eq!(parts[1].len(), 3, "{date}");
     assert!(parts[2].parse::<u32>().unwrap() >= 2024, "{date}");
 }
+
+/// Hostile templates (issue 19): each is an error for the render, never an abort, a hang or
+/// a runaway allocation.
+mod hostile {
+    use super::*;
+
+    fn template(source: &str) -> ChatTemplate {
+        ChatTemplate::new(source, "hostile", None, None).unwrap()
+    }
+
+    fn reason(result: Result<String>) -> String {
+        match result {
+            Err(Error::ChatTemplate { model, reason }) => {
+                assert_eq!(model, "hostile");
+                reason
+            }
+            other => panic!("expected a template error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_doubling_string_is_refused_and_the_template_disabled() {
+        // Forty doublings would ask for a terabyte.
+        let t = template(
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}\
+             {% endfor %}{{ ns.s|length }}",
+        );
+        let why = reason(t.render(&[msg("user", "hi")], true));
+        assert!(why.contains("memory"), "{why}");
+        let again = reason(t.render(&[msg("user", "hi")], true));
+        assert!(again.contains("disabled"), "{again}");
+        // Another model's template is not affected.
+        let fine = ChatTemplate::new(CHATML_TEMPLATE, "fine", None, None).unwrap();
+        assert!(fine.render(&[msg("user", "hi")], true).is_ok());
+    }
+
+    #[test]
+    fn nested_loops_run_out_of_fuel() {
+        let t = template(
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}x",
+        );
+        let start = std::time::Instant::now();
+        let why = reason(t.render(&[msg("user", "hi")], true));
+        assert!(why.contains("fuel"), "{why}");
+        // Bounded, whatever the machine: far below the ten billion iterations asked for.
+        assert!(start.elapsed() < RENDER_TIME, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn output_is_limited_by_the_size_of_the_conversation() {
+        let t = template("{% for i in range(60000) %}{{ messages[0].content }}{% endfor %}");
+        let why = reason(t.render(&[msg("user", &"x".repeat(100))], true));
+        assert!(why.contains("larger than"), "{why}");
+        // The same loop over a short output is fine.
+        let ok = template("{% for i in range(1000) %}{{ messages[0].content }}{% endfor %}");
+        assert_eq!(ok.render(&[msg("user", "ab")], true).unwrap().len(), 2000);
+    }
+}
+
+#[test]
+fn roles_outside_the_api_are_refused() {
+    let messages = serde_json::json!([{"role": "wizard", "content": "hi"}]);
+    match messages_from_openai(&messages) {
+        Err(Error::InvalidRequest(message)) => assert!(message.contains("wizard"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    for role in ROLES {
+        let messages = serde_json::json!([{"role": role, "content": "hi"}]);
+        assert!(messages_from_openai(&messages).is_ok(), "{role}");
+    }
+}

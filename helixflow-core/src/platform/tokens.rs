@@ -273,7 +273,7 @@ impl TokenSecret {
     }
 
     /// The secret in `path` (64 hexadecimal digits), made there (mode 0600) if the file does
-    /// not exist.
+    /// not exist. Servers starting together agree on one: the file appears whole, once.
     pub fn load_or_create(path: &std::path::Path) -> Result<Self, PlatformError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_hex(text.trim()).ok_or_else(|| {
@@ -284,11 +284,23 @@ impl TokenSecret {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let secret = Self::random();
-                super::data_dir::write_private_file(
-                    path,
-                    format!("{}\n", secret.hex()).as_bytes(),
-                )?;
-                Ok(secret)
+                // Written aside, then linked into place: a reader never sees half a secret,
+                // and a link that finds the file there already leaves the winner's.
+                let aside = path.with_extension(format!("new-{:016x}", rand::random::<u64>()));
+                let text = format!("{}\n", secret.hex());
+                super::data_dir::write_private_file(&aside, text.as_bytes())?;
+                let linked = std::fs::hard_link(&aside, path);
+                let _ = std::fs::remove_file(&aside);
+                match linked {
+                    Ok(()) => Ok(secret),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
+                    Err(e) => Err(PlatformError::config(format!(
+                        "writing the token secret {}: {e}",
+                        path.display()
+                    ))),
+                }
             }
             Err(e) => Err(PlatformError::config(format!(
                 "reading the token secret {}: {e}",
@@ -654,6 +666,24 @@ mod tests {
         assert!(!looks_like_jwt("a.b"));
         assert!(!looks_like_jwt("a..c"));
         assert!(!looks_like_jwt("a.b.c'--"));
+    }
+
+    #[test]
+    fn token_secrets_are_made_once_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token-secret");
+        let made = TokenSecret::load_or_create(&path).unwrap();
+        let read = TokenSecret::load_or_create(&path).unwrap();
+        assert_eq!(made.0, read.0);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(TokenSecret::load_or_create(&path).is_err());
     }
 
     #[test]

@@ -88,7 +88,10 @@ pub async fn serve_grpc(
         .add_service(inference)
         .add_service(auth)
         .add_service(monitoring)
-        .serve_with_incoming_shutdown(admitted(TcpIncoming::from(listener), gate), shutdown)
+        .serve_with_incoming_shutdown(
+            admitted(TcpIncoming::from(listener), gate, limits.idle_timeout),
+            shutdown,
+        )
         .await
         .map_err(|e| ServeError::Config(format!("the gRPC server failed: {e}")))
 }
@@ -97,11 +100,14 @@ pub async fn serve_grpc(
 fn admitted(
     incoming: TcpIncoming,
     gate: ConnectionGate,
+    first_byte: Duration,
 ) -> impl futures_util::Stream<Item = std::io::Result<Admitted<tokio::net::TcpStream>>> {
     use futures_util::StreamExt;
     incoming.filter_map(move |connection| {
         let admitted = match connection {
-            Ok(stream) => gate.admit().map(|permit| Ok(Admitted::new(stream, permit))),
+            Ok(stream) => gate
+                .admit()
+                .map(|permit| Ok(Admitted::new(stream, permit, first_byte))),
             Err(e) => Some(Err(e)),
         };
         std::future::ready(admitted)

@@ -194,3 +194,17 @@ fn embedding_stops_between_batches_once_cancelled() {
     // Asked before each batch, and stopped at the third: 200 inputs make seven batches.
     assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
+
+/// Found by the `gguf` fuzz target: a block count of billions made the loader reserve
+/// hundreds of gigabytes and abort. It is now a clear error naming the file.
+#[test]
+fn a_gguf_that_lies_about_its_block_count_is_an_error() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hostile/huge-block-count.gguf");
+    match ChatModel::load_named(&path, "hostile") {
+        Err(Error::InvalidModelFile { reason, .. }) => {
+            assert!(reason.contains("block_count"), "{reason}")
+        }
+        other => panic!("expected an invalid-file error, got {other:?}"),
+    }
+}

@@ -90,6 +90,18 @@ async fn require(
     Ok(next.run(request).await)
 }
 
+/// 403 unless `caller` may use `model`.
+pub(crate) fn check_model(caller: &Caller, model: &str) -> Result<(), ApiError> {
+    if caller.allows_model(model) {
+        Ok(())
+    } else {
+        Err(ApiError {
+            param: Some("model".into()),
+            ..ApiError::forbidden(format!("This API key may not use the model `{model}`."))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -100,17 +112,5 @@ mod tests {
         assert_eq!(super::bearer(Some("Basic k")), None);
         assert_eq!(super::bearer(Some("Bearer")), None);
         assert_eq!(super::bearer(None), None);
-    }
-}
-
-/// 403 unless `caller` may use `model`.
-pub(crate) fn check_model(caller: &Caller, model: &str) -> Result<(), ApiError> {
-    if caller.allows_model(model) {
-        Ok(())
-    } else {
-        Err(ApiError {
-            param: Some("model".into()),
-            ..ApiError::forbidden(format!("This API key may not use the model `{model}`."))
-        })
     }
 }

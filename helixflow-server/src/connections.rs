@@ -260,7 +260,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
                 limit = raised;
             }
         }
-        Some(limit.rlim_cur as u64)
+        Some(limit.rlim_cur)
     }
 }
 

@@ -101,11 +101,23 @@ impl LlamaConfig {
             Some(_) => get("context_length")?,
             None => 2048,
         };
+        // Each layer has several tensors: a count the file cannot hold is a lie, caught here
+        // before anything is sized by it.
+        let num_layers = get("block_count")?;
+        if num_layers > gguf.tensor_infos().len() {
+            return Err(Error::invalid_file(
+                gguf.path(),
+                format!(
+                    "block_count is {num_layers} but the file holds {} tensors",
+                    gguf.tensor_infos().len()
+                ),
+            ));
+        }
         Ok(Self {
             vocab_size,
             hidden_size,
             intermediate_size: get("feed_forward_length")?,
-            num_layers: get("block_count")?,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -237,7 +249,7 @@ impl LlamaModel {
                     .to_vec1::<f32>()?,
             )
         };
-        let mut blocks = Vec::with_capacity(config.num_layers);
+        let mut blocks = Vec::new();
         for l in 0..config.num_layers {
             let p = format!("blk.{l}");
             blocks.push(Block {

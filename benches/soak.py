@@ -43,7 +43,10 @@ class Tally:
 
 async def request(host, port, key, method, path, body=None, drop_after=None, timeout=300):
     """One HTTP/1.1 exchange. Returns (status, body text, seconds to first body byte)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 30)
+    # Whole answers (a batch of embeddings) come as one line: allow long ones.
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, limit=64 << 20), 30
+    )
     try:
         data = json.dumps(body).encode() if body is not None else b""
         head = (

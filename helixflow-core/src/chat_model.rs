@@ -129,13 +129,7 @@ impl ChatModel {
             .sum();
         check_prompt_size(size)?;
         for (i, message) in messages.iter().enumerate() {
-            if !crate::chat_template::ROLES.contains(&message.role.as_str()) {
-                return Err(Error::InvalidRequest(format!(
-                    "messages[{i}].role must be one of {}, not {:?}",
-                    crate::chat_template::ROLES.join(", "),
-                    message.role
-                )));
-            }
+            crate::chat_template::check_role(i, &message.role)?;
         }
         let special = messages
             .iter()

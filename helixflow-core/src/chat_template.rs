@@ -77,6 +77,17 @@ impl ChatMessage {
     }
 }
 
+/// Refuses a role outside [`ROLES`], naming message `index`.
+pub fn check_role(index: usize, role: &str) -> Result<()> {
+    if ROLES.contains(&role) {
+        return Ok(());
+    }
+    Err(Error::InvalidRequest(format!(
+        "messages[{index}].role must be one of {}, not {role:?}",
+        ROLES.join(", ")
+    )))
+}
+
 /// Reads an OpenAI `messages` array: each message has a `role` and a `content` that is a
 /// string, `null` (an assistant turn with tool calls only), or an array of parts of which the
 /// `text` parts are joined.
@@ -96,12 +107,7 @@ pub fn messages_from_openai(value: &serde_json::Value) -> Result<Vec<ChatMessage
                 .get("role")
                 .and_then(|r| r.as_str())
                 .ok_or_else(|| bad(format!("messages[{i}].role must be a string")))?;
-            if !ROLES.contains(&role) {
-                return Err(bad(format!(
-                    "messages[{i}].role must be one of {}, not {role:?}",
-                    ROLES.join(", ")
-                )));
-            }
+            check_role(i, role)?;
             let content = match item.get("content") {
                 None | Some(serde_json::Value::Null) => String::new(),
                 Some(serde_json::Value::String(s)) => s.clone(),

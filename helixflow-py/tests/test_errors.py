@@ -256,3 +256,21 @@ def test_closing_lets_running_requests_finish():
     assert answer.usage.completion_tokens == 64
     with pytest.raises(EngineStoppedError):
         engine.chat(HI, max_tokens=2)
+
+
+def test_the_limits_every_front_end_applies_hold_here_too(chat_engine, embedding_engine):
+    """Issue 19: the same checks as over HTTP and gRPC, from the core."""
+    with pytest.raises(InvalidRequestError, match="role"):
+        chat_engine.chat([{"role": "wizard", "content": "Hi"}])
+    with pytest.raises(ContextLengthError):
+        chat_engine.chat(HI, max_tokens=2**64 - 1)
+    with pytest.raises(InvalidRequestError, match="top_k"):
+        chat_engine.chat(HI, max_tokens=2, top_k=0)
+    with pytest.raises(InvalidRequestError, match="bytes"):
+        chat_engine.complete("x" * (3 << 20), max_tokens=1)
+    long = "Every text is checked against the model's limit. " * 60
+    with pytest.raises(InvalidRequestError, match="truncat"):
+        embedding_engine.embed([long])
+    assert len(embedding_engine.embed([long], truncate=True)[0]) == 384
+    with pytest.raises(InvalidRequestError, match="2048"):
+        embedding_engine.embed(["hi"] * 2049)

@@ -225,10 +225,13 @@ pub fn configure(
     builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     limits: &ConnectionLimits,
 ) {
+    // More headers than the router accepts reach it, so that it refuses them in the API's
+    // error shape instead of the HTTP layer with an empty body.
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout);
+        .header_read_timeout(limits.idle_timeout)
+        .max_headers(4 * crate::MAX_HEADERS);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())

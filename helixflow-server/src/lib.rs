@@ -35,6 +35,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// The most headers a request may carry (431 beyond).
+pub const MAX_HEADERS: usize = 100;
+
 /// The request body limit when the state sets none (bytes).
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
 

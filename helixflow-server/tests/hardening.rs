@@ -143,6 +143,18 @@ async fn errors_the_server_makes_itself_are_openai_json() {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert!(body["error"]["message"].is_string(), "{body}");
+    let mut request = Request::builder().uri("/health");
+    for i in 0..150 {
+        request = request.header(format!("x-h{i}"), "v");
+    }
+    let response = app()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
     // 413: a body past the limit.
     let app = router(AppState::new(models(engine(), true), Some(KEY.into())).with_body_limit(1000));
     let big = json!({"model": CHAT, "prompt": "x".repeat(2000)}).to_string();

@@ -58,7 +58,8 @@ pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> 
 pub(crate) const MAX_HEADER_BYTES: usize = 32 << 10;
 
 /// 431 in OpenAI's error shape for requests whose headers are larger than
-/// [`MAX_HEADER_BYTES`] (far larger ones are refused by the HTTP layer itself).
+/// [`MAX_HEADER_BYTES`] or more than [`crate::MAX_HEADERS`] (far larger ones, and malformed
+/// ones, are refused by the HTTP layer itself, without a body).
 pub(crate) async fn limit_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -69,12 +70,23 @@ pub(crate) async fn limit_headers(
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    if size > MAX_HEADER_BYTES {
+    let count = request.headers().len();
+    let refusal = if size > MAX_HEADER_BYTES {
+        Some(format!(
+            "The request's headers are {size} bytes; at most {MAX_HEADER_BYTES} are accepted."
+        ))
+    } else if count > crate::MAX_HEADERS {
+        Some(format!(
+            "The request has {count} headers; at most {} are accepted.",
+            crate::MAX_HEADERS
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = refusal {
         return ApiError {
             status: axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ..ApiError::invalid(format!(
-                "The request's headers are {size} bytes; at most {MAX_HEADER_BYTES} are accepted."
-            ))
+            ..ApiError::invalid(message)
         }
         .into_response();
     }

@@ -143,7 +143,8 @@ async def one_request(args, tally, kind):
                     tally.ttfts.append(first)
                 if stream and "[DONE]" not in text:
                     tally.errors.append("a stream ended without [DONE]")
-                if '"error"' in text:
+                # An error event, not a token whose text happens to be "error".
+                if 'data: {"error"' in text:
                     tally.errors.append(f"an error event in a 200 stream: {text[-300:]}")
         elif status >= 500 and status != 503:
             tally.errors.append(f"{path} answered {status}: {text[:300]}")

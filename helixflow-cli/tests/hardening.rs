@@ -189,18 +189,25 @@ fn a_refused_request_keeps_its_keep_alive_connection() {
         "messages": [{"role": "user", "content": "x".repeat(200_000)}],
     })
     .to_string();
-    for scheme in ["Bearer wrong", "bearer right"] {
+    // A wrong key, an unknown route, a wrong method, then a request that is read and refused
+    // by the handler: each answered in the API's shape, on the same connection.
+    let cases = [
+        ("POST", "/v1/chat/completions", "Bearer wrong", 401),
+        ("POST", "/v1/no-such-route", "Bearer right", 404),
+        ("DELETE", "/v1/chat/completions", "Bearer right", 405),
+        ("POST", "/v1/chat/completions", "bearer right", 400),
+    ];
+    for (method, path, scheme, expected) in cases {
         write!(
             writer,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: {scheme}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {scheme}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
         let (status, answer) = read_response(&mut reader);
         let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-        let expected = if scheme == "Bearer wrong" { 401 } else { 400 };
-        assert_eq!(status, expected, "{scheme}: {answer}");
+        assert_eq!(status, expected, "{method} {path} {scheme}: {answer}");
         assert!(answer["error"]["message"].is_string(), "{answer}");
     }
     // The same connection still serves.

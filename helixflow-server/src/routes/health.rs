@@ -1,7 +1,6 @@
 //! Liveness, readiness and the fallback for unknown routes.
 
 use axum::extract::State;
-use axum::http::Uri;
 use axum::Json;
 use helixflow_core::registry::ServedModel;
 use serde_json::{json, Value};
@@ -42,15 +41,29 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// 404 in OpenAI's error shape for any other path.
-pub(crate) async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(uri.path())
+pub(crate) async fn not_found(request: axum::extract::Request) -> ApiError {
+    let error = ApiError::not_found(request.uri().path());
+    discard_body(request).await;
+    error
+}
+
+/// Reads and drops what is left of a refused request's body (up to the default body limit),
+/// so that its keep-alive connection can carry the next request.
+pub(crate) async fn discard_body(request: axum::extract::Request) {
+    let _ = axum::body::to_bytes(request.into_body(), crate::DEFAULT_BODY_LIMIT).await;
 }
 
 /// 405 in OpenAI's error shape, for a route that exists under other methods.
-pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+pub(crate) async fn method_not_allowed(request: axum::extract::Request) -> ApiError {
+    let message = format!(
+        "{} is not allowed on {}.",
+        request.method(),
+        request.uri().path()
+    );
+    discard_body(request).await;
     ApiError {
         status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        ..ApiError::invalid(format!("{method} is not allowed on {}.", uri.path()))
+        ..ApiError::invalid(message)
     }
 }
 
@@ -84,6 +97,7 @@ pub(crate) async fn limit_headers(
         None
     };
     if let Some(message) = refusal {
+        discard_body(request).await;
         return ApiError {
             status: axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ..ApiError::invalid(message)

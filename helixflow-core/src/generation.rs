@@ -209,13 +209,9 @@ impl Sequence {
     /// The part of the next packed step that belongs to this sequence: the pending tokens, at
     /// most `max_tokens` of them (a chunk of a long prefill).
     pub fn step_input(&mut self, max_tokens: usize) -> SeqStep<'_> {
-        let start = self.kv.len();
-        let end = self
-            .tokens
-            .len()
-            .min(start.saturating_add(max_tokens.max(1)));
+        let pending = self.pending_range(max_tokens);
         SeqStep {
-            tokens: &self.tokens[start..end],
+            tokens: &self.tokens[pending],
             kv: &mut self.kv,
             prompt_len: self.prompt_len,
         }
@@ -224,12 +220,19 @@ impl Sequence {
     /// Whether this sequence can take a step of at most `max_tokens` pending tokens on
     /// `model` ([`LlamaModel::check_step`]).
     pub fn check_step(&self, model: &LlamaModel, max_tokens: usize) -> Result<()> {
-        let start = self.kv.len();
+        let pending = self.pending_range(max_tokens);
+        model.check_step(&self.tokens[pending], self.kv.len())
+    }
+
+    /// The tokens the next step takes: those after the cache, at most `max_tokens` (at
+    /// least one).
+    fn pending_range(&self, max_tokens: usize) -> std::ops::Range<usize> {
+        let start = self.kv.len().min(self.tokens.len());
         let end = self
             .tokens
             .len()
             .min(start.saturating_add(max_tokens.max(1)));
-        model.check_step(&self.tokens[start.min(end)..end], start)
+        start..end
     }
 
     /// Whether the last step left tokens pending (a chunked prefill): its logits are not for

@@ -80,9 +80,7 @@ async fn require(
     let caller = match scoped_caller(state, token, scope).await {
         Ok(caller) => caller,
         Err(e) => {
-            // Read the body the client sent (up to the body limit) so that its connection can
-            // carry the next request instead of being closed on the unread bytes.
-            let _ = axum::body::to_bytes(request.into_body(), state.body_limit()).await;
+            crate::routes::health::discard_body(request, state.body_limit()).await;
             return Err(e);
         }
     };

@@ -81,13 +81,8 @@ fn tighten(path: &Path, mode: u32) -> Result<bool, PlatformError> {
 /// Writes `contents` to a file only its owner may read (created 0600; an existing file is
 /// restricted before it is overwritten).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PlatformError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(FILE_MODE);
-    }
+    let mut options = private_options();
+    options.create(true).truncate(true);
     #[cfg(unix)]
     if path.exists() {
         tighten(path, FILE_MODE)?;
@@ -106,18 +101,25 @@ pub(crate) fn create_private_file(path: &Path) -> Result<(), PlatformError> {
     if path.exists() {
         return Ok(());
     }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(FILE_MODE);
-    }
+    let mut options = private_options();
+    options.create_new(true);
     match options.open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io_error("creating", path, e)),
     }
+}
+
+/// Opening for writing, creating files only their owner may read.
+fn private_options() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(FILE_MODE);
+    }
+    options
 }
 
 #[cfg(all(test, unix))]

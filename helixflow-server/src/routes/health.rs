@@ -43,14 +43,14 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Json<Value> {
 /// 404 in OpenAI's error shape for any other path.
 pub(crate) async fn not_found(request: axum::extract::Request) -> ApiError {
     let error = ApiError::not_found(request.uri().path());
-    discard_body(request).await;
+    discard_body(request, crate::DEFAULT_BODY_LIMIT).await;
     error
 }
 
-/// Reads and drops what is left of a refused request's body (up to the default body limit),
-/// so that its keep-alive connection can carry the next request.
-pub(crate) async fn discard_body(request: axum::extract::Request) {
-    let _ = axum::body::to_bytes(request.into_body(), crate::DEFAULT_BODY_LIMIT).await;
+/// Reads and drops what is left of a refused request's body (up to `limit` bytes), so that
+/// its keep-alive connection can carry the next request.
+pub(crate) async fn discard_body(request: axum::extract::Request, limit: usize) {
+    let _ = axum::body::to_bytes(request.into_body(), limit).await;
 }
 
 /// 405 in OpenAI's error shape, for a route that exists under other methods.
@@ -60,7 +60,7 @@ pub(crate) async fn method_not_allowed(request: axum::extract::Request) -> ApiEr
         request.method(),
         request.uri().path()
     );
-    discard_body(request).await;
+    discard_body(request, crate::DEFAULT_BODY_LIMIT).await;
     ApiError {
         status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
         ..ApiError::invalid(message)
@@ -97,7 +97,7 @@ pub(crate) async fn limit_headers(
         None
     };
     if let Some(message) = refusal {
-        discard_body(request).await;
+        discard_body(request, crate::DEFAULT_BODY_LIMIT).await;
         return ApiError {
             status: axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ..ApiError::invalid(message)

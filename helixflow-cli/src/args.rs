@@ -255,6 +255,10 @@ pub struct RunArgs {
     /// Print one OpenAI `chat.completion` JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// A Jinja chat template file to use in place of the model's own (for a base model
+    /// without one, such as gemma-3-270m).
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
     /// The user's message; `-` reads it from standard input.
     pub prompt: Option<String>,
 }
@@ -381,6 +385,11 @@ pub struct ServeArgs {
         default_values_t = [DEFAULT_CHAT_MODEL.to_string(), DEFAULT_EMBEDDING_MODEL.to_string()]
     )]
     pub model: Vec<String>,
+    /// A Jinja chat template file in place of the models' own: `FILE` for every chat model,
+    /// `MODEL=FILE` for one (repeat the flag for several). A base model without a template
+    /// (gemma-3-270m) answers chat requests only with one.
+    #[arg(long, value_name = "[MODEL=]FILE")]
+    pub chat_template: Vec<String>,
     /// API key that `/v1` requests must send as `Authorization: Bearer <key>`.
     #[arg(long, env = "HELIXFLOW_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

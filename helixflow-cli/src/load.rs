@@ -1,5 +1,7 @@
 //! Resolving a model argument to a loaded model.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::embeddings::EmbeddingModel;
@@ -12,11 +14,22 @@ pub fn resolve(arg: &str) -> Result<ResolvedModel> {
 
 /// Loads a chat model.
 pub fn chat_model(arg: &str) -> Result<ChatModel> {
+    chat_model_with_template(arg, None)
+}
+
+/// Loads a chat model with the chat template in `template_file` in place of its own.
+pub fn chat_model_with_template(arg: &str, template_file: Option<&Path>) -> Result<ChatModel> {
     let resolved = resolve(arg)?;
     if resolved.kind != ModelKind::Chat {
         bail!("`{arg}` is an embedding model; use `helixflow embed` or pick a chat model");
     }
-    ChatModel::load_named(&resolved.path, &resolved.name)
+    let template = template_file
+        .map(|file| {
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the chat template {}", file.display()))
+        })
+        .transpose()?;
+    ChatModel::load_with_template(&resolved.path, &resolved.name, template.as_deref())
         .with_context(|| format!("loading {}", resolved.path.display()))
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::chat_template::{ChatMessage, ChatTemplate, CHATML_TEMPLATE};
+use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::completion::{
     new_id, system_fingerprint, unix_now, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatDelta, ChoiceLogprobs, GeneratedChoice, TextCompletion, Usage,
@@ -11,16 +11,17 @@ use crate::completion::{
 use crate::error::{Error, Result};
 use crate::generation::{run_batch, GenerationParams, Sequence, TokenOutput};
 use crate::gguf::GgufFile;
-use crate::models::llama::LlamaModel;
+use crate::models::{self, CausalLm};
 use crate::sampling::choice_seed;
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
 /// A chat (decoder) model ready to generate.
 pub struct ChatModel {
     name: String,
-    model: LlamaModel,
+    model: Box<dyn CausalLm>,
     tokenizer: Tokenizer,
-    template: ChatTemplate,
+    /// `None` for a model without one (a base model): chat requests are refused.
+    template: Option<ChatTemplate>,
 }
 
 impl std::fmt::Debug for ChatModel {
@@ -45,30 +46,50 @@ impl ChatModel {
 
     /// Loads a GGUF file under the given model name (what responses report).
     pub fn load_named(path: impl AsRef<Path>, name: impl Into<String>) -> Result<Self> {
+        Self::load_with_template(path, name, None)
+    }
+
+    /// [`Self::load_named`] with the chat template `chat_template` (Jinja source) in place of
+    /// the one in the file, as for a base model that has none.
+    pub fn load_with_template(
+        path: impl AsRef<Path>,
+        name: impl Into<String>,
+        chat_template: Option<&str>,
+    ) -> Result<Self> {
         let name = name.into();
         let gguf = GgufFile::open(path.as_ref())?;
-        let model = LlamaModel::load(&gguf)?;
+        let model = models::load_gguf(&gguf)?;
         let tokenizer = Tokenizer::from_gguf_vocab(&vocab_from_gguf(&gguf)?)?;
-        if tokenizer.vocab_size() > model.config().vocab_size {
+        if tokenizer.vocab_size() > model.shape().vocab_size {
             return Err(Error::invalid_file(
                 gguf.path(),
                 "the tokenizer has more tokens than the embedding has rows",
             ));
         }
-        let source = match gguf.get("tokenizer.chat_template") {
-            Some(v) => v.as_str().ok_or_else(|| {
+        let source = match (chat_template, gguf.get("tokenizer.chat_template")) {
+            (Some(source), _) => Some(source),
+            (None, Some(v)) => Some(v.as_str().ok_or_else(|| {
                 Error::invalid_file(gguf.path(), "tokenizer.chat_template is not a string")
-            })?,
-            None => CHATML_TEMPLATE,
+            })?),
+            (None, None) => None,
         };
-        let template =
-            ChatTemplate::new(source, &name, tokenizer.bos_token(), tokenizer.eos_token())?;
+        let template = source
+            .map(|source| {
+                ChatTemplate::new(source, &name, tokenizer.bos_token(), tokenizer.eos_token())
+            })
+            .transpose()?;
         Ok(Self {
             name,
             model,
             tokenizer,
             template,
         })
+    }
+
+    /// Whether the model has a chat template (from its file or from the operator); without
+    /// one it answers completions only.
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
     }
 
     /// The name responses report.
@@ -82,13 +103,13 @@ impl ChatModel {
     }
 
     /// The network.
-    pub fn model(&self) -> &LlamaModel {
-        &self.model
+    pub fn model(&self) -> &dyn CausalLm {
+        self.model.as_ref()
     }
 
     /// The context length in tokens.
     pub fn context_length(&self) -> usize {
-        self.model.config().context_length
+        self.model.shape().context_length
     }
 
     /// Renders `messages` with the model's chat template, ready for the assistant's turn.
@@ -96,7 +117,14 @@ impl ChatModel {
         if messages.is_empty() {
             return Err(Error::InvalidRequest("messages must not be empty".into()));
         }
-        self.template.render(messages, true)
+        match &self.template {
+            Some(template) => template.render(messages, true),
+            None => Err(Error::InvalidRequest(format!(
+                "model `{}` has no chat template (it is a base model for completions): use \
+                 /v1/completions, or give the server a template with --chat-template FILE",
+                self.name
+            ))),
+        }
     }
 
     /// Tokenises a prompt, recognising special tokens, with BOS when the model wants one.
@@ -289,14 +317,14 @@ impl ChatModel {
         params: &GenerationParams,
         mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
     ) -> Result<Vec<GeneratedChoice>> {
-        params.validate(self.model.config().vocab_size)?;
+        params.validate(self.model.shape().vocab_size)?;
         let budget = params.token_budget(prompt.len(), self.context_length())?;
         // One base seed for the request, so every choice gets its own reproducible stream.
         let base_seed = params.sampling.seed.unwrap_or_else(rand::random);
         let mut seqs = (0..params.n)
             .map(|i| {
                 Sequence::new(
-                    &self.model,
+                    self.model.as_ref(),
                     &self.tokenizer,
                     prompt.to_vec(),
                     params,
@@ -308,7 +336,7 @@ impl ChatModel {
         let mut choices: Vec<GeneratedChoice> = (0..params.n)
             .map(|_| GeneratedChoice::new(params.sampling.logprobs))
             .collect();
-        run_batch(&self.model, &self.tokenizer, &mut seqs, |i, out| {
+        run_batch(self.model.as_ref(), &self.tokenizer, &mut seqs, |i, out| {
             choices[i].push(out);
             on_token(i, out)
         })?;

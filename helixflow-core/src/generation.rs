@@ -1,4 +1,4 @@
-//! Token-by-token generation of one or more sequences over a [`LlamaModel`].
+//! Token-by-token generation of one or more sequences over a [`CausalLm`].
 //!
 //! A [`Sequence`] holds everything one generated choice needs between steps: its cache, its
 //! sampler and seed stream, the token history for penalties, the incremental detokeniser and
@@ -9,8 +9,8 @@
 use crate::completion::{FinishReason, TokenLogprob, TopLogprob};
 use crate::error::{Error, Result};
 use crate::kv_cache::SequenceKv;
-use crate::models::llama::{LlamaModel, SeqStep};
 use crate::models::Logits;
+use crate::models::{CausalLm, SeqStep};
 use crate::sampling::{SampledToken, Sampler, SamplingParams, TokenHistory};
 use crate::stop::StopMatcher;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -126,7 +126,7 @@ impl Sequence {
     /// `seed` fixes the sampler's random stream (choice `i` of a request uses
     /// [`crate::sampling::choice_seed`]); `None` draws one from the OS.
     pub fn new(
-        model: &LlamaModel,
+        model: &dyn CausalLm,
         tokenizer: &Tokenizer,
         prompt: Vec<u32>,
         params: &GenerationParams,
@@ -140,7 +140,7 @@ impl Sequence {
     /// [`Sequence::new`] with the cache given: empty, or holding a prefix of `prompt` (from
     /// a prefix cache).
     pub fn with_cache(
-        model: &LlamaModel,
+        model: &dyn CausalLm,
         tokenizer: &Tokenizer,
         prompt: Vec<u32>,
         params: &GenerationParams,
@@ -151,7 +151,7 @@ impl Sequence {
         if prompt.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
-        let sampler = sampler_for(params, model.config().vocab_size, seed)?;
+        let sampler = sampler_for(params, model.shape().vocab_size, seed)?;
         Ok(Self {
             prompt_len: prompt.len(),
             history: TokenHistory::new(&prompt),
@@ -218,8 +218,8 @@ impl Sequence {
     }
 
     /// Whether this sequence can take a step of at most `max_tokens` pending tokens on
-    /// `model` ([`LlamaModel::check_step`]).
-    pub fn check_step(&self, model: &LlamaModel, max_tokens: usize) -> Result<()> {
+    /// `model` ([`CausalLm::check_step`]).
+    pub fn check_step(&self, model: &dyn CausalLm, max_tokens: usize) -> Result<()> {
         let pending = self.pending_range(max_tokens);
         model.check_step(&self.tokens[pending], self.kv.len())
     }
@@ -381,7 +381,7 @@ fn token_logprob(tokenizer: &Tokenizer, id: u32, logprob: f32, top: &[(u32, f32)
 ///
 /// Returning an error from `on_token` (a client went away) stops the whole batch.
 pub fn run_batch(
-    model: &LlamaModel,
+    model: &dyn CausalLm,
     tokenizer: &Tokenizer,
     seqs: &mut [Sequence],
     mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,

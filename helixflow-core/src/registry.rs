@@ -60,6 +60,42 @@ impl ServedModel {
     }
 }
 
+/// A chat template the operator gives in place of a model's own (`--chat-template`), as
+/// for a base model that has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatTemplateOverride {
+    /// The model it is for (the id it is served under); `None`: every chat model.
+    pub model: Option<String>,
+    /// The template's Jinja source.
+    pub source: String,
+}
+
+impl ChatTemplateOverride {
+    /// Reads `[MODEL=]FILE`: the template in FILE, for MODEL or for every chat model.
+    pub fn from_arg(arg: &str) -> Result<Self> {
+        let (model, file) = match arg.split_once('=') {
+            Some((model, file)) if !model.is_empty() && !model.contains(['/', '\\']) => {
+                (Some(model.to_string()), file)
+            }
+            _ => (None, arg),
+        };
+        let source = std::fs::read_to_string(file).map_err(|e| {
+            Error::InvalidRequest(format!("cannot read the chat template {file}: {e}"))
+        })?;
+        Ok(Self { model, source })
+    }
+
+    /// The template for the model served as `id`, if any of `overrides` is for it (one
+    /// naming it wins over one for every model).
+    pub fn find<'a>(overrides: &'a [Self], id: &str) -> Option<&'a str> {
+        overrides
+            .iter()
+            .find(|o| o.model.as_deref() == Some(id))
+            .or_else(|| overrides.iter().find(|o| o.model.is_none()))
+            .map(|o| o.source.as_str())
+    }
+}
+
 /// The served models in the order they were added; ids are unique.
 #[derive(Clone, Default)]
 pub struct ModelRegistry {
@@ -75,12 +111,26 @@ impl ModelRegistry {
     /// Resolves each argument (a built-in id, a hub id or a path, as the CLI accepts), loads
     /// it, and starts an engine with `engine` settings for every chat model.
     pub fn load(args: &[String], engine: &EngineConfig, progress: &dyn Progress) -> Result<Self> {
+        Self::load_with_templates(args, engine, &[], progress)
+    }
+
+    /// [`Self::load`], giving chat models the operator's templates where `templates` has one
+    /// for them ([`ChatTemplateOverride::find`]). A template for a model not served is an
+    /// error, so that a typo is not silently ignored.
+    pub fn load_with_templates(
+        args: &[String],
+        engine: &EngineConfig,
+        templates: &[ChatTemplateOverride],
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         let mut registry = Self::new();
         for arg in args {
             let resolved = source::resolve_arg(arg, progress)?;
             let served = match resolved.kind {
                 ModelKind::Chat => {
-                    let chat = ChatModel::load_named(&resolved.path, &resolved.name)?;
+                    let template = ChatTemplateOverride::find(templates, &resolved.name);
+                    let chat =
+                        ChatModel::load_with_template(&resolved.path, &resolved.name, template)?;
                     ServedModel::Chat(Engine::start(Arc::new(chat), engine.clone())?)
                 }
                 ModelKind::Embedding => ServedModel::Embedding(Arc::new(
@@ -88,6 +138,15 @@ impl ModelRegistry {
                 )),
             };
             registry.add(served)?;
+        }
+        if let Some(unknown) = templates.iter().find_map(|o| {
+            o.model
+                .as_deref()
+                .filter(|id| !matches!(registry.get(id), Some(ServedModel::Chat(_))))
+        }) {
+            return Err(Error::InvalidRequest(format!(
+                "--chat-template names `{unknown}`, which is not a chat model served here"
+            )));
         }
         Ok(registry)
     }

@@ -15,7 +15,7 @@ mod common;
 use helixflow_core::cpu::packed::{self, Accumulation};
 use helixflow_core::gguf::GgufFile;
 use helixflow_core::kv_cache::SequenceKv;
-use helixflow_core::models::llama::{LlamaModel, SeqStep};
+use helixflow_core::models::{self, CausalLm, SeqStep};
 
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
@@ -41,13 +41,13 @@ fn block_order_products_decode_like_ggml_order() {
 
 /// Checks the model that `approximate` sets up against the exact one; `differs`: whether
 /// their logits must differ somewhere (the approximation is in effect).
-fn decodes_like_the_exact_model(approximate: impl Fn(&mut LlamaModel), differs: bool) {
+fn decodes_like_the_exact_model(approximate: impl Fn(&mut dyn CausalLm), differs: bool) {
     let gguf = GgufFile::open(common::chat_gguf()).unwrap();
-    let mut exact = LlamaModel::load(&gguf).unwrap();
+    let mut exact = models::load_gguf(&gguf).unwrap();
     exact.set_online_softmax(false);
     exact.set_products(Accumulation::Ggml);
-    let mut approx = LlamaModel::load(&gguf).unwrap();
-    approximate(&mut approx);
+    let mut approx = models::load_gguf(&gguf).unwrap();
+    approximate(approx.as_mut());
     // The golden chat prompts, back to back: long enough to span several cache blocks.
     let prompt: Vec<u32> = common::golden("smollm2-chat.json")["cases"]
         .as_array()
@@ -58,7 +58,7 @@ fn decodes_like_the_exact_model(approximate: impl Fn(&mut LlamaModel), differs: 
     let mut kv = [exact.new_kv_state(), approx.new_kv_state()];
     let step = |tokens: &[u32], kv: &mut [SequenceKv; 2]| -> [Vec<f32>; 2] {
         let [a, b] = kv;
-        let run = |model: &LlamaModel, kv: &mut SequenceKv| {
+        let run = |model: &dyn CausalLm, kv: &mut SequenceKv| {
             let mut steps = [SeqStep {
                 tokens,
                 kv,
@@ -66,7 +66,7 @@ fn decodes_like_the_exact_model(approximate: impl Fn(&mut LlamaModel), differs: 
             }];
             model.forward(&mut steps).unwrap().remove(0)
         };
-        [run(&exact, a), run(&approx, b)]
+        [run(exact.as_ref(), a), run(approx.as_ref(), b)]
     };
     let half = prompt.len() / 2;
     step(&prompt[..half], &mut kv);

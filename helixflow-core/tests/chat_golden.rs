@@ -10,7 +10,7 @@ use helixflow_core::chat_model::ChatModel;
 use helixflow_core::chat_template::{messages_from_openai, ChatMessage};
 use helixflow_core::completion::FinishReason;
 use helixflow_core::generation::GenerationParams;
-use helixflow_core::models::llama::SeqStep;
+use helixflow_core::models::SeqStep;
 
 fn model() -> &'static ChatModel {
     static MODEL: OnceLock<ChatModel> = OnceLock::new();

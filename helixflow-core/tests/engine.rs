@@ -194,7 +194,7 @@ fn a_prompt_id_outside_the_vocabulary_is_refused_and_spares_the_batch() {
     let healthy = engine
         .submit(prompt, GenerationParams::greedy(expected.len()))
         .unwrap();
-    let vocab = model().model().config().vocab_size as u32;
+    let vocab = model().model().shape().vocab_size as u32;
     match engine.submit(vec![5, vocab], GenerationParams::greedy(2)) {
         Err(Error::InvalidRequest(message)) => assert!(message.contains("vocabulary"), "{message}"),
         other => panic!("expected a refusal, got {other:?}"),
@@ -215,7 +215,7 @@ fn requests_that_can_never_fit_are_refused_at_submission() {
         .submit(prompt, GenerationParams::greedy(32))
         .unwrap_err();
     assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
-    let context = model().model().config().context_length;
+    let context = model().model().shape().context_length;
     let err = engine
         .submit(vec![1; context], GenerationParams::greedy(1))
         .unwrap_err();

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use helixflow_core::source::{
     install_builtin, list_cached, provision_builtin, resolve_with, CatalogEntry, CatalogFile,
-    ModelHome, ModelKind, ModelSpec, Progress, SourceOptions, WheelSource,
+    ModelHome, ModelKind, ModelSpec, Progress, SourceOptions, WheelFiles, WheelSource,
 };
 use helixflow_core::Error;
 use sha2::{Digest, Sha256};
@@ -48,11 +48,12 @@ fn gguf_entry(sha256: &str) -> &'static CatalogEntry {
         hub_repo: "test/tiny",
         files: Box::leak(files.into_boxed_slice()),
         main_file: Some("tiny.gguf"),
-        wheel: WheelSource {
+        wheels: WheelFiles::Whole(WheelSource {
             package: "tiny-pkg",
             version: "1.0",
             prefix: "tiny_pkg/",
-        },
+        }),
+        license: "test",
         approx_size_bytes: 50,
     }))
 }
@@ -340,11 +341,12 @@ fn folder_entry(weights_sha: &str) -> &'static CatalogEntry {
         hub_repo: "test/tiny-embed",
         files: Box::leak(files.into_boxed_slice()),
         main_file: None,
-        wheel: WheelSource {
+        wheels: WheelFiles::Whole(WheelSource {
             package: "tiny-pkg",
             version: "1.0",
             prefix: "tiny_pkg/model/",
-        },
+        }),
+        license: "test",
         approx_size_bytes: 50,
     }))
 }

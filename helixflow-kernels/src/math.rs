@@ -1,5 +1,6 @@
-//! Element-wise and row kernels: RMSNorm, residual add, rotary embedding, SwiGLU, and ggml's
-//! vector exponential with its horizontal sums.
+//! Element-wise and row kernels: RMSNorm, residual add, rotary embedding (both pair layouts),
+//! the gated activations SwiGLU and GeGLU, soft-capping, and ggml's vector exponential with
+//! its horizontal sums.
 
 #[cfg(target_arch = "x86_64")]
 use crate::features::has_avx2_fma;
@@ -148,6 +149,63 @@ fn swiglu_portable(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// The activation between a gated feed-forward block's gate and up projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateActivation {
+    /// SiLU: SwiGLU (Llama, Qwen, Phi-3, ...).
+    Silu,
+    /// GELU, tanh approximation: GeGLU (Gemma).
+    GeluTanh,
+}
+
+/// `gate = act(gate) * up` with the activation `activation`.
+pub fn gated(activation: GateActivation, gate: &mut [f32], up: &[f32]) {
+    match activation {
+        GateActivation::Silu => swiglu(gate, up),
+        GateActivation::GeluTanh => geglu(gate, up),
+    }
+}
+
+/// `gate = gelu(gate) * up`, as ggml computes it: GELU looked up in a table of its f16 values
+/// at every f16 input (the input rounded to f16), except below -10 (0) and from 10 on (the
+/// input itself).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            let half = half::f16::from_f32(x).to_bits();
+            half::f16::from_bits(table[usize::from(half)]).to_f32() * u
+        };
+    }
+}
+
+/// GELU (tanh approximation) of every f16 value, rounded to f16: ggml's `ggml_table_gelu_f16`.
+fn gelu_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                half::f16::from_f32(gelu_tanh(x)).to_bits()
+            })
+            .collect()
+    })
+}
+
+/// ggml's `ggml_gelu_f32`, `0.5x(1 + tanh(√(2/π)·x·(1 + 0.044715x²)))`, with the inner
+/// `1 + a·x·x` fused into one multiply-add as GCC contracts it.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = 1.0 + GELU_COEF_A * x * x;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
+}
+
 /// Softmax numerators of one score row in place (`exp(s - max)` with [`v_expf`]) and their
 /// sum, reduced as ggml does: eight lanes at a time with [`hsum8`], groups added in f64. The
 /// row is zero-padded to a multiple of eight, which is what llama.cpp's masked padding adds.
@@ -290,6 +348,54 @@ fn rope_rows_portable(row: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
             pair[0] = x0.mul_add(cos, -(x1 * sin));
             pair[1] = x0.mul_add(sin, x1 * cos);
         }
+    }
+}
+
+/// Rotates each `head_dim`-wide head's first `2 * cache.len()` values as ggml's
+/// `GGML_ROPE_TYPE_NEOX` does (Qwen, Gemma, Phi-3): pair `i` is values `i` and
+/// `i + cache.len()`, not adjacent values. The products are fused as in [`rope_rows`].
+pub fn rope_rows_neox(row: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { rope_rows_neox_fma(row, head_dim, cache) };
+        return;
+    }
+    rope_rows_neox_portable(row, head_dim, cache);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rope_rows_neox_fma(row: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
+    rope_rows_neox_portable(row, head_dim, cache);
+}
+
+#[inline(always)]
+fn rope_rows_neox_portable(row: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
+    let half = cache.len();
+    for head in row.chunks_exact_mut(head_dim) {
+        let (first, second) = head[..2 * half].split_at_mut(half);
+        for ((x0, x1), &(cos, sin)) in first.iter_mut().zip(second.iter_mut()).zip(cache) {
+            let (a, b) = (*x0, *x1);
+            *x0 = a.mul_add(cos, -(b * sin));
+            *x1 = a.mul_add(sin, b * cos);
+        }
+    }
+}
+
+/// `x *= factor`, element-wise (ggml's `ggml_scale`).
+pub fn scale(x: &mut [f32], factor: f32) {
+    for v in x {
+        *v *= factor;
+    }
+}
+
+/// `x = tanh(x / cap) * cap` element-wise, ggml's soft-capping as three operations (scale by
+/// `1 / cap`, `tanh`, scale by `cap`).
+pub fn soft_cap(x: &mut [f32], cap: f32) {
+    let inverse = 1.0 / cap;
+    for v in x {
+        *v = (*v * inverse).tanh() * cap;
     }
 }
 
@@ -458,5 +564,32 @@ mod tests {
         rope_rows(&mut row, 4, &cache);
         assert!((row[0] - 3f32.cos()).abs() < 1e-6 && (row[1] - 3f32.sin()).abs() < 1e-6);
         assert!((row[2] + 1.5f32.sin()).abs() < 1e-6 && (row[3] - 1.5f32.cos()).abs() < 1e-6);
+    }
+
+    /// GeGLU goes through the f16 table inside (-10, 10) and is exact outside it.
+    #[test]
+    fn geglu_uses_the_f16_table_and_its_limits() {
+        let mut gate = [-20.0f32, 12.0, 0.5, -0.75];
+        geglu(&mut gate, &[2.0, 3.0, 1.0, 1.0]);
+        assert_eq!(gate[0], 0.0);
+        assert_eq!(gate[1], 36.0);
+        let table = |x: f32| half::f16::from_f32(gelu_tanh(x)).to_f32();
+        assert_eq!(gate[2], table(0.5));
+        assert_eq!(gate[3], table(-0.75));
+        // GELU itself: about 0.3457 at 0.5.
+        assert!((gate[2] - 0.3457).abs() < 1e-3, "{}", gate[2]);
+    }
+
+    /// NeoX order rotates value `i` with value `i + half` and leaves the unrotated tail of a
+    /// partially rotated head alone.
+    #[test]
+    fn neox_rope_pairs_the_halves() {
+        let (cos, sin) = (0.6f32, 0.8f32);
+        let mut row = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        rope_rows_neox(&mut row, 6, &[(cos, sin), (1.0, 0.0)]);
+        assert_eq!(row[0], 1.0f32.mul_add(cos, -(3.0 * sin)));
+        assert_eq!(row[2], 1.0f32.mul_add(sin, 3.0 * cos));
+        assert_eq!((row[1], row[3]), (2.0, 4.0));
+        assert_eq!((row[4], row[5]), (5.0, 6.0));
     }
 }

@@ -130,6 +130,63 @@ impl BlockQ8_0 {
     }
 }
 
+/// `Q5_0`: 32 weights as 5-bit values `q - 16` times one f16 scale; bit 4 of value `i` is
+/// bit `i` of `qh`.
+///
+/// ggml multiplies it exactly as `Q8_0` (the same `Q8_0` activations, the same signed-byte
+/// products, lanes and multiply-adds), so [`Self::to_q8_0`] widens it at load and the `Q8_0`
+/// kernels, packed ones included, give its products bit for bit.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockQ5_0 {
+    /// Scale, f16 bits.
+    pub d: u16,
+    /// The fifth bit of each value.
+    pub qh: u32,
+    /// Low nibbles are values 0..16, high nibbles values 16..32.
+    pub qs: [u8; 16],
+}
+
+impl BlockQ5_0 {
+    /// Bytes per block in a file.
+    pub const BYTES: usize = 22;
+
+    /// Reads blocks from GGUF bytes (a multiple of [`Self::BYTES`]).
+    pub fn parse_all(bytes: &[u8]) -> Vec<Self> {
+        parse(bytes, Self::BYTES, |b| Self {
+            d: le16(b, 0),
+            qh: u32::from_le_bytes(b[2..6].try_into().expect("4 bytes")),
+            qs: b[6..22].try_into().expect("16 bytes"),
+        })
+    }
+
+    /// Value `i` (0..32), in `-16..16`.
+    pub fn value(&self, i: usize) -> i8 {
+        let nibble = if i < 16 {
+            self.qs[i] & 0x0f
+        } else {
+            self.qs[i - 16] >> 4
+        };
+        let high = ((self.qh >> i) & 1) as u8;
+        (nibble | (high << 4)) as i8 - 16
+    }
+
+    /// The same weights as a `Q8_0` block (exactly: the values fit a byte, the scale is kept).
+    pub fn to_q8_0(&self) -> BlockQ8_0 {
+        BlockQ8_0 {
+            d: self.d,
+            qs: std::array::from_fn(|i| self.value(i)),
+        }
+    }
+
+    /// The 32 weights.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let d = f16::from_bits(self.d).to_f32();
+        for (i, o) in out.iter_mut().enumerate().take(BLOCK) {
+            *o = f32::from(self.value(i)) * d;
+        }
+    }
+}
+
 /// Which activation format a weight type multiplies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActFormat {
@@ -307,5 +364,32 @@ mod tests {
         let mut out = [0f32; 32];
         block.dequantize(&mut out);
         assert_eq!((out[0], out[16], out[1]), (6.5, 0.5, -1.0));
+    }
+
+    /// `Q5_0` values follow ggml's layout (nibbles low then high, the fifth bit from `qh`),
+    /// and the widened `Q8_0` block dequantises to the same weights.
+    #[test]
+    fn q5_0_parses_and_widens_exactly() {
+        let mut bytes = vec![0u8; 22];
+        bytes[..2].copy_from_slice(&f16::from_f32(0.25).to_bits().to_le_bytes());
+        // Fifth bits: value 0 and value 17.
+        bytes[2..6].copy_from_slice(&(1u32 | 1 << 17).to_le_bytes());
+        bytes[6] = 0x2f; // value 0: nibble 15, value 16: nibble 2
+        bytes[7] = 0x01; // value 1: nibble 1, value 17: nibble 0
+        let block = BlockQ5_0::parse_all(&bytes)[0];
+        assert_eq!(
+            [
+                block.value(0),
+                block.value(16),
+                block.value(1),
+                block.value(17)
+            ],
+            [15, -14, -15, 0]
+        );
+        let (mut direct, mut widened) = ([0f32; 32], [0f32; 32]);
+        block.dequantize(&mut direct);
+        block.to_q8_0().dequantize(&mut widened);
+        assert_eq!(direct, widened);
+        assert_eq!(direct[0], 3.75);
     }
 }

@@ -17,7 +17,7 @@ use helixflow_core::engine::EngineConfig;
 use helixflow_core::platform::{
     write_private_file, Authenticator, CreatedKey, LoginPolicy, Meter, Store, TokenSecret,
 };
-use helixflow_core::registry::ModelRegistry;
+use helixflow_core::registry::{ChatTemplateOverride, ModelRegistry};
 use helixflow_core::source::StderrProgress;
 
 use tower::ServiceExt;
@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub tls: Tls,
     /// The models to serve: ids or paths, chat and embedding models alike.
     pub models: Vec<String>,
+    /// Chat templates in place of the models' own (`--chat-template`).
+    pub chat_templates: Vec<ChatTemplateOverride>,
     /// The operator key `/v1` requests may present (every scope).
     pub api_key: Option<String>,
     /// The platform's database (`sqlite://...` or `postgres://...`), whose API keys are
@@ -376,7 +378,12 @@ fn load_state(config: &ServeConfig) -> Result<AppState, ServeError> {
     if config.models.is_empty() {
         return Err(ServeError::Config("no model to serve".into()));
     }
-    let models = ModelRegistry::load(&config.models, &config.engine, &StderrProgress)?;
+    let models = ModelRegistry::load_with_templates(
+        &config.models,
+        &config.engine,
+        &config.chat_templates,
+        &StderrProgress,
+    )?;
     Ok(AppState::new(models, config.api_key.clone()))
 }
 

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use helixflow_core::cpu::packed::Accumulation;
-use helixflow_core::models::llama::{LlamaModel, SeqStep};
 use helixflow_core::models::Logits;
+use helixflow_core::models::{CausalLm, SeqStep};
 use serde_json::json;
 
 use crate::args::BenchArgs;
@@ -63,7 +63,7 @@ fn single_stream(args: &BenchArgs) -> Result<()> {
     }
     let chat = load::chat_model(&args.model)?;
     let model = chat.model();
-    let context = model.config().context_length;
+    let context = model.shape().context_length;
     if prompt_tokens + args.gen_tokens > context {
         bail!("--prompt-tokens + --gen-tokens exceeds the model's context of {context}");
     }
@@ -152,7 +152,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Whether the model adds up its packed products in block order (`HELIXFLOW_BLOCK_PRODUCTS`),
 /// not llama.cpp's.
-pub(crate) fn block_products(model: &LlamaModel) -> bool {
+pub(crate) fn block_products(model: &dyn CausalLm) -> bool {
     model.products() == Accumulation::Blocks
 }
 

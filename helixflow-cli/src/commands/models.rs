@@ -24,24 +24,28 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             if json {
                 let list: Vec<_> = models
                     .iter()
-                    .map(|m| json!({"id": m.id, "path": m.path, "size_bytes": m.size_bytes, "verified": m.verified}))
+                    .map(|m| json!({"id": m.id, "path": m.path, "size_bytes": m.size_bytes, "verified": m.verified, "license": m.license}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if models.is_empty() {
-                println!(
-                    "no models in {} (try `helixflow models pull smollm2-135m-instruct`)",
-                    home.root().display()
-                );
             } else {
-                println!("{:<40} {:>10}  {:<8} PATH", "ID", "SIZE", "VERIFIED");
-                for m in models {
-                    println!(
-                        "{:<40} {:>10}  {:<8} {}",
-                        m.id,
-                        human_size(m.size_bytes),
-                        if m.verified { "yes" } else { "-" },
-                        m.path.display()
-                    );
+                if models.is_empty() {
+                    println!("no models in {}", home.root().display());
+                } else {
+                    println!("{:<40} {:>10}  {:<8} PATH", "ID", "SIZE", "VERIFIED");
+                    for m in models {
+                        println!(
+                            "{:<40} {:>10}  {:<8} {}",
+                            m.id,
+                            human_size(m.size_bytes),
+                            if m.verified { "yes" } else { "-" },
+                            m.path.display()
+                        );
+                    }
+                }
+                println!("\nbuilt-in models (`helixflow models pull ID`):");
+                for entry in source::builtin_models() {
+                    println!("  {:<24} {}", entry.id, entry.description);
+                    println!("  {:<24} license: {}", "", entry.license);
                 }
             }
         }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use helixflow_core::engine::{EngineConfig, KvBudget};
+use helixflow_core::registry::ChatTemplateOverride;
 use helixflow_server::connections::ConnectionLimits;
 use helixflow_server::{ServeConfig, Tls};
 
@@ -26,6 +27,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tls,
         grpc_port: (!args.no_grpc).then_some(args.grpc_port),
         models: args.model,
+        chat_templates: args
+            .chat_template
+            .iter()
+            .map(|arg| ChatTemplateOverride::from_arg(arg))
+            .collect::<Result<_, _>>()?,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         database_url,
         data_dir,

@@ -1,15 +1,15 @@
-//! The gate and up projections of a SwiGLU feed-forward block, with the activation between
-//! them: `silu(x · Gᵀ) * (x · Uᵀ)`.
+//! The gate and up projections of a gated feed-forward block, with the activation between
+//! them: `act(x · Gᵀ) * (x · Uᵀ)`, SiLU (SwiGLU) or GELU (GeGLU).
 
 use std::cell::RefCell;
 
 use super::matmul::{MatrixGroup, WeightMatrix};
 use crate::{Error, Result};
-use helixflow_kernels::math;
+use helixflow_kernels::math::{self, GateActivation};
 use helixflow_kernels::packed::Accumulation;
 use helixflow_kernels::pool::Pool;
 
-/// A feed-forward block's gate and up projections and its SwiGLU.
+/// A feed-forward block's gate and up projections and the activation between them.
 ///
 /// Where both are packed in one format, their rows are interleaved so that each parallel task
 /// computes matching gate and up rows and applies SwiGLU to them at once: one parallel loop
@@ -20,6 +20,7 @@ use helixflow_kernels::pool::Pool;
 pub struct GatedProjection {
     rows: usize,
     cols: usize,
+    activation: GateActivation,
     products: Products,
 }
 
@@ -30,8 +31,17 @@ enum Products {
 }
 
 impl GatedProjection {
-    /// The projection of `gate` and `up`, which must have the same shape.
+    /// The projection of `gate` and `up`, which must have the same shape, with SwiGLU.
     pub fn new(gate: WeightMatrix, up: WeightMatrix) -> Result<Self> {
+        Self::with_activation(gate, up, GateActivation::Silu)
+    }
+
+    /// The projection of `gate` and `up`, which must have the same shape, with `activation`.
+    pub fn with_activation(
+        gate: WeightMatrix,
+        up: WeightMatrix,
+        activation: GateActivation,
+    ) -> Result<Self> {
         if (gate.rows(), gate.cols()) != (up.rows(), up.cols()) {
             return Err(Error::InvalidRequest(format!(
                 "a gate of {}x{} and an up projection of {}x{} do not pair",
@@ -49,11 +59,12 @@ impl GatedProjection {
         Ok(Self {
             rows,
             cols,
+            activation,
             products,
         })
     }
 
-    /// Whether the products and SwiGLU run fused, as one parallel loop.
+    /// Whether the products and the activation run fused, as one parallel loop.
     pub fn is_fused(&self) -> bool {
         matches!(self.products, Products::Interleaved(_))
     }
@@ -68,7 +79,7 @@ impl GatedProjection {
         self.cols
     }
 
-    /// `out = silu(input · Gᵀ) * (input · Uᵀ)` for `input` of `n` rows of [`Self::cols`]
+    /// `out = act(input · Gᵀ) * (input · Uᵀ)` for `input` of `n` rows of [`Self::cols`]
     /// values; `out` gets `n` rows of [`Self::rows`] values.
     pub fn forward(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
         self.forward_in(Accumulation::Ggml, input, out)
@@ -87,7 +98,9 @@ impl GatedProjection {
             )));
         }
         match &self.products {
-            Products::Interleaved(matrix) => matrix.matmul_gated(order, input, out),
+            Products::Interleaved(matrix) => {
+                matrix.matmul_gated(self.activation, order, input, out)
+            }
             Products::Grouped(group) => {
                 thread_local! {
                     /// The up projection's output, kept between calls so that decoding does
@@ -101,7 +114,7 @@ impl GatedProjection {
                 if result.is_ok() {
                     let rows = self.rows;
                     Pool::global().for_each_chunk_mut(out, rows, |row, gate| {
-                        math::swiglu(gate, &up[row * rows..(row + 1) * rows]);
+                        math::gated(self.activation, gate, &up[row * rows..(row + 1) * rows]);
                     });
                 }
                 UP.set(up);

@@ -12,12 +12,12 @@ use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use helixflow_kernels::format::QuantFormat;
 use helixflow_kernels::kquant::{BlockQ4K, BlockQ6K};
-use helixflow_kernels::math;
+use helixflow_kernels::math::{self, GateActivation};
 use helixflow_kernels::packed::{
     self, Accumulation, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0,
 };
 use helixflow_kernels::pool::Pool;
-use helixflow_kernels::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BLOCK};
+use helixflow_kernels::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BLOCK};
 
 /// Weight rows handed to one parallel task: enough work to amortise scheduling, small enough
 /// to balance two to sixteen threads on the matrices of small models.
@@ -56,13 +56,14 @@ const GATED_UNIT: usize = ROWS_PER_TASK / 2;
 enum Epilogue {
     /// Writes them into the outputs.
     Store,
-    /// Its rows are a gate unit then an up unit: writes `silu(gate) * up` in the gate's place.
-    SwiGlu,
+    /// Its rows are a gate unit then an up unit: writes `act(gate) * up` in the gate's place.
+    Gated(GateActivation),
 }
 
 /// A `[rows, cols]` weight matrix from a GGUF file.
 ///
-/// `Q4_0`, `Q4_1`, `Q8_0`, `Q4_K` and `Q6_K` weights use this crate's kernels; other types go
+/// `Q4_0`, `Q4_1`, `Q5_0`, `Q8_0`, `Q4_K` and `Q6_K` weights use this crate's kernels
+/// (`Q5_0` widened to `Q8_0`, whose products ggml computes the same way); other types go
 /// through candle's quantised matmul. Where the CPU has the packed kernels (x86-64 with AVX2),
 /// `Q4_0`, `Q4_1` and `Q8_0` rows are packed eight at a time at load
 /// ([`helixflow_kernels::packed`]); elsewhere they keep the GGUF layout and the kernels that
@@ -128,6 +129,10 @@ impl WeightMatrix {
             GgmlDType::Q4_0 if pack => Weights::PackedQ4_0(packed::pack(&parse.blocks()?, nb)),
             GgmlDType::Q4_1 if pack => Weights::PackedQ4_1(packed::pack(&parse.blocks()?, nb)),
             GgmlDType::Q8_0 if pack => Weights::PackedQ8_0(packed::pack(&parse.blocks()?, nb)),
+            GgmlDType::Q5_0 if pack => {
+                Weights::PackedQ8_0(packed::pack(&parse.q5_0_as_q8_0()?, nb))
+            }
+            GgmlDType::Q5_0 => Weights::Q8_0(parse.q5_0_as_q8_0()?),
             GgmlDType::Q4_0 => Weights::Q4_0(parse.blocks()?),
             GgmlDType::Q4_1 => Weights::Q4_1(parse.blocks()?),
             GgmlDType::Q8_0 => Weights::Q8_0(parse.blocks()?),
@@ -318,11 +323,12 @@ impl WeightMatrix {
         })
     }
 
-    /// `out = silu(input · Gᵀ) * (input · Uᵀ)` for a matrix from [`Self::interleave_gated`]:
+    /// `out = act(input · Gᵀ) * (input · Uᵀ)` for a matrix from [`Self::interleave_gated`]:
     /// `out` gets `n` rows of half this matrix's rows, bit for bit what the two products and
-    /// [`math::swiglu`](helixflow_kernels::math::swiglu) give apart.
+    /// [`math::gated`] give apart.
     pub(super) fn matmul_gated(
         &self,
+        activation: GateActivation,
         order: Accumulation,
         input: &[f32],
         out: &mut [f32],
@@ -342,9 +348,15 @@ impl WeightMatrix {
         }
         let outs = &mut [out];
         match &self.weights {
-            Weights::PackedQ4_0(w) => self.packed(w, input, outs, (order, Epilogue::SwiGlu)),
-            Weights::PackedQ4_1(w) => self.packed(w, input, outs, (order, Epilogue::SwiGlu)),
-            Weights::PackedQ8_0(w) => self.packed(w, input, outs, (order, Epilogue::SwiGlu)),
+            Weights::PackedQ4_0(w) => {
+                self.packed(w, input, outs, (order, Epilogue::Gated(activation)))
+            }
+            Weights::PackedQ4_1(w) => {
+                self.packed(w, input, outs, (order, Epilogue::Gated(activation)))
+            }
+            Weights::PackedQ8_0(w) => {
+                self.packed(w, input, outs, (order, Epilogue::Gated(activation)))
+            }
             _ => {
                 return Err(Error::InvalidRequest(
                     "a gated matmul needs interleaved packed weights".into(),
@@ -427,7 +439,7 @@ impl WeightMatrix {
 
     /// The product with packed weights: each task computes whole groups of eight rows for
     /// every input row, already in the outputs' order, and copies its rows into them (or,
-    /// with [`Epilogue::SwiGlu`], their gated product).
+    /// with [`Epilogue::Gated`], their gated product).
     fn packed<P: PackedFormat>(
         &self,
         weights: &[P],
@@ -469,14 +481,14 @@ impl WeightMatrix {
                         packed::matrix_in(order, w, nb, acts, chunk, ld);
                         let first_row = first_group * packed::ROWS;
                         let rows = ld.min(self.rows - first_row);
-                        if epilogue == Epilogue::SwiGlu {
+                        if let Epilogue::Gated(activation) = epilogue {
                             // Whole units: each task has units of gate rows, each followed
                             // by the matching unit of up rows.
                             debug_assert!(rows == ld && ld.is_multiple_of(2 * GATED_UNIT));
                             for row in chunk.chunks_exact_mut(ld) {
                                 for unit in row.chunks_exact_mut(2 * GATED_UNIT) {
                                     let (gate, up) = unit.split_at_mut(GATED_UNIT);
-                                    math::swiglu(gate, up);
+                                    math::gated(activation, gate, up);
                                 }
                             }
                             for unit in 0..ld / (2 * GATED_UNIT) {
@@ -620,21 +632,35 @@ struct ParseBlocks<'a> {
 impl ParseBlocks<'_> {
     /// The blocks of format `W`, if the shape is whole blocks and the byte count fits it.
     fn blocks<W: QuantFormat>(&self) -> Result<Vec<W>> {
+        self.check(W::BLOCK_VALUES, W::BYTES, W::NAME)?;
+        Ok(W::parse_all(self.bytes))
+    }
+
+    /// `Q5_0` blocks widened to `Q8_0` ([`BlockQ5_0::to_q8_0`]).
+    fn q5_0_as_q8_0(&self) -> Result<Vec<BlockQ8_0>> {
+        self.check(BLOCK, BlockQ5_0::BYTES, "Q5_0")?;
+        Ok(BlockQ5_0::parse_all(self.bytes)
+            .iter()
+            .map(BlockQ5_0::to_q8_0)
+            .collect())
+    }
+
+    /// Whether the shape is whole blocks of `block_values` and the byte count fits blocks of
+    /// `block_bytes`.
+    fn check(&self, block_values: usize, block_bytes: usize, format: &str) -> Result<()> {
         let [rows, cols] = self.shape;
-        if cols % W::BLOCK_VALUES != 0
-            || self.bytes.len() != rows * cols / W::BLOCK_VALUES * W::BYTES
+        if cols % block_values != 0 || self.bytes.len() != rows * cols / block_values * block_bytes
         {
             return Err(Error::invalid_file(
                 self.gguf.path(),
                 format!(
-                    "tensor `{}` has {} bytes for shape {:?} of {}",
+                    "tensor `{}` has {} bytes for shape {:?} of {format}",
                     self.name,
                     self.bytes.len(),
                     self.shape,
-                    W::NAME
                 ),
             ));
         }
-        Ok(W::parse_all(self.bytes))
+        Ok(())
     }
 }

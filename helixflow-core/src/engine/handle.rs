@@ -120,14 +120,14 @@ impl EngineHandle {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
         // Checked here: inside a step, a bad id would fail every request batched with it.
-        let vocab = model.config().vocab_size;
+        let vocab = model.shape().vocab_size;
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
             return Err(Error::InvalidRequest(format!(
                 "token id {bad} is outside the vocabulary of {vocab} tokens"
             )));
         }
         params.validate(vocab)?;
-        let max_tokens = params.token_budget(prompt.len(), model.config().context_length)?;
+        let max_tokens = params.token_budget(prompt.len(), model.shape().context_length)?;
         let bs = self.inner.config.block_size;
         // The first choice holds the prompt and its tokens, every other choice its own tail
         // plus a copy of the prompt's last, shared block.

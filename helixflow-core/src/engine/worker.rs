@@ -12,8 +12,8 @@ use crate::chat_model::ChatModel;
 use crate::cpu::pool::Pool;
 use crate::generation::{GenerationParams, Sequence, TokenOutput};
 use crate::kv_cache::{block_hashes, KvPool, PrefixCache, SequenceKv};
-use crate::models::llama::SeqStep;
 use crate::models::Logits;
+use crate::models::SeqStep;
 use crate::sampling::{choice_seed, SampledToken};
 use crate::{Error, Result};
 
@@ -415,7 +415,7 @@ impl Worker {
                 continue;
             }
             if c == 0 && !request.forked() {
-                if let Err(e) = fork_choices(request, self.chat.model().config().vocab_size) {
+                if let Err(e) = fork_choices(request, self.chat.model().shape().vocab_size) {
                     request.submission.sink.send(EngineEvent::Failed(e));
                     request.choices.clear();
                     continue;

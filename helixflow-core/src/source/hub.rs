@@ -348,6 +348,7 @@ pub(crate) fn list_hub_cache(hub_dir: &Path) -> Vec<CachedModel> {
                     path: snapshot.clone(),
                     size_bytes: super::cache::dir_size(&snapshot),
                     verified: false,
+                    license: None,
                 });
             }
             for file in files
@@ -360,6 +361,7 @@ pub(crate) fn list_hub_cache(hub_dir: &Path) -> Vec<CachedModel> {
                     size_bytes: fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
                     path,
                     verified: false,
+                    license: None,
                 });
             }
         }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use cache::{sha256_file, ModelHome};
 pub use catalog::{
-    builtin_models, find_builtin, CatalogEntry, CatalogFile, ModelKind, WheelSource,
+    builtin_models, find_builtin, CatalogEntry, CatalogFile, ModelKind, WheelFiles, WheelSource,
 };
 pub use progress::{Progress, SilentProgress, StderrProgress};
 pub use select::{select_hub_files, HubSelection, GGUF_PREFERENCE};
@@ -131,6 +131,9 @@ pub struct CachedModel {
     /// The weights matched their pinned sha256 (per the `.verified` marker; never hashes).
     /// Always `false` for hub downloads, which have no pinned digest.
     pub verified: bool,
+    /// The license of a built-in model's weights; `None` for hub downloads (see the model's
+    /// card).
+    pub license: Option<&'static str>,
 }
 
 /// Resolves a model argument as users write it (a path, a built-in id or a hub id) in the
@@ -387,6 +390,7 @@ pub fn list_cached(home: &ModelHome) -> Result<Vec<CachedModel>> {
             path: entry.main_file.map_or_else(|| dir.clone(), |f| dir.join(f)),
             size_bytes: cache::dir_size(&dir),
             verified: marker_confirms(entry, &dir),
+            license: Some(entry.license),
         });
     }
     models.extend(hub::list_hub_cache(&home.hub_dir()));

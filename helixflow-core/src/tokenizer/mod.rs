@@ -19,8 +19,9 @@ pub use vocab::GgufVocab;
 use crate::error::{Error, Result};
 
 /// End-of-turn token texts that chat models use besides their EOS token.
-const END_OF_TURN_TOKENS: [&str; 5] = [
+const END_OF_TURN_TOKENS: [&str; 6] = [
     "<|im_end|>",
+    "<end_of_turn>",
     "<|eot_id|>",
     "<|end|>",
     "<|endoftext|>",

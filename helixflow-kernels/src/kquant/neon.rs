@@ -204,8 +204,8 @@ fn q6k_tile<D: ByteDot, const R: usize>(x: &[BlockQ6K], acts: &[BlockQ8K], out: 
         let xd = f16_to_f32(xb.d);
         let mut sumi = [[unsafe { vdupq_n_s32(0) }; 2]; R];
         for h in 0..2 {
-            // The four 32-value groups of this 128-value half, 16 values a vector, as signed
-            // q - 32.
+            // The four 32-value groups of this 128-value half, 16 values a vector, as
+            // unsigned q (0..64, so also signed bytes).
             let values = q6k_half(xb, h);
             for r in 0..R {
                 let q8 = &rows[r][b].qs[128 * h..128 * h + 128];
@@ -220,7 +220,18 @@ fn q6k_tile<D: ByteDot, const R: usize>(x: &[BlockQ6K], acts: &[BlockQ8K], out: 
             }
         }
         for r in 0..R {
-            add_scaled(&mut acc[r], sumi[r], rows[r][b].d * xd);
+            // The offset of 32: lane l subtracts `32 * sc * bsum` of group l's sub-blocks.
+            let yb = &rows[r][b];
+            let offset: [i32; 8] = std::array::from_fn(|l| {
+                32 * (i32::from(yb.bsums[2 * l]) * i32::from(xb.scales[2 * l])
+                    + i32::from(yb.bsums[2 * l + 1]) * i32::from(xb.scales[2 * l + 1]))
+            });
+            // SAFETY: `offset` holds eight readable i32.
+            unsafe {
+                sumi[r][0] = vsubq_s32(sumi[r][0], vld1q_s32(offset.as_ptr()));
+                sumi[r][1] = vsubq_s32(sumi[r][1], vld1q_s32(offset.as_ptr().add(4)));
+            }
+            add_scaled(&mut acc[r], sumi[r], yb.d * xd);
         }
     }
     for r in 0..R {
@@ -229,7 +240,7 @@ fn q6k_tile<D: ByteDot, const R: usize>(x: &[BlockQ6K], acts: &[BlockQ8K], out: 
 }
 
 /// Half `h` of a `Q6_K` superblock (values `128h..128h + 128`) as four 32-value groups of two
-/// vectors, each value `q - 32`.
+/// vectors, each value `q` (0..64, the offset of 32 not taken off).
 #[inline(always)]
 fn q6k_half(xb: &BlockQ6K, h: usize) -> [[int8x16_t; 2]; 4] {
     let ql = &xb.ql[64 * h..64 * h + 64];
@@ -239,7 +250,6 @@ fn q6k_half(xb: &BlockQ6K, h: usize) -> [[int8x16_t; 2]; 4] {
     unsafe {
         let m4 = vdupq_n_u8(0x0f);
         let m2 = vdupq_n_u8(3);
-        let m32 = vdupq_n_s8(32);
         let mut out = [[vdupq_n_s8(0); 2]; 4];
         for half in 0..2 {
             let first = vld1q_u8(ql[16 * half..].as_ptr());
@@ -260,7 +270,7 @@ fn q6k_half(xb: &BlockQ6K, h: usize) -> [[int8x16_t; 2]; 4] {
             ];
             for k in 0..4 {
                 let q = vorrq_u8(low[k], vshlq_n_u8::<4>(top[k]));
-                out[k][half] = vsubq_s8(vreinterpretq_s8_u8(q), m32);
+                out[k][half] = vreinterpretq_s8_u8(q);
             }
         }
         out

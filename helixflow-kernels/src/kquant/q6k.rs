@@ -64,23 +64,34 @@ impl BlockQ6K {
 }
 
 /// The reference dot product of one `Q6_K` weight row with one `Q8_K` activation row, with the
-/// float operations of ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` in its order: per superblock
-/// `d = y.d * x.d`; lane `l` of eight takes the exact integer sum of `sc * (q - 32) * q8` over
-/// values `4l..4l + 4` of each of the eight 32-value groups and adds `d` times it with a fused
-/// multiply-add; the lanes are reduced with [`hsum8`].
+/// float operations of ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` in its order (llama.cpp since the
+/// offset of 32 was taken out of the inner loop): per superblock `d = y.d * x.d`; lane `l` of
+/// eight takes the exact integer sum of `sc * q * q8` (`q` unsigned, 0..64) over values
+/// `4l..4l + 4` of each of the eight 32-value groups, minus `32 * (sc * bsum)` of the two
+/// 16-value sub-blocks of group `l` (`_mm256_madd_epi16` of the activation's sub-block sums
+/// with the scales), and adds `d` times it with a fused multiply-add; the lanes are reduced
+/// with [`hsum8`].
 pub fn dot_q6k_reference(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let mut lanes = [0f32; 8];
     for (xb, yb) in x.iter().zip(y) {
         let d = yb.d * f16::from_bits(xb.d).to_f32();
         for (l, lane) in lanes.iter_mut().enumerate() {
-            let sum: i32 = (0..QK_K / 32)
+            let products: i32 = (0..QK_K / 32)
                 .flat_map(|group| 32 * group + 4 * l..32 * group + 4 * l + 4)
-                .map(|i| i32::from(xb.scales[i / 16]) * xb.value(i) * i32::from(yb.qs[i]))
+                .map(|i| i32::from(xb.scales[i / 16]) * (xb.value(i) + 32) * i32::from(yb.qs[i]))
                 .sum();
+            let sum = products - 32 * offset_sum(xb, yb, l);
             *lane = d.mul_add(sum as f32, *lane);
         }
     }
     hsum8(&lanes)
+}
+
+/// `sc * bsum` of the two 16-value sub-blocks of group `l`: what lane `l` subtracts, times 32.
+#[inline(always)]
+fn offset_sum(xb: &BlockQ6K, yb: &BlockQ8K, l: usize) -> i32 {
+    i32::from(yb.bsums[2 * l]) * i32::from(xb.scales[2 * l])
+        + i32::from(yb.bsums[2 * l + 1]) * i32::from(xb.scales[2 * l + 1])
 }
 
 impl QuantFormat for BlockQ6K {
@@ -134,12 +145,14 @@ mod avx2 {
                 let rows = act_rows::<R>(acts, x.len());
                 let m4 = _mm256_set1_epi8(0x0f);
                 let m2 = _mm256_set1_epi8(3);
-                let m32s = _mm256_set1_epi8(32);
                 let mut acc = [_mm256_setzero_ps(); R];
                 for (b, xb) in x.iter().enumerate() {
                     prefetch_ahead(xb);
                     let xd = f16_to_f32(xb.d);
                     let mut sumi = [_mm256_setzero_si256(); R];
+                    // SAFETY: `scales` is 16 readable bytes; the load is unaligned.
+                    let scales16 =
+                        _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(xb.scales.as_ptr().cast()) });
                     for j in 0..2 {
                         let bits1 = load32(&xb.ql[64 * j..]);
                         let bits2 = load32(&xb.ql[64 * j + 32..]);
@@ -174,16 +187,17 @@ mod avx2 {
                             let q8 = &rows[r][b].qs[128 * j..];
                             for k in 0..4 {
                                 let q8k = load32(&q8[32 * k..]);
-                                // (q - 32) * q8 as q * q8 - 32 * q8, both unsigned-by-signed.
-                                let p16 = _mm256_sub_epi16(
-                                    _mm256_maddubs_epi16(q[k], q8k),
-                                    _mm256_maddubs_epi16(m32s, q8k),
-                                );
+                                let p16 = _mm256_maddubs_epi16(q[k], q8k);
                                 sumi[r] = S::add(sumi[r], scales[k], p16);
                             }
                         }
                     }
                     for r in 0..R {
+                        // The offset of 32: `32 * sc * bsum`, one 32-value group per lane.
+                        // SAFETY: `bsums` is 16 readable i16; the load is unaligned.
+                        let bsums = unsafe { _mm256_loadu_si256(rows[r][b].bsums.as_ptr().cast()) };
+                        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
+                        sumi[r] = _mm256_sub_epi32(sumi[r], offset);
                         let d = rows[r][b].d * xd;
                         acc[r] =
                             _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);

@@ -17,7 +17,7 @@ use crate::load;
 /// (but for `--max-batched-tokens`).
 pub fn run(args: &BenchArgs, workload: Workload, streams: &[usize]) -> Result<()> {
     let chat = Arc::new(load::chat_model(&args.model)?);
-    let context = chat.model().config().context_length;
+    let context = chat.model().shape().context_length;
     if workload.prompt_tokens + workload.gen_tokens > context {
         bail!("--prompt-tokens + --gen-tokens exceeds the model's context of {context}");
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::embeddings::EmbeddingModel;
+use helixflow_core::registry::ChatTemplateOverride;
 use helixflow_core::source::{self, ModelKind, ResolvedModel, StderrProgress};
 
 /// Finds (and if needed downloads) the model named by `arg`.
@@ -23,12 +24,7 @@ pub fn chat_model_with_template(arg: &str, template_file: Option<&Path>) -> Resu
     if resolved.kind != ModelKind::Chat {
         bail!("`{arg}` is an embedding model; use `helixflow embed` or pick a chat model");
     }
-    let template = template_file
-        .map(|file| {
-            std::fs::read_to_string(file)
-                .with_context(|| format!("reading the chat template {}", file.display()))
-        })
-        .transpose()?;
+    let template = template_file.map(ChatTemplateOverride::read).transpose()?;
     ChatModel::load_with_template(&resolved.path, &resolved.name, template.as_deref())
         .with_context(|| format!("loading {}", resolved.path.display()))
 }

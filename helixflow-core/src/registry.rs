@@ -79,10 +79,18 @@ impl ChatTemplateOverride {
             }
             _ => (None, arg),
         };
-        let source = std::fs::read_to_string(file).map_err(|e| {
-            Error::InvalidRequest(format!("cannot read the chat template {file}: {e}"))
-        })?;
+        let source = Self::read(std::path::Path::new(file))?;
         Ok(Self { model, source })
+    }
+
+    /// The Jinja source in `file`.
+    pub fn read(file: &std::path::Path) -> Result<String> {
+        std::fs::read_to_string(file).map_err(|e| {
+            Error::InvalidRequest(format!(
+                "cannot read the chat template {}: {e}",
+                file.display()
+            ))
+        })
     }
 
     /// The template for the model served as `id`, if any of `overrides` is for it (one

@@ -5,12 +5,11 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::ids;
+use common::{greedy_path, ids};
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::chat_template::{messages_from_openai, ChatMessage};
 use helixflow_core::completion::FinishReason;
 use helixflow_core::generation::GenerationParams;
-use helixflow_core::models::SeqStep;
 
 fn model() -> &'static ChatModel {
     static MODEL: OnceLock<ChatModel> = OnceLock::new();
@@ -51,36 +50,6 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
         .iter()
         .map(|&l| (f64::from(l) - lse) as f32)
         .collect()
-}
-
-/// The greedy path, step by step at the model level: prefill the prompt, then one token at a
-/// time (as llama.cpp generated the reference), stopping after the end-of-turn token.
-fn greedy_path(chat: &ChatModel, prompt: &[u32], max: usize) -> (Vec<u32>, Vec<f32>) {
-    let model = chat.model();
-    let mut kv = model.new_kv_state();
-    let (mut input, mut path) = (prompt.to_vec(), Vec::new());
-    let mut first_logits = Vec::new();
-    while path.len() < max {
-        let logits = model
-            .forward(&mut [SeqStep {
-                tokens: &input,
-                kv: &mut kv,
-                prompt_len: prompt.len(),
-            }])
-            .unwrap()
-            .remove(0);
-        let next =
-            (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b }) as u32;
-        if first_logits.is_empty() {
-            first_logits = logits;
-        }
-        path.push(next);
-        if chat.tokenizer().end_of_turn_ids().contains(&next) {
-            break;
-        }
-        input = vec![next];
-    }
-    (path, first_logits)
 }
 
 /// Our kernels reproduce llama.cpp's arithmetic, so greedy decoding gives exactly its tokens.

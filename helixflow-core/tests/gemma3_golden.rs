@@ -6,11 +6,10 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::ids;
+use common::{assert_encodes_like_llama_cpp, greedy_path, ids};
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::chat_template::ChatMessage;
 use helixflow_core::generation::GenerationParams;
-use helixflow_core::models::SeqStep;
 use helixflow_core::Error;
 
 fn model() -> &'static ChatModel {
@@ -39,44 +38,8 @@ fn tokenization_matches_llama_cpp() {
     let cases = golden["tokenization_cases"].as_array().unwrap();
     assert!(!cases.is_empty());
     for case in cases {
-        let text = case["text"].as_str().unwrap();
-        assert_eq!(
-            tokenizer.encode(text, true).unwrap(),
-            ids(&case["ids_special_parsed"]),
-            "special parsed: {text:?}"
-        );
-        assert_eq!(
-            tokenizer.encode(text, false).unwrap(),
-            ids(&case["ids_special_as_text"]),
-            "special as text: {text:?}"
-        );
+        assert_encodes_like_llama_cpp(tokenizer, case);
     }
-}
-
-/// Greedy tokens of `prompt`, one decode step at a time after the prompt (as llama.cpp
-/// generated the references), stopping after an end-of-generation token.
-fn greedy_path(chat: &ChatModel, prompt: &[u32], max: usize) -> Vec<u32> {
-    let model = chat.model();
-    let mut kv = model.new_kv_state();
-    let (mut input, mut path) = (prompt.to_vec(), Vec::new());
-    while path.len() < max {
-        let logits = model
-            .forward(&mut [SeqStep {
-                tokens: &input,
-                kv: &mut kv,
-                prompt_len: prompt.len(),
-            }])
-            .unwrap()
-            .remove(0);
-        let next =
-            (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b }) as u32;
-        path.push(next);
-        if chat.tokenizer().end_of_turn_ids().contains(&next) {
-            break;
-        }
-        input = vec![next];
-    }
-    path
 }
 
 /// The one reference case not yet reproduced: at its third generated token (a near-tie,
@@ -103,7 +66,7 @@ fn greedy_completions_reproduce_llama_cpp() {
             "{prompt:?}"
         );
         let expected = ids(&case["generated_token_ids"]);
-        let path = greedy_path(model(), &prompt_ids, expected.len());
+        let (path, _) = greedy_path(model(), &prompt_ids, expected.len());
         let robust = case["robust_prefix"].as_u64().unwrap() as usize;
         if prompt != NOT_YET_REPRODUCED {
             assert_eq!(
@@ -131,7 +94,7 @@ fn the_largest_planet_case_reproduces_llama_cpp() {
         .find(|c| c["prompt"] == NOT_YET_REPRODUCED)
         .unwrap();
     let expected = ids(&case["generated_token_ids"]);
-    let path = greedy_path(model(), &ids(&case["prompt_token_ids"]), expected.len());
+    let (path, _) = greedy_path(model(), &ids(&case["prompt_token_ids"]), expected.len());
     assert_eq!(path, expected);
 }
 

@@ -32,16 +32,7 @@ fn tokenization_matches_llama_cpp() {
     assert!(!cases.is_empty());
     for case in cases {
         let text = str_field(case, "text");
-        assert_eq!(
-            tok.encode(text, true).unwrap(),
-            ids(&case["ids_special_parsed"]),
-            "special parsed: {text:?}"
-        );
-        assert_eq!(
-            tok.encode(text, false).unwrap(),
-            ids(&case["ids_special_as_text"]),
-            "special as text: {text:?}"
-        );
+        common::assert_encodes_like_llama_cpp(&tok, case);
         // Decoding what was encoded as text gives the text back.
         assert_eq!(
             tok.decode(&ids(&case["ids_special_as_text"]), true)

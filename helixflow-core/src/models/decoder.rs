@@ -132,17 +132,23 @@ impl DecoderConfig {
         if self.layers.len() != self.num_layers {
             return bad("one attention description per layer is needed".into());
         }
-        // Each layer has several tensors: a count the file cannot hold is a lie, caught here
-        // before anything is sized by it.
-        if self.num_layers > gguf.tensor_infos().len() {
-            return bad(format!(
-                "block_count is {} but the file holds {} tensors",
-                self.num_layers,
-                gguf.tensor_infos().len()
-            ));
-        }
-        Ok(())
+        check_block_count(gguf, self.num_layers)
     }
+}
+
+/// Each layer has several tensors: a block count the file cannot hold is a lie, caught before
+/// anything is sized by it.
+pub(crate) fn check_block_count(gguf: &GgufFile, num_layers: usize) -> Result<()> {
+    if num_layers > gguf.tensor_infos().len() {
+        return Err(Error::invalid_file(
+            gguf.path(),
+            format!(
+                "block_count is {num_layers} but the file holds {} tensors",
+                gguf.tensor_infos().len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the vocabulary size off the embedding: `token_embd.weight` is `[vocab, hidden]`.

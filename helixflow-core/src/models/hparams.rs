@@ -3,7 +3,7 @@
 
 use helixflow_kernels::math::GateActivation;
 
-use super::decoder::{embedding_rows, DecoderConfig, LayerAttention, NormKind};
+use super::decoder::{check_block_count, embedding_rows, DecoderConfig, LayerAttention, NormKind};
 use super::rope::{RopeScaling, RopeStyle};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -107,12 +107,8 @@ pub(crate) fn standard_config(
     }
     let rope_dim = hp.usize_or("rope.dimension_count", head_dim)?;
     let num_layers = hp.usize("block_count")?;
-    if num_layers > gguf.tensor_infos().len() {
-        return Err(hp.invalid(format!(
-            "block_count is {num_layers} but the file holds {} tensors",
-            gguf.tensor_infos().len()
-        )));
-    }
+    // Before `layers` is sized by it.
+    check_block_count(gguf, num_layers)?;
     let attention = LayerAttention {
         rope_base: hp.f32_or("rope.freq_base", defaults.rope_base)?,
         rope_scaling: rope_scaling(hp)?,

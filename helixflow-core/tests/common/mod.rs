@@ -10,7 +10,10 @@ pub mod stores;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use helixflow_core::chat_model::ChatModel;
+use helixflow_core::models::SeqStep;
 use helixflow_core::source::{self, ModelHome, ModelSpec, SilentProgress};
+use helixflow_core::tokenizer::Tokenizer;
 
 /// A golden reference file (copied from the reference outputs into the test fixtures).
 pub fn golden(name: &str) -> serde_json::Value {
@@ -52,4 +55,51 @@ pub fn ids(value: &serde_json::Value) -> Vec<u32> {
         .iter()
         .map(|v| v.as_u64().expect("an id") as u32)
         .collect()
+}
+
+/// The greedy path at the model level, as llama.cpp generated the references: prefill the
+/// prompt, then one token at a time, stopping after an end-of-turn token or at `max` tokens.
+/// Returns the tokens and the logits of the first step.
+pub fn greedy_path(chat: &ChatModel, prompt: &[u32], max: usize) -> (Vec<u32>, Vec<f32>) {
+    let model = chat.model();
+    let mut kv = model.new_kv_state();
+    let (mut input, mut path) = (prompt.to_vec(), Vec::new());
+    let mut first_logits = Vec::new();
+    while path.len() < max {
+        let logits = model
+            .forward(&mut [SeqStep {
+                tokens: &input,
+                kv: &mut kv,
+                prompt_len: prompt.len(),
+            }])
+            .unwrap()
+            .remove(0);
+        let next =
+            (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b }) as u32;
+        if first_logits.is_empty() {
+            first_logits = logits;
+        }
+        path.push(next);
+        if chat.tokenizer().end_of_turn_ids().contains(&next) {
+            break;
+        }
+        input = vec![next];
+    }
+    (path, first_logits)
+}
+
+/// One golden tokenisation case: `text` encoded with special tokens recognised gives
+/// `ids_special_parsed`, and with their text as plain text `ids_special_as_text`.
+pub fn assert_encodes_like_llama_cpp(tokenizer: &Tokenizer, case: &serde_json::Value) {
+    let text = case["text"].as_str().expect("a text");
+    assert_eq!(
+        tokenizer.encode(text, true).unwrap(),
+        ids(&case["ids_special_parsed"]),
+        "special parsed: {text:?}"
+    );
+    assert_eq!(
+        tokenizer.encode(text, false).unwrap(),
+        ids(&case["ids_special_as_text"]),
+        "special as text: {text:?}"
+    );
 }

@@ -107,6 +107,11 @@ impl ChatModel {
         self.model.as_ref()
     }
 
+    /// The network, to change how it computes (see [`CausalLm::set_ggml_build`]).
+    pub fn model_mut(&mut self) -> &mut dyn CausalLm {
+        self.model.as_mut()
+    }
+
     /// The context length in tokens.
     pub fn context_length(&self) -> usize {
         self.model.shape().context_length

@@ -9,7 +9,9 @@
 //! Every kernel has a portable scalar form, which is the reference; where the CPU has AVX2 and
 //! FMA the same operations run vectorised, giving bit-identical results, as do the AVX-512
 //! VNNI kernels where the CPU has them and the NEON dot products of every format on aarch64
-//! (tested under qemu by `scripts/test`).
+//! (tested under qemu by `scripts/test`). Where ggml's results depend on its build's vector
+//! width (attention's f16 sums, softmax, SiLU), [`reference::GgmlBuild`] says which build to
+//! reproduce.
 //! On x86-64 those three formats are packed eight rows at a time at load ([`packed`]), whose
 //! kernels share the scale products and the weight unpacking among eight outputs and still
 //! compute each output in ggml's order, bit for bit.
@@ -24,5 +26,6 @@ mod neon;
 pub mod packed;
 pub mod pool;
 pub mod quant;
+pub mod reference;
 #[cfg(test)]
 mod test_support;

@@ -18,6 +18,15 @@ pub fn hsum8(lanes: &[f32; 8]) -> f32 {
     (quad[0] + quad[2]) + (quad[1] + quad[3])
 }
 
+/// Sums sixteen lanes the way `_mm512_reduce_add_ps` does (GCC's definition, which ggml's
+/// AVX-512 build uses for its dot products and softmax): the high eight lanes onto the low
+/// eight, then as [`hsum8`].
+#[inline(always)]
+pub fn hsum16(lanes: &[f32; 16]) -> f32 {
+    let halves: [f32; 8] = std::array::from_fn(|l| lanes[8 + l] + lanes[l]);
+    hsum8(&halves)
+}
+
 const EXP_SHIFT: f32 = 12_582_912.0; // 0x1.8p23
 const LOG2_E: u32 = 0x3fb8_aa3b;
 const LN2_LO: u32 = 0x35bf_be8e;
@@ -57,6 +66,39 @@ pub fn v_expf(x: f32) -> f32 {
         s1 * s1
     } else {
         s2.mul_add(j, s2) * s1
+    }
+}
+
+/// ggml's vector `expf` as its AVX-512 form computes it: the same polynomial, but its last
+/// term is `1 + c·b` rounded on its own and the result scaled by `2ⁿ` exactly (`vscalefps`),
+/// where the AVX2 form fuses the `+ 1` into the scaling; the two differ in the last bit now
+/// and then.
+pub fn v_expf_wide(x: f32) -> f32 {
+    let f = f32::from_bits;
+    let z = x.mul_add(f(LOG2_E), EXP_SHIFT);
+    let n = z - EXP_SHIFT;
+    let b = (-n).mul_add(f(LN2_LO), (-n).mul_add(f(LN2_HI), x));
+    let u = b * b;
+    let j = f(POLY[0])
+        .mul_add(b, f(POLY[1]))
+        .mul_add(u, f(POLY[2]).mul_add(b, f(POLY[3])))
+        .mul_add(u, f(POLY[4]).mul_add(b, 1.0));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    scale_by_power_of_two(j, n as i32)
+}
+
+/// `j · 2ⁿ` rounded once, as `vscalefps` computes it, for `|n| ≤ 192`: in two exact steps
+/// where `2ⁿ` itself is not a normal f32.
+fn scale_by_power_of_two(j: f32, n: i32) -> f32 {
+    let power = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    if n < -126 {
+        (j * power(n + 100)) * power(-100)
+    } else if n > 127 {
+        (j * power(n - 100)) * power(100)
+    } else {
+        j * power(n)
     }
 }
 
@@ -149,19 +191,42 @@ fn swiglu_portable(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// [`swiglu`] as ggml's AVX-512 build computes it: SiLU over [`v_expf_wide`].
+pub fn swiglu_wide(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = x / (1.0 + v_expf_wide(0.0 - x)) * u;
+    }
+}
+
 /// The activation between a gated feed-forward block's gate and up projections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateActivation {
     /// SiLU: SwiGLU (Llama, Qwen, Phi-3, ...).
     Silu,
+    /// SiLU as llama.cpp's AVX-512 build computes it (see [`v_expf_wide`]).
+    SiluWide,
     /// GELU, tanh approximation: GeGLU (Gemma).
     GeluTanh,
+}
+
+impl GateActivation {
+    /// This activation as llama.cpp's build `build` computes it.
+    pub fn in_build(self, build: crate::reference::GgmlBuild) -> Self {
+        use crate::reference::GgmlBuild;
+        match (self, build) {
+            (Self::Silu | Self::SiluWide, GgmlBuild::Avx2) => Self::Silu,
+            (Self::Silu | Self::SiluWide, GgmlBuild::Avx512) => Self::SiluWide,
+            (Self::GeluTanh, _) => Self::GeluTanh,
+        }
+    }
 }
 
 /// `gate = act(gate) * up` with the activation `activation`.
 pub fn gated(activation: GateActivation, gate: &mut [f32], up: &[f32]) {
     match activation {
         GateActivation::Silu => swiglu(gate, up),
+        GateActivation::SiluWide => swiglu_wide(gate, up),
         GateActivation::GeluTanh => geglu(gate, up),
     }
 }
@@ -236,6 +301,34 @@ unsafe fn softmax_numerators_fma(scores: &mut [f32], max: f32) -> f64 {
         sum += f64::from(hsum8(&lanes));
     }
     sum + softmax_numerators_portable(&mut scores[whole..], max)
+}
+
+/// [`softmax_numerators`] as ggml's AVX-512 build computes them: [`v_expf_wide`], and the
+/// sum sixteen lanes at a time with [`hsum16`] (the row zero-padded to a multiple of 16).
+pub fn softmax_numerators_wide(scores: &mut [f32], max: f32) -> f64 {
+    let mut sum = 0f64;
+    for group in scores.chunks_mut(16) {
+        let mut lanes = [0f32; 16];
+        for (lane, s) in lanes.iter_mut().zip(group.iter_mut()) {
+            *s = v_expf_wide(*s - max);
+            *lane = *s;
+        }
+        sum += f64::from(hsum16(&lanes));
+    }
+    sum
+}
+
+/// Softmax numerators and their sum as llama.cpp built as `build` computes them.
+#[inline(always)]
+pub fn softmax_numerators_in(
+    build: crate::reference::GgmlBuild,
+    scores: &mut [f32],
+    max: f32,
+) -> f64 {
+    match build {
+        crate::reference::GgmlBuild::Avx2 => softmax_numerators(scores, max),
+        crate::reference::GgmlBuild::Avx512 => softmax_numerators_wide(scores, max),
+    }
 }
 
 #[inline(always)]
@@ -460,6 +553,89 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// ggml's AVX-512 `ggml_v_expf`, written with the same intrinsics, against
+    /// [`v_expf_wide`] on the CPU's own `vscalefps` (where the CPU has AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn v_expf_wide_has_the_bits_of_ggml_avx512_expf() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        #[target_feature(enable = "avx512f")]
+        fn ggml_v_expf_512(x: __m512) -> __m512 {
+            let c = |bits: u32| _mm512_set1_ps(f32::from_bits(bits));
+            let r = _mm512_set1_ps(EXP_SHIFT);
+            let z = _mm512_fmadd_ps(x, c(LOG2_E), r);
+            let n = _mm512_sub_ps(z, r);
+            let b = _mm512_fnmadd_ps(n, c(LN2_LO), _mm512_fnmadd_ps(n, c(LN2_HI), x));
+            let d = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+            let u = _mm512_mul_ps(b, b);
+            let j = _mm512_fmadd_ps(
+                _mm512_fmadd_ps(
+                    _mm512_fmadd_ps(c(POLY[0]), b, c(POLY[1])),
+                    u,
+                    _mm512_fmadd_ps(c(POLY[2]), b, c(POLY[3])),
+                ),
+                u,
+                _mm512_fmadd_ps(c(POLY[4]), b, _mm512_set1_ps(1.0)),
+            );
+            let res = _mm512_scalef_ps(j, n);
+            if d == 0 {
+                return res;
+            }
+            let non_positive = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, _mm512_setzero_ps());
+            let alt = _mm512_mask_blend_ps(
+                non_positive,
+                _mm512_set1_ps(f32::INFINITY),
+                _mm512_setzero_ps(),
+            );
+            _mm512_mask_blend_ps(d, res, alt)
+        }
+        let mut xs: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.0577).collect();
+        xs.extend([
+            -87.3,
+            -87.4,
+            -103.0,
+            -104.0,
+            -133.0,
+            133.0,
+            88.8,
+            -1e9,
+            f32::NEG_INFINITY,
+        ]);
+        let mut differs_from_avx2 = 0;
+        for group in xs.chunks(16) {
+            let mut lanes = [0f32; 16];
+            lanes[..group.len()].copy_from_slice(group);
+            let mut got = [0f32; 16];
+            // SAFETY: the CPU has AVX-512F; both arrays hold sixteen values.
+            unsafe {
+                let v = ggml_v_expf_512(_mm512_loadu_ps(lanes.as_ptr()));
+                _mm512_storeu_ps(got.as_mut_ptr(), v);
+            }
+            for (x, g) in lanes.iter().zip(got) {
+                assert_eq!(g.to_bits(), v_expf_wide(*x).to_bits(), "exp({x})");
+                differs_from_avx2 += usize::from(g.to_bits() != v_expf(*x).to_bits());
+            }
+        }
+        // The reason the two builds need telling apart.
+        assert!(differs_from_avx2 > 0);
+    }
+
+    #[test]
+    fn hsum16_adds_the_halves_first() {
+        let lanes: [f32; 16] = std::array::from_fn(|i| (i + 1) as f32);
+        assert_eq!(hsum16(&lanes), 136.0);
+        // 1e8 + 1 is lost only if lane 0 meets lane 8 after lane 8's partner is added.
+        let mut big = [0f32; 16];
+        big[0] = 1e8;
+        big[8] = -1e8;
+        big[1] = 1.0;
+        assert_eq!(hsum16(&big), 1.0);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! f16×f16 dot products, softmax with ggml's vector `expf`, probabilities rounded to f16, and
 //! the weighted sum of values as f16×f16 dot products over positions. llama.cpp sums those dot
 //! products in one of two orders (see [`ProductOrder`]), depending on how many tokens the step
-//! has; both are reproduced. [`attend_row_online`] is the alternative with an online softmax
+//! has, and with eight or sixteen lanes, depending on the build ([`GgmlBuild`]); all four are
+//! reproduced. [`attend_row_online`] is the alternative with an online softmax
 //! (one pass over the cache, not llama.cpp's bits).
 
 use std::ops::Range;
@@ -19,8 +20,9 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::features::has_avx2_fma;
-use super::math::{hsum8, softmax_numerators};
+use super::math::{hsum16, hsum8, softmax_numerators_in};
 use crate::kv_cache::KvView;
+pub use helixflow_kernels::reference::GgmlBuild;
 
 /// The shape of multi-head attention with grouped key/value heads.
 #[derive(Debug, Clone, Copy)]
@@ -33,36 +35,79 @@ pub struct AttentionGeometry {
     pub head_dim: usize,
     /// Score scale, `1/sqrt(head_dim)`.
     pub scale: f32,
+    /// Scores are soft-capped at this, `cap · tanh(s / cap)` (Gemma 2), after the scale:
+    /// llama.cpp's order where the queries carry the scale and `scale` is 1, as Gemma 2's do.
+    pub soft_cap: Option<f32>,
+}
+
+impl AttentionGeometry {
+    /// Soft-caps one row of scaled scores where the geometry says so, as ggml does: scaled by
+    /// `1 / cap`, `tanh`, scaled by `cap`.
+    #[inline(always)]
+    fn cap_scores(&self, scores: &mut [f32]) {
+        if let Some(cap) = self.soft_cap {
+            super::math::soft_cap(scores, cap);
+        }
+    }
 }
 
 /// The summation order of the f16 dot products, which llama.cpp picks by the number of query
-/// tokens in its batch: the prompt's tokens go together, generated tokens one at a time.
+/// tokens in its batch (the prompt's tokens go together, generated tokens one at a time) and
+/// whose lanes its build sets ([`GgmlBuild`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProductOrder {
     /// Several tokens (prefill): llamafile's tinyBLAS, one eight-lane accumulator.
     Gemm,
     /// A single token (decode): ggml's `ggml_vec_dot_f16`, four eight-lane accumulators.
     Gemv,
+    /// [`Self::Gemm`] in an AVX-512 build: one sixteen-lane accumulator.
+    WideGemm,
+    /// [`Self::Gemv`] in an AVX-512 build: four sixteen-lane accumulators.
+    WideGemv,
 }
 
 impl ProductOrder {
     /// The accumulator slots of the sums over positions: position `pos` goes into slot
-    /// `pos % slots` (one eight-lane accumulator for Gemm, Gemv's four).
+    /// `pos % slots` (one accumulator's lanes for a Gemm, a Gemv's four).
     pub fn slots(self) -> usize {
         match self {
             Self::Gemm => 8,
             Self::Gemv => 32,
+            Self::WideGemm => 16,
+            Self::WideGemv => 64,
         }
     }
 
-    /// The order llama.cpp uses for the token at `pos` of a sequence whose prompt has
-    /// `prompt_len` tokens, with heads `head_dim` wide: the prompt is one batch (tinyBLAS, which
-    /// needs at least two tokens and a multiple of eight), every later token a batch of one.
-    pub fn for_position(pos: usize, prompt_len: usize, head_dim: usize) -> Self {
-        if pos < prompt_len && prompt_len >= 2 && head_dim.is_multiple_of(8) {
-            Self::Gemm
-        } else {
-            Self::Gemv
+    /// The build whose order this is.
+    pub fn build(self) -> GgmlBuild {
+        match self {
+            Self::Gemm | Self::Gemv => GgmlBuild::Avx2,
+            Self::WideGemm | Self::WideGemv => GgmlBuild::Avx512,
+        }
+    }
+
+    /// The order llama.cpp built as `build` uses for the token at `pos` of a sequence whose
+    /// prompt has `prompt_len` tokens, with heads `head_dim` wide: the prompt is one batch
+    /// (tinyBLAS, which needs at least two tokens and a multiple of its lanes), every later
+    /// token a batch of one.
+    pub fn for_position(pos: usize, prompt_len: usize, head_dim: usize, build: GgmlBuild) -> Self {
+        let batched = pos < prompt_len && prompt_len >= 2 && head_dim.is_multiple_of(build.lanes());
+        match (batched, build) {
+            (true, GgmlBuild::Avx2) => Self::Gemm,
+            (false, GgmlBuild::Avx2) => Self::Gemv,
+            (true, GgmlBuild::Avx512) => Self::WideGemm,
+            (false, GgmlBuild::Avx512) => Self::WideGemv,
+        }
+    }
+
+    /// This order's dot product of a query and a widened key.
+    #[inline(always)]
+    fn dot(self, q: &[f32], key: &[f32]) -> f32 {
+        match self {
+            Self::Gemm => dot_gemm(q, key),
+            Self::Gemv => dot_gemv(q, key),
+            Self::WideGemm => dot_gemm_wide(q, key),
+            Self::WideGemv => dot_gemv_wide(q, key),
         }
     }
 }
@@ -142,7 +187,7 @@ pub fn attend_row(
     scratch: &mut AttentionScratch,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() && avx2::handles(geo.head_dim) {
+    if has_avx2_fma() && avx2::handles(geo.head_dim) && task.order.build() == GgmlBuild::Avx2 {
         // SAFETY: the CPU supports the features the function is compiled for.
         unsafe { avx2::attend_row(geo, task, out_group, scratch) };
         return;
@@ -224,18 +269,16 @@ impl WidenedKernel for TwoPass {
             // SAFETY: gathered above from the task's cache, which outlives this call.
             W::widen(unsafe { head_row(key_rows[pos], hd) }, key);
             for (g, q) in query.chunks_exact(hd).enumerate() {
-                scores[g * len + pos] = match order {
-                    ProductOrder::Gemm => dot_gemm(q, key),
-                    ProductOrder::Gemv => dot_gemv(q, key),
-                } * geo.scale;
+                scores[g * len + pos] = order.dot(q, key) * geo.scale;
             }
         }
         for (g_scores, g_probs) in scores
             .chunks_exact_mut(len)
             .zip(probs.chunks_exact_mut(len))
         {
+            geo.cap_scores(g_scores);
             let max = g_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let inv = (1.0 / softmax_numerators(g_scores, max)) as f32;
+            let inv = (1.0 / softmax_numerators_in(order.build(), g_scores, max)) as f32;
             for (p, &s) in g_probs.iter_mut().zip(g_scores.iter()) {
                 *p = f16::from_f32(s * inv).to_f32();
             }
@@ -261,16 +304,17 @@ impl WidenedKernel for TwoPass {
     }
 }
 
-/// Adds each head's value slots (`lanes[g][slot][d]`) into its output row, as `hsum8` (Gemm)
-/// or `reduce_gemv` (Gemv) reduce one column's slots, for all `hd` columns at once
-/// (element-wise, so it vectorises) instead of gathering each column's slots.
+/// Adds each head's value slots (`lanes[g][slot][d]`) into its output row, as `hsum8` (Gemm),
+/// `reduce_gemv` (Gemv) or their sixteen-lane forms reduce one column's slots, for all `hd`
+/// columns at once (element-wise, so it vectorises) instead of gathering each column's
+/// slots.
 #[inline(always)]
 fn reduce_slots(order: ProductOrder, hd: usize, lanes: &[f32], out_group: &mut [f32]) {
     let slots = order.slots();
     for (g, acc) in lanes.chunks_exact(slots * hd).enumerate() {
         let out = &mut out_group[g * hd..(g + 1) * hd];
         // Each slot as a slice of exactly `hd`, so the loops below need no bounds checks.
-        let slot: [&[f32]; 32] =
+        let slot: [&[f32]; 64] =
             std::array::from_fn(|i| &acc[(i % slots) * hd..(i % slots + 1) * hd]);
         match order {
             ProductOrder::Gemm => {
@@ -286,6 +330,19 @@ fn reduce_slots(order: ProductOrder, hd: usize, lanes: &[f32], out_group: &mut [
                     };
                     let t = [r(0) + r(4), r(1) + r(5), r(2) + r(6), r(3) + r(7)];
                     *o = (t[0] + t[1]) + (t[2] + t[3]);
+                }
+            }
+            ProductOrder::WideGemm => {
+                for (d, o) in out.iter_mut().enumerate() {
+                    *o = hsum16(&std::array::from_fn(|l| slot[l][d]));
+                }
+            }
+            ProductOrder::WideGemv => {
+                for (d, o) in out.iter_mut().enumerate() {
+                    let lanes = std::array::from_fn(|l| {
+                        (slot[l][d] + slot[32 + l][d]) + (slot[16 + l][d] + slot[48 + l][d])
+                    });
+                    *o = hsum16(&lanes);
                 }
             }
         }
@@ -409,6 +466,40 @@ fn dot_gemv(a: &[f32], b: &[f32]) -> f32 {
     total as f32
 }
 
+/// tinyBLAS's dot product in an AVX-512 build: element `i` into lane `i % 16`, reduced with
+/// [`hsum16`]. Only used for lengths that are multiples of sixteen.
+#[inline(always)]
+fn dot_gemm_wide(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        for l in 0..16 {
+            lanes[l] = ca[l].mul_add(cb[l], lanes[l]);
+        }
+    }
+    hsum16(&lanes)
+}
+
+/// `ggml_vec_dot_f16` in an AVX-512 build: element `i` of each 64-element chunk into slot `i`
+/// (four accumulators of sixteen lanes), the accumulators added pairwise and the lanes by
+/// [`hsum16`]; a tail shorter than a chunk is added afterwards in f64.
+#[inline(always)]
+fn dot_gemv_wide(a: &[f32], b: &[f32]) -> f32 {
+    let mut slots = [0f32; 64];
+    let whole = a.len() / 64 * 64;
+    for (ca, cb) in a[..whole].chunks_exact(64).zip(b[..whole].chunks_exact(64)) {
+        for i in 0..64 {
+            slots[i] = ca[i].mul_add(cb[i], slots[i]);
+        }
+    }
+    let lanes =
+        std::array::from_fn(|l| (slots[l] + slots[32 + l]) + (slots[16 + l] + slots[48 + l]));
+    let mut total = f64::from(hsum16(&lanes));
+    for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
+        total += f64::from(x * y);
+    }
+    total as f32
+}
+
 /// GGML_F32x8_REDUCE: the four accumulators pairwise, then the lanes by halves and pairs.
 #[inline(always)]
 fn reduce_gemv(slots: &[f32; 32]) -> f32 {
@@ -433,6 +524,7 @@ mod tests {
             num_kv_heads: 1,
             head_dim: 2,
             scale: 1.0,
+            soft_cap: None,
         };
         // Blocks of two positions, so the three positions span two blocks.
         let layout = BlockLayout {
@@ -496,6 +588,7 @@ mod tests {
                 num_kv_heads,
                 head_dim,
                 scale: 1.0 / (head_dim as f32).sqrt(),
+                soft_cap: None,
             };
             let kv_width = num_kv_heads * head_dim;
             let layout = BlockLayout {

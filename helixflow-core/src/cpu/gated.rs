@@ -64,6 +64,16 @@ impl GatedProjection {
         })
     }
 
+    /// The activation between the products.
+    pub fn activation(&self) -> GateActivation {
+        self.activation
+    }
+
+    /// Replaces the activation (to compute it as another ggml build does).
+    pub fn set_activation(&mut self, activation: GateActivation) {
+        self.activation = activation;
+    }
+
     /// Whether the products and the activation run fused, as one parallel loop.
     pub fn is_fused(&self) -> bool {
         matches!(self.products, Products::Interleaved(_))

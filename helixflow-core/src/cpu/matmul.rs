@@ -3,6 +3,7 @@
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Range;
 
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
@@ -110,18 +111,52 @@ impl std::fmt::Debug for WeightMatrix {
 impl WeightMatrix {
     /// Loads the 2-D tensor `name`, which must have shape `[rows, cols]`.
     pub fn from_gguf(gguf: &GgufFile, name: &str) -> Result<Self> {
-        let (info, bytes) = gguf.tensor_bytes(name)?;
-        let &[rows, cols] = info.shape.as_slice() else {
+        let info = Self::info(gguf, name)?;
+        if info.shape.len() != 2 {
             return Err(Error::invalid_file(
                 gguf.path(),
                 format!("tensor `{name}` is not a matrix: shape {:?}", info.shape),
             ));
-        };
+        }
+        Self::from_gguf_rows(gguf, name, 0..info.shape[0])
+    }
+
+    /// Rows `rows` of tensor `name` read as a matrix of its last dimension's width: part of a
+    /// fused projection (`attn_qkv`, Phi-3's gate and up), or one expert of a `[experts,
+    /// rows, cols]` stack (expert `e` of `r` rows is rows `e·r..(e+1)·r`).
+    pub fn from_gguf_rows(gguf: &GgufFile, name: &str, rows: Range<usize>) -> Result<Self> {
+        let info = Self::info(gguf, name)?;
+        let (&cols, leading) = info.shape.split_last().unwrap_or((&0, &[]));
+        let all_rows: usize = leading.iter().product();
+        if cols == 0 || rows.start >= rows.end || rows.end > all_rows {
+            return Err(Error::invalid_file(
+                gguf.path(),
+                format!(
+                    "tensor `{name}` of shape {:?} has no rows {rows:?}",
+                    info.shape
+                ),
+            ));
+        }
+        let (_, bytes) = gguf.tensor_bytes(name)?;
+        let (values, block_bytes) = (info.dtype.block_size(), info.dtype.type_size());
+        if cols % values != 0 || bytes.len() != all_rows * cols / values * block_bytes {
+            return Err(Error::invalid_file(
+                gguf.path(),
+                format!(
+                    "tensor `{name}` has {} bytes for shape {:?} of {:?}",
+                    bytes.len(),
+                    info.shape,
+                    info.dtype
+                ),
+            ));
+        }
+        let row_bytes = cols / values * block_bytes;
+        let (first, count) = (rows.start, rows.len());
         let parse = ParseBlocks {
             gguf,
             name,
-            shape: [rows, cols],
-            bytes,
+            shape: [count, cols],
+            bytes: &bytes[first * row_bytes..rows.end * row_bytes],
         };
         let pack = packed::is_preferred();
         let nb = cols / BLOCK;
@@ -138,13 +173,27 @@ impl WeightMatrix {
             GgmlDType::Q8_0 => Weights::Q8_0(parse.blocks()?),
             GgmlDType::Q4K => Weights::Q4K(parse.blocks()?),
             GgmlDType::Q6K => Weights::Q6K(parse.blocks()?),
-            _ => Weights::Candle(QMatMul::from_qtensor(gguf.tensor(name, &Device::Cpu)?)?),
+            _ if (first, count) == (0, all_rows) && leading.len() == 1 => {
+                Weights::Candle(QMatMul::from_qtensor(gguf.tensor(name, &Device::Cpu)?)?)
+            }
+            _ => {
+                // A part of a tensor in a format of candle's: its rows, dequantised.
+                let whole = gguf.tensor(name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
+                let part = whole.reshape((all_rows, cols))?.narrow(0, first, count)?;
+                Weights::Candle(QMatMul::Tensor(part.contiguous()?))
+            }
         };
         Ok(Self {
-            rows,
+            rows: count,
             cols,
             weights,
         })
+    }
+
+    fn info<'a>(gguf: &'a GgufFile, name: &str) -> Result<&'a crate::gguf::TensorInfo> {
+        gguf.tensor_infos()
+            .get(name)
+            .ok_or_else(|| Error::invalid_file(gguf.path(), format!("tensor `{name}` is missing")))
     }
 
     /// Output width.

@@ -22,13 +22,14 @@ use helixflow_kernels::math::GateActivation;
 use helixflow_kernels::packed::Accumulation;
 use helixflow_kernels::pool::Pool;
 
+use super::feed_forward::{ExpertRouting, FeedForward};
 use super::norm::Norm;
 use super::rope::{Rope, RopeScaling, RopeStyle};
-use super::{CausalLm, Logits, ModelShape, SeqStep};
+use super::tensors::TensorReader;
+use super::{CausalLm, GgmlBuild, Logits, ModelShape, SeqStep};
 use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
 use crate::cpu::{
-    attend_row, attend_row_online, math, AttentionGeometry, GatedProjection, MatrixGroup,
-    WeightMatrix,
+    attend_row, attend_row_online, math, AttentionGeometry, MatrixGroup, WeightMatrix,
 };
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -51,6 +52,9 @@ pub struct LayerAttention {
     pub rope_scaling: RopeScaling,
     /// Positions a token attends to, its own included (`None`: all before it).
     pub sliding_window: Option<usize>,
+    /// Whether queries and keys are rotated at all (SmolLM3 leaves every fourth layer
+    /// without position embedding).
+    pub rotary: bool,
 }
 
 /// Hyper-parameters of a decoder, as a family file reads them.
@@ -91,6 +95,8 @@ pub struct DecoderConfig {
     /// Queries are multiplied by this after the rotary embedding and the scores are then not
     /// scaled (Gemma); `None`: scores are scaled by `1/√head_dim`.
     pub query_scale: Option<f32>,
+    /// Attention scores are soft-capped at this before the softmax (Gemma 2).
+    pub attention_softcap: Option<f32>,
     /// Logits are soft-capped at this (`tanh(x / cap) · cap`).
     pub final_logit_softcap: Option<f32>,
     /// Whether each head's queries and keys are RMS-normalised (Qwen3, Gemma 3).
@@ -98,6 +104,11 @@ pub struct DecoderConfig {
     /// Whether the attention and MLP outputs are normalised again before the residual add
     /// (Gemma 2 and 3).
     pub post_norms: bool,
+    /// The tensor of per-pair rotary frequency factors, where the file has it (Llama 3.1's
+    /// `rope_freqs.weight`; Phi-3's long or short factors).
+    pub rope_factors_tensor: &'static str,
+    /// Where each block's MLP is a mixture of experts, how tokens are routed.
+    pub experts: Option<ExpertRouting>,
 }
 
 impl DecoderConfig {
@@ -171,12 +182,10 @@ struct Block {
     wo: WeightMatrix,
     post_attn_norm: Option<Norm>,
     ffn_norm: Norm,
-    /// The MLP's gate and up projections with the activation between them.
-    w_gate_up: GatedProjection,
-    w_down: WeightMatrix,
+    ffn: FeedForward,
     post_ffn_norm: Option<Norm>,
-    /// Index of the layer's rotary embedding in [`Decoder::ropes`].
-    rope: usize,
+    /// Index of the layer's rotary embedding in [`Decoder::ropes`], if it has one.
+    rope: Option<usize>,
     window: Option<usize>,
 }
 
@@ -203,6 +212,8 @@ pub struct Decoder {
     online_softmax: bool,
     /// The order in which the packed matrix products add up ([`Accumulation`]).
     products: Accumulation,
+    /// The llama.cpp build whose vector arithmetic attention and SiLU reproduce.
+    build: GgmlBuild,
     buffers: Mutex<StepBuffers>,
 }
 
@@ -214,69 +225,6 @@ impl std::fmt::Debug for Decoder {
     }
 }
 
-/// Reads the tensors of one GGUF file, checking each one's shape.
-struct TensorReader<'a> {
-    gguf: &'a GgufFile,
-    config: &'a DecoderConfig,
-}
-
-impl TensorReader<'_> {
-    fn expect_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
-        let path = self.gguf.path();
-        let info = self
-            .gguf
-            .tensor_infos()
-            .get(name)
-            .ok_or_else(|| Error::invalid_file(path, format!("tensor `{name}` is missing")))?;
-        if info.shape != shape {
-            return Err(Error::invalid_file(
-                path,
-                format!(
-                    "tensor `{name}` has shape {:?}, expected {shape:?} for {}",
-                    info.shape, self.config.architecture
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<WeightMatrix> {
-        self.expect_shape(name, &[rows, cols])?;
-        WeightMatrix::from_gguf(self.gguf, name)
-    }
-
-    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        self.expect_shape(name, &[len])?;
-        Ok(self
-            .gguf
-            .tensor(name, &Device::Cpu)?
-            .dequantize(&Device::Cpu)?
-            .to_vec1::<f32>()?)
-    }
-
-    fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
-        if self.gguf.has_tensor(name) {
-            self.vector(name, len).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// The norm `{name}.weight` (and `{name}.bias` for LayerNorm).
-    fn norm(&self, name: &str, width: usize) -> Result<Norm> {
-        let weight = self.vector(&format!("{name}.weight"), width)?;
-        let eps = self.config.norm_eps;
-        Ok(match self.config.norm {
-            NormKind::Rms => Norm::Rms { weight, eps },
-            NormKind::Layer => Norm::Layer {
-                weight,
-                bias: self.optional_vector(&format!("{name}.bias"), width)?,
-                eps,
-            },
-        })
-    }
-}
-
 impl Decoder {
     /// Loads the weights a GGUF file holds for `config` onto the CPU.
     pub fn load(gguf: &GgufFile, config: DecoderConfig) -> Result<Self> {
@@ -285,7 +233,7 @@ impl Decoder {
             gguf,
             config: &config,
         };
-        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let h = config.hidden_size;
         let (qw, kvw, hd) = (config.q_width(), config.kv_width(), config.head_dim);
 
         let token_embd = Arc::new(read.matrix("token_embd.weight", config.vocab_size, h)?);
@@ -300,7 +248,7 @@ impl Decoder {
                     .to_vec1::<f32>()?,
             )
         };
-        let freq_factors = read.optional_vector("rope_freqs.weight", config.rope_dim / 2)?;
+        let freq_factors = read.optional_vector(config.rope_factors_tensor, config.rope_dim / 2)?;
         let mut ropes: Vec<Rope> = Vec::new();
         let mut blocks = Vec::with_capacity(config.num_layers);
         for (l, attention) in config.layers.iter().enumerate() {
@@ -313,10 +261,11 @@ impl Decoder {
                 freq_factors.clone(),
             );
             let rope = match ropes.iter().position(|r| *r == rope) {
-                Some(at) => at,
+                _ if !attention.rotary => None,
+                Some(at) => Some(at),
                 None => {
                     ropes.push(rope);
-                    ropes.len() - 1
+                    Some(ropes.len() - 1)
                 }
             };
             let qkv_bias = match read.optional_vector(&format!("{p}.attn_q.bias"), qw)? {
@@ -344,22 +293,13 @@ impl Decoder {
             };
             blocks.push(Block {
                 attn_norm: read.norm(&format!("{p}.attn_norm"), h)?,
-                wqkv: MatrixGroup::new(vec![
-                    read.matrix(&format!("{p}.attn_q.weight"), qw, h)?,
-                    read.matrix(&format!("{p}.attn_k.weight"), kvw, h)?,
-                    read.matrix(&format!("{p}.attn_v.weight"), kvw, h)?,
-                ])?,
+                wqkv: MatrixGroup::new(read.qkv(&p)?)?,
                 qkv_bias,
                 qk_norm,
                 wo: read.matrix(&format!("{p}.attn_output.weight"), h, qw)?,
                 post_attn_norm: post_norm("post_attention_norm")?,
                 ffn_norm: read.norm(&format!("{p}.ffn_norm"), h)?,
-                w_gate_up: GatedProjection::with_activation(
-                    read.matrix(&format!("{p}.ffn_gate.weight"), i, h)?,
-                    read.matrix(&format!("{p}.ffn_up.weight"), i, h)?,
-                    config.activation,
-                )?,
-                w_down: read.matrix(&format!("{p}.ffn_down.weight"), h, i)?,
+                ffn: read.feed_forward(&p)?,
                 post_ffn_norm: post_norm("post_ffw_norm")?,
                 rope,
                 window: attention.sliding_window,
@@ -380,7 +320,7 @@ impl Decoder {
             kv_width: kvw,
             sliding_window: config.layers.iter().map(|l| l.sliding_window).collect(),
         };
-        Ok(Self {
+        let mut decoder = Self {
             config,
             shape,
             embeddings,
@@ -390,8 +330,11 @@ impl Decoder {
             ropes,
             online_softmax: std::env::var_os("HELIXFLOW_ONLINE_SOFTMAX").is_some_and(|v| v == "1"),
             products: Accumulation::from_env(),
+            build: GgmlBuild::Avx2,
             buffers: Mutex::default(),
-        })
+        };
+        decoder.set_ggml_build(GgmlBuild::from_env());
+        Ok(decoder)
     }
 
     /// The model's hyper-parameters.
@@ -459,7 +402,6 @@ impl Decoder {
         let attn = sized(attn, n * qw);
         let (q, k, v) = (sized(q, n * qw), sized(k, n * kvw), sized(v, n * kvw));
         let projected = sized(projected, n * h);
-        let gate = sized(gate, n * cfg.intermediate_size);
 
         for (row, &token) in x.chunks_exact_mut(h).zip(&all_tokens) {
             self.embed(token as usize, row);
@@ -484,7 +426,8 @@ impl Decoder {
         for (s, span) in spans.iter().enumerate() {
             for pos in span.start_pos..span.start_pos + span.len {
                 // llama.cpp sums a prompt's products in another order than a single token's.
-                let order = ProductOrder::for_position(pos, span.prompt_len, cfg.head_dim);
+                let order =
+                    ProductOrder::for_position(pos, span.prompt_len, cfg.head_dim, self.build);
                 rows.push(RowPlace { seq: s, pos, order });
             }
         }
@@ -508,11 +451,13 @@ impl Decoder {
                 k_norm.forward(k, keys);
                 k.copy_from_slice(keys);
             }
-            let rope = &self.ropes[block.rope];
-            let pairs = rope.pairs().max(1);
-            for (row, cache) in ropes[block.rope].chunks_exact(pairs).enumerate().take(n) {
-                rope.apply(&mut q[row * qw..(row + 1) * qw], cfg.head_dim, cache);
-                rope.apply(&mut k[row * kvw..(row + 1) * kvw], cfg.head_dim, cache);
+            if let Some(index) = block.rope {
+                let rope = &self.ropes[index];
+                let pairs = rope.pairs().max(1);
+                for (row, cache) in ropes[index].chunks_exact(pairs).enumerate().take(n) {
+                    rope.apply(&mut q[row * qw..(row + 1) * qw], cfg.head_dim, cache);
+                    rope.apply(&mut k[row * kvw..(row + 1) * kvw], cfg.head_dim, cache);
+                }
             }
             if let Some(factor) = cfg.query_scale {
                 math::scale(q, factor);
@@ -527,8 +472,9 @@ impl Decoder {
             residual_add(x, projected, block.post_attn_norm.as_ref(), normed);
 
             block.ffn_norm.forward(x, normed);
-            block.w_gate_up.forward_in(order, normed, gate)?;
-            block.w_down.matmul_in(order, gate, projected)?;
+            block
+                .ffn
+                .forward(order, self.build, normed, gate, projected)?;
             residual_add(x, projected, block.post_ffn_norm.as_ref(), normed);
         }
         for seq in batch.iter_mut() {
@@ -584,6 +530,7 @@ impl Decoder {
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
             scale,
+            soft_cap: cfg.attention_softcap,
         };
         thread_local! {
             static SCRATCH: RefCell<AttentionScratch> = RefCell::default();
@@ -670,6 +617,17 @@ impl CausalLm for Decoder {
 
     fn set_online_softmax(&mut self, on: bool) {
         self.online_softmax = on;
+    }
+
+    fn ggml_build(&self) -> GgmlBuild {
+        self.build
+    }
+
+    fn set_ggml_build(&mut self, build: GgmlBuild) {
+        self.build = build;
+        for block in &mut self.blocks {
+            block.ffn.set_build(build);
+        }
     }
 }
 

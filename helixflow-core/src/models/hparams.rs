@@ -73,6 +73,11 @@ impl<'a> Hparams<'a> {
         self.gguf.get(&self.key(key)).and_then(|v| v.as_str())
     }
 
+    /// An optional value of any type.
+    pub(crate) fn value(&self, key: &str) -> Option<&'a crate::gguf::MetadataValue> {
+        self.gguf.get(&self.key(key))
+    }
+
     /// An error about this file.
     pub(crate) fn invalid(&self, reason: impl Into<String>) -> Error {
         Error::invalid_file(self.gguf.path(), reason)
@@ -113,6 +118,7 @@ pub(crate) fn standard_config(
         rope_base: hp.f32_or("rope.freq_base", defaults.rope_base)?,
         rope_scaling: rope_scaling(hp)?,
         sliding_window: None,
+        rotary: true,
     };
     Ok(DecoderConfig {
         architecture,
@@ -132,9 +138,12 @@ pub(crate) fn standard_config(
         layers: vec![attention; num_layers],
         embedding_scale: None,
         query_scale: None,
+        attention_softcap: None,
         final_logit_softcap: None,
         qk_norm: false,
         post_norms: false,
+        rope_factors_tensor: "rope_freqs.weight",
+        experts: None,
     })
 }
 
@@ -160,7 +169,8 @@ pub(crate) fn rope_scaling(hp: &Hparams<'_>) -> Result<RopeScaling> {
         return Err(hp.invalid(format!("rope.scaling.factor {factor} is not a stretch")));
     }
     Ok(match kind {
-        "none" => RopeScaling::None,
+        // LongRoPE's stretch is in its frequency factors (Phi-3 reads them).
+        "none" | "longrope" => RopeScaling::None,
         "linear" if factor == 1.0 => RopeScaling::None,
         "linear" => RopeScaling::Linear { factor },
         "yarn" => RopeScaling::Yarn {
@@ -170,9 +180,58 @@ pub(crate) fn rope_scaling(hp: &Hparams<'_>) -> Result<RopeScaling> {
         },
         other => {
             return Err(Error::UnsupportedModel(format!(
-                "{}: rope scaling `{other}` (supported: none, linear, yarn)",
+                "{}: rope scaling `{other}` (supported: none, linear, yarn, longrope)",
                 hp.gguf().path().display()
             )))
         }
     })
+}
+
+/// Which layers attend within a sliding window, as llama.cpp reads it: the array
+/// `attention.sliding_window_pattern` (one flag per layer) where the file has one, else a
+/// period `n` (that key as a number, or the family's `default_period`) in which every layer
+/// but the last of each period slides (`0`: every layer slides).
+pub(crate) fn sliding_layers(
+    hp: &Hparams<'_>,
+    num_layers: usize,
+    default_period: usize,
+) -> Result<Vec<bool>> {
+    let key = "attention.sliding_window_pattern";
+    let period = match hp.value(key) {
+        Some(value) => match (value.as_array(), value.as_u64()) {
+            (Some(flags), _) => {
+                let flags: Option<Vec<bool>> = flags.iter().map(|f| f.as_bool()).collect();
+                return match flags {
+                    Some(flags) if flags.len() == num_layers => Ok(flags),
+                    _ => Err(hp.invalid(format!(
+                        "{key} is not one flag for each of the {num_layers} layers"
+                    ))),
+                };
+            }
+            (None, Some(period)) => period as usize,
+            (None, None) => return Err(hp.invalid(format!("{key} is neither flags nor a period"))),
+        },
+        None => default_period,
+    };
+    Ok((0..num_layers)
+        .map(|l| period == 0 || l % period < period - 1)
+        .collect())
+}
+
+/// Gives the layers `sliding` a window of `window` positions and the rotary embedding
+/// `sliding_attention`'s base and scaling; the other layers keep theirs.
+pub(crate) fn apply_sliding_window(
+    config: &mut DecoderConfig,
+    sliding: &[bool],
+    window: usize,
+    sliding_attention: LayerAttention,
+) {
+    for (layer, &slides) in config.layers.iter_mut().zip(sliding) {
+        if slides {
+            *layer = LayerAttention {
+                sliding_window: Some(window),
+                ..sliding_attention
+            };
+        }
+    }
 }

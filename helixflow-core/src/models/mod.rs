@@ -3,28 +3,37 @@
 //!
 //! - [`decoder`]: the pre-norm transformer decoder every family here assembles, over the
 //!   building blocks of [`rope`] and [`norm`] and the kernels of [`crate::cpu`];
-//! - one file per architecture family ([`llama`], [`qwen2`], [`qwen3`], [`gemma3`]) that reads
+//! - [`feed_forward`]: a block's gated MLP, or its mixture of experts;
+//! - one file per architecture family ([`llama`], [`qwen2`], [`qwen3`], [`qwen3moe`],
+//!   [`gemma2`], [`gemma3`], [`phi3`], [`smollm3`]) that reads
 //!   its hyper-parameters from GGUF metadata and says which blocks it uses;
 //! - [`registry`]: from a GGUF's `general.architecture` to its family's loader.
 //!
 //! The arithmetic is llama.cpp's (see [`crate::cpu`]): greedy decoding reproduces its tokens.
 
 pub mod decoder;
+pub mod feed_forward;
+pub mod gemma2;
 pub mod gemma3;
 mod hparams;
 pub mod llama;
 pub mod logits;
 pub mod norm;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3moe;
 pub mod registry;
 pub mod rope;
+pub mod smollm3;
+mod tensors;
 
 pub use decoder::{Decoder, DecoderConfig};
 pub use logits::Logits;
 pub use registry::{architectures, load_gguf};
 
 use helixflow_kernels::packed::Accumulation;
+pub use helixflow_kernels::reference::GgmlBuild;
 
 use crate::error::{Error, Result};
 use crate::kv_cache::{BlockLayout, KvPool, SequenceKv};
@@ -90,6 +99,15 @@ pub trait CausalLm: Send + Sync + std::fmt::Debug {
     /// token), at the price of llama.cpp's last bits. Off by default;
     /// `HELIXFLOW_ONLINE_SOFTMAX=1` turns it on at load.
     fn set_online_softmax(&mut self, on: bool);
+
+    /// The llama.cpp build whose vector arithmetic the model reproduces.
+    fn ggml_build(&self) -> GgmlBuild;
+
+    /// Reproduces the arithmetic of llama.cpp built as `build` where it depends on the
+    /// build's vector width (attention's sums, softmax, SiLU; see [`GgmlBuild`]), to match
+    /// reference outputs of that build bit for bit. [`GgmlBuild::Avx2`] by default;
+    /// `HELIXFLOW_GGML_BUILD=avx512` asks for the other at load. Either runs on any CPU.
+    fn set_ggml_build(&mut self, build: GgmlBuild);
 
     /// [`Self::forward_into`] into fresh rows, one per sequence.
     fn forward(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {

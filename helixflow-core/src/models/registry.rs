@@ -26,8 +26,24 @@ const ARCHITECTURES: &[Architecture] = &[
         load: super::qwen3::load,
     },
     Architecture {
+        name: "qwen3moe",
+        load: super::qwen3moe::load,
+    },
+    Architecture {
+        name: "gemma2",
+        load: super::gemma2::load,
+    },
+    Architecture {
         name: "gemma3",
         load: super::gemma3::load,
+    },
+    Architecture {
+        name: "phi3",
+        load: super::phi3::load,
+    },
+    Architecture {
+        name: "smollm3",
+        load: super::smollm3::load,
     },
 ];
 

@@ -19,6 +19,12 @@ pub enum RopeStyle {
 pub enum RopeScaling {
     /// None.
     None,
+    /// No stretch, but every cosine and sine scaled by `attn_factor` (Phi-3's LongRoPE,
+    /// whose stretch is in its frequency factors).
+    Scaled {
+        /// The scale of every cosine and sine (`rope.scaling.attn_factor`).
+        attn_factor: f32,
+    },
     /// Every frequency divided by `factor` (position interpolation).
     Linear {
         /// The stretch.
@@ -69,6 +75,7 @@ impl Rope {
         let pairs = dim / 2;
         let (freq_scale, ext_factor, attn_factor, corr_dims) = match scaling {
             RopeScaling::None => (1.0, 0.0, 1.0, [0.0, 0.0]),
+            RopeScaling::Scaled { attn_factor } => (1.0, 0.0, attn_factor, [0.0, 0.0]),
             RopeScaling::Linear { factor } => (1.0 / factor, 0.0, 1.0, [0.0, 0.0]),
             RopeScaling::Yarn {
                 factor,

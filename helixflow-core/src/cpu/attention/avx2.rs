@@ -21,7 +21,8 @@ pub(super) fn handles(head_dim: usize) -> bool {
     head_dim.is_multiple_of(32)
 }
 
-/// Runs `task` into `out_group`; `geo.head_dim` must be [`handles`]d.
+/// Runs `task` into `out_group`; `geo.head_dim` must be [`handles`]d and `task.order` one of
+/// the AVX2 build's ([`super::attend_row`] runs the AVX-512 build's portably).
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C.
@@ -34,7 +35,7 @@ pub(super) unsafe fn attend_row(
 ) {
     let AttentionTask { order, len, .. } = *task;
     let hd = geo.head_dim;
-    debug_assert!(handles(hd));
+    debug_assert!(handles(hd) && order.build() == super::GgmlBuild::Avx2);
     let slots = order.slots();
     scratch.prepare(geo, task);
     let AttentionScratch {
@@ -80,8 +81,8 @@ pub(super) unsafe fn attend_row(
                     // SAFETY: `key` points at `hd` cached values and `q` has `hd` values.
                     let dot = unsafe {
                         match order {
-                            ProductOrder::Gemm => dot_gemm(q, key),
-                            ProductOrder::Gemv => dot_gemv(q, key),
+                            ProductOrder::Gemm | ProductOrder::WideGemm => dot_gemm(q, key),
+                            ProductOrder::Gemv | ProductOrder::WideGemv => dot_gemv(q, key),
                         }
                     };
                     scores[g * len + pos] = dot * scale;
@@ -94,6 +95,7 @@ pub(super) unsafe fn attend_row(
         .chunks_exact_mut(len)
         .zip(probs.chunks_exact_mut(len))
     {
+        geo.cap_scores(g_scores);
         let max = g_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let inv = (1.0 / softmax_numerators(g_scores, max)) as f32;
         round_probabilities(g_scores, inv, g_probs);
@@ -176,7 +178,7 @@ fn scores_of<const G: usize>(
     for (pos, &key) in rows.keys.iter().enumerate() {
         rows.prefetch(pos + rows.ahead);
         let dots: [f32; G] = match order {
-            ProductOrder::Gemv => unsafe {
+            ProductOrder::Gemv | ProductOrder::WideGemv => unsafe {
                 let mut acc = [[_mm256_setzero_ps(); 4]; G];
                 for c in (0..hd).step_by(32) {
                     let mut k = [_mm256_setzero_ps(); 4];
@@ -196,7 +198,7 @@ fn scores_of<const G: usize>(
                 }
                 dots
             },
-            ProductOrder::Gemm => unsafe {
+            ProductOrder::Gemm | ProductOrder::WideGemm => unsafe {
                 let mut acc = [_mm256_setzero_ps(); G];
                 for c in (0..hd).step_by(8) {
                     let k = widen8(key.add(c));

@@ -69,7 +69,9 @@ impl WidenedKernel for Online {
                 W::widen(head_row(value_rows[pos], hd), value);
             }
             for (g, acc) in acc.chunks_exact_mut(hd).enumerate() {
-                let score = dot(&query[g * hd..(g + 1) * hd], key) * geo.scale;
+                let mut score = [dot(&query[g * hd..(g + 1) * hd], key) * geo.scale];
+                geo.cap_scores(&mut score);
+                let [score] = score;
                 if score > maxes[g] {
                     // Everything so far was weighted against a smaller maximum.
                     let rescale = if maxes[g] == f32::NEG_INFINITY {
@@ -138,6 +140,7 @@ mod tests {
                 num_kv_heads,
                 head_dim,
                 scale: 1.0 / (head_dim as f32).sqrt(),
+                soft_cap: None,
             };
             let kv_width = num_kv_heads * head_dim;
             let layout = BlockLayout {

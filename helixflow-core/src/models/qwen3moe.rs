@@ -1,0 +1,51 @@
+//! The `qwen3moe` architecture (Qwen3 mixture-of-experts models, such as 30B-A3B): Qwen3's
+//! attention (per-head query and key norms, NeoX rotary embedding) with a mixture of experts
+//! in every block: softmax routing to the top `expert_used_count` of `expert_count` SwiGLU
+//! experts, their weights renormalised to sum to one, as llama.cpp builds it.
+
+use super::decoder::{Decoder, DecoderConfig};
+use super::feed_forward::ExpertRouting;
+use super::hparams::{standard_config, Hparams, StandardDefaults};
+use super::rope::RopeStyle;
+use crate::error::Result;
+use crate::gguf::GgufFile;
+
+/// The configuration a `qwen3moe` GGUF describes.
+pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
+    let hp = Hparams::new(gguf, "qwen3moe");
+    let mut config = standard_config(
+        &hp,
+        StandardDefaults {
+            rope_style: RopeStyle::Neox,
+            rope_base: 1_000_000.0,
+            context_length: 40_960,
+            norm_eps: 1e-6,
+        },
+    )?;
+    let count = hp.usize("expert_count")?;
+    let used = hp.usize("expert_used_count")?;
+    if count == 0 || used == 0 || used > count {
+        return Err(hp.invalid(format!(
+            "expert_used_count {used} of expert_count {count} experts"
+        )));
+    }
+    let feed_forward_length = match hp.usize_or("expert_feed_forward_length", 0)? {
+        0 => config.intermediate_size / used,
+        width => width,
+    };
+    let scale = hp.f32_or("expert_weights_scale", 0.0)?;
+    config.experts = Some(ExpertRouting {
+        count,
+        used,
+        feed_forward_length,
+        normalize_weights: true,
+        weights_scale: (scale != 0.0 && scale != 1.0).then_some(scale),
+    });
+    config.qk_norm = true;
+    Ok(config)
+}
+
+/// Loads a `qwen3moe` GGUF.
+pub fn load(gguf: &GgufFile) -> Result<Decoder> {
+    Decoder::load(gguf, config(gguf)?)
+}

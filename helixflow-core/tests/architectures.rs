@@ -1,0 +1,193 @@
+//! Every architecture against llama.cpp on tiny random-weight models.
+//!
+//! `tests/fidelity/llama_cpp_reference.py` writes one small model per architecture (F32, and a
+//! copy requantised to `Q8_0` by llama.cpp's own quantizer), with prompts longer than the
+//! sliding windows, and records llama.cpp's greedy continuations (llama-cpp-python with its
+//! plain CPU kernels). HelixFlow must give the same tokens, one sequence at a time and with
+//! the prompts packed into the same steps (batch invariance).
+//!
+//! The Python side needs llama-cpp-python and gguf: `HELIXFLOW_LLAMA_CPP_PYTHON` names its
+//! interpreter (`benches/llama_cpp_venv.sh` installs one and prints it); without it the tests
+//! say they were skipped, unless `HELIXFLOW_REQUIRE_LLAMA_CPP=1` (CI) makes that a failure.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use helixflow_core::gguf::GgufFile;
+use helixflow_core::models::{self, CausalLm, SeqStep};
+
+/// The reference cases, made once per test run; `None` when llama.cpp is not installed.
+fn cases() -> Option<&'static Vec<serde_json::Value>> {
+    static CASES: OnceLock<Option<Vec<serde_json::Value>>> = OnceLock::new();
+    CASES
+        .get_or_init(|| {
+            let python = python()?;
+            let dir = std::env::temp_dir().join(format!("helixflow-arch-{}", std::process::id()));
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fidelity/llama_cpp_reference.py");
+            let output = Command::new(&python)
+                .arg(&script)
+                .arg(&dir)
+                .output()
+                .expect("run the llama.cpp reference script");
+            assert!(
+                output.status.success(),
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            Some(json["cases"].as_array().unwrap().clone())
+        })
+        .as_ref()
+}
+
+/// The interpreter with llama-cpp-python, if there is one.
+fn python() -> Option<PathBuf> {
+    let named = std::env::var_os("HELIXFLOW_LLAMA_CPP_PYTHON").map(PathBuf::from);
+    let cached = dirs_home().map(|h| h.join(".cache/helixflow-bench/venv-native/bin/python"));
+    let found = named.or(cached).filter(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("HELIXFLOW_REQUIRE_LLAMA_CPP").as_deref() != Ok("1"),
+            "llama-cpp-python is required (HELIXFLOW_LLAMA_CPP_PYTHON)"
+        );
+        eprintln!("skipped: no llama-cpp-python (set HELIXFLOW_LLAMA_CPP_PYTHON)");
+    }
+    found
+}
+
+fn dirs_home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+fn ids(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
+}
+
+/// Greedy continuations of `prompts`, all stepped together (each its own sequence).
+fn greedy_together(model: &dyn CausalLm, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<u32>> {
+    let mut kvs: Vec<_> = prompts.iter().map(|_| model.new_kv_state()).collect();
+    let mut inputs: Vec<Vec<u32>> = prompts.to_vec();
+    let mut outputs = vec![Vec::new(); prompts.len()];
+    for _ in 0..steps {
+        let mut batch: Vec<SeqStep<'_>> = kvs
+            .iter_mut()
+            .zip(&inputs)
+            .zip(prompts)
+            .map(|((kv, tokens), prompt)| SeqStep {
+                tokens,
+                kv,
+                prompt_len: prompt.len(),
+            })
+            .collect();
+        let logits = model.forward(&mut batch).unwrap();
+        for ((row, out), input) in logits.iter().zip(&mut outputs).zip(&mut inputs) {
+            let next = argmax(row);
+            out.push(next);
+            *input = vec![next];
+        }
+    }
+    outputs
+}
+
+fn check(architecture: &str) {
+    let Some(cases) = cases() else { return };
+    let mine: Vec<_> = cases
+        .iter()
+        .filter(|c| c["architecture"] == architecture)
+        .collect();
+    assert_eq!(mine.len(), 2, "an F32 and a Q8_0 model of {architecture}");
+    for case in mine {
+        let file = case["file"].as_str().unwrap();
+        let gguf = GgufFile::open(file).unwrap();
+        let model = models::load_gguf(&gguf).unwrap();
+        assert_eq!(model.shape().architecture, architecture);
+        let prompts: Vec<Vec<u32>> = case["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect();
+        let expected: Vec<Vec<u32>> = case["tokens"].as_array().unwrap().iter().map(ids).collect();
+        let steps = expected[0].len();
+        for (prompt, want) in prompts.iter().zip(&expected) {
+            let alone = greedy_together(model.as_ref(), std::slice::from_ref(prompt), steps);
+            assert_eq!(&alone[0], want, "{file}: greedy tokens against llama.cpp's");
+        }
+        let together = greedy_together(model.as_ref(), &prompts, steps);
+        assert_eq!(together, expected, "{file}: the prompts stepped together");
+    }
+}
+
+#[test]
+fn llama_matches_llama_cpp() {
+    check("llama");
+}
+
+#[test]
+fn qwen2_matches_llama_cpp() {
+    check("qwen2");
+}
+
+#[test]
+fn qwen3_matches_llama_cpp() {
+    check("qwen3");
+}
+
+#[test]
+fn qwen3moe_matches_llama_cpp() {
+    check("qwen3moe");
+}
+
+#[test]
+fn gemma2_matches_llama_cpp() {
+    check("gemma2");
+}
+
+#[test]
+fn gemma3_matches_llama_cpp() {
+    check("gemma3");
+}
+
+#[test]
+fn phi3_matches_llama_cpp() {
+    check("phi3");
+}
+
+#[test]
+fn smollm3_matches_llama_cpp() {
+    check("smollm3");
+}
+
+/// A file of an architecture HelixFlow does not know is a clear error naming it.
+#[test]
+fn an_unknown_architecture_is_refused_by_name() {
+    let Some(cases) = cases() else { return };
+    let file = cases[0]["file"].as_str().unwrap();
+    let mut bytes = std::fs::read(file).unwrap();
+    let arch = cases[0]["architecture"].as_str().unwrap();
+    // The architecture string in the header, replaced by one of the same length.
+    let at = bytes
+        .windows(arch.len() + 8)
+        .position(|w| w[8..] == *arch.as_bytes() && w[..8] == (arch.len() as u64).to_le_bytes())
+        .unwrap();
+    let fake = "x".repeat(arch.len());
+    bytes[at + 8..at + 8 + arch.len()].copy_from_slice(fake.as_bytes());
+    let path = std::env::temp_dir().join(format!("helixflow-unknown-{}.gguf", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    let gguf = GgufFile::open(&path).unwrap();
+    let err = models::load_gguf(&gguf).unwrap_err().to_string();
+    assert!(err.contains(&fake) && err.contains("supported"), "{err}");
+    std::fs::remove_file(path).ok();
+}

@@ -1,0 +1,240 @@
+"""Tiny random-weight models of every architecture HelixFlow loads, and llama.cpp's greedy
+tokens for them: the reference side of `helixflow-core/tests/architectures.rs`.
+
+    python llama_cpp_reference.py OUT_DIR
+
+Needs llama-cpp-python and gguf (the test set-up installs both, see `benches/llama_cpp_venv.sh`).
+For each architecture it writes OUT_DIR/<arch>-f32.gguf with seeded random weights and
+OUT_DIR/<arch>-q8_0.gguf requantised by llama.cpp's own quantizer, runs llama.cpp on both
+(plain CPU kernels: use_extra_bufts=False) and prints one JSON object: per file, the prompts
+(plain-piece token ids, longer than any sliding window) and llama.cpp's greedy continuation of each, with
+the smallest gap between the top two logits on the way. Weights are drawn again with the next
+seed until that gap is comfortable, so that a correct implementation with other rounding gives
+the same tokens, and until the continuations do not just repeat one token.
+"""
+
+import ctypes
+import json
+import os
+import sys
+
+import numpy as np
+
+import gguf
+import llama_cpp
+
+VOCAB = 320  # <unk>, <s>, </s>, 256 byte tokens, the rest plain pieces
+HIDDEN = 64
+HEADS = 4
+KV_HEADS = 2
+FF = 128
+LAYERS = 4
+CONTEXT = 256
+WINDOW = 8  # sliding window of the families that have one: shorter than the prompts
+PROMPT_LEN = 40
+GENERATE = 10
+MIN_MARGIN = 0.02
+
+
+def plain_cpu_kernels():
+    """llama.cpp's plain CPU kernels: no repacked weights (other arithmetic), no AMX."""
+    default = llama_cpp.llama_model_default_params
+
+    def patched():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    llama_cpp.llama_model_default_params = patched
+    llama_cpp.llama.llama_cpp.llama_model_default_params = patched
+
+
+def vocabulary(writer):
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    # Chat markers some families look up by name (Phi-3's `<|end|>`).
+    specials = ["<|end|>", "<|endoftext|>", "<|user|>", "<|assistant|>"]
+    tokens += specials + [f"piece{i}" for i in range(VOCAB - len(tokens) - len(specials))]
+    types = [2, 3, 3] + [6] * 256 + [3] * len(specials) + [1] * (VOCAB - 259 - len(specials))
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * VOCAB)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(False)
+
+
+class Weights:
+    def __init__(self, rng):
+        self.rng = rng
+
+    def matrix(self, rows, cols, gain=1.0):
+        return (self.rng.standard_normal((rows, cols)) * gain / np.sqrt(cols)).astype(np.float32)
+
+    def norm(self, width, around=1.0):
+        return (around + 0.1 * self.rng.standard_normal(width)).astype(np.float32)
+
+    def vector(self, width, gain=0.1):
+        return (gain * self.rng.standard_normal(width)).astype(np.float32)
+
+
+# Per architecture: its head width (where it differs from hidden / heads), what it adds.
+ARCHITECTURES = {
+    "llama": dict(head_dim=16),
+    "qwen2": dict(head_dim=16, qkv_bias=True),
+    "qwen3": dict(head_dim=32, qk_norm=True),
+    "qwen3moe": dict(head_dim=32, qk_norm=True, experts=(4, 2, 64)),
+    "gemma2": dict(head_dim=16, gemma=2),
+    "gemma3": dict(head_dim=32, gemma=3, qk_norm=True),
+    "phi3": dict(head_dim=16, fused=True, long_rope=True),
+    "smollm3": dict(head_dim=16),
+}
+
+
+def write_model(path, arch, spec, seed):
+    rng = np.random.default_rng(seed)
+    w = Weights(rng)
+    hd = spec["head_dim"]
+    qw, kvw = HEADS * hd, KV_HEADS * hd
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_name(f"tiny {arch}")
+    writer.add_context_length(CONTEXT)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_block_count(LAYERS)
+    writer.add_feed_forward_length(FF)
+    writer.add_head_count(HEADS)
+    writer.add_head_count_kv(KV_HEADS)
+    writer.add_key_length(hd)
+    writer.add_value_length(hd)
+    writer.add_rope_dimension_count(hd)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(10000.0)
+    gemma = spec.get("gemma")
+    if gemma:
+        writer.add_sliding_window(WINDOW)
+    if gemma == 2:
+        writer.add_attn_logit_softcapping(2.0)  # low, so that the cap matters
+        writer.add_final_logit_softcapping(20.0)
+    if spec.get("long_rope"):
+        writer.add_rope_scaling_orig_ctx_len(64)  # shorter than CONTEXT: the long factors
+        writer.add_rope_scaling_attn_factors(1.19)
+    if spec.get("experts"):
+        count, used, width = spec["experts"]
+        writer.add_expert_count(count)
+        writer.add_expert_used_count(used)
+        writer.add_expert_feed_forward_length(width)
+    vocabulary(writer)
+
+    # Embeddings large enough that the logits spread, tied for the Gemmas.
+    # Gemma scales embeddings by sqrt(hidden) = 8: keep the residual stream near unit size,
+    # and (the output being the embedding, tied) spread the logits with the final norm.
+    embedding_gain = 0.125 if gemma else 1.0
+    writer.add_tensor("token_embd.weight", (rng.standard_normal((VOCAB, HIDDEN)) * embedding_gain).astype(np.float32))
+    writer.add_tensor("output_norm.weight", w.norm(HIDDEN, 4.0 if gemma else 1.0))
+    if not gemma:
+        writer.add_tensor("output.weight", w.matrix(VOCAB, HIDDEN, gain=4.0))
+    if spec.get("long_rope"):
+        writer.add_tensor("rope_factors_long.weight", (1.0 + rng.random(hd // 2) * 3).astype(np.float32))
+        writer.add_tensor("rope_factors_short.weight", (1.0 + rng.random(hd // 2) * 0.5).astype(np.float32))
+    # Gemma stores RMSNorm weights as `1 + w` already in the GGUF; around 1 either way.
+    for i in range(LAYERS):
+        p = f"blk.{i}"
+        writer.add_tensor(f"{p}.attn_norm.weight", w.norm(HIDDEN))
+        if spec.get("fused"):
+            writer.add_tensor(f"{p}.attn_qkv.weight", np.concatenate([w.matrix(qw, HIDDEN), w.matrix(kvw, HIDDEN), w.matrix(kvw, HIDDEN)]))
+        else:
+            writer.add_tensor(f"{p}.attn_q.weight", w.matrix(qw, HIDDEN, gain=2.0))
+            writer.add_tensor(f"{p}.attn_k.weight", w.matrix(kvw, HIDDEN, gain=2.0))
+            writer.add_tensor(f"{p}.attn_v.weight", w.matrix(kvw, HIDDEN))
+        if spec.get("qkv_bias"):
+            writer.add_tensor(f"{p}.attn_q.bias", w.vector(qw))
+            writer.add_tensor(f"{p}.attn_k.bias", w.vector(kvw))
+            writer.add_tensor(f"{p}.attn_v.bias", w.vector(kvw))
+        if spec.get("qk_norm"):
+            writer.add_tensor(f"{p}.attn_q_norm.weight", w.norm(hd))
+            writer.add_tensor(f"{p}.attn_k_norm.weight", w.norm(hd))
+        writer.add_tensor(f"{p}.attn_output.weight", w.matrix(HIDDEN, qw, gain=3.0))
+        if gemma:
+            # The blocks' normalised outputs outweigh the embedding they are added to.
+            writer.add_tensor(f"{p}.post_attention_norm.weight", w.norm(HIDDEN, 3.0))
+            writer.add_tensor(f"{p}.post_ffw_norm.weight", w.norm(HIDDEN, 3.0))
+        writer.add_tensor(f"{p}.ffn_norm.weight", w.norm(HIDDEN))
+        if spec.get("experts"):
+            count, used, width = spec["experts"]
+            writer.add_tensor(f"{p}.ffn_gate_inp.weight", w.matrix(count, HIDDEN, gain=3.0))
+            writer.add_tensor(f"{p}.ffn_gate_exps.weight", np.stack([w.matrix(width, HIDDEN) for _ in range(count)]))
+            writer.add_tensor(f"{p}.ffn_up_exps.weight", np.stack([w.matrix(width, HIDDEN) for _ in range(count)]))
+            writer.add_tensor(f"{p}.ffn_down_exps.weight", np.stack([w.matrix(HIDDEN, width, gain=3.0) for _ in range(count)]))
+        elif spec.get("fused"):
+            writer.add_tensor(f"{p}.ffn_up.weight", np.concatenate([w.matrix(FF, HIDDEN), w.matrix(FF, HIDDEN)]))
+            writer.add_tensor(f"{p}.ffn_down.weight", w.matrix(HIDDEN, FF, gain=3.0))
+        else:
+            writer.add_tensor(f"{p}.ffn_gate.weight", w.matrix(FF, HIDDEN))
+            writer.add_tensor(f"{p}.ffn_up.weight", w.matrix(FF, HIDDEN))
+            writer.add_tensor(f"{p}.ffn_down.weight", w.matrix(HIDDEN, FF, gain=3.0))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def requantize(src, dst, ftype=7):
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype  # 7: Q8_0
+    params.allow_requantize = True
+    params.nthread = 2
+    if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {src}")
+
+
+def greedy(path, prompts):
+    model = llama_cpp.Llama(path, n_ctx=CONTEXT, n_threads=2, n_threads_batch=2, n_batch=CONTEXT,
+                            logits_all=True, verbose=False)
+    outputs, margin = [], float("inf")
+    for prompt in prompts:
+        model.reset()
+        model.eval(prompt)
+        tokens = []
+        for _ in range(GENERATE):
+            logits = np.array(model.scores[model.n_tokens - 1])
+            top = np.argsort(-logits)[:2]
+            margin = min(margin, float(logits[top[0]] - logits[top[1]]))
+            tokens.append(int(top[0]))
+            model.eval([int(top[0])])
+        outputs.append(tokens)
+    return outputs, margin
+
+
+def main():
+    out_dir = sys.argv[1]
+    os.makedirs(out_dir, exist_ok=True)
+    plain_cpu_kernels()
+    only = set(sys.argv[2:])
+    cases = []
+    for arch, spec in ARCHITECTURES.items():
+        if only and arch not in only:
+            continue
+        rng = np.random.default_rng(1000)
+        prompts = [rng.integers(263, VOCAB, PROMPT_LEN).tolist(), rng.integers(263, VOCAB, PROMPT_LEN // 2 + 3).tolist()]
+        for seed in range(40):
+            f32 = os.path.join(out_dir, f"{arch}-f32.gguf")
+            write_model(f32, arch, spec, seed)
+            q8 = os.path.join(out_dir, f"{arch}-q8_0.gguf")
+            requantize(f32, q8)
+            results = [(path,) + greedy(path, prompts) for path in (f32, q8)]
+            # Clear winners, and a continuation that moves (not one token repeated).
+            lively = all(len(set(t)) >= GENERATE // 3 for _, tokens, _ in results for t in tokens)
+            if lively and all(margin >= MIN_MARGIN for _, _, margin in results):
+                break
+            print(f"{arch}: seed {seed} has a near-tie or repeats itself, drawing again", file=sys.stderr)
+        else:
+            raise RuntimeError(f"{arch}: no seed gave top-two gaps of {MIN_MARGIN}")
+        for path, tokens, margin in results:
+            cases.append(dict(architecture=arch, file=path, seed=seed, prompts=prompts,
+                              tokens=tokens, min_margin=margin))
+    json.dump(dict(cases=cases), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

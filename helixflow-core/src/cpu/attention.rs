@@ -434,70 +434,63 @@ impl Widen for F16cWiden {
     }
 }
 
-/// tinyBLAS's dot product: element `i` into lane `i % 8`, reduced with [`hsum8`]. Only used
-/// for lengths that are multiples of eight.
+/// The dot product of one order: element `i` of each `SLOTS`-long chunk into slot `i`,
+/// the slots reduced by `reduce`, a tail shorter than a chunk added afterwards in f64 (the
+/// batched orders only see whole chunks).
 #[inline(always)]
-fn dot_gemm(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for l in 0..8 {
-            lanes[l] = ca[l].mul_add(cb[l], lanes[l]);
-        }
-    }
-    hsum8(&lanes)
-}
-
-/// `ggml_vec_dot_f16`'s dot product: element `i` of each 32-element chunk into slot `i`
-/// (four accumulators of eight lanes), reduced by [`reduce_gemv`]; a tail shorter than a
-/// chunk is added afterwards in f64.
-#[inline(always)]
-fn dot_gemv(a: &[f32], b: &[f32]) -> f32 {
-    let mut slots = [0f32; 32];
-    let whole = a.len() / 32 * 32;
-    for (ca, cb) in a[..whole].chunks_exact(32).zip(b[..whole].chunks_exact(32)) {
-        for i in 0..32 {
+fn dot_in_slots<const SLOTS: usize>(
+    a: &[f32],
+    b: &[f32],
+    reduce: impl Fn(&[f32; SLOTS]) -> f32,
+) -> f32 {
+    let mut slots = [0f32; SLOTS];
+    let whole = a.len() / SLOTS * SLOTS;
+    for (ca, cb) in a[..whole]
+        .chunks_exact(SLOTS)
+        .zip(b[..whole].chunks_exact(SLOTS))
+    {
+        for i in 0..SLOTS {
             slots[i] = ca[i].mul_add(cb[i], slots[i]);
         }
     }
-    let mut total = f64::from(reduce_gemv(&slots));
+    let mut total = f64::from(reduce(&slots));
     for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
         total += f64::from(x * y);
     }
     total as f32
+}
+
+/// tinyBLAS's dot product: element `i` into lane `i % 8`, reduced with [`hsum8`]. Only used
+/// for lengths that are multiples of eight.
+#[inline(always)]
+fn dot_gemm(a: &[f32], b: &[f32]) -> f32 {
+    dot_in_slots::<8>(a, b, hsum8)
+}
+
+/// `ggml_vec_dot_f16`'s dot product: element `i` of each 32-element chunk into slot `i`
+/// (four accumulators of eight lanes), reduced by [`reduce_gemv`].
+#[inline(always)]
+fn dot_gemv(a: &[f32], b: &[f32]) -> f32 {
+    dot_in_slots::<32>(a, b, reduce_gemv)
 }
 
 /// tinyBLAS's dot product in an AVX-512 build: element `i` into lane `i % 16`, reduced with
 /// [`hsum16`]. Only used for lengths that are multiples of sixteen.
 #[inline(always)]
 fn dot_gemm_wide(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
-        for l in 0..16 {
-            lanes[l] = ca[l].mul_add(cb[l], lanes[l]);
-        }
-    }
-    hsum16(&lanes)
+    dot_in_slots::<16>(a, b, hsum16)
 }
 
 /// `ggml_vec_dot_f16` in an AVX-512 build: element `i` of each 64-element chunk into slot `i`
 /// (four accumulators of sixteen lanes), the accumulators added pairwise and the lanes by
-/// [`hsum16`]; a tail shorter than a chunk is added afterwards in f64.
+/// [`hsum16`].
 #[inline(always)]
 fn dot_gemv_wide(a: &[f32], b: &[f32]) -> f32 {
-    let mut slots = [0f32; 64];
-    let whole = a.len() / 64 * 64;
-    for (ca, cb) in a[..whole].chunks_exact(64).zip(b[..whole].chunks_exact(64)) {
-        for i in 0..64 {
-            slots[i] = ca[i].mul_add(cb[i], slots[i]);
-        }
-    }
-    let lanes =
-        std::array::from_fn(|l| (slots[l] + slots[32 + l]) + (slots[16 + l] + slots[48 + l]));
-    let mut total = f64::from(hsum16(&lanes));
-    for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
-        total += f64::from(x * y);
-    }
-    total as f32
+    dot_in_slots::<64>(a, b, |slots| {
+        hsum16(&std::array::from_fn(|l| {
+            (slots[l] + slots[32 + l]) + (slots[16 + l] + slots[48 + l])
+        }))
+    })
 }
 
 /// GGML_F32x8_REDUCE: the four accumulators pairwise, then the lanes by halves and pairs.

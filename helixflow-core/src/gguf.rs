@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
@@ -229,22 +230,53 @@ impl GgufFile {
 
     /// Loads one tensor onto `device`, copying it out of the map.
     pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
-        let info = self.tensors.get(name).ok_or_else(|| {
-            Error::invalid_file(&self.path, format!("tensor `{name}` is missing"))
-        })?;
-        let bytes = &self.mmap[info.offset..info.offset + info.len];
-        // candle reinterprets the bytes as blocks whose fields need up to 4-byte alignment; a
-        // file with an odd alignment setting gets an aligned copy instead of undefined behaviour.
-        let tensor = if (bytes.as_ptr() as usize).is_multiple_of(4) {
-            qtensor_from_ggml(info.dtype, bytes, info.shape.clone(), device)?
-        } else {
-            let mut words = vec![0u32; info.len.div_ceil(4)];
-            let aligned = bytemuck_bytes_mut(&mut words);
-            aligned[..info.len].copy_from_slice(bytes);
-            qtensor_from_ggml(info.dtype, &aligned[..info.len], info.shape.clone(), device)?
-        };
-        Ok(tensor)
+        let (info, bytes) = self.tensor_bytes(name)?;
+        load_qtensor(info.dtype, bytes, info.shape.clone(), device)
     }
+
+    /// Loads rows `rows` of tensor `name` read as a matrix of its last dimension's width (one
+    /// expert of a `[experts, rows, cols]` stack, part of a fused projection) onto `device`
+    /// as a `[rows, cols]` matrix, copying only those rows out of the map.
+    pub fn tensor_rows(&self, name: &str, rows: Range<usize>, device: &Device) -> Result<QTensor> {
+        let (info, bytes) = self.tensor_bytes(name)?;
+        let (&cols, leading) = info.shape.split_last().unwrap_or((&0, &[]));
+        let all_rows: usize = leading.iter().product();
+        if cols == 0 || rows.start >= rows.end || rows.end > all_rows || info.len % all_rows != 0 {
+            return Err(Error::invalid_file(
+                &self.path,
+                format!(
+                    "tensor `{name}` of shape {:?} has no rows {rows:?}",
+                    info.shape
+                ),
+            ));
+        }
+        let row_bytes = info.len / all_rows;
+        let part = &bytes[rows.start * row_bytes..rows.end * row_bytes];
+        load_qtensor(info.dtype, part, vec![rows.len(), cols], device)
+    }
+}
+
+/// A tensor of `dims` from its ggml bytes. candle reinterprets the bytes as blocks whose
+/// fields need up to 4-byte alignment: bytes at an odd place (a file with an odd alignment
+/// setting, rows of an odd width) get an aligned copy instead of undefined behaviour.
+fn load_qtensor(
+    dtype: GgmlDType,
+    bytes: &[u8],
+    dims: Vec<usize>,
+    device: &Device,
+) -> Result<QTensor> {
+    if (bytes.as_ptr() as usize).is_multiple_of(4) {
+        return Ok(qtensor_from_ggml(dtype, bytes, dims, device)?);
+    }
+    let mut words = vec![0u32; bytes.len().div_ceil(4)];
+    let aligned = bytemuck_bytes_mut(&mut words);
+    aligned[..bytes.len()].copy_from_slice(bytes);
+    Ok(qtensor_from_ggml(
+        dtype,
+        &aligned[..bytes.len()],
+        dims,
+        device,
+    )?)
 }
 
 /// Views a `u32` buffer as bytes.

@@ -306,16 +306,7 @@ unsafe fn softmax_numerators_fma(scores: &mut [f32], max: f32) -> f64 {
 /// [`softmax_numerators`] as ggml's AVX-512 build computes them: [`v_expf_wide`], and the
 /// sum sixteen lanes at a time with [`hsum16`] (the row zero-padded to a multiple of 16).
 pub fn softmax_numerators_wide(scores: &mut [f32], max: f32) -> f64 {
-    let mut sum = 0f64;
-    for group in scores.chunks_mut(16) {
-        let mut lanes = [0f32; 16];
-        for (lane, s) in lanes.iter_mut().zip(group.iter_mut()) {
-            *s = v_expf_wide(*s - max);
-            *lane = *s;
-        }
-        sum += f64::from(hsum16(&lanes));
-    }
-    sum
+    softmax_numerators_in_groups::<16>(scores, max, v_expf_wide, hsum16)
 }
 
 /// Softmax numerators and their sum as llama.cpp built as `build` computes them.
@@ -333,14 +324,26 @@ pub fn softmax_numerators_in(
 
 #[inline(always)]
 fn softmax_numerators_portable(scores: &mut [f32], max: f32) -> f64 {
+    softmax_numerators_in_groups::<8>(scores, max, v_expf, hsum8)
+}
+
+/// `exp(s - max)` of every score in place, and their sum: `LANES` at a time (the last group
+/// zero-padded) reduced by `reduce`, the groups added in f64.
+#[inline(always)]
+fn softmax_numerators_in_groups<const LANES: usize>(
+    scores: &mut [f32],
+    max: f32,
+    exp: impl Fn(f32) -> f32,
+    reduce: impl Fn(&[f32; LANES]) -> f32,
+) -> f64 {
     let mut sum = 0f64;
-    for group in scores.chunks_mut(8) {
-        let mut lanes = [0f32; 8];
+    for group in scores.chunks_mut(LANES) {
+        let mut lanes = [0f32; LANES];
         for (lane, s) in lanes.iter_mut().zip(group.iter_mut()) {
-            *s = v_expf(*s - max);
+            *s = exp(*s - max);
             *lane = *s;
         }
-        sum += f64::from(hsum8(&lanes));
+        sum += f64::from(reduce(&lanes));
     }
     sum
 }

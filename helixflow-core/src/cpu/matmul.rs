@@ -173,15 +173,11 @@ impl WeightMatrix {
             GgmlDType::Q8_0 => Weights::Q8_0(parse.blocks()?),
             GgmlDType::Q4K => Weights::Q4K(parse.blocks()?),
             GgmlDType::Q6K => Weights::Q6K(parse.blocks()?),
-            _ if (first, count) == (0, all_rows) && leading.len() == 1 => {
-                Weights::Candle(QMatMul::from_qtensor(gguf.tensor(name, &Device::Cpu)?)?)
-            }
-            _ => {
-                // A part of a tensor in a format of candle's: its rows, dequantised.
-                let whole = gguf.tensor(name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
-                let part = whole.reshape((all_rows, cols))?.narrow(0, first, count)?;
-                Weights::Candle(QMatMul::Tensor(part.contiguous()?))
-            }
+            _ => Weights::Candle(QMatMul::from_qtensor(gguf.tensor_rows(
+                name,
+                rows,
+                &Device::Cpu,
+            )?)?),
         };
         Ok(Self {
             rows: count,

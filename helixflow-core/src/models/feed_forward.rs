@@ -11,7 +11,7 @@ use helixflow_kernels::packed::Accumulation;
 
 use crate::cpu::math::{self, softmax_numerators_in};
 use crate::cpu::{GatedProjection, WeightMatrix};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::models::GgmlBuild;
 
 /// How a mixture of experts routes its tokens.
@@ -147,8 +147,8 @@ impl FeedForward {
         }
     }
 
-    /// Checks that the experts' widths agree with the routing.
-    pub fn check(&self, hidden: usize) -> Result<()> {
+    /// Checks that the experts' widths agree with the routing; the reason where they do not.
+    pub fn check(&self, hidden: usize) -> std::result::Result<(), String> {
         if let Self::Experts {
             router,
             experts,
@@ -156,20 +156,20 @@ impl FeedForward {
         } = self
         {
             if routing.used == 0 || routing.used > routing.count || experts.len() != routing.count {
-                return Err(Error::InvalidRequest(format!(
+                return Err(format!(
                     "{} of {} experts per token with {} experts loaded",
                     routing.used,
                     routing.count,
                     experts.len()
-                )));
+                ));
             }
             if router.rows() != routing.count || router.cols() != hidden {
-                return Err(Error::InvalidRequest(format!(
+                return Err(format!(
                     "a router of {}x{} for {} experts of width {hidden}",
                     router.rows(),
                     router.cols(),
                     routing.count
-                )));
+                ));
             }
         }
         Ok(())

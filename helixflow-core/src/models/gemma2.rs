@@ -7,10 +7,8 @@
 
 use helixflow_kernels::math::GateActivation;
 
-use super::decoder::{Decoder, DecoderConfig};
-use super::hparams::{
-    apply_sliding_window, sliding_layers, standard_config, Hparams, StandardDefaults,
-};
+use super::decoder::{Decoder, DecoderConfig, LayerAttention};
+use super::hparams::{apply_sliding_window, standard_config, Hparams, StandardDefaults};
 use super::rope::RopeStyle;
 use crate::error::Result;
 use crate::gguf::GgufFile;
@@ -30,27 +28,30 @@ pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
             norm_eps: 1e-6,
         },
     )?;
-    let window = hp.usize_or("attention.sliding_window", 4096)?;
-    if window > 0 {
-        let sliding = sliding_layers(&hp, config.num_layers, SLIDING_PERIOD)?;
-        let mut sliding_attention = config.layers[0];
-        sliding_attention.rope_base =
-            hp.f32_or("rope.freq_base_swa", sliding_attention.rope_base)?;
-        apply_sliding_window(&mut config, &sliding, window, sliding_attention);
-    }
-    let query_width = if config.num_layers == 46 {
-        // The 27B model scales by the width hidden ÷ heads, not its heads' width.
+    let sliding_attention = LayerAttention {
+        rope_base: hp.f32_or("rope.freq_base_swa", config.layers[0].rope_base)?,
+        ..config.layers[0]
+    };
+    apply_sliding_window(&hp, &mut config, 4096, SLIDING_PERIOD, sliding_attention)?;
+    gemma_blocks(&mut config, 46);
+    config.attention_softcap = Some(positive(&hp, "attn_logit_softcapping", 50.0)?);
+    config.final_logit_softcap = Some(positive(&hp, "final_logit_softcapping", 30.0)?);
+    Ok(config)
+}
+
+/// What Gemma 2 and 3 share: embeddings scaled by `√hidden`, queries by `1/√head_dim` before
+/// attention (`1/√(hidden/heads)` in the 27B model, of `layers_of_27b` layers), GeGLU, and
+/// the attention and MLP outputs normalised again before each residual add.
+pub(crate) fn gemma_blocks(config: &mut DecoderConfig, layers_of_27b: usize) {
+    let query_width = if config.num_layers == layers_of_27b {
         config.hidden_size / config.num_heads
     } else {
         config.head_dim
     };
     config.query_scale = Some(1.0 / (query_width as f32).sqrt());
     config.embedding_scale = Some((config.hidden_size as f32).sqrt());
-    config.attention_softcap = Some(positive(&hp, "attn_logit_softcapping", 50.0)?);
-    config.final_logit_softcap = Some(positive(&hp, "final_logit_softcapping", 30.0)?);
     config.activation = GateActivation::GeluTanh;
     config.post_norms = true;
-    Ok(config)
 }
 
 /// A soft cap, which must be a positive number.

@@ -9,12 +9,8 @@
 //! 10 000 (or `rope.freq_base_swa`); the others attend to the whole context with the file's
 //! base and scaling.
 
-use helixflow_kernels::math::GateActivation;
-
 use super::decoder::{Decoder, DecoderConfig, LayerAttention};
-use super::hparams::{
-    apply_sliding_window, sliding_layers, standard_config, Hparams, StandardDefaults,
-};
+use super::hparams::{apply_sliding_window, standard_config, Hparams, StandardDefaults};
 use super::rope::{RopeScaling, RopeStyle};
 use crate::error::Result;
 use crate::gguf::GgufFile;
@@ -39,31 +35,17 @@ pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
         },
     )?;
     // Without a window (or with 0) every layer attends to the whole context, as in llama.cpp.
-    let window = hp.usize_or("attention.sliding_window", 0)?;
-    if window > 0 {
-        let sliding = sliding_layers(&hp, config.num_layers, SLIDING_PERIOD)?;
-        let sliding_attention = LayerAttention {
-            rope_base: hp.f32_or("rope.freq_base_swa", SLIDING_ROPE_BASE)?,
-            rope_scaling: RopeScaling::None,
-            sliding_window: Some(window),
-            rotary: true,
-        };
-        apply_sliding_window(&mut config, &sliding, window, sliding_attention);
-    }
-    let query_width = if config.num_layers == 62 {
-        // The 27B model scales by the width hidden ÷ heads, not its heads' width.
-        config.hidden_size / config.num_heads
-    } else {
-        config.head_dim
+    let sliding_attention = LayerAttention {
+        rope_base: hp.f32_or("rope.freq_base_swa", SLIDING_ROPE_BASE)?,
+        rope_scaling: RopeScaling::None,
+        ..config.layers[0]
     };
-    config.query_scale = Some(1.0 / (query_width as f32).sqrt());
-    config.embedding_scale = Some((config.hidden_size as f32).sqrt());
+    apply_sliding_window(&hp, &mut config, 0, SLIDING_PERIOD, sliding_attention)?;
+    super::gemma2::gemma_blocks(&mut config, 62);
     config.final_logit_softcap = hp
         .f32_opt("final_logit_softcapping")?
         .filter(|&cap| cap > 0.0);
-    config.activation = GateActivation::GeluTanh;
     config.qk_norm = true;
-    config.post_norms = true;
     Ok(config)
 }
 

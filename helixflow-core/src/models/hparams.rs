@@ -191,11 +191,7 @@ pub(crate) fn rope_scaling(hp: &Hparams<'_>) -> Result<RopeScaling> {
 /// `attention.sliding_window_pattern` (one flag per layer) where the file has one, else a
 /// period `n` (that key as a number, or the family's `default_period`) in which every layer
 /// but the last of each period slides (`0`: every layer slides).
-pub(crate) fn sliding_layers(
-    hp: &Hparams<'_>,
-    num_layers: usize,
-    default_period: usize,
-) -> Result<Vec<bool>> {
+fn sliding_layers(hp: &Hparams<'_>, num_layers: usize, default_period: usize) -> Result<Vec<bool>> {
     let key = "attention.sliding_window_pattern";
     let period = match hp.value(key) {
         Some(value) => match (value.as_array(), value.as_u64()) {
@@ -218,15 +214,23 @@ pub(crate) fn sliding_layers(
         .collect())
 }
 
-/// Gives the layers `sliding` a window of `window` positions and the rotary embedding
-/// `sliding_attention`'s base and scaling; the other layers keep theirs.
+/// The sliding window as llama.cpp reads it: `attention.sliding_window` positions (the
+/// family's `default_window` where the file is silent; 0: none) on the layers
+/// [`sliding_layers`] names (with the family's `default_period`), which take the rotary
+/// embedding of `sliding_attention`; the other layers keep theirs.
 pub(crate) fn apply_sliding_window(
+    hp: &Hparams<'_>,
     config: &mut DecoderConfig,
-    sliding: &[bool],
-    window: usize,
+    default_window: usize,
+    default_period: usize,
     sliding_attention: LayerAttention,
-) {
-    for (layer, &slides) in config.layers.iter_mut().zip(sliding) {
+) -> Result<()> {
+    let window = hp.usize_or("attention.sliding_window", default_window)?;
+    if window == 0 {
+        return Ok(());
+    }
+    let sliding = sliding_layers(hp, config.num_layers, default_period)?;
+    for (layer, slides) in config.layers.iter_mut().zip(sliding) {
         if slides {
             *layer = LayerAttention {
                 sliding_window: Some(window),
@@ -234,4 +238,5 @@ pub(crate) fn apply_sliding_window(
             };
         }
     }
+    Ok(())
 }

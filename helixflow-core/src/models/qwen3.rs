@@ -10,9 +10,14 @@ use crate::gguf::GgufFile;
 
 /// The configuration a `qwen3` GGUF describes.
 pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
-    let hp = Hparams::new(gguf, "qwen3");
+    attention_config(&Hparams::new(gguf, "qwen3"))
+}
+
+/// Qwen3's blocks as the file's keys under `hp`'s prefix describe them (`qwen3moe` adds its
+/// experts to them).
+pub(crate) fn attention_config(hp: &Hparams<'_>) -> Result<DecoderConfig> {
     let mut config = standard_config(
-        &hp,
+        hp,
         StandardDefaults {
             rope_style: RopeStyle::Neox,
             rope_base: 1_000_000.0,

@@ -5,23 +5,14 @@
 
 use super::decoder::{Decoder, DecoderConfig};
 use super::feed_forward::ExpertRouting;
-use super::hparams::{standard_config, Hparams, StandardDefaults};
-use super::rope::RopeStyle;
+use super::hparams::Hparams;
 use crate::error::Result;
 use crate::gguf::GgufFile;
 
 /// The configuration a `qwen3moe` GGUF describes.
 pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
     let hp = Hparams::new(gguf, "qwen3moe");
-    let mut config = standard_config(
-        &hp,
-        StandardDefaults {
-            rope_style: RopeStyle::Neox,
-            rope_base: 1_000_000.0,
-            context_length: 40_960,
-            norm_eps: 1e-6,
-        },
-    )?;
+    let mut config = super::qwen3::attention_config(&hp)?;
     let count = hp.usize("expert_count")?;
     let used = hp.usize("expert_used_count")?;
     if count == 0 || used == 0 || used > count {
@@ -41,7 +32,6 @@ pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
         normalize_weights: true,
         weights_scale: (scale != 0.0 && scale != 1.0).then_some(scale),
     });
-    config.qk_norm = true;
     Ok(config)
 }
 

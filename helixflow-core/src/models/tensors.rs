@@ -145,7 +145,7 @@ impl TensorReader<'_> {
             routing,
         };
         ffn.check(h)
-            .map_err(|e| Error::invalid_file(self.gguf.path(), e.to_string()))?;
+            .map_err(|reason| Error::invalid_file(self.gguf.path(), reason))?;
         Ok(ffn)
     }
 

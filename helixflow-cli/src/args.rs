@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use helixflow_core::models::LoadQuantization;
 
 /// HelixFlow: fast inference of language and embedding models.
 #[derive(Debug, Parser)]
@@ -259,6 +260,10 @@ pub struct RunArgs {
     /// without one, such as gemma-3-270m).
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
+    /// Quantise a safetensors chat model's matrices at load to `q8_0` or `q4_0`, so that the
+    /// packed kernels serve it (a GGUF keeps its own formats).
+    #[arg(long, value_name = "q8_0|q4_0")]
+    pub quantize: Option<LoadQuantization>,
     /// The user's message; `-` reads it from standard input.
     pub prompt: Option<String>,
 }
@@ -302,9 +307,13 @@ pub enum ModelsCommand {
 /// serving sweep of the in-process engine; with `--serve URL`, the same sweep over HTTP.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Chat model id or GGUF path (with --serve: the model id the server serves).
+    /// Chat model id, GGUF path or safetensors folder (with --serve: the model id the server
+    /// serves).
     #[arg(long, short, default_value = DEFAULT_CHAT_MODEL)]
     pub model: String,
+    /// Quantise a safetensors chat model's matrices at load to `q8_0` or `q4_0`.
+    #[arg(long, value_name = "q8_0|q4_0")]
+    pub quantize: Option<LoadQuantization>,
     /// Prompt length [default: 512 for the single-stream benchmark, 64 for serving sweeps].
     #[arg(long)]
     pub prompt_tokens: Option<usize>,
@@ -390,6 +399,10 @@ pub struct ServeArgs {
     /// (gemma-3-270m) answers chat requests only with one.
     #[arg(long, value_name = "[MODEL=]FILE")]
     pub chat_template: Vec<String>,
+    /// Quantise the safetensors chat models' matrices at load to `q8_0` or `q4_0`, so that the
+    /// packed kernels serve it (a GGUF keeps its own formats).
+    #[arg(long, value_name = "q8_0|q4_0")]
+    pub quantize: Option<LoadQuantization>,
     /// API key that `/v1` requests must send as `Authorization: Bearer <key>`.
     #[arg(long, env = "HELIXFLOW_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use helixflow_core::chat_model::ChatModel;
+use helixflow_core::chat_model::{ChatModel, LoadOptions};
 use helixflow_core::embeddings::EmbeddingModel;
+use helixflow_core::models::LoadQuantization;
 use helixflow_core::registry::ChatTemplateOverride;
 use helixflow_core::source::{self, ModelKind, ResolvedModel, StderrProgress};
 
@@ -13,19 +14,23 @@ pub fn resolve(arg: &str) -> Result<ResolvedModel> {
     Ok(source::resolve_arg(arg, &StderrProgress)?)
 }
 
-/// Loads a chat model.
-pub fn chat_model(arg: &str) -> Result<ChatModel> {
-    chat_model_with_template(arg, None)
-}
-
-/// Loads a chat model with the chat template in `template_file` in place of its own.
-pub fn chat_model_with_template(arg: &str, template_file: Option<&Path>) -> Result<ChatModel> {
+/// Loads a chat model with the chat template in `template_file` in place of its own, and a
+/// safetensors model's matrices quantised to `quantize`.
+pub fn chat_model_with(
+    arg: &str,
+    template_file: Option<&Path>,
+    quantize: Option<LoadQuantization>,
+) -> Result<ChatModel> {
     let resolved = resolve(arg)?;
     if resolved.kind != ModelKind::Chat {
         bail!("`{arg}` is an embedding model; use `helixflow embed` or pick a chat model");
     }
     let template = template_file.map(ChatTemplateOverride::read).transpose()?;
-    ChatModel::load_with_template(&resolved.path, &resolved.name, template.as_deref())
+    let options = LoadOptions {
+        chat_template: template.as_deref(),
+        quantize,
+    };
+    ChatModel::load_with(&resolved.path, &resolved.name, &options)
         .with_context(|| format!("loading {}", resolved.path.display()))
 }
 

@@ -11,9 +11,20 @@ use crate::completion::{
 use crate::error::{Error, Result};
 use crate::generation::{run_batch, GenerationParams, Sequence, TokenOutput};
 use crate::gguf::GgufFile;
-use crate::models::{self, CausalLm};
+use crate::models::{self, CausalLm, LoadQuantization};
 use crate::sampling::choice_seed;
 use crate::tokenizer::{GgufVocab, Tokenizer};
+
+/// How [`ChatModel::load_with`] loads a model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// A chat template (Jinja source) in place of the model's own, as for a base model that
+    /// has none.
+    pub chat_template: Option<&'a str>,
+    /// Quantise a safetensors model's matrices at load to this packed format (a GGUF file
+    /// keeps the formats it has: asking for one is an error).
+    pub quantize: Option<LoadQuantization>,
+}
 
 /// A chat (decoder) model ready to generate.
 pub struct ChatModel {
@@ -56,23 +67,61 @@ impl ChatModel {
         name: impl Into<String>,
         chat_template: Option<&str>,
     ) -> Result<Self> {
+        let options = LoadOptions {
+            chat_template,
+            ..LoadOptions::default()
+        };
+        Self::load_with(path, name, &options)
+    }
+
+    /// Loads a GGUF file, or a Hugging Face folder (`config.json`, safetensors weights,
+    /// `tokenizer.json`, `tokenizer_config.json` or `chat_template.jinja`,
+    /// `generation_config.json`), under the model name `name`.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        name: impl Into<String>,
+        options: &LoadOptions<'_>,
+    ) -> Result<Self> {
         let name = name.into();
-        let gguf = GgufFile::open(path.as_ref())?;
+        let path = path.as_ref();
+        let (gguf, tokenizer, own_template) = if models::is_hf_folder(path) {
+            let gguf = models::import_hf_folder(path, options.quantize)?;
+            let tokenizer = hf_tokenizer(path)?;
+            let template = tokenizer.chat_template().map(str::to_owned);
+            (gguf, tokenizer, template)
+        } else {
+            if let Some(format) = options.quantize {
+                return Err(Error::InvalidRequest(format!(
+                    "{}: quantising at load ({format:?}) applies to safetensors folders; a GGUF \
+                     keeps its own formats",
+                    path.display()
+                )));
+            }
+            let gguf = GgufFile::open(path)?;
+            let tokenizer = Tokenizer::from_gguf_vocab(&vocab_from_gguf(&gguf)?)?;
+            let template = match gguf.get("tokenizer.chat_template") {
+                Some(v) => Some(
+                    v.as_str()
+                        .ok_or_else(|| {
+                            Error::invalid_file(
+                                gguf.path(),
+                                "tokenizer.chat_template is not a string",
+                            )
+                        })?
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            (gguf, tokenizer, template)
+        };
         let model = models::load_gguf(&gguf)?;
-        let tokenizer = Tokenizer::from_gguf_vocab(&vocab_from_gguf(&gguf)?)?;
         if tokenizer.vocab_size() > model.shape().vocab_size {
             return Err(Error::invalid_file(
                 gguf.path(),
                 "the tokenizer has more tokens than the embedding has rows",
             ));
         }
-        let source = match (chat_template, gguf.get("tokenizer.chat_template")) {
-            (Some(source), _) => Some(source),
-            (None, Some(v)) => Some(v.as_str().ok_or_else(|| {
-                Error::invalid_file(gguf.path(), "tokenizer.chat_template is not a string")
-            })?),
-            (None, None) => None,
-        };
+        let source = options.chat_template.or(own_template.as_deref());
         let template = source
             .map(|source| {
                 ChatTemplate::new(source, &name, tokenizer.bos_token(), tokenizer.eos_token())
@@ -377,6 +426,47 @@ pub fn release_after_large_input(bytes: usize) {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The tokenizer of a Hugging Face folder: `tokenizer.json` with `tokenizer_config.json`
+/// (or `chat_template.jinja`) where present, and `generation_config.json`'s end-of-sequence
+/// ids as end-of-turn tokens.
+fn hf_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let config = dir.join("tokenizer_config.json");
+    let mut tokenizer = Tokenizer::from_file(
+        &dir.join("tokenizer.json"),
+        config.is_file().then_some(config.as_path()),
+    )?;
+    if tokenizer.chat_template().is_none() && !config.is_file() {
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            let source = std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?;
+            tokenizer.set_chat_template(source);
+        }
+    }
+    let generation = dir.join("generation_config.json");
+    if generation.is_file() {
+        let text = std::fs::read_to_string(&generation).map_err(|e| Error::io(&generation, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                what: generation.display().to_string(),
+                source,
+            })?;
+        let ids: Vec<u32> = match json.get("eos_token_id") {
+            Some(serde_json::Value::Array(ids)) => ids
+                .iter()
+                .filter_map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()))
+                .collect(),
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        tokenizer.add_end_of_turn_ids(&ids);
+    }
+    Ok(tokenizer)
 }
 
 /// Reads the `tokenizer.ggml.*` metadata of a GGUF file.

@@ -98,12 +98,29 @@ pub struct TensorInfo {
     pub len: usize,
 }
 
-/// An opened GGUF file: parsed metadata and tensor table over a memory map.
+/// An opened GGUF file: parsed metadata and tensor table over a memory map (or over bytes
+/// in memory, for a model converted at load: [`GgufFile::from_parts`]).
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    data: TensorData,
     metadata: HashMap<String, MetadataValue>,
     tensors: HashMap<String, TensorInfo>,
+}
+
+/// Where a [`GgufFile`]'s tensor bytes are.
+enum TensorData {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for TensorData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(mmap) => mmap,
+            Self::Owned(bytes) => bytes,
+        }
+    }
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -131,7 +148,35 @@ impl GgufFile {
             parse(&mmap).map_err(|reason| Error::invalid_file(&path, reason))?;
         Ok(Self {
             path,
-            mmap,
+            data: TensorData::Mapped(mmap),
+            metadata,
+            tensors,
+        })
+    }
+
+    /// A model held in memory in GGUF's terms: `metadata`, and `tensors` whose offsets point
+    /// into `data`. `path` names where it came from in errors. Fails if a tensor's bytes lie
+    /// outside `data`.
+    pub fn from_parts(
+        path: impl Into<PathBuf>,
+        metadata: HashMap<String, MetadataValue>,
+        tensors: HashMap<String, TensorInfo>,
+        data: Vec<u8>,
+    ) -> Result<Self> {
+        let path = path.into();
+        if let Some((name, _)) = tensors.iter().find(|(_, t)| {
+            t.offset
+                .checked_add(t.len)
+                .is_none_or(|end| end > data.len())
+        }) {
+            return Err(Error::invalid_file(
+                &path,
+                format!("tensor `{name}` lies outside the data"),
+            ));
+        }
+        Ok(Self {
+            path,
+            data: TensorData::Owned(data),
             metadata,
             tensors,
         })
@@ -225,7 +270,7 @@ impl GgufFile {
         let info = self.tensors.get(name).ok_or_else(|| {
             Error::invalid_file(&self.path, format!("tensor `{name}` is missing"))
         })?;
-        Ok((info, &self.mmap[info.offset..info.offset + info.len]))
+        Ok((info, &self.data[info.offset..info.offset + info.len]))
     }
 
     /// Loads one tensor onto `device`, copying it out of the map.

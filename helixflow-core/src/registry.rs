@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::chat_model::ChatModel;
+use crate::chat_model::{ChatModel, LoadOptions};
 use crate::embeddings::EmbeddingModel;
 use crate::engine::{Engine, EngineConfig, EngineHandle};
+use crate::models::LoadQuantization;
 use crate::source::{self, ModelKind, Progress};
 use crate::{Error, Result};
 
@@ -131,14 +132,32 @@ impl ModelRegistry {
         templates: &[ChatTemplateOverride],
         progress: &dyn Progress,
     ) -> Result<Self> {
+        Self::load_with_options(args, engine, templates, None, progress)
+    }
+
+    /// [`Self::load_with_templates`], quantising the safetensors chat models to `quantize` at
+    /// load (GGUF models keep their formats; asking for it with no safetensors chat model
+    /// served is an error).
+    pub fn load_with_options(
+        args: &[String],
+        engine: &EngineConfig,
+        templates: &[ChatTemplateOverride],
+        quantize: Option<LoadQuantization>,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         let mut registry = Self::new();
+        let mut quantized = false;
         for arg in args {
             let resolved = source::resolve_arg(arg, progress)?;
             let served = match resolved.kind {
                 ModelKind::Chat => {
-                    let template = ChatTemplateOverride::find(templates, &resolved.name);
-                    let chat =
-                        ChatModel::load_with_template(&resolved.path, &resolved.name, template)?;
+                    let folder = crate::models::is_hf_folder(&resolved.path);
+                    quantized |= folder && quantize.is_some();
+                    let options = LoadOptions {
+                        chat_template: ChatTemplateOverride::find(templates, &resolved.name),
+                        quantize: quantize.filter(|_| folder),
+                    };
+                    let chat = ChatModel::load_with(&resolved.path, &resolved.name, &options)?;
                     ServedModel::Chat(Engine::start(Arc::new(chat), engine.clone())?)
                 }
                 ModelKind::Embedding => ServedModel::Embedding(Arc::new(
@@ -146,6 +165,11 @@ impl ModelRegistry {
                 )),
             };
             registry.add(served)?;
+        }
+        if let (Some(format), false) = (quantize, quantized) {
+            return Err(Error::InvalidRequest(format!(
+                "--quantize {format:?} applies to safetensors chat models, and none is served"
+            )));
         }
         if let Some(unknown) = templates.iter().find_map(|o| {
             o.model

@@ -12,10 +12,14 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use helixflow_core::chat_model::{ChatModel, LoadOptions};
+use helixflow_core::engine::{Engine, EngineConfig, EngineEvent};
+use helixflow_core::generation::GenerationParams;
 use helixflow_core::gguf::GgufFile;
-use helixflow_core::models::{self, CausalLm, SeqStep};
+use helixflow_core::models::{self, CausalLm, LoadQuantization, SeqStep};
 
 /// The reference cases, made once per test run; `None` when llama.cpp is not installed.
 fn cases() -> Option<&'static Vec<serde_json::Value>> {
@@ -101,6 +105,42 @@ fn greedy_together(model: &dyn CausalLm, prompts: &[Vec<u32>], steps: usize) -> 
     outputs
 }
 
+/// The engine's greedy tokens for `prompts`, all in flight together, with a token budget small
+/// enough that prefills are chunked and share steps with the other sequence's decoding.
+fn engine_greedy(chat: ChatModel, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<u32>> {
+    let engine = Engine::start(
+        Arc::new(chat),
+        EngineConfig {
+            max_batched_tokens: 16,
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
+    let params = GenerationParams {
+        ignore_eos: true,
+        ..GenerationParams::greedy(steps)
+    };
+    let streams: Vec<_> = prompts
+        .iter()
+        .map(|p| engine.submit(p.clone(), params.clone()).unwrap())
+        .collect();
+    streams
+        .into_iter()
+        .map(|stream| {
+            let mut tokens = Vec::new();
+            loop {
+                match stream.recv_timeout(Duration::from_secs(120)) {
+                    Ok(EngineEvent::Token { choice: 0, output }) => tokens.push(output.token),
+                    Ok(EngineEvent::Done { .. }) => return tokens,
+                    Ok(EngineEvent::Failed(e)) => panic!("request failed: {e}"),
+                    Ok(_) => {}
+                    Err(_) => panic!("no event within two minutes"),
+                }
+            }
+        })
+        .collect()
+}
+
 fn check(architecture: &str) {
     let Some(cases) = cases() else { return };
     let mine: Vec<_> = cases
@@ -127,6 +167,40 @@ fn check(architecture: &str) {
         }
         let together = greedy_together(model.as_ref(), &prompts, steps);
         assert_eq!(together, expected, "{file}: the prompts stepped together");
+        // Through the engine: chunked prefills beside another sequence's decoding (sliding
+        // windows and experts included) change nothing.
+        let chat = ChatModel::load_named(file, architecture).unwrap();
+        assert_eq!(
+            engine_greedy(chat, &prompts, steps),
+            expected,
+            "{file}: through the engine"
+        );
+
+        // The same weights as a Hugging Face folder: F32 as they are, and quantised at load
+        // as llama.cpp's quantizer did the Q8_0 file.
+        let folder = case["hf_folder"].as_str().unwrap();
+        let quantize = file
+            .ends_with("q8_0.gguf")
+            .then_some(LoadQuantization::Q8_0);
+        let options = LoadOptions {
+            quantize,
+            ..LoadOptions::default()
+        };
+        let chat = ChatModel::load_with(folder, architecture, &options).unwrap();
+        assert_eq!(chat.model().shape().architecture, architecture);
+        let together = greedy_together(chat.model(), &prompts, steps);
+        assert_eq!(together, expected, "{folder} ({quantize:?}) against {file}");
+        // Its tokenizer.json reads the pieces' text back as the same ids.
+        let text: Vec<String> = prompts[0]
+            .iter()
+            .map(|&id| chat.tokenizer().decode(&[id], false).unwrap())
+            .collect();
+        assert_eq!(
+            chat.tokenizer().encode(&text.join(" "), false).unwrap(),
+            prompts[0]
+        );
+        // generation_config.json's end-of-sequence ids end a turn.
+        assert!(chat.tokenizer().end_of_turn_ids().contains(&2), "{folder}");
     }
 }
 
@@ -168,6 +242,49 @@ fn phi3_matches_llama_cpp() {
 #[test]
 fn smollm3_matches_llama_cpp() {
     check("smollm3");
+}
+
+/// A folder whose tensors or config do not fit its family is a clear error naming the
+/// problem; so is quantising a GGUF at load.
+#[test]
+fn a_folder_that_disagrees_with_its_config_is_refused() {
+    let Some(cases) = cases() else { return };
+    let source = PathBuf::from(cases[0]["hf_folder"].as_str().unwrap());
+    let dir = std::env::temp_dir().join(format!("helixflow-bad-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let config_path = dir.join("config.json");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let load = |config: &serde_json::Value| {
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        ChatModel::load_with(&dir, "bad", &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let mut wider = config.clone();
+    wider["hidden_size"] = serde_json::json!(96);
+    let err = load(&wider);
+    assert!(err.contains("token_embd.weight"), "{err}");
+    let mut unknown = config.clone();
+    unknown["model_type"] = serde_json::json!("mamba");
+    let err = load(&unknown);
+    assert!(err.contains("mamba") && err.contains("supported"), "{err}");
+    let err = ChatModel::load_with(
+        cases[0]["file"].as_str().unwrap(),
+        "gguf",
+        &LoadOptions {
+            quantize: Some(LoadQuantization::Q4_0),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("safetensors"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// A file of an architecture HelixFlow does not know is a clear error naming it.

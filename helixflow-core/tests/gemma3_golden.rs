@@ -48,15 +48,6 @@ fn tokenization_matches_llama_cpp() {
     }
 }
 
-/// The one reference case not yet reproduced: at its third generated token (a near-tie,
-/// margin 0.10) HelixFlow takes the runner-up. The reference's llama.cpp multiplies `Q4_K` and
-/// `Q6_K` matrices by eight or more tokens with its tiled kernel (`ggml-cpu/tiled`), which adds
-/// each 256-value superblock's scaled integer sum into the output with one fused multiply-add,
-/// where HelixFlow adds eight lanes as ggml's `vec_dot` does (the same bits for fewer tokens);
-/// and its last layer runs the MLP on the output token alone. The all-`Q8_0` requantisation
-/// of this model matches llama.cpp bit for bit, logits included.
-const NOT_YET_REPRODUCED: &str = "The largest planet in the solar system is";
-
 /// Every completion: the prompt tokenised with its BOS as llama.cpp did, and greedy decoding
 /// giving llama.cpp's tokens up to `robust_prefix` (past it an independent correct
 /// implementation may diverge, the references' README explains why).
@@ -77,34 +68,17 @@ fn greedy_completions_reproduce_llama_cpp() {
         let expected = ids(&case["generated_token_ids"]);
         let (path, _) = greedy_path(model(), &prompt_ids, expected.len());
         let robust = case["robust_prefix"].as_u64().unwrap() as usize;
-        if prompt != NOT_YET_REPRODUCED {
-            assert_eq!(
-                path[..robust],
-                expected[..robust],
-                "{prompt:?}: the first {robust} tokens"
-            );
-        }
+        assert_eq!(
+            path[..robust],
+            expected[..robust],
+            "{prompt:?}: the first {robust} tokens"
+        );
         whole += usize::from(path == expected);
     }
-    // Three of the six are reproduced in full (32 tokens), the margins of the others fall
-    // to a last-bit difference past their robust prefixes.
-    assert!(whole >= 3, "{whole} completions reproduced in full");
-}
-
-/// The case above, strictly: run it with `--ignored` while working on the K-quant kernels.
-#[test]
-#[ignore = "issue 20: needs llama.cpp's tiled K-quant products for prompts"]
-fn the_largest_planet_case_reproduces_llama_cpp() {
-    let golden = golden();
-    let case = golden["completions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["prompt"] == NOT_YET_REPRODUCED)
-        .unwrap();
-    let expected = ids(&case["generated_token_ids"]);
-    let (path, _) = greedy_path(model(), &ids(&case["prompt_token_ids"]), expected.len());
-    assert_eq!(path, expected);
+    // With llama.cpp's tiled K-quant order for prompts (and the last layer's MLP on the
+    // output rows alone), its arithmetic is reproduced bit for bit: every token matches,
+    // past the robust prefixes too.
+    assert_eq!(whole, cases.len(), "completions reproduced in full");
 }
 
 /// The completion path of the public API gives the same text as the reference.

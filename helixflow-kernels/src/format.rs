@@ -27,6 +27,15 @@ pub trait QuantFormat: Copy + Send + Sync + 'static {
     /// activation rows stored back to back in `acts`, with the fastest kernel this CPU has.
     /// Bit-identical to [`Self::dot_reference`].
     fn dot_rows(x: &[Self], acts: &[Self::Act], out: &mut [f32]);
+    /// Whether llama.cpp adds up this format's products in another order for a batch of
+    /// eight activation rows or more ([`Self::dot_rows_tiled`]).
+    const HAS_TILED_ORDER: bool = false;
+    /// [`Self::dot_rows`] in the order llama.cpp takes for a batch of eight rows or more
+    /// (ggml's tiled K-quant kernel, [`crate::kquant::KQuantOrder::Tiled`]); the same as
+    /// [`Self::dot_rows`] for formats without one.
+    fn dot_rows_tiled(x: &[Self], acts: &[Self::Act], out: &mut [f32]) {
+        Self::dot_rows(x, acts, out)
+    }
     /// Dot products of every weight row of `x` (rows of `nb` blocks, back to back) with every
     /// activation row of `acts`, into `out[w * n + r]` for weight row `w` and activation row
     /// `r` of `n`. Formats with kernels that share work across weight rows override it.

@@ -8,6 +8,7 @@ use helixflow_core::chat_template::messages_from_openai;
 use helixflow_core::completion::{new_id, unix_now};
 use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
 use helixflow_core::engine::{EngineConfig, EngineHandle, KvBudget};
+use helixflow_core::models::LoadQuantization;
 use helixflow_core::registry::{ModelRegistry, ServedModel};
 use helixflow_core::request::GenerationOptions;
 use helixflow_core::sampling::MAX_TOP_LOGPROBS;
@@ -101,7 +102,8 @@ impl NativeEngine {
 impl NativeEngine {
     #[new]
     #[pyo3(signature = (model, *, max_num_seqs=None, max_batched_tokens=None, queue_capacity=None,
-                        block_size=None, kv_cache_bytes=None, kv_cache_fraction=None))]
+                        block_size=None, kv_cache_bytes=None, kv_cache_fraction=None,
+                        quantize=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -112,7 +114,12 @@ impl NativeEngine {
         block_size: Option<usize>,
         kv_cache_bytes: Option<usize>,
         kv_cache_fraction: Option<f64>,
+        quantize: Option<String>,
     ) -> PyResult<Self> {
+        let quantize = quantize
+            .map(|q| q.parse::<LoadQuantization>())
+            .transpose()
+            .map_err(|e| invalid(e.to_string()))?;
         let defaults = EngineConfig::default();
         let kv_budget = match (kv_cache_bytes, kv_cache_fraction) {
             (Some(_), Some(_)) => {
@@ -133,8 +140,11 @@ impl NativeEngine {
         };
         guarded(|| config.validate())?;
         // Loading (and a first download) takes a while: other Python threads run meanwhile.
-        let registry =
-            py.detach(|| catch(|| ModelRegistry::load(&[model], &config, &StderrProgress)))?;
+        let registry = py.detach(|| {
+            catch(|| {
+                ModelRegistry::load_with_options(&[model], &config, &[], quantize, &StderrProgress)
+            })
+        })?;
         let served = registry
             .models()
             .first()

@@ -14,6 +14,7 @@ use axum_server::accept::DefaultAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 use helixflow_core::engine::EngineConfig;
+use helixflow_core::models::LoadQuantization;
 use helixflow_core::platform::{
     write_private_file, Authenticator, CreatedKey, LoginPolicy, Meter, Store, TokenSecret,
 };
@@ -57,6 +58,8 @@ pub struct ServeConfig {
     pub models: Vec<String>,
     /// Chat templates in place of the models' own (`--chat-template`).
     pub chat_templates: Vec<ChatTemplateOverride>,
+    /// The packed format safetensors chat models are quantised to at load (`--quantize`).
+    pub quantize: Option<LoadQuantization>,
     /// The operator key `/v1` requests may present (every scope).
     pub api_key: Option<String>,
     /// The platform's database (`sqlite://...` or `postgres://...`), whose API keys are
@@ -378,10 +381,11 @@ fn load_state(config: &ServeConfig) -> Result<AppState, ServeError> {
     if config.models.is_empty() {
         return Err(ServeError::Config("no model to serve".into()));
     }
-    let models = ModelRegistry::load_with_templates(
+    let models = ModelRegistry::load_with_options(
         &config.models,
         &config.engine,
         &config.chat_templates,
+        config.quantize,
         &StderrProgress,
     )?;
     Ok(AppState::new(models, config.api_key.clone()))

@@ -61,7 +61,7 @@ fn single_stream(args: &BenchArgs) -> Result<()> {
     if prompt_tokens == 0 || args.gen_tokens == 0 || args.runs == 0 {
         bail!("--prompt-tokens, --gen-tokens and --runs must be at least 1");
     }
-    let chat = load::chat_model(&args.model)?;
+    let chat = load::chat_model_with(&args.model, None, args.quantize)?;
     let model = chat.model();
     let context = model.shape().context_length;
     if prompt_tokens + args.gen_tokens > context {

@@ -25,7 +25,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         n: 1,
         ignore_eos: false,
     };
-    let model = load::chat_model_with_template(&args.model, args.chat_template.as_deref())?;
+    let model = load::chat_model_with(&args.model, args.chat_template.as_deref(), args.quantize)?;
     if args.json {
         let completion = model.chat(&messages, &params)?;
         println!("{}", serde_json::to_string_pretty(&completion)?);

@@ -32,6 +32,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .iter()
             .map(|arg| ChatTemplateOverride::from_arg(arg))
             .collect::<Result<_, _>>()?,
+        quantize: args.quantize,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         database_url,
         data_dir,

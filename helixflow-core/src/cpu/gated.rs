@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use super::matmul::{MatrixGroup, WeightMatrix};
+use super::matmul::{MatrixGroup, StepOrder, WeightMatrix};
 use crate::{Error, Result};
 use helixflow_kernels::math::{self, GateActivation};
 use helixflow_kernels::packed::Accumulation;
@@ -92,11 +92,11 @@ impl GatedProjection {
     /// `out = act(input · Gᵀ) * (input · Uᵀ)` for `input` of `n` rows of [`Self::cols`]
     /// values; `out` gets `n` rows of [`Self::rows`] values.
     pub fn forward(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
-        self.forward_in(Accumulation::Ggml, input, out)
+        self.forward_in(Accumulation::Ggml.into(), input, out)
     }
 
-    /// [`Self::forward`], adding up in the order `order` where the packed kernels run.
-    pub fn forward_in(&self, order: Accumulation, input: &[f32], out: &mut [f32]) -> Result<()> {
+    /// [`Self::forward`], adding up in the order `order`.
+    pub fn forward_in(&self, order: StepOrder<'_>, input: &[f32], out: &mut [f32]) -> Result<()> {
         let n = input.len() / self.cols.max(1);
         if input.len() != n * self.cols || out.len() != n * self.rows {
             return Err(Error::InvalidRequest(format!(
@@ -109,7 +109,7 @@ impl GatedProjection {
         }
         match &self.products {
             Products::Interleaved(matrix) => {
-                matrix.matmul_gated(self.activation, order, input, out)
+                matrix.matmul_gated(self.activation, order.packed, input, out)
             }
             Products::Grouped(group) => {
                 thread_local! {

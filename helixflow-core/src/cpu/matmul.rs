@@ -61,6 +61,68 @@ enum Epilogue {
     Gated(GateActivation),
 }
 
+/// How one step's matrix products add up, input row by input row.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepOrder<'a> {
+    /// The order of the packed kernels, for every row.
+    pub packed: Accumulation,
+    /// One flag per input row: whether the row takes llama.cpp's batched K-quant order
+    /// (ggml's tiled kernel, which it runs on batches of eight rows or more) rather than its
+    /// single-row one. Empty for none; other formats ignore it.
+    pub tiled_rows: &'a [bool],
+}
+
+impl From<Accumulation> for StepOrder<'static> {
+    fn from(packed: Accumulation) -> Self {
+        Self {
+            packed,
+            tiled_rows: &[],
+        }
+    }
+}
+
+impl StepOrder<'_> {
+    /// This order without tiled rows: for products over a selection of the step's rows.
+    pub fn untiled(self) -> StepOrder<'static> {
+        self.packed.into()
+    }
+}
+
+/// `W::dot_matrix`, each run of activation rows in its order of `tiled_rows` (one flag per
+/// row, or empty for none).
+fn dot_matrix_in<W: QuantFormat>(
+    tiled_rows: &[bool],
+    x: &[W],
+    nb: usize,
+    acts: &[W::Act],
+    out: &mut [f32],
+) {
+    let n = acts.len() / nb;
+    if !W::HAS_TILED_ORDER || tiled_rows.len() != n || !tiled_rows.contains(&true) {
+        return W::dot_matrix(x, nb, acts, out);
+    }
+    for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n)) {
+        let mut start = 0;
+        while start < n {
+            let tiled = tiled_rows[start];
+            let len = tiled_rows[start..]
+                .iter()
+                .take_while(|&&t| t == tiled)
+                .count();
+            let (acts, o) = (
+                &acts[start * nb..(start + len) * nb],
+                &mut o[start..start + len],
+            );
+            if tiled {
+                W::dot_rows_tiled(row, acts, o);
+            } else {
+                W::dot_rows(row, acts, o);
+            }
+            start += len;
+        }
+    }
+}
+
 /// A `[rows, cols]` weight matrix from a GGUF file.
 ///
 /// `Q4_0`, `Q4_1`, `Q5_0`, `Q8_0`, `Q4_K` and `Q6_K` weights use this crate's kernels
@@ -205,12 +267,11 @@ impl WeightMatrix {
     /// `out = input · Wᵀ` for `input` of `n` rows of [`Self::cols`] values; `out` gets `n`
     /// rows of [`Self::rows`] values.
     pub fn matmul(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
-        self.matmul_in(Accumulation::Ggml, input, out)
+        self.matmul_in(Accumulation::Ggml.into(), input, out)
     }
 
-    /// [`Self::matmul`], adding up in the order `order` where the packed kernels run (the
-    /// other formats always add up in ggml's order).
-    pub fn matmul_in(&self, order: Accumulation, input: &[f32], out: &mut [f32]) -> Result<()> {
+    /// [`Self::matmul`], adding up in the order `order`.
+    pub fn matmul_in(&self, order: StepOrder<'_>, input: &[f32], out: &mut [f32]) -> Result<()> {
         self.matmul_split(order, input, &mut [out])
     }
 
@@ -243,7 +304,7 @@ impl WeightMatrix {
     /// each gets its own product.
     fn matmul_split(
         &self,
-        order: Accumulation,
+        order: StepOrder<'_>,
         input: &[f32],
         outs: &mut [&mut [f32]],
     ) -> Result<()> {
@@ -264,14 +325,14 @@ impl WeightMatrix {
             return Ok(());
         }
         match &self.weights {
-            Weights::Q4_0(w) => self.quantized(w, input, outs),
-            Weights::Q4_1(w) => self.quantized(w, input, outs),
-            Weights::Q8_0(w) => self.quantized(w, input, outs),
-            Weights::Q4K(w) => self.quantized(w, input, outs),
-            Weights::Q6K(w) => self.quantized(w, input, outs),
-            Weights::PackedQ4_0(w) => self.packed(w, input, outs, (order, Epilogue::Store)),
-            Weights::PackedQ4_1(w) => self.packed(w, input, outs, (order, Epilogue::Store)),
-            Weights::PackedQ8_0(w) => self.packed(w, input, outs, (order, Epilogue::Store)),
+            Weights::Q4_0(w) => self.quantized(w, order, input, outs),
+            Weights::Q4_1(w) => self.quantized(w, order, input, outs),
+            Weights::Q8_0(w) => self.quantized(w, order, input, outs),
+            Weights::Q4K(w) => self.quantized(w, order, input, outs),
+            Weights::Q6K(w) => self.quantized(w, order, input, outs),
+            Weights::PackedQ4_0(w) => self.packed(w, input, outs, (order.packed, Epilogue::Store)),
+            Weights::PackedQ4_1(w) => self.packed(w, input, outs, (order.packed, Epilogue::Store)),
+            Weights::PackedQ8_0(w) => self.packed(w, input, outs, (order.packed, Epilogue::Store)),
             Weights::Candle(m) => {
                 let [out] = outs else {
                     unreachable!("candle matrices are never stacked")
@@ -411,11 +472,17 @@ impl WeightMatrix {
         Ok(())
     }
 
-    fn quantized<W: QuantFormat>(&self, weights: &[W], input: &[f32], outs: &mut [&mut [f32]]) {
+    fn quantized<W: QuantFormat>(
+        &self,
+        weights: &[W],
+        order: StepOrder<'_>,
+        input: &[f32],
+        outs: &mut [&mut [f32]],
+    ) {
         let nb = self.cols / W::BLOCK_VALUES;
         let n = input.len() / self.cols;
         with_buffer(n * nb, |acts: &mut [W::Act]| {
-            self.quantized_into(weights, input, acts, outs);
+            self.quantized_into(weights, order.tiled_rows, input, acts, outs);
         });
     }
 
@@ -446,6 +513,7 @@ impl WeightMatrix {
     fn quantized_into<W: QuantFormat>(
         &self,
         weights: &[W],
+        tiled_rows: &[bool],
         input: &[f32],
         acts: &mut [W::Act],
         outs: &mut [&mut [f32]],
@@ -460,7 +528,8 @@ impl WeightMatrix {
             pool.for_each_chunk_mut(out, ROWS_PER_TASK, |task, chunk| {
                 let first = task * ROWS_PER_TASK;
                 let rows = chunk.len();
-                W::dot_matrix(&weights[first * nb..(first + rows) * nb], nb, acts, chunk);
+                let weights = &weights[first * nb..(first + rows) * nb];
+                dot_matrix_in(tiled_rows, weights, nb, acts, chunk);
             });
             return;
         }
@@ -472,7 +541,8 @@ impl WeightMatrix {
                 let first = task * ROWS_PER_TASK;
                 let rows = ROWS_PER_TASK.min(self.rows - first);
                 with_buffer(rows * n, |chunk: &mut [f32]| {
-                    W::dot_matrix(&weights[first * nb..(first + rows) * nb], nb, acts, chunk);
+                    let weights = &weights[first * nb..(first + rows) * nb];
+                    dot_matrix_in(tiled_rows, weights, nb, acts, chunk);
                     for (i, column) in chunk.chunks_exact(n).enumerate() {
                         // SAFETY: each task writes the columns of its own weight rows only.
                         unsafe { parts.write_column(first + i, column) };
@@ -627,13 +697,13 @@ impl MatrixGroup {
     /// `outs[i] = input · Wᵢᵀ` for each part `i`, where `input` has `n` rows and `outs[i]`
     /// gets `n` rows of part `i`'s output width.
     pub fn matmul(&self, input: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
-        self.matmul_in(Accumulation::Ggml, input, outs)
+        self.matmul_in(Accumulation::Ggml.into(), input, outs)
     }
 
-    /// [`Self::matmul`], adding up in the order `order` where the packed kernels run.
+    /// [`Self::matmul`], adding up in the order `order`.
     pub fn matmul_in(
         &self,
-        order: Accumulation,
+        order: StepOrder<'_>,
         input: &[f32],
         outs: &mut [&mut [f32]],
     ) -> Result<()> {

@@ -10,4 +10,4 @@ mod output_parts;
 pub use attention::{attend_row, attend_row_online, AttentionGeometry};
 pub use gated::GatedProjection;
 pub use helixflow_kernels::{dot, features, math, packed, pool, quant};
-pub use matmul::{MatrixGroup, WeightMatrix};
+pub use matmul::{MatrixGroup, StepOrder, WeightMatrix};

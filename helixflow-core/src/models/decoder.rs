@@ -29,7 +29,7 @@ use super::tensors::TensorReader;
 use super::{CausalLm, GgmlBuild, Logits, ModelShape, SeqStep};
 use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
 use crate::cpu::{
-    attend_row, attend_row_online, math, AttentionGeometry, MatrixGroup, WeightMatrix,
+    attend_row, attend_row_online, math, AttentionGeometry, MatrixGroup, StepOrder, WeightMatrix,
 };
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -396,6 +396,7 @@ impl Decoder {
             gate,
             ropes,
             rows,
+            tiled_rows,
         } = buffers;
         let x = sized(x, n * h);
         let normed = sized(normed, n * h);
@@ -423,16 +424,23 @@ impl Decoder {
             }
         }
         rows.clear();
+        tiled_rows.clear();
         for (s, span) in spans.iter().enumerate() {
             for pos in span.start_pos..span.start_pos + span.len {
                 // llama.cpp sums a prompt's products in another order than a single token's.
                 let order =
                     ProductOrder::for_position(pos, span.prompt_len, cfg.head_dim, self.build);
                 rows.push(RowPlace { seq: s, pos, order });
+                tiled_rows.push(pos < span.prompt_len && span.prompt_len >= TILED_MIN_ROWS);
             }
         }
 
-        let order = self.products;
+        let order = StepOrder {
+            packed: self.products,
+            tiled_rows,
+        };
+        let last_layer = self.blocks.len() - 1;
+        let mut active = n;
         for (layer, block) in self.blocks.iter().enumerate() {
             block.attn_norm.forward(x, normed);
             block
@@ -471,25 +479,38 @@ impl Decoder {
             block.wo.matmul_in(order, attn, projected)?;
             residual_add(x, projected, block.post_attn_norm.as_ref(), normed);
 
+            let mut ffn_order = order;
+            if layer == last_layer {
+                // Only the last position of each sequence needs logits, and llama.cpp runs
+                // the last feed-forward on those rows alone, one per sequence, in the
+                // single-row order.
+                for (i, span) in spans.iter().enumerate() {
+                    let row = span.row + span.len - 1;
+                    x.copy_within(row * h..(row + 1) * h, i * h);
+                }
+                active = spans.len();
+                ffn_order = order.untiled();
+            }
+            let (x, normed, projected) = (
+                &mut x[..active * h],
+                &mut normed[..active * h],
+                &mut projected[..active * h],
+            );
             block.ffn_norm.forward(x, normed);
             block
                 .ffn
-                .forward(order, self.build, normed, gate, projected)?;
+                .forward(ffn_order, self.build, normed, gate, projected)?;
             residual_add(x, projected, block.post_ffn_norm.as_ref(), normed);
         }
         for seq in batch.iter_mut() {
             seq.kv.advance(seq.tokens.len());
         }
 
-        // Only the last position of each sequence needs logits.
-        let mut last = vec![0f32; spans.len() * h];
-        for (i, span) in spans.iter().enumerate() {
-            let row = span.row + span.len - 1;
-            self.output_norm
-                .forward(&x[row * h..(row + 1) * h], &mut last[i * h..(i + 1) * h]);
-        }
+        // The last layer left one row per sequence, its last position.
+        let last = &mut normed[..spans.len() * h];
+        self.output_norm.forward(&x[..spans.len() * h], last);
         let out = logits.reset(spans.len(), cfg.vocab_size);
-        self.output.matmul_in(order, &last, out)?;
+        self.output.matmul_in(order.untiled(), last, out)?;
         if let Some(cap) = cfg.final_logit_softcap {
             math::soft_cap(out, cap);
         }
@@ -653,6 +674,10 @@ fn add_rows(rows: &mut [f32], bias: &[f32]) {
 /// `Decoder::attention`).
 const TOKENS_PER_THREAD: usize = 4;
 
+/// The batch from which llama.cpp multiplies K-quant weights with ggml's tiled kernel (its
+/// `ggml_tiled_min_batch`): the rows of a prompt this long take that kernel's order.
+const TILED_MIN_ROWS: usize = 8;
+
 /// Where a packed row's token belongs: its sequence, position and product order.
 struct RowPlace {
     seq: usize,
@@ -675,6 +700,8 @@ struct StepBuffers {
     /// Per rotary embedding, its cosines and sines: one position's pairs per packed row.
     ropes: Vec<Vec<(f32, f32)>>,
     rows: Vec<RowPlace>,
+    /// Per packed row, whether its K-quant products take the batched order.
+    tiled_rows: Vec<bool>,
 }
 
 /// The first `len` values of `buffer`, grown (never shrunk) to hold them.

@@ -7,10 +7,8 @@
 //! outputs weighted and added in that order. Each expert runs once per step over all the
 //! tokens routed to it, as one product over those rows.
 
-use helixflow_kernels::packed::Accumulation;
-
 use crate::cpu::math::{self, softmax_numerators_in};
-use crate::cpu::{GatedProjection, WeightMatrix};
+use crate::cpu::{GatedProjection, StepOrder, WeightMatrix};
 use crate::error::Result;
 use crate::models::GgmlBuild;
 
@@ -42,7 +40,7 @@ impl GatedMlp {
     /// `out = mlp(input)` for `n` rows, with `hidden` (n × the MLP's width) as scratch.
     fn forward(
         &self,
-        order: Accumulation,
+        order: StepOrder<'_>,
         input: &[f32],
         hidden: &mut Vec<f32>,
         out: &mut [f32],
@@ -80,7 +78,7 @@ impl FeedForward {
     /// `hidden` is scratch. `build` says whose softmax the router uses.
     pub fn forward(
         &self,
-        order: Accumulation,
+        order: StepOrder<'_>,
         build: GgmlBuild,
         input: &[f32],
         hidden: &mut Vec<f32>,
@@ -117,7 +115,10 @@ impl FeedForward {
                         continue;
                     }
                     results.resize(rows.len(), 0.0);
-                    expert.forward(order, &rows, hidden, &mut results)?;
+                    // Each expert sees a selection of the step's rows: the single-row order,
+                    // whatever the batch (llama.cpp's would depend on how many tokens the
+                    // rest of the batch routes to the expert).
+                    expert.forward(order.untiled(), &rows, hidden, &mut results)?;
                     for (place, result) in places.iter().zip(results.chunks_exact(width)) {
                         outputs[place * width..(place + 1) * width].copy_from_slice(result);
                     }

@@ -8,6 +8,7 @@
 use helixflow_kernels::math::GateActivation;
 
 use super::decoder::{Decoder, DecoderConfig, LayerAttention};
+use super::hf::{HfConfig, HfMetadata};
 use super::hparams::{apply_sliding_window, standard_config, Hparams, StandardDefaults};
 use super::rope::RopeStyle;
 use crate::error::Result;
@@ -66,4 +67,11 @@ fn positive(hp: &Hparams<'_>, key: &str, default: f32) -> Result<f32> {
 /// Loads a `gemma2` GGUF.
 pub fn load(gguf: &GgufFile) -> Result<Decoder> {
     Decoder::load(gguf, config(gguf)?)
+}
+
+/// A `gemma2` folder's window and soft caps.
+pub fn hf_metadata(config: &HfConfig, meta: &mut HfMetadata) -> Result<()> {
+    meta.copy_usize(config, "sliding_window", "attention.sliding_window")?;
+    meta.copy_f64(config, "attn_logit_softcapping", "attn_logit_softcapping")?;
+    meta.copy_f64(config, "final_logit_softcapping", "final_logit_softcapping")
 }

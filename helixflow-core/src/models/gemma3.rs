@@ -10,10 +10,12 @@
 //! base and scaling.
 
 use super::decoder::{Decoder, DecoderConfig, LayerAttention};
+use super::hf::{HfConfig, HfMetadata};
 use super::hparams::{apply_sliding_window, standard_config, Hparams, StandardDefaults};
 use super::rope::{RopeScaling, RopeStyle};
 use crate::error::Result;
 use crate::gguf::GgufFile;
+use crate::gguf::MetadataValue;
 
 /// Layers per repetition of the attention pattern where the file does not say: all but the
 /// last slide.
@@ -52,4 +54,27 @@ pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
 /// Loads a `gemma3` GGUF.
 pub fn load(gguf: &GgufFile) -> Result<Decoder> {
     Decoder::load(gguf, config(gguf)?)
+}
+
+/// A `gemma3_text` folder's window, its layers (`layer_types`, or a period), the sliding
+/// layers' rotary base and the final soft cap.
+pub fn hf_metadata(config: &HfConfig, meta: &mut HfMetadata) -> Result<()> {
+    meta.copy_usize(config, "sliding_window", "attention.sliding_window")?;
+    meta.copy_f64(config, "rope_local_base_freq", "rope.freq_base_swa")?;
+    meta.copy_f64(config, "final_logit_softcapping", "final_logit_softcapping")?;
+    let pattern = "attention.sliding_window_pattern";
+    if let Some(types) = config.value("layer_types").and_then(|v| v.as_array()) {
+        let flags = types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(MetadataValue::Bool(true)),
+                Some("full_attention") => Ok(MetadataValue::Bool(false)),
+                _ => Err(config.invalid(format!("layer type {t} is not one HelixFlow knows"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        meta.set(pattern, MetadataValue::Array(flags));
+    } else {
+        meta.copy_usize(config, "sliding_window_pattern", pattern)?;
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod decoder;
 pub mod feed_forward;
 pub mod gemma2;
 pub mod gemma3;
+pub mod hf;
 mod hparams;
 pub mod llama;
 pub mod logits;
@@ -29,8 +30,9 @@ pub mod smollm3;
 mod tensors;
 
 pub use decoder::{Decoder, DecoderConfig};
+pub use hf::{import as import_hf_folder, is_hf_folder, LoadQuantization};
 pub use logits::Logits;
-pub use registry::{architectures, load_gguf};
+pub use registry::{architectures, load_gguf, model_types};
 
 use helixflow_kernels::packed::Accumulation;
 pub use helixflow_kernels::reference::GgmlBuild;

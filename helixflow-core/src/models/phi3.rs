@@ -10,6 +10,7 @@
 //! ignores it.
 
 use super::decoder::{Decoder, DecoderConfig};
+use super::hf::{HfConfig, HfMetadata};
 use super::hparams::{standard_config, Hparams, StandardDefaults};
 use super::rope::{RopeScaling, RopeStyle};
 use crate::error::Result;
@@ -53,4 +54,36 @@ pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
 /// Loads a `phi3` GGUF.
 pub fn load(gguf: &GgufFile) -> Result<Decoder> {
     Decoder::load(gguf, config(gguf)?)
+}
+
+/// A `phi3` folder's LongRoPE: both sets of factors as tensors, the original context and the
+/// attention factor the converter derives from the stretch.
+pub fn hf_metadata(config: &HfConfig, meta: &mut HfMetadata) -> Result<()> {
+    let Some(scaling) = config.value("rope_scaling") else {
+        return Ok(());
+    };
+    let kind = scaling.get("type").or_else(|| scaling.get("rope_type"));
+    if kind.and_then(|k| k.as_str()) != Some("longrope") {
+        return Ok(());
+    }
+    let factors = |key: &str| -> Result<Vec<f32>> {
+        scaling
+            .get(key)
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.iter().map(|f| f.as_f64().map(|f| f as f32)).collect())
+            .ok_or_else(|| config.invalid(format!("rope_scaling.{key} is not a list of numbers")))
+    };
+    meta.add_tensor("rope_factors_long.weight", factors("long_factor")?);
+    meta.add_tensor("rope_factors_short.weight", factors("short_factor")?);
+    let context = config.usize("max_position_embeddings")?;
+    let original = config.usize("original_max_position_embeddings")?;
+    meta.set_usize("rope.scaling.original_context_length", original);
+    let stretch = context as f64 / original as f64;
+    let attn_factor = match scaling.get("attention_factor").and_then(|f| f.as_f64()) {
+        Some(f) => f,
+        None if stretch > 1.0 => (1.0 + stretch.ln() / (original as f64).ln()).sqrt(),
+        None => 1.0,
+    };
+    meta.set_f64("rope.scaling.attn_factor", attn_factor);
+    Ok(())
 }

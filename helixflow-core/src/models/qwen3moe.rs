@@ -5,6 +5,7 @@
 
 use super::decoder::{Decoder, DecoderConfig};
 use super::feed_forward::ExpertRouting;
+use super::hf::{HfConfig, HfMetadata};
 use super::hparams::Hparams;
 use crate::error::Result;
 use crate::gguf::GgufFile;
@@ -38,4 +39,23 @@ pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
 /// Loads a `qwen3moe` GGUF.
 pub fn load(gguf: &GgufFile) -> Result<Decoder> {
     Decoder::load(gguf, config(gguf)?)
+}
+
+/// A `qwen3_moe` folder's expert settings. llama.cpp always renormalises the chosen experts'
+/// weights, so a model that does not is refused.
+pub fn hf_metadata(config: &HfConfig, meta: &mut HfMetadata) -> Result<()> {
+    meta.set_usize("expert_count", config.usize("num_experts")?);
+    meta.set_usize("expert_used_count", config.usize("num_experts_per_tok")?);
+    meta.copy_usize(
+        config,
+        "moe_intermediate_size",
+        "expert_feed_forward_length",
+    )?;
+    if config.bool_opt("norm_topk_prob")? == Some(false) {
+        return Err(crate::error::Error::UnsupportedModel(
+            "a qwen3_moe model whose expert weights are not renormalised (norm_topk_prob false)"
+                .into(),
+        ));
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! (the 4th, 8th, ...) has no rotary embedding at all ("NoPE"), as llama.cpp builds it.
 
 use super::decoder::{Decoder, DecoderConfig};
+use super::hf::{HfConfig, HfMetadata};
 use super::hparams::{standard_config, Hparams, StandardDefaults};
 use super::rope::RopeStyle;
 use crate::error::Result;
@@ -31,4 +32,20 @@ pub fn config(gguf: &GgufFile) -> Result<DecoderConfig> {
 /// Loads a `smollm3` GGUF.
 pub fn load(gguf: &GgufFile) -> Result<Decoder> {
     Decoder::load(gguf, config(gguf)?)
+}
+
+/// A `smollm3` folder: llama.cpp drops the rotary embedding of every fourth layer, so a
+/// folder whose `no_rope_layers` (1: rotary, 0: none) says otherwise is refused.
+pub fn hf_metadata(config: &HfConfig, _meta: &mut HfMetadata) -> Result<()> {
+    let Some(flags) = config.value("no_rope_layers").and_then(|v| v.as_array()) else {
+        return Ok(());
+    };
+    let llama_cpp = (0..flags.len()).map(|l| u64::from((l + 1) % NO_ROPE_LAYER_STEP != 0));
+    if !flags.iter().map(|f| f.as_u64()).eq(llama_cpp.map(Some)) {
+        return Err(crate::error::Error::UnsupportedModel(format!(
+            "a smollm3 model whose layers without rotary embedding are not every \
+             {NO_ROPE_LAYER_STEP}th ({flags:?})"
+        )));
+    }
+    Ok(())
 }

@@ -18,7 +18,8 @@ pub use vocab::GgufVocab;
 
 use crate::error::{Error, Result};
 
-/// End-of-turn token texts that chat models use besides their EOS token.
+/// End-of-turn token texts that chat models use besides their EOS token (those of llama.cpp's
+/// list that these families use).
 const END_OF_TURN_TOKENS: [&str; 6] = [
     "<|im_end|>",
     "<end_of_turn>",
@@ -78,6 +79,13 @@ impl Tokenizer {
             end_of_turn_ids: Vec::new(),
             chat_template: None,
         };
+        // llama.cpp ends generation at these named tokens whatever type the file gives them,
+        // and treats them as control tokens from then on.
+        let named: Vec<u32> = END_OF_TURN_TOKENS
+            .iter()
+            .filter_map(|text| tokenizer.token_to_id(text))
+            .collect();
+        tokenizer.special_ids.extend(&named);
         tokenizer.end_of_turn_ids = tokenizer.find_end_of_turn_ids(valid(vocab.eot_token_id));
         Ok(tokenizer)
     }
@@ -257,6 +265,16 @@ impl Tokenizer {
         &self.end_of_turn_ids
     }
 
+    /// Adds `ids` (a model's `generation_config.json` end-of-sequence ids) to the tokens that
+    /// end a turn; ids outside the vocabulary are left out.
+    pub fn add_end_of_turn_ids(&mut self, ids: &[u32]) {
+        for &id in ids {
+            if (id as usize) < self.vocab_size && !self.end_of_turn_ids.contains(&id) {
+                self.end_of_turn_ids.push(id);
+            }
+        }
+    }
+
     /// Whether `id` is a special (control) token, left out of decoded text when skipping specials.
     pub fn is_special(&self, id: u32) -> bool {
         self.special_ids.contains(&id)
@@ -266,6 +284,11 @@ impl Tokenizer {
     /// GGUF templates live in the file's own metadata).
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
+    }
+
+    /// Sets the chat template (from a `chat_template.jinja` beside the tokenizer).
+    pub fn set_chat_template(&mut self, source: String) {
+        self.chat_template = Some(source);
     }
 
     fn find_end_of_turn_ids(&self, eot: Option<u32>) -> Vec<u32> {

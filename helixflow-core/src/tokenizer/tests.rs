@@ -128,6 +128,22 @@ fn control_tokens_parse_only_when_asked() {
     );
 }
 
+/// As llama.cpp, a GGUF's `</s>` ends generation and is a control token even where the file
+/// types it as a normal piece (Gemma 3's does), when it is not the EOS token.
+#[test]
+fn named_end_of_turn_tokens_count_whatever_their_type() {
+    let mut vocab = spm_vocab();
+    vocab.token_types[2] = NORMAL;
+    vocab.eos_token_id = Some(1);
+    let tok = Tokenizer::from_gguf_vocab(&vocab).unwrap();
+    assert!(
+        tok.end_of_turn_ids().contains(&2),
+        "{:?}",
+        tok.end_of_turn_ids()
+    );
+    assert!(tok.is_special(2));
+}
+
 #[test]
 fn special_token_bookkeeping() {
     let tok = Tokenizer::from_gguf_vocab(&spm_vocab()).unwrap();

@@ -4,8 +4,10 @@ tokens for them: the reference side of `helixflow-core/tests/architectures.rs`.
     python llama_cpp_reference.py OUT_DIR
 
 Needs llama-cpp-python and gguf (the test set-up installs both, see `benches/llama_cpp_venv.sh`).
-For each architecture it writes OUT_DIR/<arch>-f32.gguf with seeded random weights and
-OUT_DIR/<arch>-q8_0.gguf requantised by llama.cpp's own quantizer, runs llama.cpp on both
+For each architecture it writes OUT_DIR/<arch>-f32.gguf with seeded random weights,
+OUT_DIR/<arch>-q8_0.gguf requantised by llama.cpp's own quantizer, and OUT_DIR/<arch>-hf/, the
+F32 weights as a Hugging Face folder (config.json, two safetensors shards and their index, a
+word-level tokenizer.json, generation_config.json) in the layout llama.cpp's converter reads, runs llama.cpp on both
 (plain CPU kernels: use_extra_bufts=False) and prints one JSON object: per file, the prompts
 (plain-piece token ids, longer than any sliding window) and llama.cpp's greedy continuation of each, with
 the smallest gap between the top two logits on the way. Weights are drawn again with the next
@@ -179,6 +181,129 @@ def write_model(path, arch, spec, seed):
     writer.close()
 
 
+# The Hugging Face model_type of each architecture, and what its config.json adds.
+HF_MODEL_TYPES = {
+    "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe",
+    "gemma2": "gemma2", "gemma3": "gemma3_text", "phi3": "phi3", "smollm3": "smollm3",
+}
+
+
+def hf_config(arch, spec, reader):
+    """config.json for `arch`, from the GGUF's own numbers."""
+    def field(key):
+        f = reader.fields.get(f"{arch}.{key}")
+        return None if f is None else f.contents()
+    hd = spec["head_dim"]
+    config = dict(
+        model_type=HF_MODEL_TYPES[arch], architectures=["TinyForCausalLM"], vocab_size=VOCAB,
+        hidden_size=HIDDEN, intermediate_size=FF, num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, head_dim=hd,
+        rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=CONTEXT,
+        tie_word_embeddings=bool(spec.get("gemma")),
+    )
+    if spec.get("gemma"):
+        config.update(sliding_window=WINDOW, rope_local_base_freq=10000.0)
+    if spec.get("gemma") == 2:
+        config.update(attn_logit_softcapping=2.0, final_logit_softcapping=20.0)
+    if spec.get("experts"):
+        count, used, width = spec["experts"]
+        config.update(num_experts=count, num_experts_per_tok=used, moe_intermediate_size=width,
+                      norm_topk_prob=True)
+    if spec.get("long_rope"):
+        tensor = {t.name: t for t in reader.tensors}
+        config.update(original_max_position_embeddings=field("rope.scaling.original_context_length"),
+                      rope_scaling=dict(type="longrope", attention_factor=float(field("rope.scaling.attn_factor")),
+                                        long_factor=[float(v) for v in tensor["rope_factors_long.weight"].data],
+                                        short_factor=[float(v) for v in tensor["rope_factors_short.weight"].data]))
+    if arch == "smollm3":
+        config.update(no_rope_layers=[int((l + 1) % 4 != 0) for l in range(LAYERS)])
+    return config
+
+
+def hf_name(arch, spec, name):
+    """The Hugging Face name of a GGUF tensor (None: it lives in config.json)."""
+    gemma = spec.get("gemma")
+    top = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+           "output.weight": "lm_head.weight"}
+    if name in top:
+        return top[name]
+    if name.startswith("rope_factors"):
+        return None
+    _, layer, module, kind = name.split(".")
+    hf = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+          "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "attn_qkv": "self_attn.qkv_proj",
+          "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+          "post_attention_norm": "post_attention_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
+          "ffn_norm": "pre_feedforward_layernorm" if gemma else "post_attention_layernorm",
+          "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.gate_up_proj" if spec.get("fused") else "mlp.up_proj",
+          "ffn_down": "mlp.down_proj", "ffn_gate_inp": "mlp.gate"}[module]
+    return f"model.layers.{layer}.{hf}.{kind}"
+
+
+def write_safetensors(path, tensors):
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, array in tensors.items():
+        header[name] = dict(dtype="F32", shape=list(array.shape), data_offsets=[offset, offset + array.nbytes])
+        offset += array.nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for array in tensors.values():
+            f.write(np.ascontiguousarray(array, dtype="<f4").tobytes())
+
+
+def write_hf_folder(gguf_path, out, arch, spec):
+    """The GGUF's weights as a Hugging Face folder, undoing what llama.cpp's converter does:
+    Llama-style query and key rows back in two halves per head, Gemma's norms without their
+    `1 +`, experts one tensor each."""
+    reader = gguf.GGUFReader(gguf_path)
+    os.makedirs(out, exist_ok=True)
+    shards = [{}, {}]
+    for t in reader.tensors:
+        array = np.array(t.data, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+        name = None if t.name.endswith("_exps.weight") else hf_name(arch, spec, t.name)
+        if name is None and not t.name.endswith("_exps.weight"):
+            continue
+        if arch in ("llama", "smollm3") and t.name.split(".")[-2] in ("attn_q", "attn_k"):
+            heads = HEADS if t.name.split(".")[-2] == "attn_q" else KV_HEADS
+            rows, cols = array.shape
+            array = array.reshape(heads, rows // heads // 2, 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+        if spec.get("gemma") and t.name.endswith("norm.weight"):
+            array = array - np.float32(1.0)
+        shard = shards[0 if t.name.startswith(("token_embd", "blk.0.", "blk.1.")) else 1]
+        if t.name.endswith("_exps.weight"):
+            proj = {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj", "ffn_down_exps": "down_proj"}[t.name.split(".")[2]]
+            layer = t.name.split(".")[1]
+            for e in range(array.shape[0]):
+                shard[f"model.layers.{layer}.mlp.experts.{e}.{proj}.weight"] = array[e]
+        else:
+            shard[name] = array
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-00002.safetensors"
+        write_safetensors(os.path.join(out, file), shard)
+        weight_map.update({name: file for name in shard})
+    with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+        json.dump(dict(metadata={}, weight_map=weight_map), f)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(hf_config(arch, spec, reader), f)
+    tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
+    specials = [dict(id=i, content=t, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+                for i, t in enumerate(tokens) if t.startswith("<|") or t in ("<unk>", "<s>", "</s>")]
+    tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": specials,
+                 "normalizer": None, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None,
+                 "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": False},
+                 "model": {"type": "WordLevel", "vocab": {t: i for i, t in enumerate(tokens)}, "unk_token": "<unk>"}}
+    with open(os.path.join(out, "tokenizer.json"), "w") as f:
+        json.dump(tokenizer, f)
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump(dict(bos_token="<s>", eos_token="</s>", add_bos_token=False), f)
+    with open(os.path.join(out, "generation_config.json"), "w") as f:
+        json.dump(dict(eos_token_id=[2, tokens.index("<|end|>")]), f)
+
+
 def requantize(src, dst, ftype=7):
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype  # 7: Q8_0
@@ -230,9 +355,11 @@ def main():
             print(f"{arch}: seed {seed} has a near-tie or repeats itself, drawing again", file=sys.stderr)
         else:
             raise RuntimeError(f"{arch}: no seed gave top-two gaps of {MIN_MARGIN}")
+        hf = os.path.join(out_dir, f"{arch}-hf")
+        write_hf_folder(results[0][0], hf, arch, spec)
         for path, tokens, margin in results:
             cases.append(dict(architecture=arch, file=path, seed=seed, prompts=prompts,
-                              tokens=tokens, min_margin=margin))
+                              tokens=tokens, min_margin=margin, hf_folder=hf))
     json.dump(dict(cases=cases), sys.stdout)
 
 

@@ -18,8 +18,8 @@ mod q4k;
 mod q6k;
 mod q8k;
 
-pub use q4k::{dot_q4k_reference, BlockQ4K};
-pub use q6k::{dot_q6k_reference, BlockQ6K};
+pub use q4k::{dot_q4k_reference, dot_q4k_tiled_reference, BlockQ4K};
+pub use q6k::{dot_q6k_reference, dot_q6k_tiled_reference, BlockQ6K};
 pub use q8k::{quantize_row_q8k, BlockQ8K};
 
 use crate::dot::Isa;
@@ -36,10 +36,30 @@ fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
+/// The order in which a K-quant product adds up its superblocks. ggml has two: its
+/// `vec_dot` kernels, which llama.cpp runs on a batch of fewer than eight activation rows,
+/// and its tiled matrix kernel (`ggml-cpu/tiled`), which it runs on eight rows or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KQuantOrder {
+    /// `vec_dot`'s: eight f32 lanes, each superblock's integer lane sums scaled into them with
+    /// a fused multiply-add, reduced at the end ([`dot_q4k_reference`]).
+    #[default]
+    Lanes,
+    /// The tiled kernel's: each superblock's whole integer sum converted and scaled once, and
+    /// added into one running f32 sum with a fused multiply-add ([`dot_q4k_tiled_reference`]).
+    Tiled,
+}
+
 /// Dot products of one K-quant weight row `x` with each of `out.len()` activation rows stored
-/// back to back in `acts`, with the kernels of `isa`, or the reference where this CPU lacks
-/// them. Every kernel gives the reference's bits.
-pub fn dot_rows_with<W: KQuantKernels>(isa: Isa, x: &[W], acts: &[BlockQ8K], out: &mut [f32]) {
+/// back to back in `acts`, in the order `order`, with the kernels of `isa`, or the reference
+/// where this CPU lacks them. Every kernel gives the reference's bits.
+pub fn dot_rows_with<W: KQuantKernels>(
+    isa: Isa,
+    order: KQuantOrder,
+    x: &[W],
+    acts: &[BlockQ8K],
+    out: &mut [f32],
+) {
     assert!(
         acts.len() == x.len() * out.len(),
         "K-quant dot products: {} weight blocks, {} activation blocks, {} outputs",
@@ -51,44 +71,56 @@ pub fn dot_rows_with<W: KQuantKernels>(isa: Isa, x: &[W], acts: &[BlockQ8K], out
         out.fill(0.0);
         return;
     }
+    let tiled = order == KQuantOrder::Tiled;
     if isa.is_supported() {
         #[cfg(target_arch = "x86_64")]
-        match isa {
+        match (isa, tiled) {
             // SAFETY: `is_supported` checked the features each kernel is compiled for.
-            Isa::Avx512Vnni => return unsafe { W::rows_vnni(x, acts, out) },
-            Isa::Avx2 => return unsafe { W::rows_avx2(x, acts, out) },
+            (Isa::Avx512Vnni, false) => return unsafe { W::rows_vnni::<false>(x, acts, out) },
+            (Isa::Avx512Vnni, true) => return unsafe { W::rows_vnni::<true>(x, acts, out) },
+            (Isa::Avx2, false) => return unsafe { W::rows_avx2::<false>(x, acts, out) },
+            (Isa::Avx2, true) => return unsafe { W::rows_avx2::<true>(x, acts, out) },
             _ => {}
         }
+        // The tiled order has no NEON kernel of its own: it takes the reference below.
         #[cfg(target_arch = "aarch64")]
-        if matches!(isa, Isa::Neon | Isa::NeonDotprod) {
+        if matches!(isa, Isa::Neon | Isa::NeonDotprod) && !tiled {
             // SAFETY: `is_supported` checked NEON, and dotprod for `NeonDotprod`.
             return unsafe { W::rows_neon(x, acts, out, isa == Isa::NeonDotprod) };
         }
     }
     for (o, y) in out.iter_mut().zip(acts.chunks_exact(x.len())) {
-        *o = W::reference(x, y);
+        *o = if tiled {
+            W::tiled_reference(x, y)
+        } else {
+            W::reference(x, y)
+        };
     }
 }
 
 /// `impl KQuantKernels for $block`: `$reference`, the `rows_avx2` and `rows_vnni` of the
 /// format's `avx2` module, and `neon::$neon`.
 macro_rules! kquant_kernels {
-    ($block:ty, $reference:path, $neon:ident) => {
+    ($block:ty, $reference:path, $tiled_reference:path, $neon:ident) => {
         impl KQuantKernels for $block {
             fn reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
                 $reference(x, y)
             }
 
-            #[cfg(target_arch = "x86_64")]
-            unsafe fn rows_avx2(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { avx2::rows_avx2(x, acts, out) }
+            fn tiled_reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
+                $tiled_reference(x, y)
             }
 
             #[cfg(target_arch = "x86_64")]
-            unsafe fn rows_vnni(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+            unsafe fn rows_avx2<const TILED: bool>(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
                 // SAFETY: the caller guarantees the CPU features.
-                unsafe { avx2::rows_vnni(x, acts, out) }
+                unsafe { avx2::rows_avx2::<TILED>(x, acts, out) }
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn rows_vnni<const TILED: bool>(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { avx2::rows_vnni::<TILED>(x, acts, out) }
             }
 
             #[cfg(target_arch = "aarch64")]
@@ -106,19 +138,23 @@ pub trait KQuantKernels: Sized {
     /// The scalar reference dot product of one weight row with one activation row.
     fn reference(x: &[Self], y: &[BlockQ8K]) -> f32;
 
-    /// [`dot_rows_with`] with AVX2.
+    /// [`Self::reference`] in the order [`KQuantOrder::Tiled`].
+    fn tiled_reference(x: &[Self], y: &[BlockQ8K]) -> f32;
+
+    /// [`dot_rows_with`] with AVX2, in the order [`KQuantOrder::Tiled`] if `TILED`.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_avx2(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]);
+    unsafe fn rows_avx2<const TILED: bool>(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]);
 
-    /// [`dot_rows_with`] with AVX-512 VNNI's `vpdpwssd` scaling and adding the sub-block sums.
+    /// [`dot_rows_with`] with AVX-512 VNNI's `vpdpwssd` scaling and adding the sub-block sums,
+    /// in the order [`KQuantOrder::Tiled`] if `TILED`.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_vnni(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]);
+    unsafe fn rows_vnni<const TILED: bool>(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]);
 
     /// [`dot_rows_with`] with NEON, its byte products by `sdot` if `dotprod`.
     ///
@@ -190,6 +226,22 @@ mod avx2 {
         _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
     }
 
+    /// The sum of the eight i32 lanes of `v` (exact: the tiled order's whole superblock sum).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn sum_i32x8(v: __m256i) -> i32 {
+        let r = _mm_add_epi32(_mm256_extracti128_si256::<1>(v), _mm256_castsi256_si128(v));
+        sum_i32x4(r)
+    }
+
+    /// The sum of the four i32 lanes of `v`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn sum_i32x4(v: __m128i) -> i32 {
+        let r = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+        _mm_cvtsi128_si32(_mm_add_epi32(r, _mm_shuffle_epi32::<1>(r)))
+    }
+
     /// 32 bytes from the start of `bytes`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -225,18 +277,18 @@ mod avx2 {
         std::array::from_fn(|r| &acts[r * nb..(r + 1) * nb])
     }
 
-    /// Runs `tile::<S, R>` over the rows in groups of [`TILE`], then one at a time.
+    /// Runs `tile::<S, R, TILED>` over the rows in groups of [`TILE`], then one at a time.
     macro_rules! rows_in_tiles {
-        ($tile:ident::<$s:ty>, $x:expr, $acts:expr, $out:expr) => {{
+        ($tile:ident::<$s:ty, $tiled:ident>, $x:expr, $acts:expr, $out:expr) => {{
             let nb = $x.len();
             let mut chunks = $out.chunks_exact_mut(TILE);
             let mut row = 0;
             for chunk in &mut chunks {
-                $tile::<$s, TILE>($x, &$acts[row * nb..], chunk);
+                $tile::<$s, TILE, $tiled>($x, &$acts[row * nb..], chunk);
                 row += TILE;
             }
             for o in chunks.into_remainder().chunks_mut(1) {
-                $tile::<$s, 1>($x, &$acts[row * nb..], o);
+                $tile::<$s, 1, $tiled>($x, &$acts[row * nb..], o);
                 row += 1;
             }
         }};
@@ -252,8 +304,12 @@ mod avx2 {
             /// # Safety
             /// The CPU must support AVX2, FMA and F16C.
             #[target_feature(enable = "avx2,fma,f16c")]
-            pub(super) unsafe fn rows_avx2(x: &[$block], acts: &[BlockQ8K], out: &mut [f32]) {
-                rows_in_tiles!(tile_avx2::<Madd>, x, acts, out)
+            pub(super) unsafe fn rows_avx2<const TILED: bool>(
+                x: &[$block],
+                acts: &[BlockQ8K],
+                out: &mut [f32],
+            ) {
+                rows_in_tiles!(tile_avx2::<Madd, TILED>, x, acts, out)
             }
 
             /// [`KQuantKernels::rows_vnni`](super::super::KQuantKernels::rows_vnni).
@@ -261,8 +317,12 @@ mod avx2 {
             /// # Safety
             /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-            pub(super) unsafe fn rows_vnni(x: &[$block], acts: &[BlockQ8K], out: &mut [f32]) {
-                rows_in_tiles!(tile_vnni::<Vnni>, x, acts, out)
+            pub(super) unsafe fn rows_vnni<const TILED: bool>(
+                x: &[$block],
+                acts: &[BlockQ8K],
+                out: &mut [f32],
+            ) {
+                rows_in_tiles!(tile_vnni::<Vnni, TILED>, x, acts, out)
             }
         };
     }
@@ -307,19 +367,32 @@ mod tests {
             for rows in 1..=9 {
                 let acts = activations(&mut rng, rows, nb);
                 let mut fast = vec![vec![0f32; rows]; isas.len()];
-                for (&isa, out) in isas.iter().zip(&mut fast) {
-                    dot_rows_with(isa, &weights, &acts, out);
+                let mut tiled = vec![vec![0f32; rows]; isas.len()];
+                for ((&isa, out), tiled) in isas.iter().zip(&mut fast).zip(&mut tiled) {
+                    dot_rows_with(isa, KQuantOrder::Lanes, &weights, &acts, out);
+                    dot_rows_with(isa, KQuantOrder::Tiled, &weights, &acts, tiled);
                 }
                 for r in 0..rows {
                     let y = &acts[r * nb..(r + 1) * nb];
                     let want = W::dot_reference(&weights, y);
-                    for (isa, got) in isas.iter().zip(&fast) {
+                    let want_tiled = W::tiled_reference(&weights, y);
+                    for ((isa, got), tiled) in isas.iter().zip(&fast).zip(&tiled) {
                         assert_eq!(
                             got[r].to_bits(),
                             want.to_bits(),
                             "{isa:?} nb {nb} rows {rows} row {r}"
                         );
+                        assert_eq!(
+                            tiled[r].to_bits(),
+                            want_tiled.to_bits(),
+                            "{isa:?} tiled, nb {nb} rows {rows} row {r}"
+                        );
                     }
+                    let (exact, magnitude) = dequantised_dot(&w, y);
+                    assert!(
+                        (f64::from(want_tiled) - exact).abs() <= 1e-5 * magnitude,
+                        "tiled, nb {nb} row {r}: {want_tiled} vs {exact}"
+                    );
 
                     let (exact, magnitude) = dequantised_dot(&w, y);
                     assert!(
@@ -409,7 +482,7 @@ mod tests {
                 "case {case}: Q4_K"
             );
             for isa in Isa::supported() {
-                dot_rows_with(isa, &x4, &q8, &mut out);
+                dot_rows_with(isa, KQuantOrder::Lanes, &x4, &q8, &mut out);
                 assert_eq!(out[0].to_bits(), dot4, "case {case}: Q4_K {isa:?}");
             }
             assert_eq!(
@@ -418,7 +491,7 @@ mod tests {
                 "case {case}: Q6_K"
             );
             for isa in Isa::supported() {
-                dot_rows_with(isa, &x6, &q8, &mut out);
+                dot_rows_with(isa, KQuantOrder::Lanes, &x6, &q8, &mut out);
                 assert_eq!(out[0].to_bits(), dot6, "case {case}: Q6_K {isa:?}");
             }
 

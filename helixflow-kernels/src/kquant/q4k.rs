@@ -3,7 +3,9 @@
 
 use half::f16;
 
-use super::{dot_rows_with, kquant_kernels, le16, parse, BlockQ8K, KQuantKernels, QK_K};
+use super::{
+    dot_rows_with, kquant_kernels, le16, parse, BlockQ8K, KQuantKernels, KQuantOrder, QK_K,
+};
 use crate::dot::Isa;
 use crate::format::QuantFormat;
 use crate::math::hsum8;
@@ -123,6 +125,33 @@ pub fn dot_q4k_reference(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     hsum8(&lanes) + ((mins[0] + mins[2]) + (mins[1] + mins[3]))
 }
 
+/// [`dot_q4k_reference`] in the order of ggml's tiled kernel ([`KQuantOrder::Tiled`]): per
+/// superblock the exact integer sums `s1 = sum of sc * q * q8` and `s2 = sum of m * bsum`,
+/// then `r = s1 * x.d` rounded, `r = r - x.dmin * s2` fused, and `acc = acc + r * y.d` fused.
+pub fn dot_q4k_tiled_reference(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let sm = xb.scales_and_mins();
+        let s1: i32 = (0..8)
+            .map(|s| {
+                let part: i32 = (32 * s..32 * s + 32)
+                    .map(|i| xb.value(i) * i32::from(yb.qs[i]))
+                    .sum();
+                i32::from(sm[s]) * part
+            })
+            .sum();
+        let s2: i32 = (0..8)
+            .map(|s| {
+                i32::from(sm[8 + s]) * (i32::from(yb.bsums[2 * s]) + i32::from(yb.bsums[2 * s + 1]))
+            })
+            .sum();
+        let r = s1 as f32 * f16::from_bits(xb.d).to_f32();
+        let r = (-f16::from_bits(xb.dmin).to_f32()).mul_add(s2 as f32, r);
+        acc = r.mul_add(yb.d, acc);
+    }
+    acc
+}
+
 impl QuantFormat for BlockQ4K {
     type Act = BlockQ8K;
     const NAME: &'static str = "Q4_K";
@@ -142,11 +171,20 @@ impl QuantFormat for BlockQ4K {
         dot_q4k_reference(x, y)
     }
     fn dot_rows(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        dot_rows_with(Isa::best(), x, acts, out);
+        dot_rows_with(Isa::best(), KQuantOrder::Lanes, x, acts, out);
+    }
+    const HAS_TILED_ORDER: bool = true;
+    fn dot_rows_tiled(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+        dot_rows_with(Isa::best(), KQuantOrder::Tiled, x, acts, out);
     }
 }
 
-kquant_kernels!(BlockQ4K, dot_q4k_reference, q4k_rows);
+kquant_kernels!(
+    BlockQ4K,
+    dot_q4k_reference,
+    dot_q4k_tiled_reference,
+    q4k_rows
+);
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -154,19 +192,19 @@ mod avx2 {
 
     use super::super::avx2::{
         act_rows, entry_points, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead,
-        rows_in_tiles, Madd, ScaledSum, Vnni, TILE,
+        rows_in_tiles, sum_i32x4, sum_i32x8, Madd, ScaledSum, Vnni, TILE,
     };
     use super::{BlockQ4K, BlockQ8K};
 
     entry_points!(BlockQ4K);
 
-    /// `R` rows of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K`, unpacking each weight superblock
-    /// once for all of them, compiled for the features `$features` with `S` scaling and
-    /// adding the sub-block sums.
+    /// `R` rows of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K` (or, if `TILED`, of its tiled
+    /// kernel's order), unpacking each weight superblock once for all of them, compiled for
+    /// the features `$features` with `S` scaling and adding the sub-block sums.
     macro_rules! tile {
         ($name:ident, $features:literal) => {
             #[target_feature(enable = $features)]
-            fn $name<S: ScaledSum, const R: usize>(
+            fn $name<S: ScaledSum, const R: usize, const TILED: bool>(
                 x: &[BlockQ4K],
                 acts: &[BlockQ8K],
                 out: &mut [f32],
@@ -175,6 +213,7 @@ mod avx2 {
                 let m4 = _mm256_set1_epi8(0x0f);
                 let mut acc = [_mm256_setzero_ps(); R];
                 let mut acc_m = [_mm_setzero_ps(); R];
+                let mut tiled = [0f32; R];
                 for (b, xb) in x.iter().enumerate() {
                     prefetch_ahead(xb);
                     let xd = f16_to_f32(xb.d);
@@ -210,13 +249,23 @@ mod avx2 {
                             _mm256_extracti128_si256::<1>(q8sums),
                         );
                         let prod = _mm_madd_epi16(mins, q8s);
+                        if TILED {
+                            let part = sum_i32x8(sumi[r]) as f32 * xd;
+                            let part = (-xmin).mul_add(sum_i32x4(prod) as f32, part);
+                            tiled[r] = part.mul_add(yb.d, tiled[r]);
+                            continue;
+                        }
                         acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
                         acc[r] =
                             _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
                     }
                 }
                 for r in 0..R {
-                    out[r] = hsum8(acc[r]) + hsum4(acc_m[r]);
+                    out[r] = if TILED {
+                        tiled[r]
+                    } else {
+                        hsum8(acc[r]) + hsum4(acc_m[r])
+                    };
                 }
             }
         };

@@ -3,7 +3,9 @@
 
 use half::f16;
 
-use super::{dot_rows_with, kquant_kernels, le16, parse, BlockQ8K, KQuantKernels, QK_K};
+use super::{
+    dot_rows_with, kquant_kernels, le16, parse, BlockQ8K, KQuantKernels, KQuantOrder, QK_K,
+};
 use crate::dot::Isa;
 use crate::format::QuantFormat;
 use crate::math::hsum8;
@@ -94,6 +96,26 @@ fn offset_sum(xb: &BlockQ6K, yb: &BlockQ8K, l: usize) -> i32 {
         + i32::from(yb.bsums[2 * l + 1]) * i32::from(xb.scales[2 * l + 1])
 }
 
+/// [`dot_q6k_reference`] in the order of ggml's tiled kernel ([`KQuantOrder::Tiled`]): per
+/// superblock the exact integer `s1 = sum of sc * (q * q8 - 32 * bsum)` over the sixteen
+/// sub-blocks (`q` unsigned), then `r = s1 * x.d` rounded and `acc = acc + r * y.d` fused.
+pub fn dot_q6k_tiled_reference(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let s1: i32 = (0..QK_K / 16)
+            .map(|s| {
+                let raw: i32 = (16 * s..16 * s + 16)
+                    .map(|i| (xb.value(i) + 32) * i32::from(yb.qs[i]))
+                    .sum();
+                i32::from(xb.scales[s]) * (raw - 32 * i32::from(yb.bsums[s]))
+            })
+            .sum();
+        let r = s1 as f32 * f16::from_bits(xb.d).to_f32();
+        acc = r.mul_add(yb.d, acc);
+    }
+    acc
+}
+
 impl QuantFormat for BlockQ6K {
     type Act = BlockQ8K;
     const NAME: &'static str = "Q6_K";
@@ -113,31 +135,40 @@ impl QuantFormat for BlockQ6K {
         dot_q6k_reference(x, y)
     }
     fn dot_rows(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        dot_rows_with(Isa::best(), x, acts, out);
+        dot_rows_with(Isa::best(), KQuantOrder::Lanes, x, acts, out);
+    }
+    const HAS_TILED_ORDER: bool = true;
+    fn dot_rows_tiled(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+        dot_rows_with(Isa::best(), KQuantOrder::Tiled, x, acts, out);
     }
 }
 
-kquant_kernels!(BlockQ6K, dot_q6k_reference, q6k_rows);
+kquant_kernels!(
+    BlockQ6K,
+    dot_q6k_reference,
+    dot_q6k_tiled_reference,
+    q6k_rows
+);
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::avx2::{
-        act_rows, entry_points, f16_to_f32, hsum8, load32, prefetch_ahead, rows_in_tiles, Madd,
-        ScaledSum, Vnni, TILE,
+        act_rows, entry_points, f16_to_f32, hsum8, load32, prefetch_ahead, rows_in_tiles,
+        sum_i32x8, Madd, ScaledSum, Vnni, TILE,
     };
     use super::{BlockQ6K, BlockQ8K};
 
     entry_points!(BlockQ6K);
 
-    /// `R` rows of ggml's AVX2 `ggml_vec_dot_q6_K_q8_K`, unpacking each weight superblock
-    /// once for all of them, compiled for the features `$features` with `S` scaling and
-    /// adding the sub-block sums.
+    /// `R` rows of ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` (or, if `TILED`, of its tiled
+    /// kernel's order), unpacking each weight superblock once for all of them, compiled for
+    /// the features `$features` with `S` scaling and adding the sub-block sums.
     macro_rules! tile {
         ($name:ident, $features:literal) => {
             #[target_feature(enable = $features)]
-            fn $name<S: ScaledSum, const R: usize>(
+            fn $name<S: ScaledSum, const R: usize, const TILED: bool>(
                 x: &[BlockQ6K],
                 acts: &[BlockQ8K],
                 out: &mut [f32],
@@ -146,6 +177,7 @@ mod avx2 {
                 let m4 = _mm256_set1_epi8(0x0f);
                 let m2 = _mm256_set1_epi8(3);
                 let mut acc = [_mm256_setzero_ps(); R];
+                let mut tiled = [0f32; R];
                 for (b, xb) in x.iter().enumerate() {
                     prefetch_ahead(xb);
                     let xd = f16_to_f32(xb.d);
@@ -198,13 +230,18 @@ mod avx2 {
                         let bsums = unsafe { _mm256_loadu_si256(rows[r][b].bsums.as_ptr().cast()) };
                         let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
                         sumi[r] = _mm256_sub_epi32(sumi[r], offset);
+                        if TILED {
+                            let part = sum_i32x8(sumi[r]) as f32 * xd;
+                            tiled[r] = part.mul_add(rows[r][b].d, tiled[r]);
+                            continue;
+                        }
                         let d = rows[r][b].d * xd;
                         acc[r] =
                             _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
                     }
                 }
                 for r in 0..R {
-                    out[r] = hsum8(acc[r]);
+                    out[r] = if TILED { tiled[r] } else { hsum8(acc[r]) };
                 }
             }
         };

@@ -56,6 +56,7 @@ _ENGINE_OPTIONS = {
     "block_size": (int,),
     "kv_cache_bytes": (int,),
     "kv_cache_fraction": _NUMBER,
+    "quantize": (str,),
 }
 
 
@@ -329,15 +330,17 @@ class Engine:
     """A model loaded in this process, with the engine that runs it.
 
     ``model`` is a built-in id (``smollm2-135m-instruct``, ``all-minilm-l6-v2``), a Hugging Face
-    id (``org/name`` or ``org/name:file.gguf``) or a path to a ``.gguf`` file or an embedding
-    model folder, as the ``helixflow`` CLI accepts; built-in models are downloaded into the model
-    home (``$HELIXFLOW_HOME``) on first use. Chat models (GGUF) get :meth:`chat` and
-    :meth:`complete`, embedding models :meth:`embed`.
+    id (``org/name`` or ``org/name:file.gguf``) or a path to a ``.gguf`` file, a Hugging Face
+    safetensors chat model folder or an embedding model folder, as the ``helixflow`` CLI accepts;
+    built-in models are downloaded into the model home (``$HELIXFLOW_HOME``) on first use. Chat
+    models get :meth:`chat` and :meth:`complete`, embedding models :meth:`embed`.
 
     Engine options: ``max_num_seqs`` (sequences batched at once, default 64),
     ``max_batched_tokens`` (tokens per step, 512), ``queue_capacity`` (requests that may wait,
     256), ``block_size`` (positions per KV block, 16), and the KV cache's memory as
-    ``kv_cache_bytes`` (default 1 GiB) or ``kv_cache_fraction`` of the machine's memory.
+    ``kv_cache_bytes`` (default 1 GiB) or ``kv_cache_fraction`` of the machine's memory; and
+    ``quantize`` (``"q8_0"`` or ``"q4_0"``) to quantise a safetensors chat model's matrices at
+    load.
 
     One engine serves any number of threads and asyncio tasks: their requests are batched
     together, and the GIL is released while the engine works. Use it as a context manager, or

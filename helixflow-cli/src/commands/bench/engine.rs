@@ -16,7 +16,7 @@ use crate::load;
 /// Runs the sweep on `args.model`, with the engine configured as `helixflow serve`'s defaults
 /// (but for `--max-batched-tokens`).
 pub fn run(args: &BenchArgs, workload: Workload, streams: &[usize]) -> Result<()> {
-    let chat = Arc::new(load::chat_model(&args.model)?);
+    let chat = Arc::new(load::chat_model_with(&args.model, None, args.quantize)?);
     let context = chat.model().shape().context_length;
     if workload.prompt_tokens + workload.gen_tokens > context {
         bail!("--prompt-tokens + --gen-tokens exceeds the model's context of {context}");

@@ -9,6 +9,8 @@ use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 
 use super::output_parts::OutputParts;
+use super::step_order::dot_matrix_in;
+pub use super::step_order::StepOrder;
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use helixflow_kernels::format::QuantFormat;
@@ -59,68 +61,6 @@ enum Epilogue {
     Store,
     /// Its rows are a gate unit then an up unit: writes `act(gate) * up` in the gate's place.
     Gated(GateActivation),
-}
-
-/// How one step's matrix products add up, input row by input row.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StepOrder<'a> {
-    /// The order of the packed kernels, for every row.
-    pub packed: Accumulation,
-    /// One flag per input row: whether the row takes llama.cpp's batched K-quant order
-    /// (ggml's tiled kernel, which it runs on batches of eight rows or more) rather than its
-    /// single-row one. Empty for none; other formats ignore it.
-    pub tiled_rows: &'a [bool],
-}
-
-impl From<Accumulation> for StepOrder<'static> {
-    fn from(packed: Accumulation) -> Self {
-        Self {
-            packed,
-            tiled_rows: &[],
-        }
-    }
-}
-
-impl StepOrder<'_> {
-    /// This order without tiled rows: for products over a selection of the step's rows.
-    pub fn untiled(self) -> StepOrder<'static> {
-        self.packed.into()
-    }
-}
-
-/// `W::dot_matrix`, each run of activation rows in its order of `tiled_rows` (one flag per
-/// row, or empty for none).
-fn dot_matrix_in<W: QuantFormat>(
-    tiled_rows: &[bool],
-    x: &[W],
-    nb: usize,
-    acts: &[W::Act],
-    out: &mut [f32],
-) {
-    let n = acts.len() / nb;
-    if !W::HAS_TILED_ORDER || tiled_rows.len() != n || !tiled_rows.contains(&true) {
-        return W::dot_matrix(x, nb, acts, out);
-    }
-    for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n)) {
-        let mut start = 0;
-        while start < n {
-            let tiled = tiled_rows[start];
-            let len = tiled_rows[start..]
-                .iter()
-                .take_while(|&&t| t == tiled)
-                .count();
-            let (acts, o) = (
-                &acts[start * nb..(start + len) * nb],
-                &mut o[start..start + len],
-            );
-            if tiled {
-                W::dot_rows_tiled(row, acts, o);
-            } else {
-                W::dot_rows(row, acts, o);
-            }
-            start += len;
-        }
-    }
 }
 
 /// A `[rows, cols]` weight matrix from a GGUF file.

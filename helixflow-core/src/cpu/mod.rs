@@ -6,6 +6,7 @@ pub mod attention;
 pub mod gated;
 pub mod matmul;
 mod output_parts;
+mod step_order;
 
 pub use attention::{attend_row, attend_row_online, AttentionGeometry};
 pub use gated::GatedProjection;

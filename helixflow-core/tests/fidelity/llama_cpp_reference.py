@@ -10,7 +10,7 @@ F32 weights as a Hugging Face folder (config.json, two safetensors shards and th
 word-level tokenizer.json, generation_config.json) in the layout llama.cpp's converter reads, runs llama.cpp on both
 (plain CPU kernels: use_extra_bufts=False) and prints one JSON object: per file, the prompts
 (plain-piece token ids, longer than any sliding window) and llama.cpp's greedy continuation of each, with
-the smallest gap between the top two logits on the way. Weights are drawn again with the next
+the smallest gap between the top two logits on the way and the logits after the first prompt. Weights are drawn again with the next
 seed until that gap is comfortable, so that a correct implementation with other rounding gives
 the same tokens, and until the continuations do not just repeat one token.
 """
@@ -81,15 +81,18 @@ class Weights:
         return (gain * self.rng.standard_normal(width)).astype(np.float32)
 
 
-# Per architecture: its head width (where it differs from hidden / heads), what it adds.
+# Per architecture: its head width (where it differs from hidden / heads), what it adds, and
+# the type of its Hugging Face folder's weights (F32 unless said; the GGUF's f32 weights are
+# drawn exactly representable in it).
 ARCHITECTURES = {
-    "llama": dict(head_dim=16),
-    "qwen2": dict(head_dim=16, qkv_bias=True),
+    # Wide enough for K-quants (rows of 256): a third file, llama.cpp's Q4_K_M requantisation.
+    "llama": dict(head_dim=64, hidden=256, ff=512, kquant=True),
+    "qwen2": dict(head_dim=16, qkv_bias=True, dtype="BF16"),
     "qwen3": dict(head_dim=32, qk_norm=True),
     "qwen3moe": dict(head_dim=32, qk_norm=True, experts=(4, 2, 64)),
     "gemma2": dict(head_dim=16, gemma=2),
     "gemma3": dict(head_dim=32, gemma=3, qk_norm=True),
-    "phi3": dict(head_dim=16, fused=True, long_rope=True),
+    "phi3": dict(head_dim=16, fused=True, long_rope=True, dtype="F16"),
     "smollm3": dict(head_dim=16),
 }
 
@@ -98,13 +101,16 @@ def write_model(path, arch, spec, seed):
     rng = np.random.default_rng(seed)
     w = Weights(rng)
     hd = spec["head_dim"]
+    hidden, ff = spec.get("hidden", HIDDEN), spec.get("ff", FF)
     qw, kvw = HEADS * hd, KV_HEADS * hd
     writer = gguf.GGUFWriter(path, arch)
+    add_tensor = writer.add_tensor
+    writer.add_tensor = lambda name, array: add_tensor(name, representable(array, spec.get("dtype", "F32")))
     writer.add_name(f"tiny {arch}")
     writer.add_context_length(CONTEXT)
-    writer.add_embedding_length(HIDDEN)
+    writer.add_embedding_length(hidden)
     writer.add_block_count(LAYERS)
-    writer.add_feed_forward_length(FF)
+    writer.add_feed_forward_length(ff)
     writer.add_head_count(HEADS)
     writer.add_head_count_kv(KV_HEADS)
     writer.add_key_length(hd)
@@ -132,23 +138,23 @@ def write_model(path, arch, spec, seed):
     # Gemma scales embeddings by sqrt(hidden) = 8: keep the residual stream near unit size,
     # and (the output being the embedding, tied) spread the logits with the final norm.
     embedding_gain = 0.125 if gemma else 1.0
-    writer.add_tensor("token_embd.weight", (rng.standard_normal((VOCAB, HIDDEN)) * embedding_gain).astype(np.float32))
-    writer.add_tensor("output_norm.weight", w.norm(HIDDEN, 4.0 if gemma else 1.0))
+    writer.add_tensor("token_embd.weight", (rng.standard_normal((VOCAB, hidden)) * embedding_gain).astype(np.float32))
+    writer.add_tensor("output_norm.weight", w.norm(hidden, 4.0 if gemma else 1.0))
     if not gemma:
-        writer.add_tensor("output.weight", w.matrix(VOCAB, HIDDEN, gain=4.0))
+        writer.add_tensor("output.weight", w.matrix(VOCAB, hidden, gain=4.0))
     if spec.get("long_rope"):
         writer.add_tensor("rope_factors_long.weight", (1.0 + rng.random(hd // 2) * 3).astype(np.float32))
         writer.add_tensor("rope_factors_short.weight", (1.0 + rng.random(hd // 2) * 0.5).astype(np.float32))
     # Gemma stores RMSNorm weights as `1 + w` already in the GGUF; around 1 either way.
     for i in range(LAYERS):
         p = f"blk.{i}"
-        writer.add_tensor(f"{p}.attn_norm.weight", w.norm(HIDDEN))
+        writer.add_tensor(f"{p}.attn_norm.weight", w.norm(hidden))
         if spec.get("fused"):
-            writer.add_tensor(f"{p}.attn_qkv.weight", np.concatenate([w.matrix(qw, HIDDEN), w.matrix(kvw, HIDDEN), w.matrix(kvw, HIDDEN)]))
+            writer.add_tensor(f"{p}.attn_qkv.weight", np.concatenate([w.matrix(qw, hidden), w.matrix(kvw, hidden), w.matrix(kvw, hidden)]))
         else:
-            writer.add_tensor(f"{p}.attn_q.weight", w.matrix(qw, HIDDEN, gain=2.0))
-            writer.add_tensor(f"{p}.attn_k.weight", w.matrix(kvw, HIDDEN, gain=2.0))
-            writer.add_tensor(f"{p}.attn_v.weight", w.matrix(kvw, HIDDEN))
+            writer.add_tensor(f"{p}.attn_q.weight", w.matrix(qw, hidden, gain=2.0))
+            writer.add_tensor(f"{p}.attn_k.weight", w.matrix(kvw, hidden, gain=2.0))
+            writer.add_tensor(f"{p}.attn_v.weight", w.matrix(kvw, hidden))
         if spec.get("qkv_bias"):
             writer.add_tensor(f"{p}.attn_q.bias", w.vector(qw))
             writer.add_tensor(f"{p}.attn_k.bias", w.vector(kvw))
@@ -156,25 +162,25 @@ def write_model(path, arch, spec, seed):
         if spec.get("qk_norm"):
             writer.add_tensor(f"{p}.attn_q_norm.weight", w.norm(hd))
             writer.add_tensor(f"{p}.attn_k_norm.weight", w.norm(hd))
-        writer.add_tensor(f"{p}.attn_output.weight", w.matrix(HIDDEN, qw, gain=3.0))
+        writer.add_tensor(f"{p}.attn_output.weight", w.matrix(hidden, qw, gain=3.0))
         if gemma:
             # The blocks' normalised outputs outweigh the embedding they are added to.
-            writer.add_tensor(f"{p}.post_attention_norm.weight", w.norm(HIDDEN, 3.0))
-            writer.add_tensor(f"{p}.post_ffw_norm.weight", w.norm(HIDDEN, 3.0))
-        writer.add_tensor(f"{p}.ffn_norm.weight", w.norm(HIDDEN))
+            writer.add_tensor(f"{p}.post_attention_norm.weight", w.norm(hidden, 3.0))
+            writer.add_tensor(f"{p}.post_ffw_norm.weight", w.norm(hidden, 3.0))
+        writer.add_tensor(f"{p}.ffn_norm.weight", w.norm(hidden))
         if spec.get("experts"):
             count, used, width = spec["experts"]
-            writer.add_tensor(f"{p}.ffn_gate_inp.weight", w.matrix(count, HIDDEN, gain=3.0))
-            writer.add_tensor(f"{p}.ffn_gate_exps.weight", np.stack([w.matrix(width, HIDDEN) for _ in range(count)]))
-            writer.add_tensor(f"{p}.ffn_up_exps.weight", np.stack([w.matrix(width, HIDDEN) for _ in range(count)]))
-            writer.add_tensor(f"{p}.ffn_down_exps.weight", np.stack([w.matrix(HIDDEN, width, gain=3.0) for _ in range(count)]))
+            writer.add_tensor(f"{p}.ffn_gate_inp.weight", w.matrix(count, hidden, gain=3.0))
+            writer.add_tensor(f"{p}.ffn_gate_exps.weight", np.stack([w.matrix(width, hidden) for _ in range(count)]))
+            writer.add_tensor(f"{p}.ffn_up_exps.weight", np.stack([w.matrix(width, hidden) for _ in range(count)]))
+            writer.add_tensor(f"{p}.ffn_down_exps.weight", np.stack([w.matrix(hidden, width, gain=3.0) for _ in range(count)]))
         elif spec.get("fused"):
-            writer.add_tensor(f"{p}.ffn_up.weight", np.concatenate([w.matrix(FF, HIDDEN), w.matrix(FF, HIDDEN)]))
-            writer.add_tensor(f"{p}.ffn_down.weight", w.matrix(HIDDEN, FF, gain=3.0))
+            writer.add_tensor(f"{p}.ffn_up.weight", np.concatenate([w.matrix(ff, hidden), w.matrix(ff, hidden)]))
+            writer.add_tensor(f"{p}.ffn_down.weight", w.matrix(hidden, ff, gain=3.0))
         else:
-            writer.add_tensor(f"{p}.ffn_gate.weight", w.matrix(FF, HIDDEN))
-            writer.add_tensor(f"{p}.ffn_up.weight", w.matrix(FF, HIDDEN))
-            writer.add_tensor(f"{p}.ffn_down.weight", w.matrix(HIDDEN, FF, gain=3.0))
+            writer.add_tensor(f"{p}.ffn_gate.weight", w.matrix(ff, hidden))
+            writer.add_tensor(f"{p}.ffn_up.weight", w.matrix(ff, hidden))
+            writer.add_tensor(f"{p}.ffn_down.weight", w.matrix(hidden, ff, gain=3.0))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -196,7 +202,7 @@ def hf_config(arch, spec, reader):
     hd = spec["head_dim"]
     config = dict(
         model_type=HF_MODEL_TYPES[arch], architectures=["TinyForCausalLM"], vocab_size=VOCAB,
-        hidden_size=HIDDEN, intermediate_size=FF, num_hidden_layers=LAYERS,
+        hidden_size=spec.get("hidden", HIDDEN), intermediate_size=spec.get("ff", FF), num_hidden_layers=LAYERS,
         num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, head_dim=hd,
         rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=CONTEXT,
         tie_word_embeddings=bool(spec.get("gemma")),
@@ -240,18 +246,42 @@ def hf_name(arch, spec, name):
     return f"model.layers.{layer}.{hf}.{kind}"
 
 
-def write_safetensors(path, tensors):
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
+def representable(array, dtype):
+    """`array` rounded to the nearest values of `dtype` (F32, F16 or BF16), as f32."""
+    array = np.asarray(array, dtype=np.float32)
+    if dtype == "F16":
+        return array.astype(np.float16).astype(np.float32)
+    if dtype == "BF16":
+        bits = array.view(np.uint32).astype(np.uint64)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+        return bits.astype(np.uint32).view(np.float32)
+    return array
+
+
+def encode(array, dtype):
+    """The little-endian bytes of f32 `array` (exactly representable) in `dtype`."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    if dtype == "F16":
+        return array.astype("<f2").tobytes()
+    if dtype == "BF16":
+        return (array.view("<u4") >> 16).astype("<u2").tobytes()
+    return array.tobytes()
+
+
+def write_safetensors(path, tensors, dtype):
+    header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
     for name, array in tensors.items():
-        header[name] = dict(dtype="F32", shape=list(array.shape), data_offsets=[offset, offset + array.nbytes])
-        offset += array.nbytes
+        blob = encode(array, dtype)
+        header[name] = dict(dtype=dtype, shape=list(array.shape), data_offsets=[offset, offset + len(blob)])
+        offset += len(blob)
+        blobs.append(blob)
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
-        for array in tensors.values():
-            f.write(np.ascontiguousarray(array, dtype="<f4").tobytes())
+        for blob in blobs:
+            f.write(blob)
 
 
 def write_hf_folder(gguf_path, out, arch, spec):
@@ -283,7 +313,7 @@ def write_hf_folder(gguf_path, out, arch, spec):
     weight_map = {}
     for i, shard in enumerate(shards):
         file = f"model-{i + 1:05d}-of-00002.safetensors"
-        write_safetensors(os.path.join(out, file), shard)
+        write_safetensors(os.path.join(out, file), shard, spec.get("dtype", "F32"))
         weight_map.update({name: file for name in shard})
     with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
         json.dump(dict(metadata={}, weight_map=weight_map), f)
@@ -314,21 +344,26 @@ def requantize(src, dst, ftype=7):
 
 
 def greedy(path, prompts):
+    # Logits of the last position only, as in serving: llama.cpp then runs the last layer's
+    # MLP on that row alone (with K-quants, in its single-row order).
     model = llama_cpp.Llama(path, n_ctx=CONTEXT, n_threads=2, n_threads_batch=2, n_batch=CONTEXT,
-                            logits_all=True, verbose=False)
-    outputs, margin = [], float("inf")
+                            logits_all=False, verbose=False)
+    outputs, margin, first = [], float("inf"), None
     for prompt in prompts:
         model.reset()
         model.eval(prompt)
         tokens = []
         for _ in range(GENERATE):
-            logits = np.array(model.scores[model.n_tokens - 1])
+            # The one output row (llama-cpp-python keeps no scores without logits_all).
+            logits = np.ctypeslib.as_array(model._ctx.get_logits(), shape=(VOCAB,)).copy()
+            if first is None:
+                first = [float(v) for v in logits]
             top = np.argsort(-logits)[:2]
             margin = min(margin, float(logits[top[0]] - logits[top[1]]))
             tokens.append(int(top[0]))
             model.eval([int(top[0])])
         outputs.append(tokens)
-    return outputs, margin
+    return outputs, margin, first
 
 
 def main():
@@ -347,19 +382,23 @@ def main():
             write_model(f32, arch, spec, seed)
             q8 = os.path.join(out_dir, f"{arch}-q8_0.gguf")
             requantize(f32, q8)
-            results = [(path,) + greedy(path, prompts) for path in (f32, q8)]
+            files = [f32, q8]
+            if spec.get("kquant"):
+                files.append(os.path.join(out_dir, f"{arch}-q4_k_m.gguf"))
+                requantize(f32, files[-1], ftype=15)  # 15: Q4_K_M (Q4_K and Q6_K)
+            results = [(path,) + greedy(path, prompts) for path in files]
             # Clear winners, and a continuation that moves (not one token repeated).
-            lively = all(len(set(t)) >= GENERATE // 3 for _, tokens, _ in results for t in tokens)
-            if lively and all(margin >= MIN_MARGIN for _, _, margin in results):
+            lively = all(len(set(t)) >= GENERATE // 3 for _, tokens, _, _ in results for t in tokens)
+            if lively and all(margin >= MIN_MARGIN for _, _, margin, _ in results):
                 break
             print(f"{arch}: seed {seed} has a near-tie or repeats itself, drawing again", file=sys.stderr)
         else:
             raise RuntimeError(f"{arch}: no seed gave top-two gaps of {MIN_MARGIN}")
         hf = os.path.join(out_dir, f"{arch}-hf")
         write_hf_folder(results[0][0], hf, arch, spec)
-        for path, tokens, margin in results:
+        for path, tokens, margin, first in results:
             cases.append(dict(architecture=arch, file=path, seed=seed, prompts=prompts,
-                              tokens=tokens, min_margin=margin, hf_folder=hf))
+                              tokens=tokens, min_margin=margin, hf_folder=hf, first_logits=first))
     json.dump(dict(cases=cases), sys.stdout)
 
 

@@ -184,13 +184,7 @@ fn check(architecture: &str) {
                 prompt_len: prompts[0].len(),
             }];
             let logits = model.forward(&mut batch).unwrap();
-            let got: Vec<u32> = logits
-                .iter()
-                .next()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect();
+            let got: Vec<u32> = logits[0].iter().map(|v| v.to_bits()).collect();
             assert!(
                 got == want,
                 "{file}: the logits after the prompt are not llama.cpp's bits"

@@ -253,3 +253,159 @@ fn bench_reports_the_kernel_threads_and_product_order() {
         assert_eq!(v["block_products"], blocks == "1", "{v}");
     }
 }
+
+/// A tiny Llama-style Hugging Face folder (one layer, eight words, weights from a fixed
+/// sequence) for the safetensors path of the CLI.
+fn tiny_hf_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (vocab, hidden, ff, heads, kv_heads, head_dim) = (8usize, 32usize, 64usize, 2, 1, 16);
+    let mut state = 12345u64;
+    let mut values = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+            })
+            .collect()
+    };
+    let p = "model.layers.0";
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![
+        (
+            "model.embed_tokens.weight".into(),
+            vec![vocab, hidden],
+            values(vocab * hidden, 2.0),
+        ),
+        ("model.norm.weight".into(), vec![hidden], vec![1.0; hidden]),
+        (
+            "lm_head.weight".into(),
+            vec![vocab, hidden],
+            values(vocab * hidden, 2.0),
+        ),
+        (
+            format!("{p}.input_layernorm.weight"),
+            vec![hidden],
+            vec![1.0; hidden],
+        ),
+        (
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![hidden],
+            vec![1.0; hidden],
+        ),
+        (
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![heads * head_dim, hidden],
+            values(heads * head_dim * hidden, 0.5),
+        ),
+        (
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![kv_heads * head_dim, hidden],
+            values(kv_heads * head_dim * hidden, 0.5),
+        ),
+        (
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![kv_heads * head_dim, hidden],
+            values(kv_heads * head_dim * hidden, 0.5),
+        ),
+        (
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![hidden, heads * head_dim],
+            values(hidden * heads * head_dim, 0.5),
+        ),
+        (
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![ff, hidden],
+            values(ff * hidden, 0.5),
+        ),
+        (
+            format!("{p}.mlp.up_proj.weight"),
+            vec![ff, hidden],
+            values(ff * hidden, 0.5),
+        ),
+        (
+            format!("{p}.mlp.down_proj.weight"),
+            vec![hidden, ff],
+            values(hidden * ff, 0.5),
+        ),
+    ];
+    // safetensors: an 8-byte header length, the JSON header, then the F32 data.
+    let (mut header, mut data) = (serde_json::Map::new(), Vec::new());
+    for (name, shape, v) in &tensors {
+        let start = data.len();
+        data.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::Value::Object(header).to_string().into_bytes();
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend(header);
+    file.extend(data);
+    std::fs::write(dir.path().join("model.safetensors"), file).unwrap();
+    let config = serde_json::json!({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab,
+        "hidden_size": hidden, "intermediate_size": ff, "num_hidden_layers": 1,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 64
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let words = ["<unk>", "<s>", "</s>", "red", "green", "blue", "sky", "sea"];
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "normalizer": null,
+        "added_tokens": [
+            {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+        ],
+        "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "unk_token": "<unk>",
+                  "vocab": words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+                .collect::<serde_json::Map<_, _>>()}
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let tokenizer_config = serde_json::json!({
+        "bos_token": "<s>", "eos_token": "</s>",
+        "chat_template": "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    });
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        tokenizer_config.to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+/// A safetensors folder runs from the CLI, as it is and quantised at load; `--quantize`
+/// on a GGUF is a user error, not a silently ignored flag.
+#[test]
+fn run_takes_a_safetensors_folder_and_quantizes_it_on_request() {
+    let folder = tiny_hf_folder();
+    let path = folder.path().to_str().unwrap();
+    for quantize in [None, Some("q8_0"), Some("q4_0")] {
+        let mut args = vec![
+            "run",
+            "--json",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+            "--model",
+            path,
+        ];
+        if let Some(q) = quantize {
+            args.extend(["--quantize", q]);
+        }
+        args.push("red sky");
+        let v = json(&helixflow(&args, None));
+        assert_eq!(v["object"], "chat.completion", "{quantize:?}");
+        assert_eq!(v["usage"]["prompt_tokens"], 2, "{quantize:?}");
+    }
+    let out = helixflow(
+        &["run", "--quantize", "q8_0", "--max-tokens", "1", "hi"],
+        None,
+    );
+    assert_user_error(&out, "safetensors");
+    let out = helixflow(&["run", "--model", path, "--quantize", "q2_k", "hi"], None);
+    assert_eq!(out.status.code(), Some(2), "clap refuses an unknown format");
+}

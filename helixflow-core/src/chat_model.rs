@@ -86,7 +86,7 @@ impl ChatModel {
         let path = path.as_ref();
         let (gguf, tokenizer, own_template) = if models::is_hf_folder(path) {
             let gguf = models::import_hf_folder(path, options.quantize)?;
-            let tokenizer = hf_tokenizer(path)?;
+            let tokenizer = Tokenizer::from_hf_folder(path)?;
             let template = tokenizer.chat_template().map(str::to_owned);
             (gguf, tokenizer, template)
         } else {
@@ -99,19 +99,14 @@ impl ChatModel {
             }
             let gguf = GgufFile::open(path)?;
             let tokenizer = Tokenizer::from_gguf_vocab(&vocab_from_gguf(&gguf)?)?;
-            let template = match gguf.get("tokenizer.chat_template") {
-                Some(v) => Some(
-                    v.as_str()
-                        .ok_or_else(|| {
-                            Error::invalid_file(
-                                gguf.path(),
-                                "tokenizer.chat_template is not a string",
-                            )
-                        })?
-                        .to_owned(),
-                ),
-                None => None,
-            };
+            let template = gguf
+                .get("tokenizer.chat_template")
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        Error::invalid_file(gguf.path(), "tokenizer.chat_template is not a string")
+                    })
+                })
+                .transpose()?;
             (gguf, tokenizer, template)
         };
         let model = models::load_gguf(&gguf)?;
@@ -426,47 +421,6 @@ pub fn release_after_large_input(bytes: usize) {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// The tokenizer of a Hugging Face folder: `tokenizer.json` with `tokenizer_config.json`
-/// (or `chat_template.jinja`) where present, and `generation_config.json`'s end-of-sequence
-/// ids as end-of-turn tokens.
-fn hf_tokenizer(dir: &Path) -> Result<Tokenizer> {
-    let config = dir.join("tokenizer_config.json");
-    let mut tokenizer = Tokenizer::from_file(
-        &dir.join("tokenizer.json"),
-        config.is_file().then_some(config.as_path()),
-    )?;
-    if tokenizer.chat_template().is_none() && !config.is_file() {
-        let jinja = dir.join("chat_template.jinja");
-        if jinja.is_file() {
-            let source = std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?;
-            tokenizer.set_chat_template(source);
-        }
-    }
-    let generation = dir.join("generation_config.json");
-    if generation.is_file() {
-        let text = std::fs::read_to_string(&generation).map_err(|e| Error::io(&generation, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                what: generation.display().to_string(),
-                source,
-            })?;
-        let ids: Vec<u32> = match json.get("eos_token_id") {
-            Some(serde_json::Value::Array(ids)) => ids
-                .iter()
-                .filter_map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()))
-                .collect(),
-            Some(v) => v
-                .as_u64()
-                .and_then(|v| u32::try_from(v).ok())
-                .into_iter()
-                .collect(),
-            None => Vec::new(),
-        };
-        tokenizer.add_end_of_turn_ids(&ids);
-    }
-    Ok(tokenizer)
 }
 
 /// Reads the `tokenizer.ggml.*` metadata of a GGUF file.

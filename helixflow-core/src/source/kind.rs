@@ -28,8 +28,8 @@ const GENERATIVE_SUFFIXES: &[&str] = &["ForCausalLM", "LMHeadModel", "ForConditi
 /// What a local model folder holds and the path a loader should open: the folder itself for a
 /// Hugging Face layout (`config.json`), or the `.gguf` inside it.
 pub(crate) fn classify_dir(dir: &Path) -> Result<(ModelKind, PathBuf)> {
-    let config = dir.join("config.json");
-    if config.is_file() {
+    if crate::models::is_hf_folder(dir) {
+        let config = dir.join("config.json");
         return Ok((kind_from_config(dir, &config)?, dir.to_path_buf()));
     }
     let ggufs: Vec<String> = fs::read_dir(dir)

@@ -81,18 +81,16 @@ impl Tokenizer {
         };
         // llama.cpp ends generation at these named tokens whatever type the file gives them,
         // and treats them as control tokens from then on.
-        let named: Vec<u32> = END_OF_TURN_TOKENS
-            .iter()
-            .filter_map(|text| tokenizer.token_to_id(text))
-            .collect();
+        let named = tokenizer.named_end_of_turn_ids();
         tokenizer.special_ids.extend(&named);
-        tokenizer.end_of_turn_ids = tokenizer.find_end_of_turn_ids(valid(vocab.eot_token_id));
+        tokenizer.end_of_turn_ids =
+            tokenizer.find_end_of_turn_ids(valid(vocab.eot_token_id), &named);
         Ok(tokenizer)
     }
 
     /// Loads a Hugging Face `tokenizer.json`, with the BOS/EOS tokens, `add_bos_token` and chat
-    /// template from `tokenizer_config.json` when given (a `chat_template.jinja` beside it is
-    /// used when the config has no template).
+    /// template from `tokenizer_config.json` when given (a `chat_template.jinja` beside the
+    /// tokenizer is used when the config has no template, or there is no config).
     ///
     /// Padding and truncation settings in the file are switched off: [`encode`](Self::encode)
     /// returns exactly the tokens of the text.
@@ -107,10 +105,18 @@ impl Tokenizer {
         inner
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer(format!("cannot disable truncation: {e}")))?;
-        let config = match tokenizer_config_json {
+        let mut config = match tokenizer_config_json {
             Some(path) => TokenizerConfig::read(path)?,
             None => TokenizerConfig::default(),
         };
+        if config.chat_template.is_none() {
+            let sibling = tokenizer_json.with_file_name("chat_template.jinja");
+            if sibling.is_file() {
+                let source =
+                    std::fs::read_to_string(&sibling).map_err(|e| Error::io(&sibling, e))?;
+                config.chat_template = Some(source);
+            }
+        }
         let special_ids: HashSet<u32> = inner
             .get_added_tokens_decoder()
             .iter()
@@ -149,7 +155,46 @@ impl Tokenizer {
             end_of_turn_ids: Vec::new(),
             chat_template: config.chat_template,
         };
-        tokenizer.end_of_turn_ids = tokenizer.find_end_of_turn_ids(None);
+        let named: Vec<u32> = tokenizer
+            .named_end_of_turn_ids()
+            .into_iter()
+            .filter(|id| tokenizer.is_special(*id))
+            .collect();
+        tokenizer.end_of_turn_ids = tokenizer.find_end_of_turn_ids(None, &named);
+        Ok(tokenizer)
+    }
+
+    /// The tokenizer of a Hugging Face model folder: [`Self::from_file`] on its
+    /// `tokenizer.json` (with `tokenizer_config.json` where present), and the end-of-sequence
+    /// ids of `generation_config.json` as end-of-turn tokens too.
+    pub fn from_hf_folder(dir: &Path) -> Result<Tokenizer> {
+        let config = dir.join("tokenizer_config.json");
+        let mut tokenizer = Self::from_file(
+            &dir.join("tokenizer.json"),
+            config.is_file().then_some(config.as_path()),
+        )?;
+        let generation = dir.join("generation_config.json");
+        if generation.is_file() {
+            let text =
+                std::fs::read_to_string(&generation).map_err(|e| Error::io(&generation, e))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| Error::Json {
+                    what: generation.display().to_string(),
+                    source,
+                })?;
+            let id = |v: &serde_json::Value| v.as_u64().and_then(|v| u32::try_from(v).ok());
+            let ids: Vec<u32> = match json.get("eos_token_id") {
+                Some(serde_json::Value::Array(ids)) => ids.iter().filter_map(id).collect(),
+                Some(v) => id(v).into_iter().collect(),
+                None => Vec::new(),
+            };
+            for id in ids {
+                if (id as usize) < tokenizer.vocab_size && !tokenizer.end_of_turn_ids.contains(&id)
+                {
+                    tokenizer.end_of_turn_ids.push(id);
+                }
+            }
+        }
         Ok(tokenizer)
     }
 
@@ -265,16 +310,6 @@ impl Tokenizer {
         &self.end_of_turn_ids
     }
 
-    /// Adds `ids` (a model's `generation_config.json` end-of-sequence ids) to the tokens that
-    /// end a turn; ids outside the vocabulary are left out.
-    pub fn add_end_of_turn_ids(&mut self, ids: &[u32]) {
-        for &id in ids {
-            if (id as usize) < self.vocab_size && !self.end_of_turn_ids.contains(&id) {
-                self.end_of_turn_ids.push(id);
-            }
-        }
-    }
-
     /// Whether `id` is a special (control) token, left out of decoded text when skipping specials.
     pub fn is_special(&self, id: u32) -> bool {
         self.special_ids.contains(&id)
@@ -286,18 +321,23 @@ impl Tokenizer {
         self.chat_template.as_deref()
     }
 
-    /// Sets the chat template (from a `chat_template.jinja` beside the tokenizer).
-    pub fn set_chat_template(&mut self, source: String) {
-        self.chat_template = Some(source);
-    }
-
-    fn find_end_of_turn_ids(&self, eot: Option<u32>) -> Vec<u32> {
-        let named = END_OF_TURN_TOKENS
+    /// The tokens of [`END_OF_TURN_TOKENS`] this vocabulary has.
+    fn named_end_of_turn_ids(&self) -> Vec<u32> {
+        END_OF_TURN_TOKENS
             .iter()
             .filter_map(|text| self.token_to_id(text))
-            .filter(|id| self.is_special(*id));
+            .collect()
+    }
+
+    /// EOS, then `eot`, then `named`, each once.
+    fn find_end_of_turn_ids(&self, eot: Option<u32>, named: &[u32]) -> Vec<u32> {
         let mut ids = Vec::new();
-        for id in self.eos_token_id.into_iter().chain(eot).chain(named) {
+        for id in self
+            .eos_token_id
+            .into_iter()
+            .chain(eot)
+            .chain(named.iter().copied())
+        {
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -337,14 +377,7 @@ impl TokenizerConfig {
                 what: path.display().to_string(),
                 source,
             })?;
-        let mut chat_template = json.get("chat_template").and_then(template_text);
-        if chat_template.is_none() {
-            let sibling = path.with_file_name("chat_template.jinja");
-            if sibling.is_file() {
-                chat_template =
-                    Some(std::fs::read_to_string(&sibling).map_err(|e| Error::io(&sibling, e))?);
-            }
-        }
+        let chat_template = json.get("chat_template").and_then(template_text);
         Ok(TokenizerConfig {
             bos_token: json.get("bos_token").and_then(token_text),
             eos_token: json.get("eos_token").and_then(token_text),

@@ -95,10 +95,15 @@ pub struct HfMetadata {
 }
 
 impl HfMetadata {
+    /// The metadata of a model of architecture `arch`, naming it.
     pub(super) fn new(arch: &'static str) -> Self {
+        let values = HashMap::from([(
+            "general.architecture".to_string(),
+            MetadataValue::String(arch.into()),
+        )]);
         Self {
             arch,
-            values: HashMap::new(),
+            values,
             extra_tensors: Vec::new(),
         }
     }

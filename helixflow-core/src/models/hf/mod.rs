@@ -21,10 +21,12 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 pub use config::{HfConfig, HfMetadata};
-use tensors::{gguf_name, open_weights, permute_pairs, to_vec, Target, TensorWriter};
+use tensors::{
+    gguf_name, open_weights, permute_pairs, to_vec, Target, TensorWriter, UnknownTensor,
+};
 
 use crate::error::{Error, Result};
-use crate::gguf::{GgufFile, MetadataValue};
+use crate::gguf::GgufFile;
 
 /// A packed format the matrices of a safetensors model are quantised to at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,27 +103,26 @@ pub fn import(dir: &Path, quantize: Option<LoadQuantization>) -> Result<GgufFile
     })?;
     let conversion = arch.hf;
     let mut meta = HfMetadata::new(arch.name);
-    meta.values.insert(
-        "general.architecture".into(),
-        MetadataValue::String(arch.name.into()),
-    );
     config::standard_metadata(&config, &mut meta)?;
     (conversion.metadata)(&config, &mut meta)?;
 
     let weights = open_weights(dir)?;
-    let mut writer = TensorWriter {
-        dir,
-        quantize,
-        data: Vec::new(),
-        tensors: HashMap::new(),
-    };
+    let mut writer = TensorWriter::new(dir, quantize);
     let heads = config.usize("num_attention_heads")?;
     let kv_heads = config.usize_opt("num_key_value_heads")?.unwrap_or(heads);
     let mut experts: HashMap<String, Vec<(usize, Tensor)>> = HashMap::new();
     let mut names: Vec<String> = weights.tensors().into_iter().map(|(n, _)| n).collect();
     names.sort();
     for hf_name in &names {
-        let Some(target) = gguf_name(hf_name, &conversion) else {
+        // An unknown tensor is refused before its bytes are read.
+        let Some(target) = gguf_name(hf_name, &conversion).map_err(|UnknownTensor| {
+            Error::UnsupportedModel(format!(
+                "{}: tensor `{hf_name}` has no place in a `{}` model",
+                dir.display(),
+                arch.name
+            ))
+        })?
+        else {
             continue;
         };
         let tensor = weights
@@ -129,13 +130,6 @@ pub fn import(dir: &Path, quantize: Option<LoadQuantization>) -> Result<GgufFile
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|e| Error::invalid_file(dir, format!("tensor `{hf_name}`: {e}")))?;
         match target {
-            Target::Unknown => {
-                return Err(Error::UnsupportedModel(format!(
-                    "{}: tensor `{hf_name}` has no place in a `{}` model",
-                    dir.display(),
-                    arch.name
-                )))
-            }
             Target::Expert { name, index } => {
                 experts.entry(name).or_default().push((index, tensor))
             }
@@ -175,5 +169,5 @@ pub fn import(dir: &Path, quantize: Option<LoadQuantization>) -> Result<GgufFile
         let len = values.len();
         writer.add(&name, vec![len], values)?;
     }
-    GgufFile::from_parts(dir, meta.values, writer.tensors, writer.data)
+    writer.finish(meta.values)
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{HfConversion, LoadQuantization};
 use crate::error::{Error, Result};
-use crate::gguf::TensorInfo;
+use crate::gguf::{GgufFile, MetadataValue, TensorInfo};
 
 /// The safetensors files of a folder: the shards of `model.safetensors.index.json`, else
 /// `model.safetensors`.
@@ -52,6 +52,9 @@ pub(super) fn open_weights(dir: &Path) -> Result<MmapedSafetensors> {
         .map_err(|e| Error::invalid_file(dir, format!("cannot read the safetensors: {e}")))
 }
 
+/// A tensor with no place in the family's model: the folder is refused.
+pub(super) struct UnknownTensor;
+
 /// Where a Hugging Face tensor goes.
 pub(super) enum Target {
     Tensor(String),
@@ -60,13 +63,14 @@ pub(super) enum Target {
         name: String,
         index: usize,
     },
-    /// Nowhere this family knows: the folder is refused.
-    Unknown,
 }
 
 /// The GGUF name of a Hugging Face tensor, `None` for tensors the model does not use (rotary
-/// caches, a multimodal model's vision tower).
-pub(super) fn gguf_name(hf: &str, conversion: &HfConversion) -> Option<Target> {
+/// caches, a multimodal model's vision tower), [`UnknownTensor`] for any other.
+pub(super) fn gguf_name(
+    hf: &str,
+    conversion: &HfConversion,
+) -> std::result::Result<Option<Target>, UnknownTensor> {
     let rest = ["model.language_model.", "language_model.model.", "model."]
         .iter()
         .find_map(|p| hf.strip_prefix(p))
@@ -78,7 +82,7 @@ pub(super) fn gguf_name(hf: &str, conversion: &HfConversion) -> Option<Target> {
         _ => None,
     };
     if let Some(name) = top {
-        return Some(Target::Tensor(name.into()));
+        return Ok(Some(Target::Tensor(name.into())));
     }
     if [
         "vision_tower.",
@@ -89,37 +93,37 @@ pub(super) fn gguf_name(hf: &str, conversion: &HfConversion) -> Option<Target> {
     .iter()
     .any(|p| hf.starts_with(p))
     {
-        return None;
+        return Ok(None);
     }
     let Some((layer, part)) = rest.strip_prefix("layers.").and_then(|r| r.split_once('.')) else {
-        return Some(Target::Unknown);
+        return Err(UnknownTensor);
     };
     let Ok(layer) = layer.parse::<usize>() else {
-        return Some(Target::Unknown);
+        return Err(UnknownTensor);
     };
     if let Some(expert) = part.strip_prefix("mlp.experts.") {
         let Some((index, proj)) = expert.split_once('.') else {
-            return Some(Target::Unknown);
+            return Err(UnknownTensor);
         };
         let name = match proj {
             "gate_proj.weight" => "ffn_gate_exps.weight",
             "up_proj.weight" => "ffn_up_exps.weight",
             "down_proj.weight" => "ffn_down_exps.weight",
-            _ => return Some(Target::Unknown),
+            _ => return Err(UnknownTensor),
         };
         let Ok(index) = index.parse() else {
-            return Some(Target::Unknown);
+            return Err(UnknownTensor);
         };
-        return Some(Target::Expert {
+        return Ok(Some(Target::Expert {
             name: format!("blk.{layer}.{name}"),
             index,
-        });
+        }));
     }
     let Some((module, kind)) = part.rsplit_once('.') else {
-        return Some(Target::Unknown);
+        return Err(UnknownTensor);
     };
     let name = match module {
-        "self_attn.rotary_emb" => return None,
+        "self_attn.rotary_emb" => return Ok(None),
         "input_layernorm" => "attn_norm",
         "self_attn.q_proj" => "attn_q",
         "self_attn.k_proj" => "attn_k",
@@ -135,9 +139,9 @@ pub(super) fn gguf_name(hf: &str, conversion: &HfConversion) -> Option<Target> {
         "mlp.up_proj" | "mlp.gate_up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
         "mlp.gate" => "ffn_gate_inp",
-        _ => return Some(Target::Unknown),
+        _ => return Err(UnknownTensor),
     };
-    Some(Target::Tensor(format!("blk.{layer}.{name}.{kind}")))
+    Ok(Some(Target::Tensor(format!("blk.{layer}.{name}.{kind}"))))
 }
 
 /// A tensor's values in f32.
@@ -183,13 +187,28 @@ pub(super) fn permute_pairs(
 
 /// Packs converted tensors into one buffer, quantising matrices where asked.
 pub(super) struct TensorWriter<'a> {
-    pub(super) dir: &'a Path,
-    pub(super) quantize: Option<LoadQuantization>,
-    pub(super) data: Vec<u8>,
-    pub(super) tensors: HashMap<String, TensorInfo>,
+    dir: &'a Path,
+    quantize: Option<LoadQuantization>,
+    data: Vec<u8>,
+    tensors: HashMap<String, TensorInfo>,
 }
 
-impl TensorWriter<'_> {
+impl<'a> TensorWriter<'a> {
+    /// A writer for the folder `dir`, quantising its matrices to `quantize` if given.
+    pub(super) fn new(dir: &'a Path, quantize: Option<LoadQuantization>) -> Self {
+        Self {
+            dir,
+            quantize,
+            data: Vec::new(),
+            tensors: HashMap::new(),
+        }
+    }
+
+    /// The GGUF of the tensors written, with `metadata`.
+    pub(super) fn finish(self, metadata: HashMap<String, MetadataValue>) -> Result<GgufFile> {
+        GgufFile::from_parts(self.dir, metadata, self.tensors, self.data)
+    }
+
     pub(super) fn add(&mut self, name: &str, dims: Vec<usize>, values: Vec<f32>) -> Result<()> {
         let cols = dims.last().copied().unwrap_or(0);
         // As llama.cpp's quantizer: matrices only, and never the experts' router.

@@ -10,7 +10,7 @@ use candle_core::{Device, Module, Tensor};
 
 use super::output_parts::OutputParts;
 use super::step_order::dot_matrix_in;
-pub use super::step_order::StepOrder;
+pub use super::step_order::{StepOrder, TILED_MIN_ROWS};
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use helixflow_kernels::format::QuantFormat;

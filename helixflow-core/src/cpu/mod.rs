@@ -11,4 +11,4 @@ mod step_order;
 pub use attention::{attend_row, attend_row_online, AttentionGeometry};
 pub use gated::GatedProjection;
 pub use helixflow_kernels::{dot, features, math, packed, pool, quant};
-pub use matmul::{MatrixGroup, StepOrder, WeightMatrix};
+pub use matmul::{MatrixGroup, StepOrder, WeightMatrix, TILED_MIN_ROWS};

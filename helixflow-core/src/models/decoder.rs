@@ -30,6 +30,7 @@ use super::{CausalLm, GgmlBuild, Logits, ModelShape, SeqStep};
 use crate::cpu::attention::{AttentionScratch, AttentionTask, ProductOrder};
 use crate::cpu::{
     attend_row, attend_row_online, math, AttentionGeometry, MatrixGroup, StepOrder, WeightMatrix,
+    TILED_MIN_ROWS,
 };
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -397,6 +398,7 @@ impl Decoder {
             ropes,
             rows,
             tiled_rows,
+            row_sequences,
         } = buffers;
         let x = sized(x, n * h);
         let normed = sized(normed, n * h);
@@ -425,6 +427,7 @@ impl Decoder {
         }
         rows.clear();
         tiled_rows.clear();
+        row_sequences.clear();
         for (s, span) in spans.iter().enumerate() {
             for pos in span.start_pos..span.start_pos + span.len {
                 // llama.cpp sums a prompt's products in another order than a single token's.
@@ -432,12 +435,14 @@ impl Decoder {
                     ProductOrder::for_position(pos, span.prompt_len, cfg.head_dim, self.build);
                 rows.push(RowPlace { seq: s, pos, order });
                 tiled_rows.push(pos < span.prompt_len && span.prompt_len >= TILED_MIN_ROWS);
+                row_sequences.push(s as u32);
             }
         }
 
         let order = StepOrder {
             packed: self.products,
             tiled_rows,
+            row_sequences,
         };
         let last_layer = self.blocks.len() - 1;
         let mut active = n;
@@ -674,10 +679,6 @@ fn add_rows(rows: &mut [f32], bias: &[f32]) {
 /// `Decoder::attention`).
 const TOKENS_PER_THREAD: usize = 4;
 
-/// The batch from which llama.cpp multiplies K-quant weights with ggml's tiled kernel (its
-/// `ggml_tiled_min_batch`): the rows of a prompt this long take that kernel's order.
-const TILED_MIN_ROWS: usize = 8;
-
 /// Where a packed row's token belongs: its sequence, position and product order.
 struct RowPlace {
     seq: usize,
@@ -702,6 +703,8 @@ struct StepBuffers {
     rows: Vec<RowPlace>,
     /// Per packed row, whether its K-quant products take the batched order.
     tiled_rows: Vec<bool>,
+    /// Per packed row, its sequence's index in the step.
+    row_sequences: Vec<u32>,
 }
 
 /// The first `len` values of `buffer`, grown (never shrunk) to hold them.

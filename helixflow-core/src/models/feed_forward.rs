@@ -101,13 +101,16 @@ impl FeedForward {
                     .collect();
                 // Each expert's tokens as one batch of rows.
                 let mut outputs = vec![0f32; n * routing.used * width];
-                let (mut rows, mut places, mut results) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut rows, mut routed, mut places) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut results, mut tiled) = (Vec::new(), Vec::new());
                 for (e, expert) in experts.iter().enumerate() {
                     rows.clear();
+                    routed.clear();
                     places.clear();
                     for (t, chosen) in choices.iter().enumerate() {
                         if let Some(slot) = chosen.iter().position(|&(c, _)| c == e) {
                             rows.extend_from_slice(&input[t * width..(t + 1) * width]);
+                            routed.push(t);
                             places.push(t * routing.used + slot);
                         }
                     }
@@ -115,10 +118,8 @@ impl FeedForward {
                         continue;
                     }
                     results.resize(rows.len(), 0.0);
-                    // Each expert sees a selection of the step's rows: the single-row order,
-                    // whatever the batch (llama.cpp's would depend on how many tokens the
-                    // rest of the batch routes to the expert).
-                    expert.forward(order.untiled(), &rows, hidden, &mut results)?;
+                    let expert_order = order.for_expert(&routed, &mut tiled);
+                    expert.forward(expert_order, &rows, hidden, &mut results)?;
                     for (place, result) in places.iter().zip(results.chunks_exact(width)) {
                         outputs[place * width..(place + 1) * width].copy_from_slice(result);
                     }

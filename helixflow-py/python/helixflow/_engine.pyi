@@ -159,8 +159,8 @@ class Engine:
     """A model loaded in this process, with the engine that runs it.
 
     ``model`` is a built-in id (``smollm2-135m-instruct``, ``all-minilm-l6-v2``), a Hugging Face
-    id (``org/name`` or ``org/name:file.gguf``) or a path to a ``.gguf`` file or an embedding
-    model folder; built-in models are downloaded into ``$HELIXFLOW_HOME`` on first use. Chat
+    id (``org/name`` or ``org/name:file.gguf``) or a path to a ``.gguf`` file, a Hugging Face
+    safetensors chat folder or an embedding model folder; built-in models are downloaded into ``$HELIXFLOW_HOME`` on first use. Chat
     models (GGUF) get :meth:`chat` and :meth:`complete`, embedding models :meth:`embed`.
 
     One engine serves any number of threads and asyncio tasks: their requests are batched
@@ -178,13 +178,15 @@ class Engine:
         block_size: Optional[int] = ...,
         kv_cache_bytes: Optional[int] = ...,
         kv_cache_fraction: Optional[float] = ...,
+        quantize: Optional[Literal["q8_0", "q4_0"]] = ...,
     ) -> None:
         """Loads ``model`` (default :data:`DEFAULT_MODEL`) and starts its engine.
 
         ``max_num_seqs``: sequences batched at once (64); ``max_batched_tokens``: tokens per
         step (512); ``queue_capacity``: requests that may wait (256); ``block_size``: positions
         per KV block (16); the KV cache's memory as ``kv_cache_bytes`` (1 GiB) or
-        ``kv_cache_fraction`` of the machine's memory.
+        ``kv_cache_fraction`` of the machine's memory; ``quantize`` (``"q8_0"`` or ``"q4_0"``)
+        quantises a safetensors chat folder's matrices as it loads.
         """
     @property
     def model(self) -> str:

@@ -5,14 +5,15 @@ use std::path::Path;
 
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::completion::{
-    new_id, system_fingerprint, unix_now, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatDelta, ChoiceLogprobs, GeneratedChoice, TextCompletion, Usage,
+    new_id, unix_now, ChatCompletion, ChatCompletionChunk, TextCompletion, TextCompletionChunk,
 };
+use crate::engine::EngineEvent;
 use crate::error::{Error, Result};
 use crate::generation::{run_batch, GenerationParams, Sequence, TokenOutput};
 use crate::gguf::GgufFile;
 use crate::models::{self, CausalLm, LoadQuantization};
 use crate::sampling::choice_seed;
+use crate::streaming::{Answer, AnswerBuilder, AnswerChunk, AnswerKind, AnswerPart, ChunkHeader};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
 /// How [`ChatModel::load_with`] loads a model.
@@ -292,82 +293,67 @@ impl ChatModel {
         mut on_chunk: impl FnMut(ChatCompletionChunk) -> Result<()>,
     ) -> Result<ChatCompletion> {
         let prompt = self.encode_chat(messages)?;
-        let (id, created) = (new_id("chatcmpl"), unix_now());
-        let chunk = |choice: ChatChunkChoice| ChatCompletionChunk {
-            id: id.clone(),
-            object: "chat.completion.chunk".into(),
-            created,
-            model: self.name.clone(),
-            system_fingerprint: system_fingerprint(),
-            choices: vec![choice],
-            usage: None,
-        };
-        let mut started = vec![false; params.n.max(1)];
-        let choices = self.generate_ids(&prompt, params, |index, out| {
-            let first = !std::mem::replace(&mut started[index], true);
-            if out.text.is_empty() && out.finish.is_none() && !first {
-                return Ok(());
-            }
-            on_chunk(chunk(ChatChunkChoice {
-                index,
-                delta: ChatDelta {
-                    role: first.then(|| "assistant".to_string()),
-                    content: (!out.text.is_empty() || first).then(|| out.text.clone()),
-                },
-                logprobs: out
-                    .logprob
-                    .clone()
-                    .map(|lp| ChoiceLogprobs { content: vec![lp] }),
-                finish_reason: out.finish,
-            }))
+        let answer = self.answer(AnswerKind::Chat, &prompt, params, |chunk| match chunk {
+            AnswerChunk::Chat(chunk) => on_chunk(chunk),
+            AnswerChunk::Text(_) => Ok(()),
         })?;
-        let usage = Usage::new(prompt.len(), choices.iter().map(|c| c.tokens).sum());
-        Ok(ChatCompletion::new(
-            id,
-            created,
-            self.name.clone(),
-            choices,
-            usage,
-        ))
+        match answer {
+            Answer::Chat(answer) => Ok(answer),
+            Answer::Text(_) => Err(Error::StepFailed("a chat answered as text".into())),
+        }
     }
 
     /// Continues a raw text prompt (no chat template).
     pub fn complete(&self, prompt: &str, params: &GenerationParams) -> Result<TextCompletion> {
-        self.complete_stream(prompt, params, |_, _| Ok(()))
+        self.complete_stream(prompt, params, |_| Ok(()))
     }
 
-    /// Continues a raw text prompt, handing `(choice index, token output)` to `on_token` as
-    /// tokens are generated.
+    /// Continues a raw text prompt, handing each chunk of the streamed answer to `on_chunk`
+    /// as it is generated, and returns the whole completion at the end.
     pub fn complete_stream(
         &self,
         prompt: &str,
         params: &GenerationParams,
-        on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
+        mut on_chunk: impl FnMut(TextCompletionChunk) -> Result<()>,
     ) -> Result<TextCompletion> {
         let ids = self.encode_prompt(prompt)?;
         if ids.is_empty() {
-            return Err(Error::InvalidRequest("the prompt is empty".into()));
+            return Err(Error::invalid_field("prompt", "the prompt is empty"));
         }
-        let choices = self.generate_ids(&ids, params, on_token)?;
-        let usage = Usage::new(ids.len(), choices.iter().map(|c| c.tokens).sum());
-        Ok(TextCompletion::new(
-            new_id("cmpl"),
-            unix_now(),
-            self.name.clone(),
-            choices,
-            usage,
-        ))
+        let answer = self.answer(AnswerKind::Text, &ids, params, |chunk| match chunk {
+            AnswerChunk::Text(chunk) => on_chunk(chunk),
+            AnswerChunk::Chat(_) => Ok(()),
+        })?;
+        match answer {
+            Answer::Text(answer) => Ok(answer),
+            Answer::Chat(_) => Err(Error::StepFailed("a completion answered as chat".into())),
+        }
     }
 
-    /// Generates `params.n` choices after `prompt` (token ids), all stepped together.
-    fn generate_ids(
+    /// Generates `params.n` choices after `prompt` (token ids), all stepped together, as
+    /// the engine would: their events go through the one [`AnswerBuilder`], which hands
+    /// each chunk of the streamed answer to `on_chunk` and returns the whole answer.
+    fn answer(
         &self,
+        kind: AnswerKind,
         prompt: &[u32],
         params: &GenerationParams,
-        mut on_token: impl FnMut(usize, &TokenOutput) -> Result<()>,
-    ) -> Result<Vec<GeneratedChoice>> {
+        mut on_chunk: impl FnMut(AnswerChunk) -> Result<()>,
+    ) -> Result<Answer> {
         params.validate(self.model.shape().vocab_size)?;
         let budget = params.token_budget(prompt.len(), self.context_length())?;
+        let header = ChunkHeader {
+            id: new_id(kind.id_prefix()),
+            created: unix_now(),
+            model: self.name.clone(),
+        };
+        let mut chunks = AnswerBuilder::streamed(kind, header.clone(), params.n, false);
+        let mut whole = AnswerBuilder::whole(kind, header, params.n, params.sampling.logprobs);
+        let started = || EngineEvent::Started {
+            prompt_tokens: prompt.len(),
+        };
+        chunks.push(started())?;
+        whole.push(started())?;
         // One base seed for the request, so every choice gets its own reproducible stream.
         let base_seed = params.sampling.seed.unwrap_or_else(rand::random);
         let mut seqs = (0..params.n)
@@ -382,14 +368,31 @@ impl ChatModel {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut choices: Vec<GeneratedChoice> = (0..params.n)
-            .map(|_| GeneratedChoice::new(params.sampling.logprobs))
-            .collect();
-        run_batch(self.model.as_ref(), &self.tokenizer, &mut seqs, |i, out| {
-            choices[i].push(out);
-            on_token(i, out)
-        })?;
-        Ok(choices)
+        let mut generated = 0;
+        run_batch(
+            self.model.as_ref(),
+            &self.tokenizer,
+            &mut seqs,
+            |choice, out| {
+                generated += 1;
+                let token = |output: &TokenOutput| EngineEvent::Token {
+                    choice,
+                    output: output.clone(),
+                };
+                whole.push(token(out))?;
+                match chunks.push(token(out))? {
+                    Some(AnswerPart::Chunk(chunk)) => on_chunk(chunk),
+                    _ => Ok(()),
+                }
+            },
+        )?;
+        let done = EngineEvent::Done {
+            completion_tokens: generated,
+        };
+        match whole.push(done)? {
+            Some(AnswerPart::Whole(answer)) => Ok(answer),
+            _ => Err(Error::StepFailed("the answer did not complete".into())),
+        }
     }
 }
 

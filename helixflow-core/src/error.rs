@@ -76,6 +76,15 @@ pub enum Error {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 
+    /// One named request field is wrong: front ends name it (OpenAI's `param`).
+    #[error("{message}")]
+    InvalidField {
+        /// The field, as the API names it (`prompt`, `echo`, `response_format`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// The prompt (plus the requested completion) does not fit the model's context.
     #[error(
         "the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}, \
@@ -152,7 +161,83 @@ pub enum Error {
 /// The result type of `helixflow-core`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of failure an error is, as every front end reports it. HTTP maps it to a
+/// status, gRPC to a code and Python to an exception class, each in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The request is malformed or a value is out of range: the caller's to fix.
+    InvalidRequest,
+    /// The prompt and the tokens asked for do not fit the model's context.
+    ContextLength,
+    /// No model by that name.
+    ModelNotFound,
+    /// The model exists but is of the other kind (chat or embedding).
+    WrongModelKind,
+    /// The request clashes with what is stored (a name that is taken).
+    Conflict,
+    /// Busy: the same request may succeed later.
+    Overloaded,
+    /// A model could not be loaded (a bad or unsupported file, a failed download).
+    ModelLoad,
+    /// The engine has stopped.
+    EngineStopped,
+    /// The caller cancelled the work.
+    Cancelled,
+    /// A fault of the server's own.
+    Internal,
+}
+
 impl Error {
+    /// How front ends report this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::InvalidRequest(_)
+            | Error::InvalidField { .. }
+            | Error::ChatTemplate { .. }
+            | Error::Tokenizer(_)
+            | Error::Json { .. } => ErrorClass::InvalidRequest,
+            Error::ContextOverflow { .. } => ErrorClass::ContextLength,
+            Error::ModelNotFound(_) => ErrorClass::ModelNotFound,
+            Error::WrongModelKind { .. } => ErrorClass::WrongModelKind,
+            Error::Overloaded { .. } | Error::KvCacheFull { .. } => ErrorClass::Overloaded,
+            Error::InvalidModelFile { .. }
+            | Error::UnsupportedModel(_)
+            | Error::ChecksumMismatch { .. }
+            | Error::Download { .. }
+            | Error::Io { .. } => ErrorClass::ModelLoad,
+            Error::EngineStopped => ErrorClass::EngineStopped,
+            Error::Cancelled => ErrorClass::Cancelled,
+            Error::StepFailed(_) | Error::Candle(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// The request field at fault, where the error names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::InvalidField { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// When to try again, in seconds, where the error says.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::Overloaded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// An [`Error::InvalidField`].
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

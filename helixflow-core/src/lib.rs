@@ -1,6 +1,11 @@
 //! # helixflow-core
 //!
-//! HelixFlow's embeddable inference library.
+//! HelixFlow's embeddable inference library: models ([`models`], [`chat_model`],
+//! [`embeddings`]), the continuous-batching [`engine`] over a paged KV cache, and one request
+//! lifecycle that every front end shares: options and prompts become a validated
+//! [`request::GenerationRequest`], the engine's events become answers through
+//! [`streaming::AnswerBuilder`], and every failure has one [`ErrorClass`] that the HTTP, gRPC
+//! and Python front ends each map once.
 
 pub mod calendar;
 pub mod chat_model;
@@ -24,4 +29,4 @@ pub mod stop;
 pub mod streaming;
 pub mod tokenizer;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};

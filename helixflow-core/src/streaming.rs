@@ -1,18 +1,200 @@
 //! Shaping a request's engine events into OpenAI's objects, the same for every front end:
-//! [`ChoiceCollector`] gathers a whole answer, [`ChatChunker`] and [`TextChunker`] make the
-//! chunks of a streamed one.
+//! [`AnswerBuilder`] is the one place that does it, for a streamed answer (its chunks, then
+//! the usage chunk) or a whole one. Under it, [`ChoiceCollector`] gathers a whole answer and
+//! [`ChatChunker`] and [`TextChunker`] make the chunks of a streamed one.
 //!
 //! A token whose text is held back (part of a UTF-8 character, or a possible stop string)
 //! makes no chunk; its logprob goes out with the next chunk that has text, so every logprob
 //! arrives exactly once and in order.
 
+use serde::Serialize;
+
 use crate::completion::{
-    system_fingerprint, ChatChunkChoice, ChatCompletionChunk, ChatDelta, ChoiceLogprobs,
-    GeneratedChoice, LegacyLogprobs, TextChunkChoice, TextCompletionChunk, TokenLogprob, Usage,
+    system_fingerprint, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta,
+    ChoiceLogprobs, GeneratedChoice, LegacyLogprobs, TextChunkChoice, TextCompletion,
+    TextCompletionChunk, TokenLogprob, Usage,
 };
 use crate::engine::EngineEvent;
 use crate::generation::TokenOutput;
 use crate::Result;
+
+/// What a request's answer looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// A `chat.completion` (chunks: `chat.completion.chunk`).
+    Chat,
+    /// A `text_completion`, as the legacy completions API answers.
+    Text,
+}
+
+impl AnswerKind {
+    /// The prefix of the answer's id.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Self::Chat => "chatcmpl",
+            Self::Text => "cmpl",
+        }
+    }
+}
+
+/// One chunk of a streamed answer; serialises as the chunk itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AnswerChunk {
+    /// A chat completion's chunk.
+    Chat(ChatCompletionChunk),
+    /// A text completion's chunk.
+    Text(TextCompletionChunk),
+}
+
+/// A whole answer; serialises as the completion itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// A chat completion.
+    Chat(ChatCompletion),
+    /// A text completion.
+    Text(TextCompletion),
+}
+
+/// What one engine event makes for the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerPart {
+    /// A chunk to send (streamed answers; the last one may be the usage chunk).
+    Chunk(AnswerChunk),
+    /// The whole answer (answers that are not streamed), after the last event.
+    Whole(Answer),
+}
+
+enum Shaper {
+    Chat(ChatChunker),
+    Text(TextChunker),
+    Whole(ChoiceCollector),
+}
+
+/// Turns one request's engine events into what its caller sees: the chunks of a streamed
+/// answer (and the usage chunk, when asked for) or the whole answer, with its usage. Every
+/// front end and [`crate::chat_model::ChatModel`] answer through it.
+pub struct AnswerBuilder {
+    kind: AnswerKind,
+    header: ChunkHeader,
+    shaper: Shaper,
+    include_usage: bool,
+    prompt_tokens: usize,
+    usage: Option<Usage>,
+}
+
+impl std::fmt::Debug for AnswerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerBuilder")
+            .field("kind", &self.kind)
+            .field("id", &self.header.id)
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnswerBuilder {
+    /// A builder of `n` choices' chunks; `include_usage` adds the usage chunk at the end.
+    pub fn streamed(kind: AnswerKind, header: ChunkHeader, n: usize, include_usage: bool) -> Self {
+        let shaper = match kind {
+            AnswerKind::Chat => Shaper::Chat(ChatChunker::new(header.clone(), n)),
+            AnswerKind::Text => Shaper::Text(TextChunker::new(header.clone(), n)),
+        };
+        Self::new(kind, header, shaper, include_usage)
+    }
+
+    /// A builder of the whole answer of `n` choices; `logprobs` says whether they carry
+    /// logprobs.
+    pub fn whole(kind: AnswerKind, header: ChunkHeader, n: usize, logprobs: bool) -> Self {
+        let shaper = Shaper::Whole(ChoiceCollector::new(n, logprobs));
+        Self::new(kind, header, shaper, false)
+    }
+
+    fn new(kind: AnswerKind, header: ChunkHeader, shaper: Shaper, include_usage: bool) -> Self {
+        Self {
+            kind,
+            header,
+            shaper,
+            include_usage,
+            prompt_tokens: 0,
+            usage: None,
+        }
+    }
+
+    /// Takes the next event: what it makes for the caller, if anything. A failed request
+    /// returns the engine's error.
+    pub fn push(&mut self, event: EngineEvent) -> Result<Option<AnswerPart>> {
+        match event {
+            EngineEvent::Started { prompt_tokens } => self.prompt_tokens = prompt_tokens,
+            EngineEvent::Done { completion_tokens } => {
+                let usage = Usage::new(self.prompt_tokens, completion_tokens);
+                self.usage = Some(usage);
+                return Ok(self.finish(usage));
+            }
+            EngineEvent::Failed(e) => return Err(e),
+            EngineEvent::Token { choice, output } => {
+                let chunk = match &mut self.shaper {
+                    Shaper::Chat(c) => c.token(choice, output).map(AnswerChunk::Chat),
+                    Shaper::Text(c) => c.token(choice, output).map(AnswerChunk::Text),
+                    Shaper::Whole(c) => {
+                        c.push(EngineEvent::Token { choice, output })?;
+                        None
+                    }
+                };
+                return Ok(chunk.map(AnswerPart::Chunk));
+            }
+        }
+        Ok(None)
+    }
+
+    fn finish(&mut self, usage: Usage) -> Option<AnswerPart> {
+        let ChunkHeader { id, created, model } = self.header.clone();
+        match std::mem::replace(
+            &mut self.shaper,
+            Shaper::Whole(ChoiceCollector::new(0, false)),
+        ) {
+            Shaper::Whole(collector) => {
+                let choices = collector.into_choices();
+                Some(AnswerPart::Whole(match self.kind {
+                    AnswerKind::Chat => {
+                        Answer::Chat(ChatCompletion::new(id, created, model, choices, usage))
+                    }
+                    AnswerKind::Text => {
+                        Answer::Text(TextCompletion::new(id, created, model, choices, usage))
+                    }
+                }))
+            }
+            Shaper::Chat(c) if self.include_usage => {
+                Some(AnswerPart::Chunk(AnswerChunk::Chat(c.usage(usage))))
+            }
+            Shaper::Text(c) if self.include_usage => {
+                Some(AnswerPart::Chunk(AnswerChunk::Text(c.usage(usage))))
+            }
+            _ => None,
+        }
+    }
+
+    /// The request's token counts, once it is done.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Whether the request is done (its `Done` event has been taken).
+    pub fn is_done(&self) -> bool {
+        self.usage.is_some()
+    }
+
+    /// The prompt's length, once the `Started` event has been taken.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// What every chunk of the answer shares.
+    pub fn header(&self) -> &ChunkHeader {
+        &self.header
+    }
+}
 
 /// Gathers a request's events into its finished choices.
 #[derive(Debug)]
@@ -247,6 +429,59 @@ mod tests {
         let b = text.token(1, output("c", -3.0, None)).unwrap();
         assert_eq!(b.choices[0].logprobs.as_ref().unwrap().text_offset, [6]);
         assert!(text.token(5, output("c", -3.0, None)).is_none());
+    }
+
+    #[test]
+    fn the_builder_streams_chunks_then_the_usage_or_answers_whole() {
+        let events = || {
+            vec![
+                EngineEvent::Started { prompt_tokens: 3 },
+                EngineEvent::Token {
+                    choice: 0,
+                    output: output("", -1.0, None),
+                },
+                EngineEvent::Token {
+                    choice: 0,
+                    output: output("", -2.0, None),
+                },
+                EngineEvent::Token {
+                    choice: 0,
+                    output: output("ok", -3.0, Some(FinishReason::Stop)),
+                },
+                EngineEvent::Done {
+                    completion_tokens: 3,
+                },
+            ]
+        };
+        let mut streamed = AnswerBuilder::streamed(AnswerKind::Chat, header(), 1, true);
+        let mut parts = Vec::new();
+        for event in events() {
+            parts.extend(streamed.push(event).unwrap());
+        }
+        // The role, then the text with both held-back logprobs, then the usage.
+        assert_eq!(parts.len(), 3);
+        let AnswerPart::Chunk(AnswerChunk::Chat(text)) = &parts[1] else {
+            panic!("{parts:?}")
+        };
+        assert_eq!(text.choices[0].logprobs.as_ref().unwrap().content.len(), 2);
+        let AnswerPart::Chunk(AnswerChunk::Chat(last)) = &parts[2] else {
+            panic!("{parts:?}")
+        };
+        assert_eq!(last.usage, Some(Usage::new(3, 3)));
+        assert!(streamed.is_done());
+
+        let mut whole = AnswerBuilder::whole(AnswerKind::Text, header(), 1, true);
+        let mut parts = Vec::new();
+        for event in events() {
+            parts.extend(whole.push(event).unwrap());
+        }
+        let [AnswerPart::Whole(Answer::Text(answer))] = parts.as_slice() else {
+            panic!("{parts:?}")
+        };
+        assert_eq!(answer.choices[0].text, "ok");
+        assert_eq!(answer.usage, Usage::new(3, 3));
+        let failed = whole.push(EngineEvent::Failed(crate::Error::EngineStopped));
+        assert!(failed.is_err());
     }
 
     #[test]

@@ -5,21 +5,19 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use helixflow_core::chat_template::messages_from_openai;
-use helixflow_core::completion::{new_id, unix_now};
 use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
 use helixflow_core::engine::{EngineConfig, EngineHandle, KvBudget};
 use helixflow_core::models::LoadQuantization;
 use helixflow_core::registry::{ModelRegistry, ServedModel};
-use helixflow_core::request::GenerationOptions;
-use helixflow_core::sampling::MAX_TOP_LOGPROBS;
+use helixflow_core::request::{GenerationOptions, GenerationRequest, TextPrompt};
 use helixflow_core::source::StderrProgress;
-use helixflow_core::streaming::ChunkHeader;
+use helixflow_core::streaming::AnswerBuilder;
 use helixflow_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
 use crate::errors::{catch, exception, guarded, to_py};
-use crate::generation::{NativeGeneration, Request, Shape};
+use crate::generation::NativeGeneration;
 
 /// A text completion's prompt: text, or token ids.
 #[derive(FromPyObject)]
@@ -65,36 +63,23 @@ impl NativeEngine {
         guarded(|| self.served()?.embedding().cloned())
     }
 
-    /// Queues `prompt` and returns the generation to read.
+    /// Queues the prepared `request` and returns the generation to read.
     fn submit(
         &self,
         engine: &EngineHandle,
-        prompt: Vec<u32>,
-        params: helixflow_core::generation::GenerationParams,
-        shape: Shape,
+        request: GenerationRequest,
+        stream: bool,
         include_usage: bool,
     ) -> PyResult<NativeGeneration> {
-        let (n, logprobs) = (params.n, params.sampling.logprobs);
-        let events = guarded(|| engine.submit(prompt, params))?;
-        let prefix = match shape {
-            Shape::Chat => "chatcmpl",
-            Shape::Text => "cmpl",
+        let header = request.header(self.model_id.clone());
+        let (kind, n) = (request.kind, request.params.n);
+        let builder = if stream {
+            AnswerBuilder::streamed(kind, header, n, include_usage)
+        } else {
+            AnswerBuilder::whole(kind, header, n, request.params.sampling.logprobs)
         };
-        let header = ChunkHeader {
-            id: new_id(prefix),
-            created: unix_now(),
-            model: self.model_id.clone(),
-        };
-        Ok(NativeGeneration::new(
-            events,
-            Request {
-                shape,
-                header,
-                n,
-                logprobs,
-                include_usage,
-            },
-        ))
+        let events = guarded(|| engine.submit(request.prompt, request.params))?;
+        Ok(NativeGeneration::new(events, builder))
     }
 }
 
@@ -188,7 +173,8 @@ impl NativeEngine {
     }
 
     /// Queues a chat completion of `messages_json` (OpenAI messages) with `options_json`
-    /// (OpenAI generation options).
+    /// (OpenAI generation options); `stream` asks for chunks, else for the whole answer.
+    #[allow(clippy::too_many_arguments)]
     fn chat(
         &self,
         py: Python<'_>,
@@ -196,20 +182,23 @@ impl NativeEngine {
         options_json: &str,
         logprobs: bool,
         top_logprobs: Option<usize>,
+        stream: bool,
         include_usage: bool,
     ) -> PyResult<NativeGeneration> {
         let engine = self.engine()?;
         let options: GenerationOptions = parse_json("options", options_json)?;
-        let params = guarded(|| options.chat_params(logprobs, top_logprobs))?;
         let messages: serde_json::Value = parse_json("messages", messages_json)?;
         let messages = guarded(|| messages_from_openai(&messages))?;
         let chat = engine.model().clone();
-        let prompt = py.detach(|| catch(|| chat.encode_chat(&messages)))?;
-        self.submit(&engine, prompt, params, Shape::Chat, include_usage)
+        let request = py.detach(|| {
+            catch(|| GenerationRequest::chat(&chat, &messages, &options, logprobs, top_logprobs))
+        })?;
+        self.submit(&engine, request, stream, include_usage)
     }
 
     /// Queues a text completion of `prompt` (text or token ids); `logprobs` is the legacy
     /// API's number of alternatives per token.
+    #[allow(clippy::too_many_arguments)]
     fn complete(
         &self,
         py: Python<'_>,
@@ -217,28 +206,20 @@ impl NativeEngine {
         options_json: &str,
         logprobs: Option<usize>,
         echo: bool,
+        stream: bool,
         include_usage: bool,
     ) -> PyResult<NativeGeneration> {
         let engine = self.engine()?;
-        if echo {
-            return Err(invalid("echo is not supported"));
-        }
-        let top = logprobs.unwrap_or(0);
-        if top > MAX_TOP_LOGPROBS {
-            return Err(invalid(format!(
-                "logprobs must be at most {MAX_TOP_LOGPROBS}"
-            )));
-        }
         let options: GenerationOptions = parse_json("options", options_json)?;
-        let params = guarded(|| options.params(logprobs.is_some(), top))?;
-        let ids = match prompt {
-            Prompt::Text(text) => {
-                let chat = engine.model().clone();
-                py.detach(|| catch(|| chat.encode_prompt(&text)))?
-            }
-            Prompt::Ids(ids) => ids,
+        let prompt = match prompt {
+            Prompt::Text(text) => TextPrompt::Text(text),
+            Prompt::Ids(ids) => TextPrompt::Tokens(ids),
         };
-        self.submit(&engine, ids, params, Shape::Text, include_usage)
+        let chat = engine.model().clone();
+        let request = py.detach(|| {
+            catch(|| GenerationRequest::text(&chat, prompt, &options, logprobs, echo))
+        })?;
+        self.submit(&engine, request, stream, include_usage)
     }
 
     /// One vector per text, within the request limits every front end applies.

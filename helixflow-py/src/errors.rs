@@ -3,27 +3,23 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use helixflow_core::Error;
+use helixflow_core::{Error, ErrorClass};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-/// The Python exception class (in `helixflow._errors`) for a core error.
+/// The Python exception class (in `helixflow._errors`) of a core error's class: the one
+/// place the binding maps the core's classification.
 fn class_name(error: &Error) -> &'static str {
-    match error {
-        Error::ModelNotFound(_) => "ModelNotFoundError",
-        Error::InvalidModelFile { .. }
-        | Error::UnsupportedModel(_)
-        | Error::ChecksumMismatch { .. }
-        | Error::Download { .. }
-        | Error::Io { .. } => "ModelLoadError",
-        Error::ContextOverflow { .. } => "ContextLengthError",
-        Error::WrongModelKind { .. }
-        | Error::InvalidRequest(_)
-        | Error::ChatTemplate { .. }
-        | Error::Tokenizer(_)
-        | Error::Json { .. } => "InvalidRequestError",
-        Error::Overloaded { .. } | Error::KvCacheFull { .. } => "OverloadedError",
-        Error::EngineStopped => "EngineStoppedError",
+    match error.class() {
+        ErrorClass::ModelNotFound => "ModelNotFoundError",
+        ErrorClass::ModelLoad => "ModelLoadError",
+        ErrorClass::ContextLength => "ContextLengthError",
+        ErrorClass::InvalidRequest | ErrorClass::WrongModelKind | ErrorClass::Conflict => {
+            "InvalidRequestError"
+        }
+        ErrorClass::Overloaded => "OverloadedError",
+        ErrorClass::EngineStopped => "EngineStoppedError",
+        ErrorClass::Cancelled => "HelixFlowError",
         _ => "InternalError",
     }
 }

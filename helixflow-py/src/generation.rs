@@ -5,9 +5,8 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use helixflow_core::completion::{ChatCompletion, TextCompletion};
 use helixflow_core::engine::{CancelHandle, EngineEvent, RequestStream};
-use helixflow_core::streaming::{ChatChunker, ChoiceCollector, ChunkHeader, TextChunker};
+use helixflow_core::streaming::{AnswerBuilder, AnswerPart};
 use pyo3::prelude::*;
 
 use crate::errors::{exception, no_panic, to_py};
@@ -15,38 +14,16 @@ use crate::errors::{exception, no_panic, to_py};
 /// How often a waiting call looks for signals (Ctrl-C) and cancellation.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Whether the request is a chat or a text completion: what its answer and chunks look like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    Chat,
-    Text,
-}
-
-/// What a generation shapes its events into.
-pub(crate) struct Request {
-    pub(crate) shape: Shape,
-    pub(crate) header: ChunkHeader,
-    pub(crate) n: usize,
-    pub(crate) logprobs: bool,
-    pub(crate) include_usage: bool,
-}
-
-enum Chunker {
-    Chat(ChatChunker),
-    Text(TextChunker),
-}
-
 /// The reading side's state.
 struct Reader {
     events: Option<RequestStream>,
-    chunker: Chunker,
-    prompt_tokens: usize,
+    /// The core's shaping of the events: chunks or the whole answer, as asked at submission.
+    builder: AnswerBuilder,
 }
 
 /// A running generation (`helixflow._native.NativeGeneration`).
 #[pyclass(module = "helixflow._native", name = "NativeGeneration", frozen)]
 pub(crate) struct NativeGeneration {
-    request: Request,
     cancel: CancelHandle,
     reader: Mutex<Reader>,
     /// When Python's signal handlers last ran for this request's caller.
@@ -54,18 +31,12 @@ pub(crate) struct NativeGeneration {
 }
 
 impl NativeGeneration {
-    pub(crate) fn new(events: RequestStream, request: Request) -> Self {
-        let chunker = match request.shape {
-            Shape::Chat => Chunker::Chat(ChatChunker::new(request.header.clone(), request.n)),
-            Shape::Text => Chunker::Text(TextChunker::new(request.header.clone(), request.n)),
-        };
+    pub(crate) fn new(events: RequestStream, builder: AnswerBuilder) -> Self {
         Self {
             cancel: events.cancel_handle(),
-            request,
             reader: Mutex::new(Reader {
                 events: Some(events),
-                chunker,
-                prompt_tokens: 0,
+                builder,
             }),
             signals_checked: Mutex::new(Instant::now()),
         }
@@ -116,66 +87,41 @@ impl NativeGeneration {
         py.check_signals().inspect_err(|_| self.cancel.cancel())
     }
 
-    /// The next chunk as JSON; see [`NativeGeneration::next_chunk`].
-    fn read_chunk(&self, py: Python<'_>) -> PyResult<Option<String>> {
+    /// The next part of the answer (a chunk, or the whole answer) as JSON; `None` at the
+    /// end, or once cancelled.
+    fn read_part(&self, py: Python<'_>) -> PyResult<Option<String>> {
         loop {
+            if self.reader().builder.is_done() {
+                return Ok(None);
+            }
             let Some(event) = self.next_event(py)? else {
                 return Ok(None);
             };
             let mut reader = self.reader();
-            let json = match event {
-                EngineEvent::Started { prompt_tokens } => {
-                    reader.prompt_tokens = prompt_tokens;
-                    None
-                }
-                EngineEvent::Token { choice, output } => match &mut reader.chunker {
-                    Chunker::Chat(c) => c.token(choice, output).map(|c| to_json(&c)),
-                    Chunker::Text(c) => c.token(choice, output).map(|c| to_json(&c)),
-                },
-                EngineEvent::Done { completion_tokens } => {
-                    reader.events = None;
-                    if !self.request.include_usage {
-                        return Ok(None);
-                    }
-                    let usage = helixflow_core::completion::Usage::new(
-                        reader.prompt_tokens,
-                        completion_tokens,
-                    );
-                    Some(match &reader.chunker {
-                        Chunker::Chat(c) => to_json(&c.usage(usage)),
-                        Chunker::Text(c) => to_json(&c.usage(usage)),
-                    })
-                }
-                EngineEvent::Failed(e) => {
-                    reader.events = None;
-                    return Err(to_py(e));
-                }
-            };
-            if json.is_some() {
-                return Ok(json);
+            let part = reader.builder.push(event).map_err(|e| {
+                reader.events = None;
+                to_py(e)
+            })?;
+            if reader.builder.is_done() {
+                reader.events = None;
+            }
+            match part {
+                Some(AnswerPart::Chunk(chunk)) => return Ok(Some(to_json(&chunk))),
+                Some(AnswerPart::Whole(answer)) => return Ok(Some(to_json(&answer))),
+                None => {}
             }
         }
     }
 
     /// The whole answer as JSON; see [`NativeGeneration::result`].
     fn read_all(&self, py: Python<'_>) -> PyResult<String> {
-        let request = &self.request;
-        let mut collector = ChoiceCollector::new(request.n, request.logprobs);
-        let usage = loop {
-            let Some(event) = self.next_event(py)? else {
-                return Err(self.cut_short());
-            };
-            if let Some(usage) = collector.push(event).map_err(to_py)? {
-                break usage;
+        loop {
+            match self.read_part(py)? {
+                Some(json) if self.reader().builder.is_done() => return Ok(json),
+                Some(_) => {}
+                None => return Err(self.cut_short()),
             }
-        };
-        self.reader().events = None;
-        let ChunkHeader { id, created, model } = request.header.clone();
-        let choices = collector.into_choices();
-        Ok(match request.shape {
-            Shape::Chat => to_json(&ChatCompletion::new(id, created, model, choices, usage)),
-            Shape::Text => to_json(&TextCompletion::new(id, created, model, choices, usage)),
-        })
+        }
     }
 
     /// The error for a request whose events ended without `Done`.
@@ -195,7 +141,7 @@ impl NativeGeneration {
 impl NativeGeneration {
     /// The next chunk as JSON, or `None` at the end (or once cancelled).
     fn next_chunk(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        no_panic(|| self.read_chunk(py))
+        no_panic(|| self.read_part(py))
     }
 
     /// Waits for the whole answer and returns it as JSON (a `chat.completion` or a

@@ -2,7 +2,8 @@
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use helixflow_core::Error as CoreError;
+use helixflow_core::platform::PlatformError;
+use helixflow_core::{Error as CoreError, ErrorClass};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -164,13 +165,30 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An error of `class` with `message`: the one place a core classification becomes an
+    /// HTTP status (and, through [`tonic::Status::from`], a gRPC code).
+    pub fn of_class(class: ErrorClass, message: impl Into<String>) -> Self {
+        let (status, kind) = match class {
+            ErrorClass::InvalidRequest | ErrorClass::ContextLength => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            ErrorClass::ModelNotFound | ErrorClass::WrongModelKind => {
+                (StatusCode::NOT_FOUND, "invalid_request_error")
+            }
+            ErrorClass::Conflict => (StatusCode::CONFLICT, "invalid_request_error"),
+            ErrorClass::Overloaded | ErrorClass::EngineStopped => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        };
+        Self::new(status, kind, message)
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
-        match &e {
-            CoreError::InvalidRequest(_)
-            | CoreError::ContextOverflow { .. }
-            | CoreError::ChatTemplate { .. }
-            | CoreError::Tokenizer(_) => Self::invalid(e.to_string()),
+        let error = match &e {
             CoreError::ModelNotFound(m) => Self::unknown_model(m),
             // OpenAI answers a model of the wrong kind with a 404 too, saying why.
             CoreError::WrongModelKind { model, wanted } => Self {
@@ -179,12 +197,21 @@ impl From<CoreError> for ApiError {
                 ),
                 ..Self::unknown_model(model)
             },
-            CoreError::Overloaded {
-                retry_after_secs, ..
-            } => Self::overloaded(e.to_string()).retry_after(*retry_after_secs),
-            CoreError::KvCacheFull { .. } => Self::overloaded(e.to_string()),
-            _ => Self::internal(e.to_string()),
+            _ => Self {
+                param: e.field().map(String::from),
+                ..Self::of_class(e.class(), e.to_string())
+            },
+        };
+        match e.retry_after_secs() {
+            Some(seconds) => error.retry_after(seconds),
+            None => error,
         }
+    }
+}
+
+impl From<PlatformError> for ApiError {
+    fn from(e: PlatformError) -> Self {
+        Self::of_class(e.class(), e.to_string())
     }
 }
 
@@ -197,6 +224,7 @@ impl From<ApiError> for tonic::Status {
             StatusCode::UNAUTHORIZED => Code::Unauthenticated,
             StatusCode::FORBIDDEN => Code::PermissionDenied,
             StatusCode::NOT_FOUND => Code::NotFound,
+            StatusCode::CONFLICT => Code::AlreadyExists,
             StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
             StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
             StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
@@ -270,5 +298,31 @@ mod tests {
             tonic::Status::from(ApiError::unauthorized()).code(),
             tonic::Code::Unauthenticated
         );
+    }
+
+    #[test]
+    fn one_classification_gives_the_same_answer_over_http_and_grpc() {
+        // A clash with what is stored: 409 over HTTP, ALREADY_EXISTS over gRPC (it was
+        // INTERNAL there when each front end classified on its own).
+        let taken = ApiError::from(PlatformError::Conflict("the username is taken".into()));
+        assert_eq!(taken.status, StatusCode::CONFLICT);
+        assert_eq!(
+            tonic::Status::from(taken).code(),
+            tonic::Code::AlreadyExists
+        );
+        let invalid = ApiError::from(PlatformError::Invalid("bad scope".into()));
+        assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+        // A field-aware core error names its field (OpenAI's `param`), with its own message.
+        let echo = ApiError::from(CoreError::invalid_field("echo", "echo is not supported"));
+        assert_eq!(echo.status, StatusCode::BAD_REQUEST);
+        assert_eq!(echo.body()["error"]["param"], "echo");
+        assert_eq!(echo.body()["error"]["message"], "echo is not supported");
+        let stopped = ApiError::from(CoreError::EngineStopped);
+        assert_eq!(stopped.status, StatusCode::SERVICE_UNAVAILABLE);
+        let wrong = ApiError::from(CoreError::WrongModelKind {
+            model: "m".into(),
+            wanted: helixflow_core::source::ModelKind::Chat,
+        });
+        assert_eq!(wrong.status, StatusCode::NOT_FOUND);
     }
 }

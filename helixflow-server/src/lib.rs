@@ -17,12 +17,14 @@ mod auth;
 pub mod connections;
 pub mod error;
 pub mod grpc;
+mod inference;
 pub mod metrics;
 mod openapi;
 mod ratelimit;
 mod routes;
 pub mod serve;
 pub mod state;
+mod status;
 mod wire;
 
 pub use error::ApiError;

@@ -1,9 +1,12 @@
-//! What a request gets back: a stream of events that cancels the request when dropped.
+//! What a request gets back: a stream of events that cancels the request when dropped. A
+//! blocking caller waits on it ([`RequestStream::recv`]); an async one awaits it
+//! ([`RequestStream::recv_async`]) without a thread of its own, on any executor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
+
+use flume::{Receiver, RecvTimeoutError, Sender};
 
 use crate::generation::TokenOutput;
 use crate::Error;
@@ -49,7 +52,7 @@ pub(crate) struct EventSink {
 
 /// A connected sink and stream.
 pub(crate) fn request_channel() -> (EventSink, RequestStream) {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = flume::unbounded();
     let cancelled = Arc::new(AtomicBool::new(false));
     (
         EventSink {
@@ -67,6 +70,12 @@ impl RequestStream {
     /// The next event, waiting for it; `None` once the request is over.
     pub fn recv(&self) -> Option<EngineEvent> {
         self.events.recv().ok()
+    }
+
+    /// The next event, awaited; `None` once the request is over. The future holds no thread
+    /// and needs no particular runtime.
+    pub async fn recv_async(&self) -> Option<EngineEvent> {
+        self.events.recv_async().await.ok()
     }
 
     /// The next event if one comes within `timeout`; `Err(true)` if the request is over,

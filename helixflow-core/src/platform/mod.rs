@@ -75,6 +75,16 @@ pub enum PlatformError {
 }
 
 impl PlatformError {
+    /// How front ends report this error: the caller's mistakes, clashes, and server faults.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            Self::Invalid(_) => ErrorClass::InvalidRequest,
+            Self::Conflict(_) => ErrorClass::Conflict,
+            _ => ErrorClass::Internal,
+        }
+    }
+
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Self::Config(message.into())
     }

@@ -386,7 +386,9 @@ class Engine:
         options_json = _options_json(options)
 
         def submit() -> Any:
-            return self._native.chat(messages_json, options_json, logprobs, top_logprobs, include_usage)
+            return self._native.chat(
+                messages_json, options_json, logprobs, top_logprobs, stream, include_usage
+            )
 
         return stream, submit
 
@@ -402,7 +404,7 @@ class Engine:
         options_json = _options_json(options)
 
         def submit() -> Any:
-            return self._native.complete(prompt, options_json, logprobs, echo, include_usage)
+            return self._native.complete(prompt, options_json, logprobs, echo, stream, include_usage)
 
         return stream, submit
 

@@ -160,7 +160,8 @@ class Engine:
 
     ``model`` is a built-in id (``smollm2-135m-instruct``, ``all-minilm-l6-v2``), a Hugging Face
     id (``org/name`` or ``org/name:file.gguf``) or a path to a ``.gguf`` file, a Hugging Face
-    safetensors chat folder or an embedding model folder; built-in models are downloaded into ``$HELIXFLOW_HOME`` on first use. Chat
+    safetensors chat folder or an embedding model folder; built-in models are downloaded into
+    ``$HELIXFLOW_HOME`` on first use. Chat
     models (GGUF) get :meth:`chat` and :meth:`complete`, embedding models :meth:`embed`.
 
     One engine serves any number of threads and asyncio tasks: their requests are batched

@@ -28,6 +28,7 @@ class NativeEngine:
         block_size: Optional[int] = None,
         kv_cache_bytes: Optional[int] = None,
         kv_cache_fraction: Optional[float] = None,
+        quantize: Optional[str] = None,
     ) -> None: ...
     @property
     def model_id(self) -> str:
@@ -47,18 +48,20 @@ class NativeEngine:
         options_json: str,
         logprobs: bool,
         top_logprobs: Optional[int],
+        stream: bool,
         include_usage: bool,
     ) -> NativeGeneration:
-        """Queues a chat completion."""
+        """Queues a chat completion: streamed chunks, or the whole answer."""
     def complete(
         self,
         prompt: Union[str, List[int]],
         options_json: str,
         logprobs: Optional[int],
         echo: bool,
+        stream: bool,
         include_usage: bool,
     ) -> NativeGeneration:
-        """Queues a text completion."""
+        """Queues a text completion: streamed chunks, or the whole answer."""
     def embed(self, texts: List[str], truncate: bool) -> List[List[float]]:
         """One vector per text."""
     def embed_packed(self, texts: List[str], truncate: bool) -> Tuple[bytearray, int, int]:

@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status};
 use super::{proto, Phase};
 use crate::auth::{bearer, scoped_caller};
 use crate::error::ApiError;
-use crate::routes::monitoring::{check, snapshot, CredentialInfo};
 use crate::state::AppState;
+use crate::status::{check, snapshot, CredentialInfo};
 use tokio::sync::watch;
 
 /// The loaded state, if the caller of `request` has the `admin` scope.
@@ -42,12 +42,9 @@ fn store(state: &AppState) -> Result<&Store, Status> {
     })
 }
 
-/// A store failure as a status: the caller's mistakes are INVALID_ARGUMENT, the rest INTERNAL.
+/// A store failure as a status, classified as HTTP classifies it.
 fn platform_status(e: PlatformError) -> Status {
-    match e {
-        PlatformError::Invalid(message) => Status::invalid_argument(message),
-        other => Status::internal(other.to_string()),
-    }
+    ApiError::from(e).into()
 }
 
 fn scopes(names: &[String]) -> Result<Vec<Scope>, Status> {

@@ -1,37 +1,41 @@
 //! Translation between the protobuf messages and the core's types.
 
-use std::collections::HashMap;
-
 use helixflow_core::chat_template::ChatMessage;
 use helixflow_core::completion::{FinishReason, Usage};
-use helixflow_core::generation::{GenerationParams, TokenOutput};
-use helixflow_core::sampling::SamplingParams;
+use helixflow_core::generation::TokenOutput;
+use helixflow_core::request::{GenerationOptions, Stop};
 
 use super::proto;
 
-/// The core's generation parameters; unset options take the HTTP API's defaults.
-pub(crate) fn params(options: Option<proto::GenerationOptions>) -> GenerationParams {
+/// The request's options as the core takes them from every front end (defaults and checks
+/// are the core's), with the `logprobs` switch and the number of alternatives per token.
+pub(crate) fn options(
+    options: Option<proto::GenerationOptions>,
+) -> (GenerationOptions, bool, Option<usize>) {
     let o = options.unwrap_or_default();
-    let defaults = SamplingParams::default();
-    GenerationParams {
-        sampling: SamplingParams {
-            temperature: o.temperature.unwrap_or(defaults.temperature),
-            top_p: o.top_p.unwrap_or(defaults.top_p),
-            top_k: o.top_k.map(|k| k as usize),
-            min_p: o.min_p.unwrap_or(defaults.min_p),
-            repetition_penalty: o.repetition_penalty.unwrap_or(defaults.repetition_penalty),
-            frequency_penalty: o.frequency_penalty.unwrap_or(defaults.frequency_penalty),
-            presence_penalty: o.presence_penalty.unwrap_or(defaults.presence_penalty),
-            logit_bias: o.logit_bias.into_iter().collect::<HashMap<_, _>>(),
-            seed: o.seed,
-            logprobs: o.logprobs,
-            top_logprobs: o.top_logprobs as usize,
-        },
+    let options = GenerationOptions {
+        n: o.n.map(|n| n as usize),
+        // Seeds are signed in the OpenAI API; the bits are the seed either way.
+        seed: o.seed.map(|s| i64::from_ne_bytes(s.to_ne_bytes())),
+        stop: (!o.stop.is_empty()).then_some(Stop::Many(o.stop)),
         max_tokens: o.max_tokens.map(|m| m as usize),
-        stop: o.stop,
-        n: o.n.map_or(1, |n| n as usize),
+        max_completion_tokens: None,
+        temperature: o.temperature,
+        top_p: o.top_p,
+        frequency_penalty: o.frequency_penalty,
+        presence_penalty: o.presence_penalty,
+        logit_bias: (!o.logit_bias.is_empty()).then(|| {
+            o.logit_bias
+                .into_iter()
+                .map(|(id, bias)| (id.to_string(), bias))
+                .collect()
+        }),
+        top_k: o.top_k.map(|k| k as usize),
+        min_p: o.min_p,
+        repetition_penalty: o.repetition_penalty,
         ignore_eos: o.ignore_eos,
-    }
+    };
+    (options, o.logprobs, Some(o.top_logprobs as usize))
 }
 
 /// The conversation in the core's terms.

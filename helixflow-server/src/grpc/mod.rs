@@ -15,18 +15,19 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::stream::{self, Stream};
-use helixflow_core::completion::{new_id, unix_now, Usage};
-use helixflow_core::engine::EngineEvent;
+use helixflow_core::completion::{new_id, Usage};
+use helixflow_core::embeddings::EmbeddingInput;
+use helixflow_core::engine::{EngineEvent, EngineHandle};
 use helixflow_core::platform::Caller;
 use helixflow_core::registry::ServedModel;
+use helixflow_core::request::{legacy_logprobs, GenerationRequest, TextPrompt};
+use helixflow_core::streaming::ChunkHeader;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{bearer, check_model, inference_caller};
 use crate::error::ApiError;
-use crate::routes::embeddings::embed_for;
-use crate::routes::generate::{submit, Events, Origin};
+use crate::inference::{embed_for, submit, Events, Origin};
 use crate::state::AppState;
-use helixflow_core::embeddings::EmbeddingInput;
 
 /// The generated protobuf messages, service traits and clients.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -79,11 +80,28 @@ fn event(event: Event) -> proto::GenerationEvent {
     proto::GenerationEvent { event: Some(event) }
 }
 
+/// Submits `request` for `caller` at `endpoint` and streams its events.
+async fn generate(
+    state: &AppState,
+    (caller, endpoint): (&Caller, &'static str),
+    engine: &EngineHandle,
+    request: GenerationRequest,
+    model: String,
+) -> Result<EventStream, Status> {
+    let ChunkHeader { id, created, .. } = request.header(model.clone());
+    let origin = Origin {
+        caller,
+        endpoint,
+        request_id: &id,
+    };
+    let events = submit(state, origin, engine, request).await?;
+    Ok(event_stream(events, id, created, model))
+}
+
 /// The engine's events as protobuf events: `started`, the tokens, `finished`; an error ends
 /// the stream with its status. Dropping the stream (the client went away) cancels the
 /// generation.
-fn event_stream(events: Events, id: String, model: String) -> EventStream {
-    let created = unix_now();
+fn event_stream(events: Events, id: String, created: u64, model: String) -> EventStream {
     // The id and model go out once, with `started`.
     let start = Some((events, Some((id, model))));
     let stream = stream::unfold(start, move |state| async move {
@@ -136,16 +154,15 @@ impl Inference for InferenceService {
         let engine = state.chat_engine(&request.model)?;
         let chat = engine.model().clone();
         let messages = convert::messages(request.messages);
-        let prompt = state.prepare(move || chat.encode_chat(&messages)).await?;
-        let id = new_id("chatcmpl");
-        let origin = Origin {
-            caller: &caller,
-            endpoint: "/helixflow.v1.Inference/Chat",
-            request_id: &id,
-        };
-        let params = convert::params(request.options);
-        let events = submit(state, origin, engine, prompt, params).await?;
-        Ok(Response::new(event_stream(events, id, request.model)))
+        let (options, logprobs, top_logprobs) = convert::options(request.options);
+        let prepared = state
+            .prepare(move || {
+                GenerationRequest::chat(&chat, &messages, &options, logprobs, top_logprobs)
+            })
+            .await?;
+        let origin = (&caller, "/helixflow.v1.Inference/Chat");
+        let stream = generate(state, origin, engine, prepared, request.model).await?;
+        Ok(Response::new(stream))
     }
 
     async fn complete(
@@ -158,25 +175,21 @@ impl Inference for InferenceService {
         let request = request.into_inner();
         let engine = state.chat_engine(&request.model)?;
         let prompt = match request.prompt {
-            Some(proto::completion_request::Prompt::Text(text)) => {
-                let chat = engine.model().clone();
-                state.prepare(move || chat.encode_prompt(&text)).await?
+            Some(proto::completion_request::Prompt::Text(text)) => TextPrompt::Text(text),
+            Some(proto::completion_request::Prompt::Tokens(tokens)) => {
+                TextPrompt::Tokens(tokens.ids)
             }
-            Some(proto::completion_request::Prompt::Tokens(tokens)) => tokens.ids,
-            None => Vec::new(),
+            None => TextPrompt::Tokens(Vec::new()),
         };
-        if prompt.is_empty() {
-            return Err(ApiError::invalid_param("prompt", "the prompt is empty").into());
-        }
-        let id = new_id("cmpl");
-        let origin = Origin {
-            caller: &caller,
-            endpoint: "/helixflow.v1.Inference/Complete",
-            request_id: &id,
-        };
-        let params = convert::params(request.options);
-        let events = submit(state, origin, engine, prompt, params).await?;
-        Ok(Response::new(event_stream(events, id, request.model)))
+        let (options, logprobs, top_logprobs) = convert::options(request.options);
+        let logprobs = legacy_logprobs(logprobs, top_logprobs).map_err(ApiError::from)?;
+        let chat = engine.model().clone();
+        let prepared = state
+            .prepare(move || GenerationRequest::text(&chat, prompt, &options, logprobs, false))
+            .await?;
+        let origin = (&caller, "/helixflow.v1.Inference/Complete");
+        let stream = generate(state, origin, engine, prepared, request.model).await?;
+        Ok(Response::new(stream))
     }
 
     async fn embed(

@@ -6,9 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use helixflow_core::platform::{
-    ApiKey, BudgetPeriod, KeyLimits, NewKey, PlatformError, Scope, Store,
-};
+use helixflow_core::platform::{ApiKey, BudgetPeriod, KeyLimits, NewKey, Scope, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -81,18 +79,6 @@ pub(crate) fn store(state: &AppState) -> Result<&Store, ApiError> {
     })
 }
 
-/// A store failure: 400 for an invalid request, 409 for a clash, 500 otherwise.
-pub(crate) fn platform_error(e: PlatformError) -> ApiError {
-    match e {
-        PlatformError::Invalid(message) => ApiError::invalid(message),
-        PlatformError::Conflict(message) => ApiError {
-            status: StatusCode::CONFLICT,
-            ..ApiError::invalid(message)
-        },
-        other => ApiError::internal(other.to_string()),
-    }
-}
-
 /// Makes a key and returns it with its secret, once.
 #[utoipa::path(post, path = "/admin/keys", tag = "admin", security(("api_key" = [])),
     request_body = CreateKeyRequest,
@@ -135,7 +121,7 @@ pub(crate) async fn create_key(
     } else {
         store.create_key(new).await
     }
-    .map_err(platform_error)?;
+    .map_err(ApiError::from)?;
     let body = CreatedKeyBody {
         key: created.key,
         secret: created.secret,
@@ -149,7 +135,7 @@ pub(crate) async fn create_key(
               (status = 401, description = "No or a wrong API key", body = ErrorBody),
               (status = 403, description = "The key lacks the admin scope", body = ErrorBody)))]
 pub(crate) async fn list_keys(State(state): State<AppState>) -> Result<Json<KeyList>, ApiError> {
-    let data = store(&state)?.list_keys().await.map_err(platform_error)?;
+    let data = store(&state)?.list_keys().await.map_err(ApiError::from)?;
     Ok(Json(KeyList {
         object: "list",
         data,
@@ -170,7 +156,7 @@ pub(crate) async fn revoke_key(
     if !store(&state)?
         .revoke_key(&id)
         .await
-        .map_err(platform_error)?
+        .map_err(ApiError::from)?
     {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::auth::bearer;
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::admin::{platform_error, store};
+use crate::routes::admin::store;
 use crate::state::AppState;
 use crate::wire::parse_body;
 
@@ -94,7 +94,7 @@ pub(crate) async fn login(
     let outcome = store
         .login_with(&request.username, &request.password, policy)
         .await
-        .map_err(|e| platform_error(e).into_response())?;
+        .map_err(|e| ApiError::from(e).into_response())?;
     match outcome {
         LoginOutcome::Issued(token) => Ok(Json(TokenBody {
             access_token: token.token,
@@ -139,7 +139,7 @@ pub(crate) async fn logout(
             Some(session.expires_at),
         )
         .await
-        .map_err(platform_error)?;
+        .map_err(ApiError::from)?;
     state.auth().forget_token(&session.jti);
     Ok(Json(LoggedOut {
         jti: session.jti,

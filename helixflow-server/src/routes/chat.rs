@@ -3,18 +3,16 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::response::Response;
+use axum::Extension;
 use helixflow_core::chat_template::messages_from_openai;
-use helixflow_core::completion::{new_id, unix_now, ChatCompletion, ChatCompletionChunk, Usage};
-use helixflow_core::generation::TokenOutput;
+use helixflow_core::completion::{ChatCompletion, ChatCompletionChunk};
 use helixflow_core::platform::Caller;
-use helixflow_core::streaming::{ChatChunker, ChunkHeader};
+use helixflow_core::request::GenerationRequest;
 
-use super::generate::{collect, sse, stream_payloads, submit, to_json, Origin, StreamShape};
+use super::answer::respond;
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
-use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::{parse_body, ChatRequest};
 
@@ -40,45 +38,14 @@ pub(crate) async fn chat_completions(
     let fields = &request.fields;
     check_model(&caller, &fields.model)?;
     let engine = state.chat_engine(&fields.model)?;
-    let params = fields
-        .options
-        .chat_params(request.logprobs, request.top_logprobs)?;
     let messages = messages_from_openai(&request.messages)?;
-    let chat = engine.model().clone();
-    let prompt = state.prepare(move || chat.encode_chat(&messages)).await?;
-    let n = params.n;
-    let logprobs = params.sampling.logprobs;
-    let id = new_id("chatcmpl");
-    let origin = Origin {
-        caller: &caller,
-        endpoint: "/v1/chat/completions",
-        request_id: &id,
-    };
-    let events = submit(&state, origin, engine, prompt, params).await?;
-    let limits = events.limits();
-    let (created, model) = (unix_now(), fields.model.clone());
-    if !fields.stream {
-        let done = collect(events, n, logprobs).await?;
-        let answer = ChatCompletion::new(id.clone(), created, model, done.choices, done.usage);
-        let response = Json(answer).into_response();
-        return Ok(ratelimit::with_headers(response, &limits, &id));
-    }
-    let header = ChunkHeader {
-        id: id.clone(),
-        created,
-        model,
-    };
-    let shape = ChatChunker::new(header, n);
-    let response = sse(stream_payloads(events, fields.include_usage(), shape));
-    Ok(ratelimit::with_headers(response, &limits, &id))
-}
-
-impl StreamShape for ChatChunker {
-    fn token(&mut self, choice: usize, output: TokenOutput) -> Option<String> {
-        ChatChunker::token(self, choice, output).map(|chunk| to_json(&chunk))
-    }
-
-    fn usage(&self, usage: Usage) -> String {
-        to_json(&ChatChunker::usage(self, usage))
-    }
+    let (chat, options) = (engine.model().clone(), fields.options.clone());
+    let (logprobs, top_logprobs) = (request.logprobs, request.top_logprobs);
+    let prepared = state
+        .prepare(move || {
+            GenerationRequest::chat(&chat, &messages, &options, logprobs, top_logprobs)
+        })
+        .await?;
+    let origin = (&caller, "/v1/chat/completions");
+    respond(&state, origin, engine, prepared, fields).await
 }

@@ -7,17 +7,15 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
 use helixflow_core::completion::new_id;
-use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
-use helixflow_core::platform::{Caller, LimitStatus, MeteredRequest};
+use helixflow_core::embeddings::EmbeddingInput;
+use helixflow_core::platform::Caller;
 use serde::Serialize;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use utoipa::ToSchema;
 
-use super::generate::Origin;
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
+use crate::inference::{embed_for, Origin};
 use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::{parse_body, EmbeddingRequest};
@@ -59,77 +57,6 @@ fn inputs(input: &Value) -> Result<EmbeddingInput, ApiError> {
         }
         _ => return Err(bad()),
     })
-}
-
-/// Sets its flag when dropped: the handler's future was dropped (the client went away), so
-/// the encoder stops at its next batch.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Embeds `input` for the caller: tokenises and checks it against the request limits (so
-/// that its limits are charged the exact token count, 429 when over), then runs the encoder,
-/// which stops between batches if the caller goes away. Both run on blocking threads (they
-/// are compute-bound). Also the caller's standing against its limits.
-pub(crate) async fn embed_for(
-    state: &AppState,
-    origin: Origin<'_>,
-    model: Arc<EmbeddingModel>,
-    input: EmbeddingInput,
-    truncate: bool,
-) -> Result<(Embeddings, Vec<LimitStatus>), ApiError> {
-    let tokenizer = model.clone();
-    let sequences = state
-        .prepare(move || tokenizer.prepare_request(input, truncate))
-        .await
-        .map_err(|e| ApiError {
-            param: Some("input".into()),
-            ..e
-        })?;
-    let tokens: usize = sequences.iter().map(Vec::len).sum();
-    let request = MeteredRequest {
-        request_id: Some(origin.request_id.to_string()),
-        model: model.name().to_string(),
-        endpoint: origin.endpoint.to_string(),
-        prompt_tokens: tokens as u64,
-        max_completion_tokens: 0,
-    };
-    let metered = state
-        .meter()
-        .admit(origin.caller, request)
-        .await
-        .map_err(ratelimit::refused)?;
-    let limits = metered.limits().to_vec();
-    metered.progress().prompt();
-    let cancelled = Arc::new(AtomicBool::new(false));
-    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
-    let work = tokio::task::spawn_blocking(move || {
-        model.embed_prepared(&sequences, &|| cancelled.load(Ordering::Relaxed))
-    });
-    match work.await {
-        Ok(Ok(embeddings)) => {
-            metered.finish(embeddings.prompt_tokens as u64, 0);
-            Ok((embeddings, limits))
-        }
-        Ok(Err(e)) => {
-            let e = ApiError::from(e);
-            if e.status.is_client_error() {
-                metered.discard(); // refused input (a token outside the vocabulary)
-            } else {
-                metered.fail(e.status.as_u16());
-            }
-            Err(e)
-        }
-        Err(e) => {
-            let e = ApiError::internal(format!("the embedding task failed: {e}"));
-            metered.fail(e.status.as_u16());
-            Err(e)
-        }
-    }
 }
 
 /// One embedding vector: floats, or base64 of little-endian f32s.

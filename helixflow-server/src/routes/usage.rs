@@ -13,7 +13,7 @@ use helixflow_core::platform::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::admin::{platform_error, store};
+use super::admin::store;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::parse_body;
@@ -189,7 +189,7 @@ pub(crate) async fn own_usage(
     let totals = store(&state)?
         .usage_report(&filter, &[UsageGroup::Day, UsageGroup::Model])
         .await
-        .map_err(platform_error)?;
+        .map_err(ApiError::from)?;
     let mut data: Vec<UsageBucket> = Vec::new();
     for total in totals {
         let day = total.day.unwrap_or_default();
@@ -232,7 +232,7 @@ pub(crate) async fn usage_report(
     for name in params.group_by.as_deref().unwrap_or("key").split(',') {
         let group = UsageGroup::parse(name).map_err(|e| ApiError {
             param: Some("group_by".into()),
-            ..platform_error(e)
+            ..ApiError::from(e)
         })?;
         if !groups.contains(&group) {
             groups.push(group);
@@ -257,7 +257,7 @@ pub(crate) async fn usage_report(
     let totals = store(&state)?
         .usage_report(&filter, &groups)
         .await
-        .map_err(platform_error)?;
+        .map_err(ApiError::from)?;
     Ok(Json(UsageReport {
         object: "list",
         group_by: groups,
@@ -277,7 +277,7 @@ pub(crate) async fn key_defaults(
     let defaults = store(&state)?
         .key_defaults()
         .await
-        .map_err(platform_error)?;
+        .map_err(ApiError::from)?;
     Ok(Json(defaults))
 }
 
@@ -302,6 +302,6 @@ pub(crate) async fn set_key_defaults(
     store(&state)?
         .set_key_defaults(&defaults)
         .await
-        .map_err(platform_error)?;
+        .map_err(ApiError::from)?;
     Ok(Json(defaults))
 }

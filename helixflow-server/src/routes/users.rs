@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::admin::{platform_error, store};
+use crate::routes::admin::store;
 use crate::state::AppState;
 use crate::wire::parse_body;
 
@@ -83,7 +83,7 @@ pub(crate) async fn create_user(
         password: request.password,
         scopes: request.scopes.unwrap_or_else(|| vec![Scope::Inference]),
     };
-    let user = store.create_user(new).await.map_err(platform_error)?;
+    let user = store.create_user(new).await.map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -93,7 +93,7 @@ pub(crate) async fn create_user(
               (status = 401, description = "No or a wrong API key", body = ErrorBody),
               (status = 403, description = "The caller lacks the admin scope", body = ErrorBody)))]
 pub(crate) async fn list_users(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
-    let data = store(&state)?.list_users().await.map_err(platform_error)?;
+    let data = store(&state)?.list_users().await.map_err(ApiError::from)?;
     Ok(Json(UserList {
         object: "list",
         data,
@@ -115,7 +115,7 @@ pub(crate) async fn disable_user(
     if !store(&state)?
         .disable_user(&id)
         .await
-        .map_err(platform_error)?
+        .map_err(ApiError::from)?
     {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -146,7 +146,7 @@ pub(crate) async fn revoke_token(
             let id = store
                 .token_id(&token)
                 .await
-                .map_err(platform_error)?
+                .map_err(ApiError::from)?
                 .ok_or_else(|| {
                     ApiError::invalid_param("token", "This is not an access token of this server.")
                 })?;
@@ -159,7 +159,7 @@ pub(crate) async fn revoke_token(
         .await
         .map_err(|e| ApiError {
             param: Some("jti".into()),
-            ..platform_error(e)
+            ..ApiError::from(e)
         })?;
     state.auth().forget_token(&jti);
     Ok(Json(RevokedToken { jti, revoked: true }))

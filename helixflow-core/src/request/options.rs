@@ -1,5 +1,5 @@
-//! Generation options as the OpenAI API names them, before defaults apply: what an HTTP body
-//! or a Python call carries, turned into [`GenerationParams`] in one place.
+//! Generation options as the OpenAI API names them, before defaults apply: what an HTTP body,
+//! a gRPC message or a Python call carries, turned into [`GenerationParams`] in one place.
 
 use std::collections::HashMap;
 

@@ -1,0 +1,263 @@
+//! One request's way through the server, shared by the HTTP routes and the gRPC service:
+//! admission against the caller's limits, submission of the core's validated
+//! [`GenerationRequest`] to the engine, its events awaited (no thread per request) with the
+//! deadline and the shutdown applied and the usage settled, and embeddings the same way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
+use helixflow_core::engine::{EngineEvent, EngineHandle, RequestStream};
+use helixflow_core::platform::{Caller, LimitStatus, Metered, MeteredRequest, Progress};
+use helixflow_core::request::GenerationRequest;
+use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerPart, ChunkHeader};
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::ratelimit;
+use crate::state::{AppState, Phase};
+
+/// Who asked for a generation, and through what: for the caller's limits and the usage
+/// record.
+pub(crate) struct Origin<'a> {
+    /// The authenticated caller.
+    pub(crate) caller: &'a Caller,
+    /// The endpoint (`/v1/chat/completions`, or the gRPC method).
+    pub(crate) endpoint: &'static str,
+    /// The request's id: the response's `id`.
+    pub(crate) request_id: &'a str,
+}
+
+/// Admits `request` against the caller's limits (its prompt plus the most it may generate
+/// for every choice; 429 when over) and queues it on `engine`. Dropping the returned
+/// [`Events`] (the client went away) cancels the generation.
+pub(crate) async fn submit(
+    state: &AppState,
+    origin: Origin<'_>,
+    engine: &EngineHandle,
+    request: GenerationRequest,
+) -> Result<Events, ApiError> {
+    let GenerationRequest { prompt, params, .. } = request;
+    let context = engine.model().context_length();
+    let per_choice = params.token_budget(prompt.len(), context)?;
+    let metered = MeteredRequest {
+        request_id: Some(origin.request_id.to_string()),
+        model: engine.model().name().to_string(),
+        endpoint: origin.endpoint.to_string(),
+        prompt_tokens: prompt.len() as u64,
+        max_completion_tokens: (per_choice as u64).saturating_mul(params.n.max(1) as u64),
+    };
+    let metered = state
+        .meter()
+        .admit(origin.caller, metered)
+        .await
+        .map_err(ratelimit::refused)?;
+    let stream = match engine.submit(prompt, params) {
+        Ok(stream) => stream,
+        Err(e) => {
+            metered.discard(); // it never ran: its tokens go back
+            return Err(e.into());
+        }
+    };
+    Ok(Events {
+        stream,
+        deadline: tokio::time::Instant::now() + state.request_timeout(),
+        phase: state.phase(),
+        prompt_tokens: 0,
+        progress: metered.progress(),
+        metrics: state.metrics().clone(),
+        last_token: (Instant::now(), true),
+        metered: Some(metered),
+    })
+}
+
+/// A generation's events, awaited, cut off at the request's deadline. It holds the
+/// request's [`Metered`] guard until the generation ends; dropped before, the request counts
+/// as cancelled (and the engine stops it).
+pub(crate) struct Events {
+    stream: RequestStream,
+    deadline: tokio::time::Instant,
+    /// A shutdown's progress: at its cut the generation ends with a shutdown error.
+    phase: watch::Receiver<Phase>,
+    prompt_tokens: usize,
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    /// When the last token came (at first: when the request was queued), and whether none
+    /// has come yet.
+    last_token: (Instant, bool),
+    metered: Option<Metered>,
+}
+
+impl Events {
+    /// The next event; an engine failure is an error. Past the deadline this is a 504 error,
+    /// and at the end of a shutdown's grace period a 503 one (`server_shutting_down`);
+    /// dropping `self` then cancels the generation. The end (done, failed, timed out, cut
+    /// off) settles the request's usage.
+    pub(crate) async fn next(&mut self) -> Result<EngineEvent, ApiError> {
+        let received = tokio::select! {
+            biased;
+            () = Phase::reached(&mut self.phase, Phase::Cut) => None,
+            received = tokio::time::timeout_at(self.deadline, self.stream.recv_async()) => {
+                Some(received)
+            }
+        };
+        let next = match received {
+            None => Err(ApiError::shutting_down()),
+            Some(Ok(Some(EngineEvent::Failed(e)))) => Err(ApiError::from(e)),
+            Some(Ok(Some(event))) => Ok(event),
+            Some(Ok(None)) => Err(ApiError::internal(
+                "the engine stopped before the answer was complete",
+            )),
+            Some(Err(_)) => Err(ApiError::timeout()),
+        };
+        match &next {
+            Ok(EngineEvent::Started { prompt_tokens }) => {
+                self.prompt_tokens = *prompt_tokens;
+                self.progress.prompt();
+                self.metrics.prompt(*prompt_tokens);
+            }
+            Ok(EngineEvent::Token { .. }) => {
+                self.progress.token();
+                let now = Instant::now();
+                let (last, first) = std::mem::replace(&mut self.last_token, (now, false));
+                self.metrics.token(first, now - last);
+            }
+            Ok(EngineEvent::Done { completion_tokens }) => {
+                if let Some(metered) = self.metered.take() {
+                    metered.finish(self.prompt_tokens as u64, *completion_tokens as u64);
+                }
+            }
+            Err(e) => {
+                if let Some(metered) = self.metered.take() {
+                    if e.status == StatusCode::GATEWAY_TIMEOUT {
+                        metered.cancel(e.status.as_u16());
+                    } else {
+                        metered.fail(e.status.as_u16());
+                    }
+                }
+            }
+            Ok(EngineEvent::Failed(_)) => {}
+        }
+        next
+    }
+
+    /// The next part of the answer `builder` makes of the events: a chunk, or the whole
+    /// answer; `None` once the generation is done.
+    pub(crate) async fn next_part(
+        &mut self,
+        builder: &mut AnswerBuilder,
+    ) -> Result<Option<AnswerPart>, ApiError> {
+        while !builder.is_done() {
+            let event = self.next().await?;
+            if let Some(part) = builder.push(event)? {
+                return Ok(Some(part));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The whole answer of `n` choices (`logprobs`: whether they carry logprobs).
+    pub(crate) async fn answer(
+        mut self,
+        header: ChunkHeader,
+        kind: helixflow_core::streaming::AnswerKind,
+        n: usize,
+        logprobs: bool,
+    ) -> Result<Answer, ApiError> {
+        let mut builder = AnswerBuilder::whole(kind, header, n, logprobs);
+        loop {
+            match self.next_part(&mut builder).await? {
+                Some(AnswerPart::Whole(answer)) => return Ok(answer),
+                Some(AnswerPart::Chunk(_)) => {}
+                None => return Err(ApiError::internal("the generation ended without an answer")),
+            }
+        }
+    }
+
+    /// The prompt's length, once the `Started` event has been seen.
+    pub(crate) fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// The caller's standing against its limits, for the `x-ratelimit-*` headers.
+    pub(crate) fn limits(&self) -> Vec<LimitStatus> {
+        self.metered
+            .as_ref()
+            .map(|m| m.limits().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+/// Sets its flag when dropped: the handler's future was dropped (the client went away), so
+/// the encoder stops at its next batch.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Embeds `input` for the caller: tokenises and checks it against the request limits (so
+/// that its limits are charged the exact token count, 429 when over), then runs the encoder,
+/// which stops between batches if the caller goes away. Both run on blocking threads (they
+/// are compute-bound). Also the caller's standing against its limits.
+pub(crate) async fn embed_for(
+    state: &AppState,
+    origin: Origin<'_>,
+    model: Arc<EmbeddingModel>,
+    input: EmbeddingInput,
+    truncate: bool,
+) -> Result<(Embeddings, Vec<LimitStatus>), ApiError> {
+    let tokenizer = model.clone();
+    let sequences = state
+        .prepare(move || tokenizer.prepare_request(input, truncate))
+        .await
+        .map_err(|e| ApiError {
+            param: Some("input".into()),
+            ..e
+        })?;
+    let tokens: usize = sequences.iter().map(Vec::len).sum();
+    let request = MeteredRequest {
+        request_id: Some(origin.request_id.to_string()),
+        model: model.name().to_string(),
+        endpoint: origin.endpoint.to_string(),
+        prompt_tokens: tokens as u64,
+        max_completion_tokens: 0,
+    };
+    let metered = state
+        .meter()
+        .admit(origin.caller, request)
+        .await
+        .map_err(ratelimit::refused)?;
+    let limits = metered.limits().to_vec();
+    metered.progress().prompt();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
+    let work = tokio::task::spawn_blocking(move || {
+        model.embed_prepared(&sequences, &|| cancelled.load(Ordering::Relaxed))
+    });
+    match work.await {
+        Ok(Ok(embeddings)) => {
+            metered.finish(embeddings.prompt_tokens as u64, 0);
+            Ok((embeddings, limits))
+        }
+        Ok(Err(e)) => {
+            let e = ApiError::from(e);
+            if e.status.is_client_error() {
+                metered.discard(); // refused input (a token outside the vocabulary)
+            } else {
+                metered.fail(e.status.as_u16());
+            }
+            Err(e)
+        }
+        Err(e) => {
+            let e = ApiError::internal(format!("the embedding task failed: {e}"));
+            metered.fail(e.status.as_u16());
+            Err(e)
+        }
+    }
+}

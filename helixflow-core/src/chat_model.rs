@@ -280,7 +280,8 @@ impl ChatModel {
         messages: &[ChatMessage],
         params: &GenerationParams,
     ) -> Result<ChatCompletion> {
-        self.chat_stream(messages, params, |_| Ok(()))
+        let prompt = self.encode_chat(messages)?;
+        Self::chat_answer(self.answer(AnswerKind::Chat, &prompt, params, None)?)
     }
 
     /// Answers a conversation, handing each chunk to `on_chunk` as it is generated, and
@@ -293,10 +294,14 @@ impl ChatModel {
         mut on_chunk: impl FnMut(ChatCompletionChunk) -> Result<()>,
     ) -> Result<ChatCompletion> {
         let prompt = self.encode_chat(messages)?;
-        let answer = self.answer(AnswerKind::Chat, &prompt, params, |chunk| match chunk {
+        let mut on_chunk = |chunk| match chunk {
             AnswerChunk::Chat(chunk) => on_chunk(chunk),
             AnswerChunk::Text(_) => Ok(()),
-        })?;
+        };
+        Self::chat_answer(self.answer(AnswerKind::Chat, &prompt, params, Some(&mut on_chunk))?)
+    }
+
+    fn chat_answer(answer: Answer) -> Result<ChatCompletion> {
         match answer {
             Answer::Chat(answer) => Ok(answer),
             Answer::Text(_) => Err(Error::StepFailed("a chat answered as text".into())),
@@ -305,7 +310,8 @@ impl ChatModel {
 
     /// Continues a raw text prompt (no chat template).
     pub fn complete(&self, prompt: &str, params: &GenerationParams) -> Result<TextCompletion> {
-        self.complete_stream(prompt, params, |_| Ok(()))
+        let ids = self.encode_text(prompt)?;
+        Self::text_answer(self.answer(AnswerKind::Text, &ids, params, None)?)
     }
 
     /// Continues a raw text prompt, handing each chunk of the streamed answer to `on_chunk`
@@ -316,14 +322,24 @@ impl ChatModel {
         params: &GenerationParams,
         mut on_chunk: impl FnMut(TextCompletionChunk) -> Result<()>,
     ) -> Result<TextCompletion> {
+        let ids = self.encode_text(prompt)?;
+        let mut on_chunk = |chunk| match chunk {
+            AnswerChunk::Text(chunk) => on_chunk(chunk),
+            AnswerChunk::Chat(_) => Ok(()),
+        };
+        Self::text_answer(self.answer(AnswerKind::Text, &ids, params, Some(&mut on_chunk))?)
+    }
+
+    /// A text prompt's ids, which must not be empty.
+    fn encode_text(&self, prompt: &str) -> Result<Vec<u32>> {
         let ids = self.encode_prompt(prompt)?;
         if ids.is_empty() {
             return Err(Error::invalid_field("prompt", "the prompt is empty"));
         }
-        let answer = self.answer(AnswerKind::Text, &ids, params, |chunk| match chunk {
-            AnswerChunk::Text(chunk) => on_chunk(chunk),
-            AnswerChunk::Chat(_) => Ok(()),
-        })?;
+        Ok(ids)
+    }
+
+    fn text_answer(answer: Answer) -> Result<TextCompletion> {
         match answer {
             Answer::Text(answer) => Ok(answer),
             Answer::Chat(_) => Err(Error::StepFailed("a completion answered as chat".into())),
@@ -331,14 +347,15 @@ impl ChatModel {
     }
 
     /// Generates `params.n` choices after `prompt` (token ids), all stepped together, as
-    /// the engine would: their events go through the one [`AnswerBuilder`], which hands
-    /// each chunk of the streamed answer to `on_chunk` and returns the whole answer.
+    /// the engine would: their events go through the one [`AnswerBuilder`], which returns
+    /// the whole answer and, when there is an `on_chunk`, hands it each chunk of the
+    /// streamed answer (no chunks are made without one).
     fn answer(
         &self,
         kind: AnswerKind,
         prompt: &[u32],
         params: &GenerationParams,
-        mut on_chunk: impl FnMut(AnswerChunk) -> Result<()>,
+        mut on_chunk: Option<&mut dyn FnMut(AnswerChunk) -> Result<()>>,
     ) -> Result<Answer> {
         params.validate(self.model.shape().vocab_size)?;
         let budget = params.token_budget(prompt.len(), self.context_length())?;
@@ -347,12 +364,16 @@ impl ChatModel {
             created: unix_now(),
             model: self.name.clone(),
         };
-        let mut chunks = AnswerBuilder::streamed(kind, header.clone(), params.n, false);
+        let mut chunks = on_chunk
+            .is_some()
+            .then(|| AnswerBuilder::streamed(kind, header.clone(), params.n, false));
         let mut whole = AnswerBuilder::whole(kind, header, params.n, params.sampling.logprobs);
         let started = || EngineEvent::Started {
             prompt_tokens: prompt.len(),
         };
-        chunks.push(started())?;
+        if let Some(chunks) = &mut chunks {
+            chunks.push(started())?;
+        }
         whole.push(started())?;
         // One base seed for the request, so every choice gets its own reproducible stream.
         let base_seed = params.sampling.seed.unwrap_or_else(rand::random);
@@ -380,10 +401,12 @@ impl ChatModel {
                     output: output.clone(),
                 };
                 whole.push(token(out))?;
-                match chunks.push(token(out))? {
-                    Some(AnswerPart::Chunk(chunk)) => on_chunk(chunk),
-                    _ => Ok(()),
+                if let (Some(chunks), Some(on_chunk)) = (&mut chunks, &mut on_chunk) {
+                    if let Some(AnswerPart::Chunk(chunk)) = chunks.push(token(out))? {
+                        on_chunk(chunk)?;
+                    }
                 }
+                Ok(())
             },
         )?;
         let done = EngineEvent::Done {

@@ -11,7 +11,6 @@ use helixflow_core::models::LoadQuantization;
 use helixflow_core::registry::{ModelRegistry, ServedModel};
 use helixflow_core::request::{GenerationOptions, GenerationRequest, TextPrompt};
 use helixflow_core::source::StderrProgress;
-use helixflow_core::streaming::AnswerBuilder;
 use helixflow_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
@@ -71,13 +70,7 @@ impl NativeEngine {
         stream: bool,
         include_usage: bool,
     ) -> PyResult<NativeGeneration> {
-        let header = request.header(self.model_id.clone());
-        let (kind, n) = (request.kind, request.params.n);
-        let builder = if stream {
-            AnswerBuilder::streamed(kind, header, n, include_usage)
-        } else {
-            AnswerBuilder::whole(kind, header, n, request.params.sampling.logprobs)
-        };
+        let builder = request.answer_builder(self.model_id.clone(), stream, include_usage);
         let events = guarded(|| engine.submit(request.prompt, request.params))?;
         Ok(NativeGeneration::new(events, builder))
     }

@@ -12,7 +12,7 @@ use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
 use helixflow_core::engine::{EngineEvent, EngineHandle, RequestStream};
 use helixflow_core::platform::{Caller, LimitStatus, Metered, MeteredRequest, Progress};
 use helixflow_core::request::GenerationRequest;
-use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerPart, ChunkHeader};
+use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerPart};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
@@ -159,15 +159,8 @@ impl Events {
         Ok(None)
     }
 
-    /// The whole answer of `n` choices (`logprobs`: whether they carry logprobs).
-    pub(crate) async fn answer(
-        mut self,
-        header: ChunkHeader,
-        kind: helixflow_core::streaming::AnswerKind,
-        n: usize,
-        logprobs: bool,
-    ) -> Result<Answer, ApiError> {
-        let mut builder = AnswerBuilder::whole(kind, header, n, logprobs);
+    /// The whole answer that `builder` (made with [`AnswerBuilder::whole`]) makes.
+    pub(crate) async fn answer(mut self, mut builder: AnswerBuilder) -> Result<Answer, ApiError> {
         loop {
             match self.next_part(&mut builder).await? {
                 Some(AnswerPart::Whole(answer)) => return Ok(answer),

@@ -25,7 +25,7 @@ use crate::chat_template::ChatMessage;
 use crate::completion::{new_id, unix_now};
 use crate::generation::GenerationParams;
 use crate::sampling::MAX_TOP_LOGPROBS;
-use crate::streaming::{AnswerKind, ChunkHeader};
+use crate::streaming::{AnswerBuilder, AnswerKind, ChunkHeader};
 use crate::{Error, Result};
 
 /// A text completion's prompt: text to tokenise, or token ids.
@@ -146,12 +146,28 @@ impl GenerationRequest {
             model: model.into(),
         }
     }
+
+    /// The builder of this request's answer from `model` (with a new [`Self::header`]): its
+    /// chunks when `stream` (and the usage chunk with `include_usage`), else the whole answer.
+    pub fn answer_builder(
+        &self,
+        model: impl Into<String>,
+        stream: bool,
+        include_usage: bool,
+    ) -> AnswerBuilder {
+        let (header, n) = (self.header(model), self.params.n);
+        if stream {
+            AnswerBuilder::streamed(self.kind, header, n, include_usage)
+        } else {
+            AnswerBuilder::whole(self.kind, header, n, self.params.sampling.logprobs)
+        }
+    }
 }
 
 /// The legacy `logprobs` count of an API that names the switch and the count apart, as chat
 /// does (`top_logprobs` needs `logprobs`).
 pub fn legacy_logprobs(logprobs: bool, top_logprobs: Option<usize>) -> Result<Option<usize>> {
-    GenerationOptions::default().chat_params(logprobs, top_logprobs)?;
+    options::check_top_logprobs(logprobs, top_logprobs)?;
     Ok(logprobs.then(|| top_logprobs.unwrap_or(0)))
 }
 

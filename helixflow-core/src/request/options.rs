@@ -104,13 +104,20 @@ impl GenerationOptions {
         logprobs: bool,
         top_logprobs: Option<usize>,
     ) -> Result<GenerationParams> {
-        if top_logprobs.is_some_and(|n| n > 0) && !logprobs {
-            return Err(Error::InvalidRequest(
-                "top_logprobs needs logprobs: true".into(),
-            ));
-        }
+        check_top_logprobs(logprobs, top_logprobs)?;
         self.params(logprobs, top_logprobs.unwrap_or(0))
     }
+}
+
+/// The rule of APIs that name the logprobs switch and the count of alternatives apart, as
+/// chat does: `top_logprobs` needs `logprobs`.
+pub(super) fn check_top_logprobs(logprobs: bool, top_logprobs: Option<usize>) -> Result<()> {
+    if top_logprobs.is_some_and(|n| n > 0) && !logprobs {
+        return Err(Error::InvalidRequest(
+            "top_logprobs needs logprobs: true".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

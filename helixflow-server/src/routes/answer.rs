@@ -29,10 +29,9 @@ pub(crate) async fn respond(
     request: GenerationRequest,
     fields: &GenerationFields,
 ) -> Result<Response, ApiError> {
-    let header = request.header(fields.model.clone());
-    let id = header.id.clone();
-    let (kind, n) = (request.kind, request.params.n);
-    let logprobs = request.params.sampling.logprobs;
+    let builder =
+        request.answer_builder(fields.model.clone(), fields.stream, fields.include_usage());
+    let id = builder.header().id.clone();
     let origin = Origin {
         caller,
         endpoint,
@@ -41,10 +40,9 @@ pub(crate) async fn respond(
     let events = submit(state, origin, engine, request).await?;
     let limits = events.limits();
     let response = if fields.stream {
-        let builder = AnswerBuilder::streamed(kind, header, n, fields.include_usage());
         sse(events, builder)
     } else {
-        Json(events.answer(header, kind, n, logprobs).await?).into_response()
+        Json(events.answer(builder).await?).into_response()
     };
     Ok(ratelimit::with_headers(response, &limits, &id))
 }

@@ -355,6 +355,16 @@ pub struct BenchArgs {
     /// Seconds of --platform load (per case).
     #[arg(long, default_value_t = 10, requires = "platform")]
     pub seconds: u64,
+    /// Hold every answer of an in-process sweep to this JSON schema (structured outputs), to
+    /// measure what the grammar's masks cost. The schema must not let an answer end within
+    /// --gen-tokens (e.g. an array with a large `minItems`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "streams",
+        conflicts_with = "serve"
+    )]
+    pub json_schema: Option<PathBuf>,
     /// The in-process engine's token budget per step (as `helixflow serve`'s flag).
     #[arg(long, default_value_t = 512, conflicts_with = "serve")]
     pub max_batched_tokens: usize,

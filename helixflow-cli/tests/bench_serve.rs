@@ -88,6 +88,31 @@ fn the_in_process_sweep_reports_every_level() {
 }
 
 #[test]
+fn the_in_process_sweep_holds_answers_to_a_json_schema() {
+    // An array that cannot close within the budget, so every request runs its full length.
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "array", "minItems": 1000, "items": {"type": "integer"}}"#,
+    )
+    .unwrap();
+    let schema = schema.to_str().unwrap();
+    let v = report(
+        &bench(&[&SWEEP[..], &["--json", "--json-schema", schema]].concat()),
+        "in-process",
+    );
+    assert_eq!(v["json_schema"], schema, "{v}");
+    assert!(v["levels"][0]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // A schema that does not compile is an error naming the flag.
+    std::fs::write(dir.path().join("bad.json"), r#"{"type": "frobnicate"}"#).unwrap();
+    let bad = dir.path().join("bad.json");
+    let out = bench(&[&SWEEP[..], &["--json-schema", bad.to_str().unwrap()]].concat());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--json-schema"));
+}
+
+#[test]
 fn the_http_sweep_streams_from_the_real_server() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::spawn(&["--no-tls", "--data-dir", data.path().to_str().unwrap()]);

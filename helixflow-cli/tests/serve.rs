@@ -405,6 +405,39 @@ mod grpc {
             }
             assert_eq!(seen, 3);
 
+            // Structured outputs: the same JSON objects as over HTTP, as text; a grammar
+            // that does not compile names its field.
+            let structured = |spec: &str| CompletionRequest {
+                model: "smollm2-135m-instruct".into(),
+                prompt: Some(completion_request::Prompt::Text("My PIN is".into())),
+                options: Some(GenerationOptions {
+                    max_tokens: Some(8),
+                    structured_outputs: Some(spec.into()),
+                    ..Default::default()
+                }),
+            };
+            let mut stream = client
+                .complete(authorized(structured(r#"{"regex": "[0-9]{4}"}"#)))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut pin = String::new();
+            while let Some(event) = stream.message().await.unwrap() {
+                if let Some(Event::Token(t)) = event.event {
+                    pin.push_str(&t.text);
+                }
+            }
+            assert!(
+                pin.len() == 4 && pin.bytes().all(|b| b.is_ascii_digit()),
+                "{pin:?}"
+            );
+            let bad = client
+                .complete(authorized(structured(r#"{"regex": "(unclosed"}"#)))
+                .await
+                .unwrap_err();
+            assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+            assert!(bad.message().contains("structured_outputs"), "{bad:?}");
+
             let (input, expected) = golden_embedding();
             let embedded = client
                 .embed(authorized(EmbedRequest {

@@ -14,6 +14,7 @@ use crate::gguf::GgufFile;
 use crate::models::{self, CausalLm, LoadQuantization};
 use crate::sampling::choice_seed;
 use crate::streaming::{Answer, AnswerBuilder, AnswerChunk, AnswerKind, AnswerPart, ChunkHeader};
+use crate::structured::{Grammar, GrammarSpec, Grammars};
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
 /// How [`ChatModel::load_with`] loads a model.
@@ -34,6 +35,8 @@ pub struct ChatModel {
     tokenizer: Tokenizer,
     /// `None` for a model without one (a base model): chat requests are refused.
     template: Option<ChatTemplate>,
+    /// Compiles structured outputs' grammars over this model's vocabulary.
+    grammars: Grammars,
 }
 
 impl std::fmt::Debug for ChatModel {
@@ -128,6 +131,7 @@ impl ChatModel {
             model,
             tokenizer,
             template,
+            grammars: Grammars::default(),
         })
     }
 
@@ -145,6 +149,14 @@ impl ChatModel {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// `spec` compiled for this model, to hold its answers to (structured outputs); a
+    /// grammar llguidance cannot compile is [`Error::InvalidField`] naming `field`, the
+    /// request field it came from.
+    pub fn grammar(&self, spec: &GrammarSpec, field: &str) -> Result<Grammar> {
+        let vocab = self.model.shape().vocab_size;
+        self.grammars.compile(spec, field, &self.tokenizer, vocab)
     }
 
     /// The network.

@@ -13,6 +13,7 @@ use crate::models::Logits;
 use crate::models::{CausalLm, SeqStep};
 use crate::sampling::{SampledToken, Sampler, SamplingParams, TokenHistory};
 use crate::stop::StopMatcher;
+use crate::structured::{Grammar, TokenConstraint};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
 /// What to generate, beyond the prompt: validated by [`GenerationParams::validate`].
@@ -29,6 +30,9 @@ pub struct GenerationParams {
     /// Keep generating past the model's end-of-turn tokens (benchmarks), until `max_tokens`
     /// or a stop string.
     pub ignore_eos: bool,
+    /// Hold the answer to a grammar (structured outputs); built by
+    /// [`crate::chat_model::ChatModel::grammar`] for the model that runs the request.
+    pub grammar: Option<Grammar>,
 }
 
 /// The most choices one request may ask for.
@@ -43,6 +47,7 @@ impl GenerationParams {
             stop: Vec::new(),
             n: 1,
             ignore_eos: false,
+            grammar: None,
         }
     }
 
@@ -61,6 +66,13 @@ impl GenerationParams {
             ));
         }
         StopMatcher::new(&self.stop)?;
+        if self.ignore_eos && self.grammar.is_some() {
+            return Err(Error::invalid_field(
+                "ignore_eos",
+                "ignore_eos cannot be combined with structured outputs, which end the answer \
+                 when its grammar is complete",
+            ));
+        }
         Ok(())
     }
 
@@ -117,6 +129,8 @@ pub struct Sequence {
     generated: Vec<u32>,
     max_tokens: usize,
     eot_ids: Vec<u32>,
+    /// The grammar's state, for a structured output.
+    constraint: Option<TokenConstraint>,
     finish: Option<FinishReason>,
 }
 
@@ -167,6 +181,7 @@ impl Sequence {
             } else {
                 tokenizer.end_of_turn_ids().to_vec()
             },
+            constraint: params.grammar.as_ref().map(Grammar::constraint),
             finish: None,
         })
     }
@@ -263,6 +278,7 @@ impl Sequence {
             generated: self.generated.clone(),
             max_tokens: self.max_tokens,
             eot_ids: self.eot_ids.clone(),
+            constraint: self.constraint.clone(),
             finish: self.finish,
         })
     }
@@ -287,7 +303,14 @@ impl Sequence {
                 "the sequence is still prefilling its prompt".into(),
             ));
         }
-        self.sampler.sample(logits, &self.history)
+        match &mut self.constraint {
+            None => self.sampler.sample(logits, &self.history),
+            Some(constraint) => {
+                let allowed = constraint.allowed()?;
+                self.sampler
+                    .sample_masked(logits, &self.history, Some(&allowed))
+            }
+        }
     }
 
     /// The second half of [`Sequence::accept`]: takes `sampled` (from
@@ -319,10 +342,14 @@ impl Sequence {
         if self.eot_ids.contains(&sampled.id) {
             self.finish = Some(FinishReason::Stop);
         } else {
+            let complete = match &mut self.constraint {
+                Some(constraint) => constraint.accept(sampled.id)?,
+                None => false,
+            };
             let delta = self.decoder.push(tokenizer, sampled.id)?;
             let step = self.stop.push(&delta);
             text = step.text;
-            if step.stopped {
+            if step.stopped || complete {
                 self.finish = Some(FinishReason::Stop);
             } else if self.generated.len() >= self.max_tokens {
                 self.finish = Some(FinishReason::Length);

@@ -27,6 +27,7 @@ pub mod sampling;
 pub mod source;
 pub mod stop;
 pub mod streaming;
+pub mod structured;
 pub mod tokenizer;
 
 pub use error::{Error, ErrorClass, Result};

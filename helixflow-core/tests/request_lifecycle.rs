@@ -6,11 +6,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use helixflow_core::chat_model::ChatModel;
 use helixflow_core::chat_template::ChatMessage;
-use helixflow_core::engine::{Engine, EngineConfig, EngineHandle};
+use helixflow_core::engine::{Engine, EngineConfig};
 use helixflow_core::request::{GenerationOptions, GenerationRequest, TextPrompt};
 use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerChunk, AnswerPart};
 use helixflow_core::{Error, ErrorClass};
@@ -23,27 +22,6 @@ fn options(json: serde_json::Value) -> GenerationOptions {
     serde_json::from_value(json).unwrap()
 }
 
-/// Runs `request` on `engine` through `builder`: every part it makes.
-async fn run(
-    engine: &EngineHandle,
-    request: &GenerationRequest,
-    mut builder: AnswerBuilder,
-) -> Vec<AnswerPart> {
-    let events = engine
-        .submit(request.prompt.clone(), request.params.clone())
-        .unwrap();
-    let mut parts = Vec::new();
-    while !builder.is_done() {
-        // Awaited: no thread waits on the engine for this request.
-        let event = tokio::time::timeout(Duration::from_secs(120), events.recv_async())
-            .await
-            .expect("an event within two minutes")
-            .expect("the request is not over before Done");
-        parts.extend(builder.push(event).unwrap());
-    }
-    parts
-}
-
 #[tokio::test]
 async fn streamed_and_whole_answers_agree_with_the_chat_model() {
     let chat = model();
@@ -54,7 +32,7 @@ async fn streamed_and_whole_answers_agree_with_the_chat_model() {
     assert_eq!(request.prompt, chat.encode_chat(&messages).unwrap());
 
     let (n, logprobs) = (request.params.n, request.params.sampling.logprobs);
-    let whole = run(
+    let whole = common::run_request(
         &engine,
         &request,
         AnswerBuilder::whole(request.kind, request.header("m"), n, logprobs),
@@ -63,7 +41,7 @@ async fn streamed_and_whole_answers_agree_with_the_chat_model() {
     let [AnswerPart::Whole(Answer::Chat(whole))] = whole.as_slice() else {
         panic!("one whole chat answer: {whole:?}")
     };
-    let streamed = run(
+    let streamed = common::run_request(
         &engine,
         &request,
         AnswerBuilder::streamed(request.kind, request.header("m"), n, true),

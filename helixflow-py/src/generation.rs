@@ -1,8 +1,10 @@
-//! One submitted generation, read from Python as stream chunks or as a whole answer. The GIL
-//! is released while waiting for the engine; Ctrl-C (KeyboardInterrupt) and dropping the
-//! object cancel the request, which frees its KV blocks at the engine's next step.
+//! One submitted generation, read from Python as stream chunks or as a whole answer. A
+//! blocking reader waits with the GIL released; an asyncio reader is called back on its event
+//! loop ([`NativeGeneration::watch`]) from one thread shared by every awaited generation, so
+//! no thread waits per request. Ctrl-C (KeyboardInterrupt) and dropping the object cancel the
+//! request, which frees its KV blocks at the engine's next step.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use helixflow_core::engine::{CancelHandle, EngineEvent, RequestStream};
@@ -25,7 +27,8 @@ struct Reader {
 #[pyclass(module = "helixflow._native", name = "NativeGeneration", frozen)]
 pub(crate) struct NativeGeneration {
     cancel: CancelHandle,
-    reader: Mutex<Reader>,
+    /// Shared with the task that delivers the parts of an awaited generation.
+    reader: Arc<Mutex<Reader>>,
     /// When Python's signal handlers last ran for this request's caller.
     signals_checked: Mutex<Instant>,
 }
@@ -34,16 +37,16 @@ impl NativeGeneration {
     pub(crate) fn new(events: RequestStream, builder: AnswerBuilder) -> Self {
         Self {
             cancel: events.cancel_handle(),
-            reader: Mutex::new(Reader {
+            reader: Arc::new(Mutex::new(Reader {
                 events: Some(events),
                 builder,
-            }),
+            })),
             signals_checked: Mutex::new(Instant::now()),
         }
     }
 
     fn reader(&self) -> MutexGuard<'_, Reader> {
-        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.reader)
     }
 
     /// The next event, waiting with the GIL released; `None` once the request is over or
@@ -154,6 +157,98 @@ impl NativeGeneration {
     fn cancel(&self) {
         self.cancel.cancel();
     }
+
+    /// Hands the answer's parts to `deliver` on the asyncio loop `event_loop` (through its
+    /// `call_soon_threadsafe`) as they come: each part's JSON, then `None` at the end, or
+    /// an exception instance. The waiting is a task on one thread that every awaited
+    /// generation shares. A loop that has closed cancels the request.
+    fn watch(&self, event_loop: Py<PyAny>, deliver: Py<PyAny>) -> PyResult<()> {
+        let Some(events) = self.reader().events.take() else {
+            return Err(exception(
+                "HelixFlowError",
+                "the generation is already being read",
+            ));
+        };
+        let (reader, cancel) = (self.reader.clone(), self.cancel.clone());
+        let hand = move |item: Delivery| {
+            Python::attach(|py| {
+                let item: Py<PyAny> = match item {
+                    Delivery::Part(json) => json.into_pyobject(py).map(|s| s.into_any().unbind()),
+                    Delivery::End => Ok(py.None()),
+                    Delivery::Failed(error) => Ok(error.into_value(py).into_any()),
+                }?;
+                event_loop.call_method1(py, "call_soon_threadsafe", (&deliver, item))
+            })
+            .inspect_err(|_| cancel.cancel())
+            .is_ok()
+        };
+        let cancel = self.cancel.clone();
+        waiter().spawn(async move {
+            loop {
+                let Some(event) = events.recv_async().await else {
+                    let done = lock(&reader).builder.is_done() || cancel.is_cancelled();
+                    hand(if done {
+                        Delivery::End
+                    } else {
+                        Delivery::Failed(exception(
+                            "EngineStoppedError",
+                            "the engine stopped before the answer was complete",
+                        ))
+                    });
+                    return;
+                };
+                let (part, done) = {
+                    let mut reader = lock(&reader);
+                    let part = reader.builder.push(event);
+                    (part, reader.builder.is_done())
+                };
+                let delivered = match part {
+                    Err(e) => {
+                        hand(Delivery::Failed(to_py(e)));
+                        return;
+                    }
+                    Ok(Some(AnswerPart::Chunk(chunk))) => hand(Delivery::Part(to_json(&chunk))),
+                    Ok(Some(AnswerPart::Whole(answer))) => hand(Delivery::Part(to_json(&answer))),
+                    Ok(None) => true,
+                };
+                if !delivered {
+                    return;
+                }
+                if done {
+                    hand(Delivery::End);
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// What [`NativeGeneration::watch`] hands to the event loop.
+enum Delivery {
+    Part(String),
+    End,
+    Failed(PyErr),
+}
+
+fn lock(reader: &Mutex<Reader>) -> MutexGuard<'_, Reader> {
+    reader.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The one thread on which every awaited generation waits for its events.
+fn waiter() -> &'static tokio::runtime::Handle {
+    static WAITER: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    WAITER.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a single-threaded runtime builds");
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("helixflow-asyncio".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .expect("the waiter thread starts");
+        handle
+    })
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {

@@ -84,3 +84,31 @@ def test_async_errors_reach_the_awaiting_task(chat_engine):
         asyncio.run(whole())
     with pytest.raises(InvalidRequestError):
         asyncio.run(streamed())
+
+
+def os_threads() -> int:
+    """The process's threads as the kernel counts them (Rust's and Python's)."""
+    import os
+
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="needs /proc")
+def test_awaited_requests_take_no_thread_each(chat_engine):
+    long = dict(temperature=0, max_tokens=48)
+
+    async def main():
+        # Warm up: the binding's one waiting thread starts with the first awaited request.
+        await chat_engine.achat(COLORS, **GREEDY)
+        before = os_threads()
+        streams = [chat_engine.achat(COLORS, stream=True, **long) for _ in range(8)]
+        wholes = [asyncio.ensure_future(chat_engine.achat(COLORS, **long)) for _ in range(8)]
+        first = [await s.__anext__() for s in streams]  # every stream has started
+        during = os_threads()
+        rest = [[c async for c in s] for s in streams]
+        answers = await asyncio.gather(*wholes)
+        return before, during, first, rest, answers
+
+    before, during, first, rest, answers = asyncio.run(main())
+    assert during <= before, (before, during)  # sixteen requests in flight, no new thread
+    assert len(first) == 8 and all(rest) and len(answers) == 8

@@ -2,6 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use helixflow_core::request::fields::{check_fields, Endpoint};
 use helixflow_core::request::GenerationOptions;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -18,8 +19,25 @@ pub(crate) fn parse_body<T: DeserializeOwned>(
         status: rejection.status(),
         ..ApiError::invalid(rejection.body_text())
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid(format!("The request body is not valid: {e}")))
+    serde_json::from_slice(&bytes).map_err(not_valid)
+}
+
+/// [`parse_body`] for an OpenAI endpoint: a field HelixFlow would not honour there is a 400
+/// naming it (core's [`check_fields`]), never silently dropped.
+pub(crate) fn parse_openai_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Result<T, ApiError> {
+    let value: serde_json::Value = parse_body(body)?;
+    let Some(fields) = value.as_object() else {
+        return Err(ApiError::invalid("The request body must be a JSON object"));
+    };
+    check_fields(endpoint, fields)?;
+    serde_json::from_value(value).map_err(not_valid)
+}
+
+fn not_valid(error: serde_json::Error) -> ApiError {
+    ApiError::invalid(format!("The request body is not valid: {error}"))
 }
 
 /// `stream_options`.
@@ -42,7 +60,7 @@ pub(crate) struct GenerationFields {
     /// Sampling, length and stop options.
     #[serde(flatten)]
     pub(crate) options: GenerationOptions,
-    /// Accepted and ignored (OpenAI uses it for abuse monitoring).
+    /// The end user, for the operator's abuse monitoring (HelixFlow records it nowhere).
     #[allow(dead_code)]
     pub(crate) user: Option<String>,
 }

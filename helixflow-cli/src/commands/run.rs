@@ -24,6 +24,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         stop: args.stop.clone(),
         n: 1,
         ignore_eos: false,
+        grammar: None,
     };
     let model = load::chat_model_with(&args.model, args.chat_template.as_deref(), args.quantize)?;
     if args.json {

@@ -79,6 +79,36 @@ for case, item in zip(embed_golden["cases"], e.data):
 f = client.embeddings.create(model=EMBED, input=inputs[0], encoding_format="float")
 check("embedding float", abs(f.data[0].embedding[0] - e.data[0].embedding[0]) < 1e-6)
 
+# Structured outputs: the SDK's parse() with a Pydantic model, whole and streamed.
+from typing import List, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=24)
+    age: int = Field(ge=0, le=120)
+    colors: List[Literal["red", "green", "blue"]] = Field(max_length=3)
+
+
+ask = [{"role": "user", "content": "Describe a person."}]
+for seed in range(3):
+    parsed = client.chat.completions.parse(model=CHAT, messages=ask, response_format=Person,
+                                           temperature=1.0, seed=seed, max_tokens=300)
+    person = parsed.choices[0].message.parsed
+    check("parse", isinstance(person, Person), parsed.choices[0].message.content)
+with client.chat.completions.stream(model=CHAT, messages=ask, response_format=Person,
+                                    temperature=1.0, seed=1, max_tokens=300) as stream:
+    final = stream.get_final_completion()
+check("stream parse", isinstance(final.choices[0].message.parsed, Person)
+      and final.choices[0].message.content == client.chat.completions.parse(
+          model=CHAT, messages=ask, response_format=Person, temperature=1.0, seed=1,
+          max_tokens=300).choices[0].message.content)
+# vLLM's extension, through extra_body.
+r = client.chat.completions.create(model=CHAT, messages=ask, max_tokens=8, temperature=1.0,
+                                   extra_body={"structured_outputs": {"choice": ["alpha", "beta"]}})
+check("structured_outputs choice", r.choices[0].message.content in ("alpha", "beta"), r.choices[0].message.content)
+
 # Models.
 ids = [m.id for m in client.models.list().data]
 check("models", ids == [CHAT, EMBED], ids)
@@ -106,6 +136,18 @@ def too_large():
         return e.status_code == 413
     return False
 check("body 413", too_large())
+# Fields HelixFlow does not honour are refused by name, never silently dropped.
+def refused(field, **kwargs):
+    try:
+        client.chat.completions.create(model=CHAT, messages=messages, max_tokens=4, **kwargs)
+    except openai.BadRequestError as e:
+        return field in str(e) and (e.body or {}).get("param") == field
+    return False
+check("audio refused", refused("audio", audio={"voice": "alloy", "format": "wav"}))
+check("unknown field refused", refused("frobnicate", extra_body={"frobnicate": 1}))
+check("bad schema 400", refused("response_format", response_format={"type": "json_schema",
+      "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}}))
+
 bad = OpenAI(base_url=base_url, api_key="wrong", max_retries=0)
 check("key 401", raises(openai.AuthenticationError, lambda: bad.models.list()))
 print("all ok")

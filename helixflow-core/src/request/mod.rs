@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+pub mod fields;
 mod options;
 
 pub use options::{GenerationOptions, Stop};
@@ -26,6 +27,7 @@ use crate::completion::{new_id, unix_now};
 use crate::generation::GenerationParams;
 use crate::sampling::MAX_TOP_LOGPROBS;
 use crate::streaming::{AnswerBuilder, AnswerKind, ChunkHeader};
+use crate::structured::Grammar;
 use crate::{Error, Result};
 
 /// A text completion's prompt: text to tokenise, or token ids.
@@ -92,7 +94,8 @@ impl GenerationRequest {
         logprobs: bool,
         top_logprobs: Option<usize>,
     ) -> Result<Self> {
-        let params = options.chat_params(logprobs, top_logprobs)?;
+        let mut params = options.chat_params(logprobs, top_logprobs)?;
+        params.grammar = grammar(model, options)?;
         params.validate(model.model().shape().vocab_size)?;
         let prompt = model.encode_chat(messages)?;
         Self::checked(AnswerKind::Chat, prompt, params)
@@ -118,7 +121,8 @@ impl GenerationRequest {
                 format!("logprobs must be at most {MAX_TOP_LOGPROBS}"),
             ));
         }
-        let params = options.params(logprobs.is_some(), top)?;
+        let mut params = options.params(logprobs.is_some(), top)?;
+        params.grammar = grammar(model, options)?;
         params.validate(model.model().shape().vocab_size)?;
         let prompt = match prompt {
             TextPrompt::Text(text) => model.encode_prompt(&text)?,
@@ -162,6 +166,14 @@ impl GenerationRequest {
             AnswerBuilder::whole(self.kind, header, n, self.params.sampling.logprobs)
         }
     }
+}
+
+/// The grammar `options` ask the answer to match, compiled for `model`.
+fn grammar(model: &ChatModel, options: &GenerationOptions) -> Result<Option<Grammar>> {
+    options
+        .grammar_spec()?
+        .map(|(spec, field)| model.grammar(&spec, field))
+        .transpose()
 }
 
 /// The legacy `logprobs` count of an API that names the switch and the count apart, as chat

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::generation::GenerationParams;
 use crate::sampling::SamplingParams;
+use crate::structured::GrammarSpec;
 use crate::{Error, Result};
 
 /// `stop`: one string or several.
@@ -53,6 +54,14 @@ pub struct GenerationOptions {
     /// vLLM's extension: keep generating past end-of-sequence tokens (benchmarks use it).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// OpenAI's structured outputs: `{"type": "json_schema", "json_schema": {"name",
+    /// "schema"}}`, `{"type": "json_object"}` or `{"type": "text"}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub response_format: Option<serde_json::Value>,
+    /// vLLM's structured outputs: one of `json` (a schema), `regex`, `choice` (strings),
+    /// `grammar` (Lark) or `json_object: true`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub structured_outputs: Option<serde_json::Value>,
 }
 
 impl GenerationOptions {
@@ -94,7 +103,26 @@ impl GenerationOptions {
             },
             n: self.n.unwrap_or(1),
             ignore_eos: self.ignore_eos,
+            grammar: None, // compiled for the model by `GenerationRequest`
         })
+    }
+
+    /// The grammar the answer must match, if any, and the field that asked for it.
+    pub fn grammar_spec(&self) -> Result<Option<(GrammarSpec, &'static str)>> {
+        match (&self.response_format, &self.structured_outputs) {
+            (Some(_), Some(_)) => Err(Error::invalid_field(
+                "structured_outputs",
+                "give response_format or structured_outputs, not both",
+            )),
+            (Some(format), None) => Ok(
+                GrammarSpec::from_response_format(format)?.map(|spec| (spec, "response_format"))
+            ),
+            (None, Some(spec)) => Ok(Some((
+                GrammarSpec::from_structured_outputs(spec)?,
+                "structured_outputs",
+            ))),
+            (None, None) => Ok(None),
+        }
     }
 
     /// [`GenerationOptions::params`] for a chat completion, whose `top_logprobs` needs

@@ -114,13 +114,29 @@ impl Sampler {
     /// the wrong length or contain NaN or +∞ (a broken forward pass), and with
     /// [`Error::InvalidRequest`] when bias and penalties leave no token that can be chosen.
     pub fn sample(&mut self, logits: &[f32], history: &TokenHistory) -> Result<SampledToken> {
+        self.sample_masked(logits, history, None)
+    }
+
+    /// [`Sampler::sample`] among the tokens of `allowed` only (a bit set over the vocabulary:
+    /// bit `i % 32` of word `i / 32` for token `i`), as a grammar allows them. The
+    /// log-probabilities stay those of the raw logits.
+    pub fn sample_masked(
+        &mut self,
+        logits: &[f32],
+        history: &TokenHistory,
+        allowed: Option<&[u32]>,
+    ) -> Result<SampledToken> {
         let (max, log_normaliser) = check_logits(logits, self.vocab_size)?;
-        let id = if self.params.is_greedy() && !self.adjusts_scores() && self.forced.is_empty() {
+        let plain = self.params.is_greedy() && !self.adjusts_scores() && self.forced.is_empty();
+        let id = if plain && allowed.is_none() {
             // Nothing changes the logits: the first of the largest, without copying them.
             logits.iter().position(|&s| s == max).map(|i| i as u32)
         } else {
             self.scores.clear();
             self.scores.extend_from_slice(logits);
+            if let Some(allowed) = allowed {
+                mask_scores(&mut self.scores, allowed);
+            }
             self.apply_logit_bias();
             self.apply_penalties(history);
             if self.params.is_greedy() {
@@ -287,6 +303,21 @@ impl Sampler {
                     .filter(alive)
                     .map(|(id, score)| Candidate { id, score }),
             );
+        }
+    }
+}
+
+/// Sets the score of every token outside `allowed` (a bit set) to -inf.
+fn mask_scores(scores: &mut [f32], allowed: &[u32]) {
+    for (word, chunk) in scores.chunks_mut(32).enumerate() {
+        let bits = allowed.get(word).copied().unwrap_or(0);
+        if bits == u32::MAX {
+            continue;
+        }
+        for (bit, score) in chunk.iter_mut().enumerate() {
+            if bits >> bit & 1 == 0 {
+                *score = f32::NEG_INFINITY;
+            }
         }
     }
 }

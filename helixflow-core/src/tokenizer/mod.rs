@@ -278,6 +278,11 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The decoding pipeline, which says how token texts spell bytes.
+    pub(crate) fn decoder(&self) -> Option<&tokenizers::DecoderWrapper> {
+        self.inner.get_decoder()
+    }
+
     /// The BOS token's text, for chat templates.
     pub fn bos_token(&self) -> Option<&str> {
         self.bos_token.as_deref()

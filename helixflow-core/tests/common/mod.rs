@@ -15,6 +15,27 @@ use helixflow_core::models::SeqStep;
 use helixflow_core::source::{self, ModelHome, ModelSpec, SilentProgress};
 use helixflow_core::tokenizer::Tokenizer;
 
+/// Runs `request` on `engine` through `builder`, awaiting each event (no thread waits on
+/// the engine): every part the builder makes.
+pub async fn run_request(
+    engine: &helixflow_core::engine::EngineHandle,
+    request: &helixflow_core::request::GenerationRequest,
+    mut builder: helixflow_core::streaming::AnswerBuilder,
+) -> Vec<helixflow_core::streaming::AnswerPart> {
+    let events = engine
+        .submit(request.prompt.clone(), request.params.clone())
+        .unwrap();
+    let mut parts = Vec::new();
+    while !builder.is_done() {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(300), events.recv_async())
+            .await
+            .expect("an event within five minutes")
+            .expect("the request is not over before Done");
+        parts.extend(builder.push(event).unwrap());
+    }
+    parts
+}
+
 /// A golden reference file (copied from the reference outputs into the test fixtures).
 pub fn golden(name: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

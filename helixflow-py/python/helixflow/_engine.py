@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Type, TypeVar, Union
 
 from . import _native
-from ._errors import InvalidRequestError, ParameterTypeError
+from ._errors import HelixFlowError, InvalidRequestError, ParameterTypeError
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -45,6 +44,9 @@ _COMMON_OPTIONS: Dict[str, tuple] = {
     "n": (int,),
     "ignore_eos": (bool,),
     "user": (str,),
+    # Structured outputs: OpenAI's response_format, or vLLM's structured_outputs.
+    "response_format": (Mapping,),
+    "structured_outputs": (Mapping,),
 }
 _STREAM_OPTIONS = {"stream": (bool,), "stream_options": (Mapping,)}
 _CHAT_OPTIONS = {**_COMMON_OPTIONS, **_STREAM_OPTIONS, "logprobs": (bool,), "top_logprobs": (int,)}
@@ -115,6 +117,9 @@ def _options_json(options: Dict[str, Any]) -> str:
         if isinstance(stop, bytes) or not all(isinstance(s, str) for s in stop):
             raise ParameterTypeError("stop must be a string or a list of strings")
         options["stop"] = list(stop)
+    for name in ("response_format", "structured_outputs"):
+        if name in options:
+            options[name] = dict(options[name])
     bias = options.get("logit_bias")
     if bias is not None:
         for token, value in bias.items():
@@ -257,26 +262,10 @@ class AsyncStream(Generic[T]):
         assert submit is not None
         self._generation = generation = submit()
         self._queue = queue = asyncio.Queue()
-
-        def pump() -> None:
-            # Holds the generation, never the stream: dropping the stream still cancels.
-            def put(item: Any) -> bool:
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-                    return True
-                except RuntimeError:  # the event loop is closed
-                    generation.cancel()
-                    return False
-
-            try:
-                while True:
-                    chunk = generation.next_chunk()
-                    if not put(_END if chunk is None else chunk) or chunk is None:
-                        return
-            except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-                put(e)
-
-        threading.Thread(target=pump, name="helixflow-stream", daemon=True).start()
+        # The engine's events reach the queue from the binding's one waiting thread, through
+        # loop.call_soon_threadsafe: no thread of this stream's own. The callback holds the
+        # queue, never the stream, so dropping the stream still cancels.
+        generation.watch(loop, lambda item: queue.put_nowait(_END if item is None else item))
 
     async def aclose(self) -> None:
         """Cancels the generation (if it is still running) and frees its memory."""
@@ -296,29 +285,24 @@ class AsyncStream(Generic[T]):
             self._generation.cancel()
 
 
-async def _in_thread(generation: Any) -> str:
-    """Waits for a whole answer on a thread of its own, so the event loop keeps running and
-    any number of requests wait at once; cancelling the task cancels the generation."""
+async def _awaited(generation: Any) -> str:
+    """The whole answer, awaited without a thread of its own (the binding calls back on the
+    event loop), so any number of requests wait at once; cancelling the task cancels the
+    generation."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
 
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():
-            (future.set_result if ok else future.set_exception)(value)
-
-    def wait() -> None:
-        try:
-            result = generation.result()
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            outcome = (False, e)
+    def settle(item: Any) -> None:
+        if future.done():
+            return
+        if isinstance(item, BaseException):
+            future.set_exception(item)
+        elif item is None:
+            future.set_exception(HelixFlowError("the generation ended without an answer"))
         else:
-            outcome = (True, result)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the event loop is closed
-            pass
+            future.set_result(item)
 
-    threading.Thread(target=wait, name="helixflow-request", daemon=True).start()
+    generation.watch(loop, settle)
     try:
         return await future  # type: ignore[no-any-return]
     except BaseException:  # cancelled, or the coroutine closed with its event loop
@@ -454,7 +438,7 @@ class Engine:
 
     @staticmethod
     async def _await(submit: Callable[[], Any], kind: Type[T]) -> T:
-        answer = await _in_thread(submit())
+        answer = await _awaited(submit())
         return kind.from_dict(json.loads(answer))  # type: ignore[no-any-return]
 
     def embed(

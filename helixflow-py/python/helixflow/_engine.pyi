@@ -88,6 +88,11 @@ class _GenerationOptions(TypedDict, total=False):
     """Keep generating past end-of-turn tokens (benchmarks)."""
     user: Optional[str]
     """Accepted and ignored, as OpenAI uses it for abuse monitoring."""
+    response_format: Optional[Mapping[str, Any]]
+    """Structured outputs as OpenAI takes them: ``{"type": "json_schema", "json_schema":
+    {"name": ..., "schema": {...}}}`` or ``{"type": "json_object"}``."""
+    structured_outputs: Optional[Mapping[str, Any]]
+    """vLLM's structured outputs: one of ``json``, ``regex``, ``choice``, ``grammar`` (Lark)."""
 
 class ChatOptions(_GenerationOptions, total=False):
     """Options of :meth:`Engine.chat` and :meth:`Engine.achat`."""

@@ -1,6 +1,6 @@
 """Type stubs of the extension module ``helixflow._native`` (internal: use ``helixflow.Engine``)."""
 
-from typing import List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 __version__: str
 """The package's version."""
@@ -14,6 +14,9 @@ class NativeGeneration:
         """The whole answer as JSON, once generated."""
     def cancel(self) -> None:
         """Cancels the request and frees its memory."""
+    def watch(self, event_loop: Any, deliver: Callable[[Any], None]) -> None:
+        """Calls ``deliver`` on the asyncio loop with each part's JSON, then ``None`` at the
+        end, or an exception instance; from the binding's one waiting thread."""
 
 class NativeEngine:
     """One loaded model and, for chat models, its engine."""

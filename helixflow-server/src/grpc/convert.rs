@@ -4,15 +4,24 @@ use helixflow_core::chat_template::ChatMessage;
 use helixflow_core::completion::{FinishReason, Usage};
 use helixflow_core::generation::TokenOutput;
 use helixflow_core::request::{GenerationOptions, Stop};
+use helixflow_core::Error;
 
 use super::proto;
 
 /// The request's options as the core takes them from every front end (defaults and checks
 /// are the core's), with the `logprobs` switch and the number of alternatives per token.
+/// The structured-output fields are JSON text; text that is not JSON names its field.
 pub(crate) fn options(
     options: Option<proto::GenerationOptions>,
-) -> (GenerationOptions, bool, Option<usize>) {
+) -> Result<(GenerationOptions, bool, Option<usize>), Error> {
     let o = options.unwrap_or_default();
+    let json = |field: &str, text: Option<String>| {
+        text.map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| Error::invalid_field(field, format!("{field} is not JSON: {e}")))
+        })
+        .transpose()
+    };
     let options = GenerationOptions {
         n: o.n.map(|n| n as usize),
         // Seeds are signed in the OpenAI API; the bits are the seed either way.
@@ -34,8 +43,10 @@ pub(crate) fn options(
         min_p: o.min_p,
         repetition_penalty: o.repetition_penalty,
         ignore_eos: o.ignore_eos,
+        response_format: json("response_format", o.response_format)?,
+        structured_outputs: json("structured_outputs", o.structured_outputs)?,
     };
-    (options, o.logprobs, Some(o.top_logprobs as usize))
+    Ok((options, o.logprobs, Some(o.top_logprobs as usize)))
 }
 
 /// The conversation in the core's terms.

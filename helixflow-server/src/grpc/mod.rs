@@ -154,7 +154,8 @@ impl Inference for InferenceService {
         let engine = state.chat_engine(&request.model)?;
         let chat = engine.model().clone();
         let messages = convert::messages(request.messages);
-        let (options, logprobs, top_logprobs) = convert::options(request.options);
+        let (options, logprobs, top_logprobs) =
+            convert::options(request.options).map_err(ApiError::from)?;
         let prepared = state
             .prepare(move || {
                 GenerationRequest::chat(&chat, &messages, &options, logprobs, top_logprobs)
@@ -181,7 +182,8 @@ impl Inference for InferenceService {
             }
             None => TextPrompt::Tokens(Vec::new()),
         };
-        let (options, logprobs, top_logprobs) = convert::options(request.options);
+        let (options, logprobs, top_logprobs) =
+            convert::options(request.options).map_err(ApiError::from)?;
         let logprobs = legacy_logprobs(logprobs, top_logprobs).map_err(ApiError::from)?;
         let chat = engine.model().clone();
         let prepared = state

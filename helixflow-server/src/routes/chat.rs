@@ -14,7 +14,8 @@ use super::answer::respond;
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-use crate::wire::{parse_body, ChatRequest};
+use crate::wire::{parse_openai_body, ChatRequest};
+use helixflow_core::request::fields::Endpoint;
 
 /// Answers a conversation, as one JSON object or as an SSE stream of chunks.
 #[utoipa::path(post, path = "/chat/completions", tag = "chat", security(("api_key" = [])),
@@ -34,7 +35,7 @@ pub(crate) async fn chat_completions(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: ChatRequest = parse_body(body)?;
+    let request: ChatRequest = parse_openai_body(body, Endpoint::ChatCompletions)?;
     let fields = &request.fields;
     check_model(&caller, &fields.model)?;
     let engine = state.chat_engine(&fields.model)?;

@@ -13,7 +13,8 @@ use super::answer::respond;
 use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-use crate::wire::{parse_body, CompletionRequest};
+use crate::wire::{parse_openai_body, CompletionRequest};
+use helixflow_core::request::fields::Endpoint;
 
 /// Continues a prompt, as one JSON object or an SSE stream.
 #[utoipa::path(post, path = "/completions", tag = "completions", security(("api_key" = [])),
@@ -33,7 +34,7 @@ pub(crate) async fn completions(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: CompletionRequest = parse_body(body)?;
+    let request: CompletionRequest = parse_openai_body(body, Endpoint::Completions)?;
     let fields = &request.fields;
     check_model(&caller, &fields.model)?;
     let engine = state.chat_engine(&fields.model)?;

@@ -18,7 +18,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::inference::{embed_for, Origin};
 use crate::ratelimit;
 use crate::state::AppState;
-use crate::wire::{parse_body, EmbeddingRequest};
+use crate::wire::{parse_openai_body, EmbeddingRequest};
+use helixflow_core::request::fields::Endpoint;
 
 /// The inputs of an OpenAI `input` field: a string, a list of strings, a list of token ids,
 /// or a list of such lists.
@@ -116,7 +117,7 @@ pub(crate) async fn embeddings(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: EmbeddingRequest = parse_body(body)?;
+    let request: EmbeddingRequest = parse_openai_body(body, Endpoint::Embeddings)?;
     check_model(&caller, &request.model)?;
     let embedder = state.embedder(&request.model)?.clone();
     let base64 = match request.encoding_format.as_deref() {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use helixflow_core::engine::{Engine, EngineConfig, EngineEvent, EngineHandle};
 use helixflow_core::generation::GenerationParams;
+use helixflow_core::structured::{Grammar, GrammarSpec};
 use serde_json::json;
 
 use super::sweep::{self, Level, RequestClock, RequestTimes, Workload};
@@ -32,16 +33,28 @@ pub fn run(args: &BenchArgs, workload: Workload, streams: &[usize]) -> Result<()
         },
     )
     .context("starting the engine")?;
+    let grammar = match &args.json_schema {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let schema = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            Some(chat.grammar(&GrammarSpec::JsonSchema(schema), "--json-schema")?)
+        }
+    };
+    let grammar = grammar.as_ref();
     // Page the weights in and warm the allocator before anything is timed.
-    request(&engine, workload.prompt(0, 0, 0), 4)?;
+    request(&engine, workload.prompt(0, 0, 0), 4, grammar)?;
     let about = json!({
         "mode": "in-process",
         "model": chat.name(),
         "threads": super::kernel_threads(),
         "block_products": super::block_products(chat.model()),
+        "json_schema": args.json_schema,
     });
     sweep::report(about, &workload, streams, args.json, |i, n| {
-        level(&engine, &workload, i, n)
+        level(&engine, &workload, i, n, grammar)
     })
 }
 
@@ -51,6 +64,7 @@ fn level(
     workload: &Workload,
     index: usize,
     streams: usize,
+    grammar: Option<&Grammar>,
 ) -> Result<Level> {
     let start = Instant::now();
     let per_stream = std::thread::scope(|scope| {
@@ -60,7 +74,7 @@ fn level(
                     (0..workload.requests_per_stream)
                         .map(|r| {
                             let prompt = workload.prompt(index, stream, r);
-                            request(engine, prompt, workload.gen_tokens)
+                            request(engine, prompt, workload.gen_tokens, grammar)
                         })
                         .collect::<Result<Vec<_>>>()
                 })
@@ -80,11 +94,18 @@ fn level(
     ))
 }
 
-/// One greedy request of exactly `gen_tokens`. Like the server's stream, a token counts as
-/// content when it has text or ends the request.
-fn request(engine: &EngineHandle, prompt: Vec<u32>, gen_tokens: usize) -> Result<RequestTimes> {
+/// One greedy request of exactly `gen_tokens` (held to `grammar`, which must not end it
+/// sooner). Like the server's stream, a token counts as content when it has text or ends the
+/// request.
+fn request(
+    engine: &EngineHandle,
+    prompt: Vec<u32>,
+    gen_tokens: usize,
+    grammar: Option<&Grammar>,
+) -> Result<RequestTimes> {
     let mut params = GenerationParams::greedy(gen_tokens);
-    params.ignore_eos = true;
+    params.ignore_eos = grammar.is_none();
+    params.grammar = grammar.cloned();
     let mut clock = RequestClock::start();
     for event in engine.submit(prompt, params)? {
         match event {

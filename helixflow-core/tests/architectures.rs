@@ -6,7 +6,8 @@
 //! sliding windows, and records llama.cpp's greedy continuations (llama-cpp-python with its
 //! plain CPU kernels). HelixFlow must give the same tokens, one sequence at a time, with the
 //! prompts packed into the same steps and through the engine (batch invariance), and from the
-//! folder (as it is, and quantised to `Q8_0` at load).
+//! folder (as it is, and quantised to `Q8_0` at load). HelixFlow takes the vector width
+//! llama.cpp was built for (`GgmlBuild`), which its F32 products and softmax sums follow.
 //!
 //! The Python side needs llama-cpp-python and gguf: `HELIXFLOW_LLAMA_CPP_PYTHON` names its
 //! interpreter (`benches/llama_cpp_venv.sh` installs one and prints it); without it the tests
@@ -21,11 +22,12 @@ use helixflow_core::chat_model::{ChatModel, LoadOptions};
 use helixflow_core::engine::{Engine, EngineConfig, EngineEvent};
 use helixflow_core::generation::GenerationParams;
 use helixflow_core::gguf::GgufFile;
-use helixflow_core::models::{self, CausalLm, LoadQuantization, SeqStep};
+use helixflow_core::models::{self, CausalLm, GgmlBuild, LoadQuantization, SeqStep};
 
-/// The reference cases, made once per test run; `None` when llama.cpp is not installed.
-fn cases() -> Option<&'static Vec<serde_json::Value>> {
-    static CASES: OnceLock<Option<Vec<serde_json::Value>>> = OnceLock::new();
+/// The reference cases, made once per test run, and the vector width llama.cpp was built
+/// for; `None` when llama.cpp is not installed.
+fn cases() -> Option<&'static (Vec<serde_json::Value>, GgmlBuild)> {
+    static CASES: OnceLock<Option<(Vec<serde_json::Value>, GgmlBuild)>> = OnceLock::new();
     CASES
         .get_or_init(|| {
             let python = python()?;
@@ -44,7 +46,8 @@ fn cases() -> Option<&'static Vec<serde_json::Value>> {
                 String::from_utf8_lossy(&output.stderr)
             );
             let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            Some(json["cases"].as_array().unwrap().clone())
+            let build = json["ggml_build"].as_str().unwrap().parse().unwrap();
+            Some((json["cases"].as_array().unwrap().clone(), build))
         })
         .as_ref()
 }
@@ -144,7 +147,9 @@ fn engine_greedy(chat: ChatModel, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec
 }
 
 fn check(architecture: &str) {
-    let Some(cases) = cases() else { return };
+    let Some((cases, build)) = cases() else {
+        return;
+    };
     let mine: Vec<_> = cases
         .iter()
         .filter(|c| c["architecture"] == architecture)
@@ -153,7 +158,8 @@ fn check(architecture: &str) {
     for case in mine {
         let file = case["file"].as_str().unwrap();
         let gguf = GgufFile::open(file).unwrap();
-        let model = models::load_gguf(&gguf).unwrap();
+        let mut model = models::load_gguf(&gguf).unwrap();
+        model.set_ggml_build(*build);
         assert_eq!(model.shape().architecture, architecture);
         let prompts: Vec<Vec<u32>> = case["prompts"]
             .as_array()
@@ -194,7 +200,8 @@ fn check(architecture: &str) {
         assert_eq!(together, expected, "{file}: the prompts stepped together");
         // Through the engine: chunked prefills beside another sequence's decoding (sliding
         // windows and experts included) change nothing.
-        let chat = ChatModel::load_named(file, architecture).unwrap();
+        let mut chat = ChatModel::load_named(file, architecture).unwrap();
+        chat.model_mut().set_ggml_build(*build);
         assert_eq!(
             engine_greedy(chat, &prompts, steps),
             expected,
@@ -214,7 +221,8 @@ fn check(architecture: &str) {
             quantize,
             ..LoadOptions::default()
         };
-        let chat = ChatModel::load_with(folder, architecture, &options).unwrap();
+        let mut chat = ChatModel::load_with(folder, architecture, &options).unwrap();
+        chat.model_mut().set_ggml_build(*build);
         assert_eq!(chat.model().shape().architecture, architecture);
         let together = greedy_together(chat.model(), &prompts, steps);
         assert_eq!(together, expected, "{folder} ({quantize:?}) against {file}");
@@ -276,7 +284,7 @@ fn smollm3_matches_llama_cpp() {
 /// problem; so is quantising a GGUF at load.
 #[test]
 fn a_folder_that_disagrees_with_its_config_is_refused() {
-    let Some(cases) = cases() else { return };
+    let Some((cases, _)) = cases() else { return };
     let source = PathBuf::from(cases[0]["hf_folder"].as_str().unwrap());
     let dir = std::env::temp_dir().join(format!("helixflow-bad-hf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -318,7 +326,7 @@ fn a_folder_that_disagrees_with_its_config_is_refused() {
 /// A file of an architecture HelixFlow does not know is a clear error naming it.
 #[test]
 fn an_unknown_architecture_is_refused_by_name() {
-    let Some(cases) = cases() else { return };
+    let Some((cases, _)) = cases() else { return };
     let file = cases[0]["file"].as_str().unwrap();
     let mut bytes = std::fs::read(file).unwrap();
     let arch = cases[0]["architecture"].as_str().unwrap();

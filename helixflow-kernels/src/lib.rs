@@ -17,6 +17,7 @@
 //! compute each output in ggml's order, bit for bit.
 
 pub mod dot;
+pub mod f32dot;
 pub mod features;
 pub mod format;
 pub mod kquant;

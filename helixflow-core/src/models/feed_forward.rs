@@ -10,6 +10,7 @@
 use crate::cpu::math::{self, softmax_numerators_in};
 use crate::cpu::{GatedProjection, StepOrder, WeightMatrix};
 use crate::error::Result;
+use crate::models::router::Router;
 use crate::models::GgmlBuild;
 
 /// How a mixture of experts routes its tokens.
@@ -65,7 +66,7 @@ pub enum FeedForward {
     /// A router and its experts.
     Experts {
         /// `[count, hidden]`: one logit per expert.
-        router: WeightMatrix,
+        router: Router,
         /// The experts.
         experts: Vec<GatedMlp>,
         /// How tokens are routed.
@@ -94,7 +95,7 @@ impl FeedForward {
                 let width = router.cols();
                 let n = input.len() / width;
                 let mut logits = vec![0f32; n * routing.count];
-                router.matmul_in(order, input, &mut logits)?;
+                router.logits(order, build, input, &mut logits)?;
                 let choices: Vec<Vec<(usize, f32)>> = logits
                     .chunks_exact_mut(routing.count)
                     .map(|row| route(row, routing, build))

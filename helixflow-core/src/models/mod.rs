@@ -26,6 +26,7 @@ pub mod qwen3;
 pub mod qwen3moe;
 pub mod registry;
 pub mod rope;
+pub mod router;
 pub mod smollm3;
 mod tensors;
 

@@ -1,11 +1,13 @@
 //! Reading a decoder's weights from a GGUF file, each tensor's shape checked against the
 //! configuration: separate or fused projections, dense MLPs or experts, norms.
 
+use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
 use super::decoder::{DecoderConfig, NormKind};
 use super::feed_forward::{FeedForward, GatedMlp};
 use super::norm::Norm;
+use super::router::Router;
 use crate::cpu::{GatedProjection, WeightMatrix};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -39,6 +41,23 @@ impl TensorReader<'_> {
     pub(super) fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<WeightMatrix> {
         self.expect_shape(name, &[rows, cols])?;
         WeightMatrix::from_gguf(self.gguf, name)
+    }
+
+    /// A mixture of experts' router `[count, hidden]`: F32 as it is (see [`Router`]).
+    fn router(&self, name: &str, count: usize, hidden: usize) -> Result<Router> {
+        self.expect_shape(name, &[count, hidden])?;
+        let tensor = self.gguf.tensor(name, &Device::Cpu)?;
+        if tensor.dtype() != GgmlDType::F32 {
+            return Ok(Router::Matrix(WeightMatrix::from_gguf(self.gguf, name)?));
+        }
+        let weights = tensor
+            .dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Router::F32 {
+            weights,
+            cols: hidden,
+        })
     }
 
     pub(super) fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
@@ -140,7 +159,7 @@ impl TensorReader<'_> {
             });
         }
         let ffn = FeedForward::Experts {
-            router: self.matrix(&format!("{p}.ffn_gate_inp.weight"), count, h)?,
+            router: self.router(&format!("{p}.ffn_gate_inp.weight"), count, h)?,
             experts,
             routing,
         };

@@ -89,7 +89,9 @@ ARCHITECTURES = {
     "llama": dict(head_dim=64, hidden=256, ff=512, kquant=True),
     "qwen2": dict(head_dim=16, qkv_bias=True, dtype="BF16"),
     "qwen3": dict(head_dim=32, qk_norm=True),
-    "qwen3moe": dict(head_dim=32, qk_norm=True, experts=(4, 2, 64)),
+    # Experts as wide as the model: a routing tie within an ulp that only llama.cpp's F32
+    # router order (ggml_vec_dot_f32) decides as llama.cpp does.
+    "qwen3moe": dict(head_dim=64, qk_norm=True, experts=(4, 2, 256), hidden=256),
     "gemma2": dict(head_dim=16, gemma=2),
     "gemma3": dict(head_dim=32, gemma=3, qk_norm=True),
     "phi3": dict(head_dim=16, fused=True, long_rope=True, dtype="F16"),
@@ -399,7 +401,10 @@ def main():
         for path, tokens, margin, first in results:
             cases.append(dict(architecture=arch, file=path, seed=seed, prompts=prompts,
                               tokens=tokens, min_margin=margin, hf_folder=hf, first_logits=first))
-    json.dump(dict(cases=cases), sys.stdout)
+    # The vector width llama.cpp was built for: its F32 products add up lane by lane.
+    system = llama_cpp.llama_print_system_info().decode()
+    ggml_build = "avx512" if "AVX512 = 1" in system else "avx2"
+    json.dump(dict(cases=cases, ggml_build=ggml_build), sys.stdout)
 
 
 if __name__ == "__main__":

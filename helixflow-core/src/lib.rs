@@ -5,7 +5,9 @@
 //! lifecycle that every front end shares: options and prompts become a validated
 //! [`request::GenerationRequest`], the engine's events become answers through
 //! [`streaming::AnswerBuilder`], and every failure has one [`ErrorClass`] that the HTTP, gRPC
-//! and Python front ends each map once.
+//! and Python front ends each map once. [`structured`] holds answers to a JSON schema, a
+//! regular expression or a grammar (llguidance token masks), and [`request::fields`] says
+//! which request fields of the OpenAI API are honoured.
 
 pub mod calendar;
 pub mod chat_model;

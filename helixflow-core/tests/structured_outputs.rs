@@ -88,6 +88,12 @@ async fn json_schema_answers_validate_for_fifty_seeds_at_temperature_one() {
             choice.message.content
         );
         assert_valid(&schema, &choice.message.content);
+        // Written as json.dumps writes it: no free whitespace to wander into.
+        assert!(
+            !choice.message.content.contains('\n'),
+            "{}",
+            choice.message.content
+        );
         texts.insert(choice.message.content.clone());
     }
     assert!(texts.len() > 10, "seeds give different answers: {texts:?}");

@@ -109,9 +109,7 @@ impl GrammarSpec {
 
     fn top_level(&self) -> TopLevelGrammar {
         match self {
-            Self::JsonSchema(schema) => {
-                TopLevelGrammar::from_json_schema(bounded_whitespace(schema))
-            }
+            Self::JsonSchema(schema) => TopLevelGrammar::from_json_schema(compact_json(schema)),
             Self::Regex(regex) => TopLevelGrammar::from_regex(regex),
             Self::Choice(choices) => {
                 // Lark string literals take JSON's escapes.
@@ -127,17 +125,18 @@ impl GrammarSpec {
 }
 
 /// `schema` with llguidance's JSON options set, unless the client set them (`x-guidance`):
-/// whitespace between tokens, as models like to indent, but a bounded run of it, so that a
-/// sampled answer cannot wander off into blank lines until `max_tokens`.
-fn bounded_whitespace(schema: &Value) -> Value {
+/// no free whitespace, `, ` between items and `: ` after keys, as Python's `json.dumps`
+/// writes. A sampled answer then cannot wander off into blank lines until `max_tokens`,
+/// which small models do when any whitespace may follow any token.
+fn compact_json(schema: &Value) -> Value {
     let mut schema = match schema {
         Value::Bool(true) => json!({}),
         other => other.clone(),
     };
     if let Some(fields) = schema.as_object_mut() {
-        fields
-            .entry("x-guidance")
-            .or_insert_with(|| json!({"whitespace_pattern": r"[\x20\x0A\x0D\x09]{1,24}"}));
+        fields.entry("x-guidance").or_insert_with(
+            || json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+        );
     }
     schema
 }

@@ -1,11 +1,27 @@
-//! F32 dot products in `ggml_vec_dot_f32`'s order, as built for AVX2 or AVX-512: four
-//! vectors of running sums, folded, then summed across lanes; the tail past the last whole
-//! step added one product at a time. Small F32 products whose every bit matters, such as a
-//! mixture of experts' router, use it so that routing decisions near a tie fall as
-//! llama.cpp's do.
+//! F32 dot products in ggml's two orders, as built for AVX2 or AVX-512: `ggml_vec_dot_f32`'s
+//! (four vectors of running sums, folded, then summed across lanes; the tail past the last
+//! whole step added one product at a time) and llamafile's sgemm (one vector, one horizontal
+//! sum), which ggml takes for some products over two rows or more. Small F32 products whose
+//! every bit matters, such as a mixture of experts' router, use them so that routing decisions
+//! near a tie fall as llama.cpp's do.
 
-use crate::math::hsum16;
+use crate::math::{hsum16, hsum8};
 use crate::reference::GgmlBuild;
+
+/// `x · y` as llamafile's sgemm in `build` adds it up: one vector of running sums, then one
+/// horizontal sum. llamafile declines a width that is not whole vectors: then
+/// [`dot_f32`], as ggml falls back to it.
+pub fn dot_f32_sgemm(build: GgmlBuild, x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    if !n.is_multiple_of(build.lanes()) {
+        return dot_f32(build, x, y);
+    }
+    let (x, y) = (&x[..n], &y[..n]);
+    match build {
+        GgmlBuild::Avx2 => hsum8(&running_sums::<8>(x, y)),
+        GgmlBuild::Avx512 => hsum16(&running_sums::<16>(x, y)),
+    }
+}
 
 /// `x · y` as `ggml_vec_dot_f32` in `build` adds it up.
 pub fn dot_f32(build: GgmlBuild, x: &[f32], y: &[f32]) -> f32 {
@@ -113,6 +129,28 @@ mod tests {
             dot_f32(GgmlBuild::Avx512, &x, &y) != dot_f32(GgmlBuild::Avx2, &x, &y)
         });
         assert!(differ);
+    }
+
+    #[test]
+    fn sgemm_keeps_one_vector_and_declines_ragged_widths() {
+        let (x, y) = (values(256, 7), values(256, 8));
+        let a = by_lanes(16, 1, &x, &y);
+        let want = hsum16(&a.try_into().unwrap());
+        assert_eq!(
+            dot_f32_sgemm(GgmlBuild::Avx512, &x, &y).to_bits(),
+            want.to_bits()
+        );
+        let a = by_lanes(8, 1, &x, &y);
+        let want = hsum8(&a.try_into().unwrap());
+        assert_eq!(
+            dot_f32_sgemm(GgmlBuild::Avx2, &x, &y).to_bits(),
+            want.to_bits()
+        );
+        let (x, y) = (&x[..72], &y[..72]);
+        assert_eq!(
+            dot_f32_sgemm(GgmlBuild::Avx512, x, y).to_bits(),
+            dot_f32(GgmlBuild::Avx512, x, y).to_bits()
+        );
     }
 
     #[test]

@@ -89,9 +89,10 @@ ARCHITECTURES = {
     "llama": dict(head_dim=64, hidden=256, ff=512, kquant=True),
     "qwen2": dict(head_dim=16, qkv_bias=True, dtype="BF16"),
     "qwen3": dict(head_dim=32, qk_norm=True),
-    # Experts as wide as the model: a routing tie within an ulp that only llama.cpp's F32
-    # router order (ggml_vec_dot_f32) decides as llama.cpp does.
-    "qwen3moe": dict(head_dim=64, qk_norm=True, experts=(4, 2, 256), hidden=256),
+    # 32 experts as wide as the model: a routing tie within an ulp that only llama.cpp's F32
+    # router order (llamafile's sgemm for the prompt, ggml_vec_dot_f32 when decoding) decides
+    # as llama.cpp does.
+    "qwen3moe": dict(head_dim=64, qk_norm=True, experts=(32, 2, 256), hidden=256),
     "gemma2": dict(head_dim=16, gemma=2),
     "gemma3": dict(head_dim=32, gemma=3, qk_norm=True),
     "phi3": dict(head_dim=16, fused=True, long_rope=True, dtype="F16"),

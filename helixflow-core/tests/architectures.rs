@@ -1,7 +1,8 @@
 //! Every architecture against llama.cpp on tiny random-weight models.
 //!
 //! `tests/fidelity/llama_cpp_reference.py` writes one small model per architecture (F32, a
-//! copy requantised to `Q8_0` by llama.cpp's own quantizer, for `llama` one to `Q4_K_M`, and
+//! copy requantised to `Q8_0` by llama.cpp's own quantizer, for `llama` and `qwen3moe` one
+//! to `Q4_K_M`, and
 //! the F32 weights as a Hugging Face folder in F32, F16 or BF16), with prompts longer than the
 //! sliding windows, and records llama.cpp's greedy continuations (llama-cpp-python with its
 //! plain CPU kernels). HelixFlow must give the same tokens, one sequence at a time, with the

@@ -91,8 +91,9 @@ ARCHITECTURES = {
     "qwen3": dict(head_dim=32, qk_norm=True),
     # 32 experts as wide as the model: a routing tie within an ulp that only llama.cpp's F32
     # router order (llamafile's sgemm for the prompt, ggml_vec_dot_f32 when decoding) decides
-    # as llama.cpp does.
-    "qwen3moe": dict(head_dim=64, qk_norm=True, experts=(32, 2, 256), hidden=256),
+    # as llama.cpp does; and Q4_K_M, each expert taking fewer than eight prompt rows (the
+    # tiled order for experts with eight or more does not match llama.cpp's yet).
+    "qwen3moe": dict(head_dim=64, qk_norm=True, experts=(32, 2, 256), hidden=256, kquant=True),
     "gemma2": dict(head_dim=16, gemma=2),
     "gemma3": dict(head_dim=32, gemma=3, qk_norm=True),
     "phi3": dict(head_dim=16, fused=True, long_rope=True, dtype="F16"),

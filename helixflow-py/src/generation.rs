@@ -23,6 +23,24 @@ struct Reader {
     builder: AnswerBuilder,
 }
 
+impl Reader {
+    /// Shapes `event` into the answer's next part, as JSON (none for most events of a whole
+    /// answer); the events are dropped once the answer is complete or has failed.
+    /// (A core error, not a Python one: the waiting thread shapes under the lock, without
+    /// the GIL.)
+    fn shape(&mut self, event: EngineEvent) -> helixflow_core::Result<Option<String>> {
+        let part = self.builder.push(event);
+        if part.is_err() || self.builder.is_done() {
+            self.events = None;
+        }
+        Ok(match part? {
+            Some(AnswerPart::Chunk(chunk)) => Some(to_json(&chunk)),
+            Some(AnswerPart::Whole(answer)) => Some(to_json(&answer)),
+            None => None,
+        })
+    }
+}
+
 /// A running generation (`helixflow._native.NativeGeneration`).
 #[pyclass(module = "helixflow._native", name = "NativeGeneration", frozen)]
 pub(crate) struct NativeGeneration {
@@ -100,18 +118,9 @@ impl NativeGeneration {
             let Some(event) = self.next_event(py)? else {
                 return Ok(None);
             };
-            let mut reader = self.reader();
-            let part = reader.builder.push(event).map_err(|e| {
-                reader.events = None;
-                to_py(e)
-            })?;
-            if reader.builder.is_done() {
-                reader.events = None;
-            }
-            match part {
-                Some(AnswerPart::Chunk(chunk)) => return Ok(Some(to_json(&chunk))),
-                Some(AnswerPart::Whole(answer)) => return Ok(Some(to_json(&answer))),
-                None => {}
+            let shaped = self.reader().shape(event);
+            if let Some(json) = shaped.map_err(to_py)? {
+                return Ok(Some(json));
             }
         }
     }
@@ -122,21 +131,21 @@ impl NativeGeneration {
             match self.read_part(py)? {
                 Some(json) if self.reader().builder.is_done() => return Ok(json),
                 Some(_) => {}
-                None => return Err(self.cut_short()),
+                None => return Err(cut_short(&self.cancel)),
             }
         }
     }
+}
 
-    /// The error for a request whose events ended without `Done`.
-    fn cut_short(&self) -> PyErr {
-        if self.cancel.is_cancelled() {
-            exception("HelixFlowError", "the generation was cancelled")
-        } else {
-            exception(
-                "EngineStoppedError",
-                "the engine stopped before the answer was complete",
-            )
-        }
+/// The error for a request whose events ended without `Done`.
+fn cut_short(cancel: &CancelHandle) -> PyErr {
+    if cancel.is_cancelled() {
+        exception("HelixFlowError", "the generation was cancelled")
+    } else {
+        exception(
+            "EngineStoppedError",
+            "the engine stopped before the answer was complete",
+        )
     }
 }
 
@@ -186,29 +195,25 @@ impl NativeGeneration {
         waiter().spawn(async move {
             loop {
                 let Some(event) = events.recv_async().await else {
+                    // A cancelled request simply ends: its task has already moved on.
                     let done = lock(&reader).builder.is_done() || cancel.is_cancelled();
                     hand(if done {
                         Delivery::End
                     } else {
-                        Delivery::Failed(exception(
-                            "EngineStoppedError",
-                            "the engine stopped before the answer was complete",
-                        ))
+                        Delivery::Failed(cut_short(&cancel))
                     });
                     return;
                 };
                 let (part, done) = {
                     let mut reader = lock(&reader);
-                    let part = reader.builder.push(event);
-                    (part, reader.builder.is_done())
+                    (reader.shape(event), reader.builder.is_done())
                 };
                 let delivered = match part {
                     Err(e) => {
                         hand(Delivery::Failed(to_py(e)));
                         return;
                     }
-                    Ok(Some(AnswerPart::Chunk(chunk))) => hand(Delivery::Part(to_json(&chunk))),
-                    Ok(Some(AnswerPart::Whole(answer))) => hand(Delivery::Part(to_json(&answer))),
+                    Ok(Some(json)) => hand(Delivery::Part(json)),
                     Ok(None) => true,
                 };
                 if !delivered {

@@ -142,12 +142,12 @@ fn is_none_choice(value: &Value) -> bool {
 }
 
 fn table(endpoint: Endpoint) -> impl Iterator<Item = &'static (&'static str, Support)> {
-    let own: &[_] = match endpoint {
-        Endpoint::ChatCompletions => CHAT,
-        Endpoint::Completions => COMPLETIONS,
-        Endpoint::Embeddings => return EMBEDDINGS.iter().chain(&[]),
+    let (shared, own): (&[_], &[_]) = match endpoint {
+        Endpoint::ChatCompletions => (GENERATION, CHAT),
+        Endpoint::Completions => (GENERATION, COMPLETIONS),
+        Endpoint::Embeddings => (&[], EMBEDDINGS),
     };
-    GENERATION.iter().chain(own)
+    shared.iter().chain(own)
 }
 
 /// Refuses the first field of `body` that HelixFlow would not honour at `endpoint`, naming

@@ -236,7 +236,7 @@ impl TokenConstraint {
     pub fn allowed(&mut self) -> Result<Vec<u32>> {
         self.matcher
             .compute_mask_or_eos()
-            .map(|mask| mask.as_slice().to_vec())
+            .map(Vec::from)
             .map_err(|e| Error::InvalidRequest(format!("structured output: {e}")))
     }
 

@@ -1,6 +1,7 @@
 //! A model's vocabulary as llguidance sees it: the bytes of every token, with special tokens
 //! marked so that no grammar's text can produce them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokenizers::DecoderWrapper;
@@ -16,17 +17,21 @@ pub(super) fn token_env(
     vocab_size: usize,
     end_ids: &[u32],
 ) -> Result<TokEnv> {
-    let byte_level = tokenizer.decoder().is_some_and(is_byte_level);
+    // GPT-2's alphabet for byte-level BPE; SentencePiece pieces otherwise.
+    let alphabet = tokenizer
+        .decoder()
+        .is_some_and(is_byte_level)
+        .then(gpt2_bytes);
     let words: Vec<Vec<u8>> = (0..vocab_size as u32)
-        .map(|id| match tokenizer.id_to_token(id) {
-            None => Vec::new(), // padding beyond the tokenizer: never allowed
-            Some(text) if tokenizer.is_special(id) => {
+        .map(|id| match (tokenizer.id_to_token(id), &alphabet) {
+            (None, _) => Vec::new(), // padding beyond the tokenizer: never allowed
+            (Some(text), _) if tokenizer.is_special(id) => {
                 let mut word = vec![TokTrie::SPECIAL_TOKEN_MARKER];
                 word.extend_from_slice(text.as_bytes());
                 word
             }
-            Some(text) if byte_level => byte_level_bytes(&text),
-            Some(text) => sentencepiece_bytes(&text),
+            (Some(text), Some(alphabet)) => byte_level_bytes(&text, alphabet),
+            (Some(text), None) => sentencepiece_bytes(&text),
         })
         .collect();
     let Some(&first_end) = end_ids.first() else {
@@ -51,23 +56,28 @@ fn is_byte_level(decoder: &DecoderWrapper) -> bool {
     }
 }
 
-/// A byte-level BPE token's bytes: GPT-2 spells each byte as one printable character.
-fn byte_level_bytes(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| {
-            let code = c as u32;
-            let printable =
-                |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
-            if code < 256 && printable(code) {
-                return code as u8;
-            }
-            // The other 68 bytes, in order, were moved to 256, 257, …
-            let moved = code.wrapping_sub(256);
-            (0u32..256)
-                .filter(|&b| !printable(b))
-                .nth(moved as usize)
-                .map_or(b'?', |b| b as u8)
+/// GPT-2's byte-level alphabet: the character that spells each byte. Printable bytes spell
+/// themselves; the other 68, in order, were moved to U+0100, U+0101, …
+fn gpt2_bytes() -> HashMap<char, u8> {
+    let printable = |b: u8| matches!(b, 33..=126 | 161..=172 | 174..=255);
+    let mut moved = 0u32;
+    (0..=255u8)
+        .map(|b| {
+            let spelling = if printable(b) {
+                u32::from(b)
+            } else {
+                moved += 1;
+                255 + moved
+            };
+            (char::from_u32(spelling).expect("below U+0200"), b)
         })
+        .collect()
+}
+
+/// A byte-level BPE token's bytes, its characters read back through `alphabet`.
+fn byte_level_bytes(text: &str, alphabet: &HashMap<char, u8>) -> Vec<u8> {
+    text.chars()
+        .map(|c| alphabet.get(&c).copied().unwrap_or(b'?'))
         .collect()
 }
 
@@ -89,11 +99,12 @@ mod tests {
 
     #[test]
     fn byte_level_characters_map_back_to_bytes() {
-        assert_eq!(byte_level_bytes("Ġhello"), b" hello");
-        assert_eq!(byte_level_bytes("Ċ"), b"\n");
-        assert_eq!(byte_level_bytes("{\""), b"{\"");
+        let alphabet = gpt2_bytes();
+        assert_eq!(byte_level_bytes("Ġhello", &alphabet), b" hello");
+        assert_eq!(byte_level_bytes("Ċ", &alphabet), b"\n");
+        assert_eq!(byte_level_bytes("{\"", &alphabet), b"{\"");
         // 'é' in UTF-8 is C3 A9, spelled Ã© by GPT-2's table.
-        assert_eq!(byte_level_bytes("Ã©"), "é".as_bytes());
+        assert_eq!(byte_level_bytes("Ã©", &alphabet), "é".as_bytes());
     }
 
     #[test]

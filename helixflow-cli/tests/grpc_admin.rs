@@ -315,6 +315,7 @@ fn sigterm_ends_stats_feeds_and_cuts_long_generations_with_their_usage() {
             messages: vec![ChatMessage {
                 role: "user".into(),
                 content: "Tell me a long story.".into(),
+                ..Default::default()
             }],
             options: Some(GenerationOptions {
                 max_tokens: Some(4000),

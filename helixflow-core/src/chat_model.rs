@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::chat_template::{ChatMessage, ChatTemplate};
+use crate::chat_template::{ChatMessage, ChatTemplate, TemplateExtras};
 use crate::completion::{
     new_id, unix_now, ChatCompletion, ChatCompletionChunk, TextCompletion, TextCompletionChunk,
 };
@@ -12,10 +12,21 @@ use crate::error::{Error, Result};
 use crate::generation::{run_batch, GenerationParams, Sequence, TokenOutput};
 use crate::gguf::GgufFile;
 use crate::models::{self, CausalLm, LoadQuantization};
+use crate::reply::{Reasoning, ReplySyntax};
 use crate::sampling::choice_seed;
 use crate::streaming::{Answer, AnswerBuilder, AnswerChunk, AnswerKind, AnswerPart, ChunkHeader};
 use crate::structured::{Grammar, GrammarSpec, Grammars};
 use crate::tokenizer::{GgufVocab, Tokenizer};
+use crate::tools::{ChatTools, ToolFormat};
+
+/// A conversation's prompt, and how its answer is to be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatPrompt {
+    /// The prompt's token ids.
+    pub ids: Vec<u32>,
+    /// What the answer's text may hold beside content.
+    pub reply: ReplySyntax,
+}
 
 /// How [`ChatModel::load_with`] loads a model.
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,11 +187,20 @@ impl ChatModel {
 
     /// Renders `messages` with the model's chat template, ready for the assistant's turn.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
+        self.render_chat_with(messages, &TemplateExtras::default())
+    }
+
+    /// [`Self::render_chat`] with tools and template variables in the template's context.
+    pub fn render_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        extras: &TemplateExtras,
+    ) -> Result<String> {
         if messages.is_empty() {
             return Err(Error::InvalidRequest("messages must not be empty".into()));
         }
         match &self.template {
-            Some(template) => template.render(messages, true),
+            Some(template) => template.render_with(messages, true, extras),
             None => Err(Error::InvalidRequest(format!(
                 "model `{}` has no chat template (it is a base model for completions): use \
                  /v1/completions, or give the server a template with --chat-template FILE",
@@ -213,6 +233,22 @@ impl ChatModel {
     /// must be among [`crate::chat_template::ROLES`]; conversations over
     /// [`MAX_PROMPT_BYTES`] are refused before any work.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        Ok(self
+            .encode_chat_with(messages, None, Default::default())?
+            .ids)
+    }
+
+    /// [`Self::encode_chat`] of a conversation that may use `tools`, with `kwargs` as more
+    /// template variables (`chat_template_kwargs`): also says how the answer is to be read
+    /// (the tools' format, whether it thinks first). Tools go to the template as Hugging
+    /// Face passes them, or, for a template that knows none, in a system message
+    /// ([`ToolFormat::prepare`]).
+    pub fn encode_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&ChatTools>,
+        kwargs: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ChatPrompt> {
         let size: usize = messages
             .iter()
             .map(|m| m.role.len() + m.content.len())
@@ -221,31 +257,79 @@ impl ChatModel {
         for (i, message) in messages.iter().enumerate() {
             crate::chat_template::check_role(i, &message.role)?;
         }
+        let format = self.tool_format();
+        let uses_tools = tools.is_some()
+            || messages
+                .iter()
+                .any(|m| m.role == "tool" || m.tool_calls.is_some());
+        let prepared;
+        let messages = if uses_tools && !format.is_native() {
+            prepared = format.prepare(messages, tools);
+            &prepared[..]
+        } else {
+            messages
+        };
+        let extras = TemplateExtras {
+            tools: tools
+                .filter(|_| format.is_native())
+                .map(|t| t.definitions.clone()),
+            kwargs,
+        };
         let special = messages
             .iter()
             .any(|m| self.tokenizer.find_special_text(&m.content).is_some());
-        let ids = if special {
-            self.encode_chat_apart(messages)?
+        let (ids, rendered) = if special {
+            self.encode_chat_apart(messages, &extras)?
         } else {
             // No message can be mistaken for a control token: the usual, exact path.
-            self.tokenizer.encode(&self.render_chat(messages)?, true)?
+            let rendered = self.render_chat_with(messages, &extras)?;
+            (self.tokenizer.encode(&rendered, true)?, rendered)
         };
         release_after_large_input(size);
-        Ok(self.with_bos(ids))
+        let thinks = self.template.as_ref().is_some_and(ChatTemplate::thinks);
+        let end = rendered.trim_end();
+        let reasoning = if !thinks || end.ends_with("</think>") {
+            Reasoning::Off
+        } else if end.ends_with("<think>") {
+            Reasoning::Open
+        } else {
+            Reasoning::Optional
+        };
+        Ok(ChatPrompt {
+            ids: self.with_bos(ids),
+            reply: ReplySyntax {
+                tools: tools.map(|_| format),
+                reasoning,
+            },
+        })
+    }
+
+    /// How this model's template writes tool calls.
+    pub fn tool_format(&self) -> ToolFormat {
+        self.template
+            .as_ref()
+            .map_or(ToolFormat::Generic, ChatTemplate::tool_format)
     }
 
     /// Renders with each message's content replaced by a marker, then tokenises the
     /// template's text (special tokens parsed) and each content (as text) apart.
-    fn encode_chat_apart(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+    fn encode_chat_apart(
+        &self,
+        messages: &[ChatMessage],
+        extras: &TemplateExtras,
+    ) -> Result<(Vec<u32>, String)> {
         // Private-use characters no tokenizer treats specially and no message is likely to
         // hold; a message that does is refused below rather than misread.
         let marker = |i: usize| format!("\u{F8FE}{i}\u{F8FF}");
         let marked: Vec<ChatMessage> = messages
             .iter()
             .enumerate()
-            .map(|(i, m)| ChatMessage::new(m.role.clone(), marker(i)))
+            .map(|(i, m)| ChatMessage {
+                content: marker(i),
+                ..m.clone()
+            })
             .collect();
-        let rendered = self.render_chat(&marked)?;
+        let rendered = self.render_chat_with(&marked, extras)?;
         let mut ids = Vec::new();
         let mut rest = rendered.as_str();
         let mut next = 0;
@@ -265,7 +349,7 @@ impl ChatModel {
             return Err(self.content_apart_error(messages));
         }
         ids.extend(self.tokenizer.encode(rest, true)?);
-        Ok(ids)
+        Ok((ids, rendered))
     }
 
     fn content_apart_error(&self, messages: &[ChatMessage]) -> Error {
@@ -414,8 +498,14 @@ impl ChatModel {
                 };
                 whole.push(token(out))?;
                 if let (Some(chunks), Some(on_chunk)) = (&mut chunks, &mut on_chunk) {
-                    if let Some(AnswerPart::Chunk(chunk)) = chunks.push(token(out))? {
-                        on_chunk(chunk)?;
+                    let first = chunks.push(token(out))?;
+                    for part in first
+                        .into_iter()
+                        .chain(std::iter::from_fn(|| chunks.pop_ready()))
+                    {
+                        if let AnswerPart::Chunk(chunk) = part {
+                            on_chunk(chunk)?;
+                        }
                     }
                 }
                 Ok(())

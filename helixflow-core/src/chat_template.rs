@@ -18,6 +18,7 @@ use minijinja::{context, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::tools::{ToolCall, ToolFormat};
 
 /// The template used for models that ship none: ChatML, as Hugging Face's default, i.e.
 /// `<|im_start|>{role}\n{content}<|im_end|>\n` per message and `<|im_start|>assistant\n` when a
@@ -58,13 +59,22 @@ pub const ROLES: [&str; 6] = [
 ];
 
 /// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     /// Who speaks: `"system"`, `"user"`, `"assistant"`, ...
     pub role: String,
     /// What they say.
     pub content: String,
+    /// An assistant's thinking before its answer (`<think>…</think>`), apart from `content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// The tools an assistant called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -73,7 +83,25 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            ..Self::default()
         }
+    }
+
+    /// The message as a chat template sees it: calls' arguments as the JSON objects they
+    /// spell, as Hugging Face's templates expect (`tool_call.arguments | tojson`).
+    fn for_template(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(calls) = value.get_mut("tool_calls").and_then(|c| c.as_array_mut()) {
+            for call in calls {
+                let function = &mut call["function"];
+                if let Some(text) = function["arguments"].as_str() {
+                    if let Ok(arguments) = serde_json::from_str::<serde_json::Value>(text) {
+                        function["arguments"] = arguments;
+                    }
+                }
+            }
+        }
+        value
     }
 }
 
@@ -130,9 +158,79 @@ pub fn messages_from_openai(value: &serde_json::Value) -> Result<Vec<ChatMessage
                     )))
                 }
             };
-            Ok(ChatMessage::new(role, content))
+            let mut message = ChatMessage::new(role, content);
+            if let Some(calls) = item.get("tool_calls").filter(|c| !c.is_null()) {
+                if role != "assistant" {
+                    return Err(bad(format!(
+                        "messages[{i}]: only assistant messages carry tool_calls"
+                    )));
+                }
+                message.tool_calls = Some(tool_calls_from_openai(i, calls)?);
+            }
+            if let Some(id) = item.get("tool_call_id").filter(|c| !c.is_null()) {
+                let id = id
+                    .as_str()
+                    .ok_or_else(|| bad(format!("messages[{i}].tool_call_id must be a string")))?;
+                message.tool_call_id = Some(id.to_owned());
+            }
+            if let Some(reasoning) = item.get("reasoning_content").and_then(|r| r.as_str()) {
+                message.reasoning_content = Some(reasoning.to_owned());
+            }
+            Ok(message)
         })
         .collect()
+}
+
+/// An assistant message's `tool_calls`: each with an id, type `function`, and a function's
+/// name and arguments (a JSON object, as text).
+fn tool_calls_from_openai(index: usize, calls: &serde_json::Value) -> Result<Vec<ToolCall>> {
+    let bad = |msg: String| Error::invalid_field("messages", format!("messages[{index}]: {msg}"));
+    let calls: Vec<ToolCall> = serde_json::from_value(calls.clone()).map_err(|e| {
+        bad(format!(
+            "tool_calls must be a list of {{\"id\", \"type\": \"function\", \"function\": \
+             {{\"name\", \"arguments\"}}}}: {e}"
+        ))
+    })?;
+    for call in &calls {
+        if call.kind != "function" {
+            return Err(bad(format!(
+                "tool calls of type `{}` are not supported",
+                call.kind
+            )));
+        }
+        if serde_json::from_str::<serde_json::Value>(&call.function.arguments).is_err() {
+            return Err(bad(format!(
+                "the arguments of tool call `{}` are not JSON",
+                call.id
+            )));
+        }
+    }
+    Ok(calls)
+}
+
+/// What a chat template sees beside the messages.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateExtras {
+    /// `tools`: the tools' definitions, as the request gave them.
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// `chat_template_kwargs`: more variables (`enable_thinking`, …); they cannot replace
+    /// `messages`, `tools` or the others.
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TemplateExtras {
+    fn size(&self) -> usize {
+        let tools: usize = self
+            .tools
+            .iter()
+            .flatten()
+            .map(|t| t.to_string().len())
+            .sum();
+        tools
+            + serde_json::Value::Object(self.kwargs.clone())
+                .to_string()
+                .len()
+    }
 }
 
 /// A compiled chat template of one model.
@@ -146,6 +244,8 @@ pub struct ChatTemplate {
     model: String,
     bos_token: String,
     eos_token: String,
+    tool_format: ToolFormat,
+    thinks: bool,
     guard: Arc<guard::RenderGuard>,
 }
 
@@ -176,6 +276,8 @@ impl ChatTemplate {
             model: model_name.to_owned(),
             bos_token: bos_token.unwrap_or_default().to_owned(),
             eos_token: eos_token.unwrap_or_default().to_owned(),
+            tool_format: ToolFormat::of_template(source),
+            thinks: source.contains("<think>") && source.contains("</think>"),
             guard: Arc::default(),
         })
     }
@@ -187,10 +289,21 @@ impl ChatTemplate {
     /// A render that runs out of fuel, output, memory or time is an error too, as is every
     /// render of a template that once ran out of memory.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with(messages, add_generation_prompt, &TemplateExtras::default())
+    }
+
+    /// [`Self::render`] with `tools` and other variables in the template's context.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        extras: &TemplateExtras,
+    ) -> Result<String> {
         let input: usize = messages
             .iter()
             .map(|m| m.role.len() + m.content.len())
             .sum::<usize>()
+            .saturating_add(extras.size())
             .saturating_add(self.bos_token.len() + self.eos_token.len());
         let memory = RENDER_MEMORY_PER_INPUT_BYTE
             .saturating_mul(input)
@@ -198,7 +311,9 @@ impl ChatTemplate {
         let max_output = RENDER_OUTPUT_PER_INPUT_BYTE
             .saturating_mul(input)
             .saturating_add(RENDER_OUTPUT_BASE);
-        let (env, messages) = (self.env.clone(), messages.to_vec());
+        let messages: Vec<serde_json::Value> =
+            messages.iter().map(ChatMessage::for_template).collect();
+        let (env, extras) = (self.env.clone(), extras.clone());
         let (bos, eos) = (self.bos_token.clone(), self.eos_token.clone());
         let rendered = self.guard.run(memory, RENDER_TIME, move || {
             let template = env.get_template(TEMPLATE_NAME).map_err(|e| e.to_string())?;
@@ -212,6 +327,8 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => bos,
                 eos_token => eos,
+                tools => extras.tools,
+                ..minijinja::Value::from_serialize(&extras.kwargs)
             };
             if let Err(e) = template.render_captured_to(context, &mut out) {
                 return Err(if out.overflowed {
@@ -243,6 +360,16 @@ impl ChatTemplate {
                 RENDER_TIME.as_secs()
             ))),
         }
+    }
+
+    /// How the template's model writes tool calls.
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tool_format
+    }
+
+    /// Whether the template's model thinks aloud (`<think>…</think>`) before answering.
+    pub fn thinks(&self) -> bool {
+        self.thinks
     }
 
     /// The model this template belongs to.

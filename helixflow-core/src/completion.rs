@@ -13,6 +13,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` (or the context) was reached.
     Length,
+    /// The answer called tools (it ended where a stop would have).
+    ToolCalls,
 }
 
 /// Token counts of a request.
@@ -152,6 +154,39 @@ pub struct ChatDelta {
     /// New text, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// New thinking, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Tool calls: a call's id, type and name first, then its arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// A piece of a streamed tool call; the pieces of call `index` add up to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolCallDelta {
+    /// Which call of the choice (0, 1, …).
+    pub index: usize,
+    /// The call's id, in its first piece.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, in the first piece.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The function's name (first piece) and a fragment of its arguments.
+    pub function: FunctionCallDelta,
+}
+
+/// The function part of a [`ToolCallDelta`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FunctionCallDelta {
+    /// The function's name, in the call's first piece.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A fragment of the arguments' text.
+    pub arguments: String,
 }
 
 /// One choice's part of a streamed chunk.

@@ -24,6 +24,7 @@ pub mod models;
 #[cfg(feature = "platform")]
 pub mod platform;
 pub mod registry;
+pub mod reply;
 pub mod request;
 pub mod sampling;
 pub mod source;
@@ -31,5 +32,6 @@ pub mod stop;
 pub mod streaming;
 pub mod structured;
 pub mod tokenizer;
+pub mod tools;
 
 pub use error::{Error, ErrorClass, Result};

@@ -7,15 +7,18 @@
 //! makes no chunk; its logprob goes out with the next chunk that has text, so every logprob
 //! arrives exactly once and in order.
 
+use std::collections::VecDeque;
+
 use serde::Serialize;
 
 use crate::completion::{
     system_fingerprint, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta,
-    ChoiceLogprobs, GeneratedChoice, LegacyLogprobs, TextChunkChoice, TextCompletion,
-    TextCompletionChunk, TokenLogprob, Usage,
+    ChoiceLogprobs, FinishReason, FunctionCallDelta, GeneratedChoice, LegacyLogprobs,
+    TextChunkChoice, TextCompletion, TextCompletionChunk, TokenLogprob, ToolCallDelta, Usage,
 };
 use crate::engine::EngineEvent;
 use crate::generation::TokenOutput;
+use crate::reply::{split_reply, ReplyDelta, ReplySplitter, ReplySyntax};
 use crate::Result;
 
 /// What a request's answer looks like.
@@ -80,8 +83,12 @@ pub struct AnswerBuilder {
     header: ChunkHeader,
     shaper: Shaper,
     include_usage: bool,
+    /// What a chat answer's text holds beside content (thinking, tool calls).
+    reply: ReplySyntax,
     prompt_tokens: usize,
     usage: Option<Usage>,
+    /// Parts made and not yet taken (one token may make several chunks).
+    ready: VecDeque<AnswerPart>,
 }
 
 impl std::fmt::Debug for AnswerBuilder {
@@ -117,35 +124,63 @@ impl AnswerBuilder {
             header,
             shaper,
             include_usage,
+            reply: ReplySyntax::default(),
             prompt_tokens: 0,
             usage: None,
+            ready: VecDeque::new(),
         }
     }
 
-    /// Takes the next event: what it makes for the caller, if anything. A failed request
-    /// returns the engine's error.
+    /// Reads a chat answer's text in `syntax`: its thinking becomes `reasoning_content` and
+    /// its tool calls `tool_calls` (with `finish_reason: tool_calls`).
+    pub fn with_reply(mut self, syntax: ReplySyntax) -> Self {
+        self.reply = syntax;
+        if let Shaper::Chat(chunker) = &mut self.shaper {
+            chunker.set_reply(syntax);
+        }
+        self
+    }
+
+    /// Takes the next event and returns the next part for the caller, if one is ready (see
+    /// [`Self::pop_ready`] for the others one event may make). A failed request returns the
+    /// engine's error.
     pub fn push(&mut self, event: EngineEvent) -> Result<Option<AnswerPart>> {
         match event {
             EngineEvent::Started { prompt_tokens } => self.prompt_tokens = prompt_tokens,
             EngineEvent::Done { completion_tokens } => {
                 let usage = Usage::new(self.prompt_tokens, completion_tokens);
                 self.usage = Some(usage);
-                return Ok(self.finish(usage));
+                if let Some(part) = self.finish(usage) {
+                    self.ready.push_back(part);
+                }
             }
             EngineEvent::Failed(e) => return Err(e),
             EngineEvent::Token { choice, output } => {
-                let chunk = match &mut self.shaper {
-                    Shaper::Chat(c) => c.token(choice, output).map(AnswerChunk::Chat),
-                    Shaper::Text(c) => c.token(choice, output).map(AnswerChunk::Text),
+                let chunks: Vec<AnswerChunk> = match &mut self.shaper {
+                    Shaper::Chat(c) => c
+                        .token(choice, output)
+                        .into_iter()
+                        .map(AnswerChunk::Chat)
+                        .collect(),
+                    Shaper::Text(c) => c
+                        .token(choice, output)
+                        .map(AnswerChunk::Text)
+                        .into_iter()
+                        .collect(),
                     Shaper::Whole(c) => {
                         c.push(EngineEvent::Token { choice, output })?;
-                        None
+                        Vec::new()
                     }
                 };
-                return Ok(chunk.map(AnswerPart::Chunk));
+                self.ready.extend(chunks.into_iter().map(AnswerPart::Chunk));
             }
         }
-        Ok(None)
+        Ok(self.ready.pop_front())
+    }
+
+    /// The next part made by earlier events and not yet taken.
+    pub fn pop_ready(&mut self) -> Option<AnswerPart> {
+        self.ready.pop_front()
     }
 
     fn finish(&mut self, usage: Usage) -> Option<AnswerPart> {
@@ -158,7 +193,13 @@ impl AnswerBuilder {
                 let choices = collector.into_choices();
                 Some(AnswerPart::Whole(match self.kind {
                     AnswerKind::Chat => {
-                        Answer::Chat(ChatCompletion::new(id, created, model, choices, usage))
+                        let mut answer = ChatCompletion::new(id, created, model, choices, usage);
+                        if !self.reply.is_plain() {
+                            for choice in &mut answer.choices {
+                                split_choice(self.reply, choice);
+                            }
+                        }
+                        Answer::Chat(answer)
                     }
                     AnswerKind::Text => {
                         Answer::Text(TextCompletion::new(id, created, model, choices, usage))
@@ -180,9 +221,9 @@ impl AnswerBuilder {
         self.usage
     }
 
-    /// Whether the request is done (its `Done` event has been taken).
+    /// Whether the request is done: its `Done` event has been taken, and every part.
     pub fn is_done(&self) -> bool {
-        self.usage.is_some()
+        self.usage.is_some() && self.ready.is_empty()
     }
 
     /// The prompt's length, once the `Started` event has been taken.
@@ -193,6 +234,18 @@ impl AnswerBuilder {
     /// What every chunk of the answer shares.
     pub fn header(&self) -> &ChunkHeader {
         &self.header
+    }
+}
+
+/// Splits a whole chat choice's text into content, thinking and tool calls.
+fn split_choice(syntax: ReplySyntax, choice: &mut crate::completion::ChatChoice) {
+    let (reply, called) = split_reply(syntax, &choice.message.content);
+    let message = &mut choice.message;
+    message.content = reply.content;
+    message.reasoning_content = (!reply.reasoning.is_empty()).then_some(reply.reasoning);
+    message.tool_calls = (!reply.calls.is_empty()).then_some(reply.calls);
+    if called && choice.finish_reason == FinishReason::Stop {
+        choice.finish_reason = FinishReason::ToolCalls;
     }
 }
 
@@ -253,13 +306,18 @@ pub struct ChunkHeader {
 }
 
 /// Makes the `chat.completion.chunk`s of a streamed chat completion: the role in each
-/// choice's first chunk, then text deltas.
+/// choice's first chunk, then text deltas (content, and thinking apart), and each tool call
+/// as two chunks: its id, type and name, then its arguments.
 #[derive(Debug)]
 pub struct ChatChunker {
     header: ChunkHeader,
     started: Vec<bool>,
     /// Each choice's logprobs of tokens whose text is still held back.
     pending: Vec<Vec<TokenLogprob>>,
+    /// Each choice's splitter, when answers hold more than content.
+    replies: Vec<ReplySplitter>,
+    /// Each choice's calls so far.
+    calls: Vec<usize>,
 }
 
 impl ChatChunker {
@@ -269,29 +327,116 @@ impl ChatChunker {
             header,
             started: vec![false; n],
             pending: vec![Vec::new(); n],
+            replies: Vec::new(),
+            calls: vec![0; n],
         }
     }
 
-    /// The chunk of choice `choice`'s token `output`, if it has one to send.
-    pub fn token(&mut self, choice: usize, output: TokenOutput) -> Option<ChatCompletionChunk> {
-        let pending = self.pending.get_mut(choice)?;
+    /// Reads the choices' text in `syntax` (see [`AnswerBuilder::with_reply`]).
+    pub fn set_reply(&mut self, syntax: ReplySyntax) {
+        self.replies = if syntax.is_plain() {
+            Vec::new()
+        } else {
+            vec![ReplySplitter::new(syntax); self.started.len()]
+        };
+    }
+
+    /// The chunks of choice `choice`'s token `output` (often one, none while text is held
+    /// back, more when it completes tool calls).
+    pub fn token(&mut self, choice: usize, output: TokenOutput) -> Vec<ChatCompletionChunk> {
+        let Some(pending) = self.pending.get_mut(choice) else {
+            return Vec::new();
+        };
         pending.extend(output.logprob);
-        let first = !std::mem::replace(self.started.get_mut(choice)?, true);
-        if output.text.is_empty() && output.finish.is_none() && !first {
-            return None;
+        let first = !std::mem::replace(&mut self.started[choice], true);
+        let (reply, called) = match self.replies.get_mut(choice) {
+            Some(splitter) => {
+                let mut reply = splitter.push(&output.text);
+                if output.finish.is_some() {
+                    let rest = splitter.finish();
+                    reply.content.push_str(&rest.content);
+                    reply.reasoning.push_str(&rest.reasoning);
+                    reply.calls.extend(rest.calls);
+                }
+                (reply, splitter.has_called())
+            }
+            None => (
+                ReplyDelta {
+                    content: output.text,
+                    ..ReplyDelta::default()
+                },
+                false,
+            ),
+        };
+        let finish = output.finish.map(|reason| match reason {
+            FinishReason::Stop if called => FinishReason::ToolCalls,
+            other => other,
+        });
+        if reply.is_empty() && finish.is_none() && !first {
+            return Vec::new();
         }
         let tokens = std::mem::take(pending);
-        let delta = ChatDelta {
-            role: first.then(|| "assistant".to_string()),
-            content: (!output.text.is_empty() || first).then_some(output.text),
-        };
+        let logprobs = (!tokens.is_empty()).then_some(ChoiceLogprobs { content: tokens });
+        let mut chunks = Vec::new();
+        let has_text = !reply.content.is_empty() || !reply.reasoning.is_empty();
+        if first || has_text || logprobs.is_some() || reply.calls.is_empty() {
+            let delta = ChatDelta {
+                role: first.then(|| "assistant".to_string()),
+                content: (!reply.content.is_empty() || (first && reply.reasoning.is_empty()))
+                    .then_some(reply.content),
+                reasoning_content: (!reply.reasoning.is_empty()).then_some(reply.reasoning),
+                tool_calls: None,
+            };
+            let last = reply.calls.is_empty();
+            chunks.push(self.choice_chunk(choice, delta, logprobs, finish.filter(|_| last)));
+        }
+        let calls = reply.calls.len();
+        for (i, call) in reply.calls.into_iter().enumerate() {
+            let index = self.calls[choice];
+            self.calls[choice] += 1;
+            let opening = ToolCallDelta {
+                index,
+                id: Some(call.id),
+                kind: Some(call.kind),
+                function: FunctionCallDelta {
+                    name: Some(call.function.name),
+                    arguments: String::new(),
+                },
+            };
+            let arguments = ToolCallDelta {
+                index,
+                function: FunctionCallDelta {
+                    name: None,
+                    arguments: call.function.arguments,
+                },
+                ..ToolCallDelta::default()
+            };
+            for (part, piece) in [opening, arguments].into_iter().enumerate() {
+                let delta = ChatDelta {
+                    tool_calls: Some(vec![piece]),
+                    ..ChatDelta::default()
+                };
+                let last = i + 1 == calls && part == 1;
+                chunks.push(self.choice_chunk(choice, delta, None, finish.filter(|_| last)));
+            }
+        }
+        chunks
+    }
+
+    fn choice_chunk(
+        &self,
+        index: usize,
+        delta: ChatDelta,
+        logprobs: Option<ChoiceLogprobs>,
+        finish_reason: Option<FinishReason>,
+    ) -> ChatCompletionChunk {
         let choice = ChatChunkChoice {
-            index: choice,
+            index,
             delta,
-            logprobs: (!tokens.is_empty()).then_some(ChoiceLogprobs { content: tokens }),
-            finish_reason: output.finish,
+            logprobs,
+            finish_reason,
         };
-        Some(self.chunk(vec![choice], None))
+        self.chunk(vec![choice], None)
     }
 
     /// The last chunk: no choices, the usage counts.
@@ -407,12 +552,12 @@ mod tests {
     #[test]
     fn held_back_logprobs_go_out_with_the_next_text() {
         let mut chat = ChatChunker::new(header(), 1);
-        let first = chat.token(0, output("", -1.0, None)).unwrap();
+        let first = chat.token(0, output("", -1.0, None)).remove(0);
         assert_eq!(first.choices[0].delta.role.as_deref(), Some("assistant"));
-        assert!(chat.token(0, output("", -2.0, None)).is_none());
+        assert!(chat.token(0, output("", -2.0, None)).is_empty());
         let next = chat
             .token(0, output("é", -3.0, Some(FinishReason::Stop)))
-            .unwrap();
+            .remove(0);
         let logprobs = next.choices[0].logprobs.as_ref().unwrap();
         assert_eq!(logprobs.content.len(), 2);
         assert_eq!(next.choices[0].finish_reason, Some(FinishReason::Stop));

@@ -14,6 +14,8 @@
 //! interpreter (`benches/llama_cpp_venv.sh` installs one and prints it); without it the tests
 //! say they were skipped, unless `HELIXFLOW_REQUIRE_LLAMA_CPP=1` (CI) makes that a failure.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -279,6 +281,97 @@ fn phi3_matches_llama_cpp() {
 #[test]
 fn smollm3_matches_llama_cpp() {
     check("smollm3");
+}
+
+/// Structured outputs and tool calls hold on every architecture's tiny model (Q8_0, with
+/// random weights, so every token the grammar allows is likely): a JSON schema for fifty
+/// seeds at temperature 1, and `required` calls whose arguments validate, through the
+/// engine's batches.
+#[test]
+fn structured_outputs_and_required_tool_calls_hold_on_every_architecture() {
+    use helixflow_core::chat_template::ChatMessage;
+    use helixflow_core::completion::FinishReason;
+    use helixflow_core::request::{GenerationOptions, GenerationRequest};
+    use helixflow_core::streaming::{Answer, AnswerPart};
+    use serde_json::json;
+
+    let Some((cases, _)) = cases() else { return };
+    // Short, for the tiny models' 256-token context: a Hermes-format model (`<tool_call>`
+    // blocks) whose template does not list the tools.
+    const TEMPLATE: &str = "{# writes <tool_call> blocks #}{% for message in messages %}\
+        {{ message.role }}: {{ message.content }}\n{% endfor %}assistant: ";
+    let schema = json!({"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 8},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}},
+        "required": ["name", "age", "tags"], "additionalProperties": false});
+    let tools = json!([{"type": "function", "function": {"name": "lookup",
+        "parameters": schema}}]);
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut checked = std::collections::BTreeSet::new();
+    for case in cases
+        .iter()
+        .filter(|c| c["file"].as_str().unwrap().ends_with("q8_0.gguf"))
+    {
+        let (file, architecture) = (
+            case["file"].as_str().unwrap(),
+            case["architecture"].as_str().unwrap(),
+        );
+        checked.insert(architecture);
+        let chat =
+            Arc::new(ChatModel::load_with_template(file, architecture, Some(TEMPLATE)).unwrap());
+        let engine = Engine::start(chat.clone(), EngineConfig::default()).unwrap();
+        let messages = [ChatMessage::new("user", "Describe someone.")];
+        let answers = |options: serde_json::Value, seeds: u64| {
+            let requests: Vec<GenerationRequest> = (0..seeds)
+                .map(|seed| {
+                    let mut options = options.clone();
+                    options["seed"] = json!(seed);
+                    let options: GenerationOptions = serde_json::from_value(options).unwrap();
+                    GenerationRequest::chat(&chat, &messages, &options, false, None).unwrap()
+                })
+                .collect();
+            runtime.block_on(futures_util::future::join_all(requests.iter().map(
+                |r| async {
+                    let builder = r.answer_builder("m", false, false);
+                    match common::run_request(&engine, r, builder).await.as_slice() {
+                        [AnswerPart::Whole(Answer::Chat(answer))] => answer.choices[0].clone(),
+                        other => panic!("one whole answer: {other:?}"),
+                    }
+                },
+            )))
+        };
+        let format = json!({"type": "json_schema", "json_schema": {"name": "p", "schema": schema}});
+        for choice in answers(
+            json!({"temperature": 1.0, "max_tokens": 150, "response_format": format}),
+            50,
+        ) {
+            assert_eq!(
+                choice.finish_reason,
+                FinishReason::Stop,
+                "{file}: {choice:?}"
+            );
+            let value: serde_json::Value = serde_json::from_str(&choice.message.content).unwrap();
+            assert!(validator.is_valid(&value), "{file}: {value}");
+        }
+        let options = json!({"temperature": 1.0, "max_tokens": 150, "tools": tools,
+            "tool_choice": "required", "parallel_tool_calls": false});
+        for choice in answers(options, 10) {
+            assert_eq!(
+                choice.finish_reason,
+                FinishReason::ToolCalls,
+                "{file}: {choice:?}"
+            );
+            for call in choice.message.tool_calls.unwrap() {
+                assert_eq!(call.function.name, "lookup");
+                let value: serde_json::Value =
+                    serde_json::from_str(&call.function.arguments).unwrap();
+                assert!(validator.is_valid(&value), "{file}: {value}");
+            }
+        }
+    }
+    assert_eq!(checked.len(), 8, "every architecture: {checked:?}");
 }
 
 /// A folder whose tensors or config do not fit its family is a clear error naming the

@@ -52,16 +52,6 @@ fn person_schema() -> Value {
     })
 }
 
-fn assert_valid(schema: &Value, text: &str) {
-    let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
-    let validator = jsonschema::validator_for(schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&value)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{text}: {errors:?}");
-}
-
 #[tokio::test]
 async fn json_schema_answers_validate_for_fifty_seeds_at_temperature_one() {
     let chat = model();
@@ -87,7 +77,7 @@ async fn json_schema_answers_validate_for_fifty_seeds_at_temperature_one() {
             "{:?}",
             choice.message.content
         );
-        assert_valid(&schema, &choice.message.content);
+        common::assert_valid(&schema, &choice.message.content);
         // Written as json.dumps writes it: no free whitespace to wander into.
         assert!(
             !choice.message.content.contains('\n'),
@@ -137,7 +127,7 @@ async fn several_choices_logprobs_and_streams_keep_to_the_schema() {
     let whole = answer(&engine, &request).await;
     assert_eq!(whole.choices.len(), 4);
     for choice in &whole.choices {
-        assert_valid(&schema, &choice.message.content);
+        common::assert_valid(&schema, &choice.message.content);
         let logprobs = choice.logprobs.as_ref().unwrap();
         assert!(!logprobs.content.is_empty());
     }

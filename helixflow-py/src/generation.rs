@@ -33,11 +33,20 @@ impl Reader {
         if part.is_err() || self.builder.is_done() {
             self.events = None;
         }
-        Ok(match part? {
-            Some(AnswerPart::Chunk(chunk)) => Some(to_json(&chunk)),
-            Some(AnswerPart::Whole(answer)) => Some(to_json(&answer)),
-            None => None,
-        })
+        Ok(part?.map(part_json))
+    }
+
+    /// A part that an earlier event made beside the one [`Self::shape`] returned (one
+    /// token may complete several chunks), as JSON.
+    fn ready(&mut self) -> Option<String> {
+        self.builder.pop_ready().map(part_json)
+    }
+}
+
+fn part_json(part: AnswerPart) -> String {
+    match part {
+        AnswerPart::Chunk(chunk) => to_json(&chunk),
+        AnswerPart::Whole(answer) => to_json(&answer),
     }
 }
 
@@ -112,6 +121,9 @@ impl NativeGeneration {
     /// end, or once cancelled.
     fn read_part(&self, py: Python<'_>) -> PyResult<Option<String>> {
         loop {
+            if let Some(json) = self.reader().ready() {
+                return Ok(Some(json));
+            }
             if self.reader().builder.is_done() {
                 return Ok(None);
             }
@@ -204,20 +216,23 @@ impl NativeGeneration {
                     });
                     return;
                 };
-                let (part, done) = {
+                let (part, more, done) = {
                     let mut reader = lock(&reader);
-                    (reader.shape(event), reader.builder.is_done())
+                    let part = reader.shape(event);
+                    let more: Vec<String> = std::iter::from_fn(|| reader.ready()).collect();
+                    (part, more, reader.builder.is_done())
                 };
-                let delivered = match part {
+                let parts = match part {
                     Err(e) => {
                         hand(Delivery::Failed(to_py(e)));
                         return;
                     }
-                    Ok(Some(json)) => hand(Delivery::Part(json)),
-                    Ok(None) => true,
+                    Ok(first) => first.into_iter().chain(more),
                 };
-                if !delivered {
-                    return;
+                for json in parts {
+                    if !hand(Delivery::Part(json)) {
+                        return;
+                    }
                 }
                 if done {
                     hand(Delivery::End);

@@ -246,6 +246,9 @@ impl From<ApiError> for tonic::Status {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        // The rest of an oversized body is never read, so the connection cannot carry another
+        // request: saying so keeps a client from reusing it and seeing a reset.
+        let close = self.status == StatusCode::PAYLOAD_TOO_LARGE;
         let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(headers) = self.headers {
             response.headers_mut().extend(*headers);
@@ -254,6 +257,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -276,6 +284,14 @@ mod tests {
         let response = busy.clone().into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
         assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        let too_large = ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            ..ApiError::invalid("too large")
+        };
+        assert_eq!(
+            too_large.into_response().headers()[header::CONNECTION],
+            "close"
+        );
         let overflow = ApiError::from(CoreError::ContextOverflow {
             prompt_tokens: 10,
             max_tokens: 9000,

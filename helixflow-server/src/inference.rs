@@ -150,6 +150,9 @@ impl Events {
         &mut self,
         builder: &mut AnswerBuilder,
     ) -> Result<Option<AnswerPart>, ApiError> {
+        if let Some(part) = builder.pop_ready() {
+            return Ok(Some(part));
+        }
         while !builder.is_done() {
             let event = self.next().await?;
             if let Some(part) = builder.push(event)? {

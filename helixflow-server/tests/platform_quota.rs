@@ -270,6 +270,7 @@ async fn usage_rows_match_what_the_responses_reported() {
         messages: vec![proto::ChatMessage {
             role: "user".into(),
             content: "Say hi".into(),
+            ..Default::default()
         }],
         options: Some(proto::GenerationOptions {
             max_tokens: Some(3),
@@ -285,7 +286,8 @@ async fn usage_rows_match_what_the_responses_reported() {
         match event.unwrap().event.unwrap() {
             proto::generation_event::Event::Started(started) => grpc_id = started.id,
             proto::generation_event::Event::Finished(finished) => grpc_usage = finished.usage,
-            proto::generation_event::Event::Token(_) => {}
+            proto::generation_event::Event::Token(_) | proto::generation_event::Event::Reply(_) => {
+            }
         }
     }
     let usage = grpc_usage.unwrap();

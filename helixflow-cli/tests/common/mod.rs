@@ -20,6 +20,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server of the chat model only (see [`Self::spawn`]).
+    pub fn start(args: &[&str]) -> Self {
+        Self::spawn(&[&["--model", "smollm2-135m-instruct"], args].concat())
+    }
+
+    /// A server of both default models (see [`Self::spawn`]).
+    pub fn start_with_embeddings(args: &[&str]) -> Self {
+        Self::spawn(args)
+    }
+
     /// Starts `helixflow serve` on free ports with `args`, without the platform database
     /// (`--no-database`), and waits until it is ready.
     pub fn spawn(args: &[&str]) -> Self {

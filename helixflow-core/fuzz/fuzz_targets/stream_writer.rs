@@ -49,13 +49,10 @@ fuzz_target!(|input: Input| {
                 FinishReason::Length
             }),
         };
-        for json in [
-            chat.token(0, output.clone()).map(|c| serde_json::to_string(&c)),
-            text.token(0, output).map(|c| serde_json::to_string(&c)),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        let chat_chunks = chat.token(0, output.clone()).into_iter();
+        let text_chunks = text.token(0, output).into_iter();
+        let chat_json = chat_chunks.map(|c| serde_json::to_string(&c));
+        for json in chat_json.chain(text_chunks.map(|c| serde_json::to_string(&c))) {
             let json = json.expect("chunks serialise");
             let value: serde_json::Value = serde_json::from_str(&json).expect("chunks are JSON");
             assert!(value["choices"].is_array(), "{json}");

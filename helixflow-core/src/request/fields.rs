@@ -1,5 +1,5 @@
 //! Which request fields of the OpenAI API HelixFlow honours. A client that sends a field we
-//! would drop (`tools`, `audio`, `store: true`, …) gets a 400 naming it instead of an answer
+//! would drop (`audio`, `store: true`, …) gets a 400 naming it instead of an answer
 //! that silently lacks what it asked for; a field OpenAI does not define is refused too, as
 //! OpenAI refuses it ("Unrecognized request argument").
 
@@ -79,15 +79,11 @@ const CHAT: &[(&str, Support)] = &[
         "service_tier",
         OnlyDefault(is_auto_or_default, "service tiers are not supported"),
     ),
-    (
-        "parallel_tool_calls",
-        Refused("tool calls are not supported yet"),
-    ),
-    ("tools", Refused("tool calls are not supported yet")),
-    (
-        "tool_choice",
-        OnlyDefault(is_none_choice, "tool calls are not supported yet"),
-    ),
+    ("tools", Honoured),
+    ("tool_choice", Honoured),
+    ("parallel_tool_calls", Honoured),
+    // vLLM's extension: more variables for the chat template (`enable_thinking`, …).
+    ("chat_template_kwargs", Honoured),
     (
         "functions",
         Refused("the deprecated `functions` are not supported"),
@@ -135,10 +131,6 @@ fn is_text_only(value: &Value) -> bool {
 
 fn is_auto_or_default(value: &Value) -> bool {
     value == "auto" || value == "default"
-}
-
-fn is_none_choice(value: &Value) -> bool {
-    value == "none"
 }
 
 fn table(endpoint: Endpoint) -> impl Iterator<Item = &'static (&'static str, Support)> {
@@ -199,7 +191,8 @@ mod tests {
     #[test]
     fn unhonoured_and_unknown_fields_are_refused_by_name() {
         for (endpoint, field, value) in [
-            (Endpoint::ChatCompletions, "tools", json!([])),
+            (Endpoint::ChatCompletions, "functions", json!([])),
+            (Endpoint::Completions, "tools", json!([])),
             (Endpoint::ChatCompletions, "audio", json!({"voice": "x"})),
             (Endpoint::ChatCompletions, "store", json!(true)),
             (

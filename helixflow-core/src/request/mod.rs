@@ -25,9 +25,11 @@ use crate::chat_model::ChatModel;
 use crate::chat_template::ChatMessage;
 use crate::completion::{new_id, unix_now};
 use crate::generation::GenerationParams;
+use crate::reply::ReplySyntax;
 use crate::sampling::MAX_TOP_LOGPROBS;
 use crate::streaming::{AnswerBuilder, AnswerKind, ChunkHeader};
-use crate::structured::Grammar;
+use crate::structured::{Grammar, GrammarSpec};
+use crate::tools::format::check_tool_messages;
 use crate::{Error, Result};
 
 /// A text completion's prompt: text to tokenise, or token ids.
@@ -83,6 +85,8 @@ pub struct GenerationRequest {
     pub prompt: Vec<u32>,
     /// How to generate, checked against the model.
     pub params: GenerationParams,
+    /// What a chat answer's text holds beside content (thinking, tool calls).
+    pub reply: ReplySyntax,
 }
 
 impl GenerationRequest {
@@ -95,10 +99,28 @@ impl GenerationRequest {
         top_logprobs: Option<usize>,
     ) -> Result<Self> {
         let mut params = options.chat_params(logprobs, top_logprobs)?;
+        let tools = options.chat_tools()?;
+        check_tool_messages(messages)?;
         params.grammar = grammar(model, options)?;
+        if let Some(tools) = &tools {
+            if let Some(lark) = model.tool_format().grammar(tools, model.tokenizer()) {
+                if params.grammar.is_some() {
+                    return Err(Error::invalid_field(
+                        "tools",
+                        "tools that the answer is held to (tool_choice `required` or named, \
+                         or a model without tools in its template) cannot be combined with \
+                         response_format or structured_outputs",
+                    ));
+                }
+                params.grammar = Some(model.grammar(&GrammarSpec::Lark(lark), "tools")?);
+            }
+        }
         params.validate(model.model().shape().vocab_size)?;
-        let prompt = model.encode_chat(messages)?;
-        Self::checked(AnswerKind::Chat, prompt, params)
+        let kwargs = options.chat_template_kwargs.clone().unwrap_or_default();
+        let prompt = model.encode_chat_with(messages, tools.as_ref(), kwargs)?;
+        let mut request = Self::checked(AnswerKind::Chat, prompt.ids, params)?;
+        request.reply = prompt.reply;
+        Ok(request)
     }
 
     /// A text completion of `prompt`; `logprobs` is the legacy API's number of alternatives
@@ -114,6 +136,7 @@ impl GenerationRequest {
         if echo {
             return Err(Error::invalid_field("echo", "echo is not supported"));
         }
+        options.check_no_chat_fields()?;
         let top = logprobs.unwrap_or(0);
         if top > MAX_TOP_LOGPROBS {
             return Err(Error::invalid_field(
@@ -139,6 +162,7 @@ impl GenerationRequest {
             kind,
             prompt,
             params,
+            reply: ReplySyntax::default(),
         })
     }
 
@@ -160,11 +184,12 @@ impl GenerationRequest {
         include_usage: bool,
     ) -> AnswerBuilder {
         let (header, n) = (self.header(model), self.params.n);
-        if stream {
+        let builder = if stream {
             AnswerBuilder::streamed(self.kind, header, n, include_usage)
         } else {
             AnswerBuilder::whole(self.kind, header, n, self.params.sampling.logprobs)
-        }
+        };
+        builder.with_reply(self.reply)
     }
 }
 

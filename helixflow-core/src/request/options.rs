@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::generation::GenerationParams;
 use crate::sampling::SamplingParams;
 use crate::structured::GrammarSpec;
+use crate::tools::ChatTools;
 use crate::{Error, Result};
 
 /// `stop`: one string or several.
@@ -62,6 +63,19 @@ pub struct GenerationOptions {
     /// `grammar` (Lark) or `json_object: true`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub structured_outputs: Option<serde_json::Value>,
+    /// Chat only: function tools the model may call (`[{"type": "function", "function":
+    /// {"name", "description", "parameters"}}]`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
+    pub tools: Option<serde_json::Value>,
+    /// Chat only: `none`, `auto` (the default with tools), `required`, or `{"type":
+    /// "function", "function": {"name"}}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub tool_choice: Option<serde_json::Value>,
+    /// Chat only: whether one answer may call several tools (default true).
+    pub parallel_tool_calls: Option<bool>,
+    /// Chat only: more variables for the chat template (`{"enable_thinking": false}`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl GenerationOptions {
@@ -105,6 +119,33 @@ impl GenerationOptions {
             ignore_eos: self.ignore_eos,
             grammar: None, // compiled for the model by `GenerationRequest`
         })
+    }
+
+    /// The tools of a chat request, checked (`None` without tools or under `tool_choice:
+    /// none`).
+    pub fn chat_tools(&self) -> Result<Option<ChatTools>> {
+        ChatTools::from_request(
+            self.tools.as_ref(),
+            self.tool_choice.as_ref(),
+            self.parallel_tool_calls,
+        )
+    }
+
+    /// Refuses the fields only chat completions have (for text completions).
+    pub fn check_no_chat_fields(&self) -> Result<()> {
+        let chat_only = [
+            ("tools", self.tools.is_some()),
+            ("tool_choice", self.tool_choice.is_some()),
+            ("parallel_tool_calls", self.parallel_tool_calls.is_some()),
+            ("chat_template_kwargs", self.chat_template_kwargs.is_some()),
+        ];
+        match chat_only.into_iter().find(|(_, given)| *given) {
+            Some((field, _)) => Err(Error::invalid_field(
+                field,
+                format!("{field} is for chat completions only"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The grammar the answer must match, if any, and the field that asked for it.

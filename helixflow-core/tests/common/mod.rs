@@ -32,8 +32,21 @@ pub async fn run_request(
             .expect("an event within five minutes")
             .expect("the request is not over before Done");
         parts.extend(builder.push(event).unwrap());
+        parts.extend(std::iter::from_fn(|| builder.pop_ready()));
     }
     parts
+}
+
+/// Asserts that `text` is JSON valid against `schema`.
+pub fn assert_valid(schema: &serde_json::Value, text: &str) {
+    let value: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    let validator = jsonschema::validator_for(schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{text}: {errors:?}");
 }
 
 /// A golden reference file (copied from the reference outputs into the test fixtures).

@@ -49,7 +49,17 @@ _COMMON_OPTIONS: Dict[str, tuple] = {
     "structured_outputs": (Mapping,),
 }
 _STREAM_OPTIONS = {"stream": (bool,), "stream_options": (Mapping,)}
-_CHAT_OPTIONS = {**_COMMON_OPTIONS, **_STREAM_OPTIONS, "logprobs": (bool,), "top_logprobs": (int,)}
+_CHAT_OPTIONS = {
+    **_COMMON_OPTIONS,
+    **_STREAM_OPTIONS,
+    "logprobs": (bool,),
+    "top_logprobs": (int,),
+    # Tool calling, as OpenAI's chat API has it, and variables for the chat template.
+    "tools": (Sequence,),
+    "tool_choice": (str, Mapping),
+    "parallel_tool_calls": (bool,),
+    "chat_template_kwargs": (Mapping,),
+}
 _COMPLETION_OPTIONS = {**_COMMON_OPTIONS, **_STREAM_OPTIONS, "logprobs": (int,), "echo": (bool,)}
 _ENGINE_OPTIONS = {
     "max_num_seqs": (int,),
@@ -128,7 +138,10 @@ def _options_json(options: Dict[str, Any]) -> str:
             if isinstance(value, bool) or not isinstance(value, _NUMBER):
                 raise ParameterTypeError("logit_bias values must be numbers")
         options["logit_bias"] = {str(k): v for k, v in bias.items()}
-    return json.dumps(options)
+    try:
+        return json.dumps(options, default=_to_jsonable)
+    except ValueError as e:
+        raise ParameterTypeError(f"the options cannot be encoded as JSON: {e}") from None
 
 
 def _token_ids(name: str, ids: Any) -> Optional[List[int]]:
@@ -153,7 +166,7 @@ def _to_jsonable(value: Any) -> Any:
         return dict(value)
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return list(value)
-    raise ParameterTypeError(f"messages hold a {type(value).__name__}, which is not JSON")
+    raise ParameterTypeError(f"{type(value).__name__} is not JSON")
 
 
 def _messages_json(messages: Any) -> str:

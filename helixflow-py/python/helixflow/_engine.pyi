@@ -101,6 +101,14 @@ class ChatOptions(_GenerationOptions, total=False):
     """Report each generated token's log-probability."""
     top_logprobs: Optional[int]
     """With ``logprobs``, also the most likely alternatives at each position (0..=20)."""
+    tools: Optional[Sequence[Mapping[str, Any]]]
+    """Function tools the model may call: ``[{"type": "function", "function": {...}}]``."""
+    tool_choice: Optional[Union[str, Mapping[str, Any]]]
+    """``none``, ``auto`` (the default with tools), ``required``, or a named function."""
+    parallel_tool_calls: Optional[bool]
+    """Whether one answer may call several tools (default ``True``)."""
+    chat_template_kwargs: Optional[Mapping[str, Any]]
+    """More variables for the chat template, e.g. ``{"enable_thinking": False}``."""
 
 class CompletionOptions(_GenerationOptions, total=False):
     """Options of :meth:`Engine.complete` and :meth:`Engine.acomplete`."""

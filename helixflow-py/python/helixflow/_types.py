@@ -14,9 +14,13 @@ __all__ = [
     "TopLogprob",
     "ChatCompletionTokenLogprob",
     "ChoiceLogprobs",
+    "Function",
+    "ChatCompletionMessageToolCall",
     "ChatCompletionMessage",
     "Choice",
     "ChatCompletion",
+    "ChoiceDeltaToolCallFunction",
+    "ChoiceDeltaToolCall",
     "ChoiceDelta",
     "ChunkChoice",
     "ChatCompletionChunk",
@@ -111,23 +115,51 @@ class ChoiceLogprobs(_Record):
 
 
 @dataclass
+class Function(_Record):
+    """The function a tool call calls."""
+
+    name: str = ""
+    """The function's name."""
+    arguments: str = ""
+    """Its arguments: a JSON object, as text."""
+
+
+@dataclass
+class ChatCompletionMessageToolCall(_Record):
+    """A call of a function tool."""
+
+    id: str = ""
+    """The call's id (``call_...``), which the ``tool`` message answering it names."""
+    type: str = "function"
+    """Always ``function``."""
+    function: Function = field(default_factory=Function)
+    """The function called and its arguments."""
+
+    _nested: ClassVar[Dict[str, Any]] = {"function": (Function, False)}
+
+
+@dataclass
 class ChatCompletionMessage(_Record):
     """The assistant's message."""
 
     role: str = "assistant"
     """Always ``assistant``."""
     content: Optional[str] = None
-    """The generated text."""
+    """The generated text (without thinking and tool calls)."""
     refusal: Optional[str] = None
     """Always ``None``: the engine does not refuse (present as in the OpenAI SDK)."""
-    tool_calls: Optional[List[Any]] = None
-    """Always ``None``: tool calls are not generated."""
+    tool_calls: Optional[List[ChatCompletionMessageToolCall]] = None
+    """The tools the answer called, with ``tools``."""
+    reasoning_content: Optional[str] = None
+    """The model's thinking (``<think>...</think>``), for models that think aloud."""
     function_call: Optional[Any] = None
     """Always ``None`` (the SDK's deprecated field)."""
     annotations: Optional[List[Any]] = None
     """Always ``None``."""
     audio: Optional[Any] = None
     """Always ``None``."""
+
+    _nested: ClassVar[Dict[str, Any]] = {"tool_calls": (ChatCompletionMessageToolCall, True)}
 
 
 @dataclass
@@ -141,7 +173,8 @@ class Choice(_Record):
     logprobs: Optional[ChoiceLogprobs] = None
     """Token log-probabilities, when requested."""
     finish_reason: str = "stop"
-    """``stop`` (end of turn or a stop string) or ``length`` (``max_tokens`` reached)."""
+    """``stop`` (end of turn or a stop string), ``length`` (``max_tokens`` reached) or
+    ``tool_calls`` (the answer called tools)."""
 
     _nested: ClassVar[Dict[str, Any]] = {
         "message": (ChatCompletionMessage, False),
@@ -177,6 +210,32 @@ class ChatCompletion(_Record):
 
 
 @dataclass
+class ChoiceDeltaToolCallFunction(_Record):
+    """A piece of a streamed tool call's function."""
+
+    name: Optional[str] = None
+    """The function's name, in the call's first piece."""
+    arguments: Optional[str] = None
+    """A fragment of the arguments' text."""
+
+
+@dataclass
+class ChoiceDeltaToolCall(_Record):
+    """A piece of a streamed tool call: the pieces with one ``index`` add up to the call."""
+
+    index: int = 0
+    """Which call of the choice."""
+    id: Optional[str] = None
+    """The call's id, in its first piece."""
+    type: Optional[str] = None
+    """``function``, in the first piece."""
+    function: Optional[ChoiceDeltaToolCallFunction] = None
+    """The function's name and a fragment of its arguments."""
+
+    _nested: ClassVar[Dict[str, Any]] = {"function": (ChoiceDeltaToolCallFunction, False)}
+
+
+@dataclass
 class ChoiceDelta(_Record):
     """The new part of a streamed chat choice's message."""
 
@@ -186,8 +245,12 @@ class ChoiceDelta(_Record):
     """New text, if any."""
     refusal: Optional[str] = None
     """Always ``None``."""
-    tool_calls: Optional[List[Any]] = None
-    """Always ``None``."""
+    tool_calls: Optional[List[ChoiceDeltaToolCall]] = None
+    """Pieces of tool calls: a call's id, type and name first, then its arguments."""
+    reasoning_content: Optional[str] = None
+    """New thinking, for models that think aloud."""
+
+    _nested: ClassVar[Dict[str, Any]] = {"tool_calls": (ChoiceDeltaToolCall, True)}
 
 
 @dataclass

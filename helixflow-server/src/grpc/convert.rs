@@ -3,7 +3,9 @@
 use helixflow_core::chat_template::ChatMessage;
 use helixflow_core::completion::{FinishReason, Usage};
 use helixflow_core::generation::TokenOutput;
+use helixflow_core::reply::ReplyDelta;
 use helixflow_core::request::{GenerationOptions, Stop};
+use helixflow_core::tools::{FunctionCall, ToolCall};
 use helixflow_core::Error;
 
 use super::proto;
@@ -45,6 +47,19 @@ pub(crate) fn options(
         ignore_eos: o.ignore_eos,
         response_format: json("response_format", o.response_format)?,
         structured_outputs: json("structured_outputs", o.structured_outputs)?,
+        tools: json("tools", o.tools)?,
+        tool_choice: json("tool_choice", o.tool_choice)?,
+        parallel_tool_calls: o.parallel_tool_calls,
+        chat_template_kwargs: match json("chat_template_kwargs", o.chat_template_kwargs)? {
+            None => None,
+            Some(serde_json::Value::Object(kwargs)) => Some(kwargs),
+            Some(_) => {
+                return Err(Error::invalid_field(
+                    "chat_template_kwargs",
+                    "chat_template_kwargs must be a JSON object",
+                ))
+            }
+        },
     };
     Ok((options, o.logprobs, Some(o.top_logprobs as usize)))
 }
@@ -53,17 +68,62 @@ pub(crate) fn options(
 pub(crate) fn messages(messages: Vec<proto::ChatMessage>) -> Vec<ChatMessage> {
     messages
         .into_iter()
-        .map(|m| ChatMessage::new(m.role, m.content))
+        .map(|m| ChatMessage {
+            tool_calls: (!m.tool_calls.is_empty())
+                .then(|| m.tool_calls.into_iter().map(core_call).collect()),
+            tool_call_id: m.tool_call_id,
+            reasoning_content: m.reasoning_content,
+            ..ChatMessage::new(m.role, m.content)
+        })
         .collect()
+}
+
+fn core_call(call: proto::ToolCall) -> ToolCall {
+    ToolCall {
+        id: call.id,
+        kind: "function".into(),
+        function: FunctionCall {
+            name: call.name,
+            arguments: call.arguments,
+        },
+    }
+}
+
+/// A chat choice's whole answer, read as a message.
+pub(crate) fn reply(
+    choice: usize,
+    reply: ReplyDelta,
+    finish: Option<FinishReason>,
+) -> proto::Reply {
+    proto::Reply {
+        choice: choice as u32,
+        content: reply.content,
+        reasoning_content: (!reply.reasoning.is_empty()).then_some(reply.reasoning),
+        tool_calls: reply
+            .calls
+            .into_iter()
+            .map(|c| proto::ToolCall {
+                id: c.id,
+                name: c.function.name,
+                arguments: c.function.arguments,
+            })
+            .collect(),
+        finish_reason: finish_reason(finish).into(),
+    }
+}
+
+fn finish_reason(finish: Option<FinishReason>) -> proto::FinishReason {
+    match finish {
+        None => proto::FinishReason::Unspecified,
+        Some(FinishReason::Stop) => proto::FinishReason::Stop,
+        Some(FinishReason::Length) => proto::FinishReason::Length,
+        Some(FinishReason::ToolCalls) => proto::FinishReason::ToolCalls,
+    }
 }
 
 /// One generated token of choice `choice`.
 pub(crate) fn token(choice: usize, output: TokenOutput) -> proto::Token {
-    let finish_reason = match output.finish {
-        None => proto::FinishReason::Unspecified,
-        Some(FinishReason::Stop) => proto::FinishReason::Stop,
-        Some(FinishReason::Length) => proto::FinishReason::Length,
-    };
+    let finish_reason = finish_reason(output.finish);
     let (logprob, top_logprobs) = match output.logprob {
         Some(lp) => (
             Some(lp.logprob),

@@ -15,11 +15,13 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::stream::{self, Stream};
-use helixflow_core::completion::{new_id, Usage};
+use helixflow_core::completion::{new_id, FinishReason, Usage};
 use helixflow_core::embeddings::EmbeddingInput;
 use helixflow_core::engine::{EngineEvent, EngineHandle};
+use helixflow_core::generation::TokenOutput;
 use helixflow_core::platform::Caller;
 use helixflow_core::registry::ServedModel;
+use helixflow_core::reply::{split_reply, ReplySyntax};
 use helixflow_core::request::{legacy_logprobs, GenerationRequest, TextPrompt};
 use helixflow_core::streaming::ChunkHeader;
 use tonic::{Request, Response, Status};
@@ -89,23 +91,65 @@ async fn generate(
     model: String,
 ) -> Result<EventStream, Status> {
     let ChunkHeader { id, created, .. } = request.header(model.clone());
+    let replies = Replies::new(request.reply, request.params.n);
     let origin = Origin {
         caller,
         endpoint,
         request_id: &id,
     };
     let events = submit(state, origin, engine, request).await?;
-    Ok(event_stream(events, id, created, model))
+    Ok(event_stream(events, id, created, model, replies))
+}
+
+/// Each chat choice's text, gathered to be read as a message ([`proto::Reply`]) at its end,
+/// when the answer may hold more than content (tool calls, thinking).
+struct Replies {
+    syntax: ReplySyntax,
+    texts: Vec<String>,
+}
+
+impl Replies {
+    fn new(syntax: ReplySyntax, n: usize) -> Self {
+        let texts = if syntax.is_plain() {
+            Vec::new()
+        } else {
+            vec![String::new(); n]
+        };
+        Self { syntax, texts }
+    }
+
+    /// Takes choice `choice`'s token; its reply once the choice is over.
+    fn token(&mut self, choice: usize, output: &TokenOutput) -> Option<proto::Reply> {
+        let text = self.texts.get_mut(choice)?;
+        text.push_str(&output.text);
+        let finish = output.finish?;
+        let (reply, called) = split_reply(self.syntax, &std::mem::take(text));
+        let finish = match finish {
+            FinishReason::Stop if called => FinishReason::ToolCalls,
+            other => other,
+        };
+        Some(convert::reply(choice, reply, Some(finish)))
+    }
 }
 
 /// The engine's events as protobuf events: `started`, the tokens, `finished`; an error ends
 /// the stream with its status. Dropping the stream (the client went away) cancels the
 /// generation.
-fn event_stream(events: Events, id: String, created: u64, model: String) -> EventStream {
+fn event_stream(
+    events: Events,
+    id: String,
+    created: u64,
+    model: String,
+    replies: Replies,
+) -> EventStream {
     // The id and model go out once, with `started`.
-    let start = Some((events, Some((id, model))));
+    let start = Some((events, Some((id, model)), replies, None));
     let stream = stream::unfold(start, move |state| async move {
-        let (mut events, mut header) = state?;
+        let (mut events, mut header, mut replies, reply) = state?;
+        if let Some(reply) = reply {
+            let event = event(Event::Reply(reply));
+            return Some((Ok(event), Some((events, header, replies, None))));
+        }
         // At the end of a shutdown's grace period this is the shutdown error.
         let next = events.next().await;
         let item = match next {
@@ -119,7 +163,9 @@ fn event_stream(events: Events, id: String, created: u64, model: String) -> Even
                 })))
             }
             Ok(EngineEvent::Token { choice, output }) => {
-                Ok(event(Event::Token(convert::token(choice, output))))
+                let reply = replies.token(choice, &output);
+                let token = event(Event::Token(convert::token(choice, output)));
+                return Some((Ok(token), Some((events, header, replies, reply))));
             }
             Ok(EngineEvent::Done { completion_tokens }) => {
                 // The prompt count came with `Started`; the final usage repeats it.
@@ -132,7 +178,7 @@ fn event_stream(events: Events, id: String, created: u64, model: String) -> Even
             Ok(EngineEvent::Failed(e)) => Err(Status::from(ApiError::from(e))),
             Err(e) => Err(Status::from(e)),
         };
-        let next = item.is_ok().then_some((events, header));
+        let next = item.is_ok().then_some((events, header, replies, None));
         Some((item, next))
     });
     Box::pin(stream)

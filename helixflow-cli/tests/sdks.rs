@@ -1,6 +1,7 @@
 //! The clients users point at a server, unchanged, against a running `helixflow serve`: the
 //! official OpenAI Python SDK (chat, streams, logprobs, embeddings, structured outputs,
-//! errors), and for tool calls also LangChain's `ChatOpenAI` and the official Node SDK. The
+//! errors), and for tool calls also LangChain's `ChatOpenAI` and the official Node SDK; the
+//! official `anthropic` SDK against the Messages API. The
 //! scripts live in `tests/sdk`; each prints a line per check and `all ok` at the end.
 
 mod common;
@@ -51,6 +52,11 @@ fn openai_python() -> PathBuf {
 /// A Python with `langchain-openai` beside `openai`.
 fn langchain_python() -> PathBuf {
     python_with("langchain_openai", "langchain-openai==1.8.1")
+}
+
+/// A Python with the official `anthropic` package beside `openai`.
+fn anthropic_python() -> PathBuf {
+    python_with("anthropic", "anthropic==2.17.0")
 }
 
 /// A `node_modules` folder with the official `openai` package for Node:
@@ -128,5 +134,13 @@ fn tool_calls_work_through_the_openai_sdks_and_langchain() {
     let mut node = Command::new("node");
     node.env("NODE_PATH", node_openai());
     run_sdk_script(node, "openai_tools.cjs", &server, &[]);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_anthropic_sdk_just_works() {
+    let server = Server::start(&["--no-tls", "--api-key", "sdk-key"]);
+    let python = Command::new(anthropic_python());
+    run_sdk_script(python, "anthropic_client.py", &server, &[]);
     assert!(server.stop().success());
 }

@@ -18,6 +18,14 @@ pub(crate) fn bearer(value: Option<&str>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The key a request presents: a bearer token, or (as Anthropic's clients send it) the
+/// `x-api-key` header.
+pub(crate) fn api_key(headers: &HeaderMap) -> Option<&str> {
+    bearer(headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
 /// The caller presenting `token` if it may run inference: 401 for no or a bad key, 403 for a
 /// key without the `inference` scope.
 pub(crate) async fn inference_caller(
@@ -76,7 +84,7 @@ async fn require(
     next: Next,
     scope: Scope,
 ) -> Result<Response, ApiError> {
-    let token = bearer(headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let token = api_key(headers);
     let caller = match scoped_caller(state, token, scope).await {
         Ok(caller) => caller,
         Err(e) => {

@@ -6,13 +6,14 @@
 //!
 //! [`router`] builds the axum application for an [`AppState`]; the routes are
 //! `/v1/chat/completions`, `/v1/completions` (JSON or SSE streams), `/v1/embeddings`,
-//! `/v1/models[/{id}]`, `/v1/auth/login|logout`, `/v1/usage`, the admin routes
+//! `/v1/models[/{id}]`, Anthropic's `/v1/messages[/count_tokens]`, `/v1/auth/login|logout`, `/v1/usage`, the admin routes
 //! (`/v1/admin/keys`, `/v1/admin/users`, `/v1/admin/tokens/revoke`, `/v1/admin/usage`,
-//! `/v1/admin/key-defaults`), `/health`, `/ready`, `/metrics` (Prometheus) and `/openapi.json`.
+//! `/v1/admin/key-defaults`), `/tokenize` and `/detokenize`, `/health`, `/ready`, `/metrics` (Prometheus) and `/openapi.json`.
 //! With a platform store, requests of keys with limits are admitted against them (429 with
 //! `Retry-After` when over) and every request's usage is recorded. [`grpc`] serves the
 //! same models over gRPC, and [`serve()`] runs both, over TLS by default.
 
+mod anthropic;
 mod auth;
 pub mod connections;
 pub mod error;
@@ -31,7 +32,7 @@ pub use error::ApiError;
 pub use serve::{serve, Listening, ServeConfig, ServeError, Tls};
 pub use state::AppState;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -85,8 +86,16 @@ pub fn router(state: AppState) -> Router {
         // Login needs no key; logout checks the access token itself.
         .routes(routes!(routes::auth::login))
         .routes(routes!(routes::auth::logout));
+    let tokens = OpenApiRouter::new()
+        .routes(routes!(routes::tokenize::tokenize))
+        .routes(routes!(routes::tokenize::detokenize))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
     let (app, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/v1", v1)
+        .merge(tokens)
         .routes(routes!(routes::health::health))
         .routes(routes!(routes::health::ready))
         .routes(routes!(metrics::metrics))
@@ -101,7 +110,17 @@ pub fn router(state: AppState) -> Router {
             )
         }
     };
-    app.route("/openapi.json", get(openapi))
+    // Anthropic's Messages API, with its own error shape.
+    let anthropic = Router::new()
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ))
+        .route_layer(axum::middleware::from_fn(anthropic::errors));
+    app.merge(anthropic)
+        .route("/openapi.json", get(openapi))
         // After routing, so that requests are counted by their route template.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
         (name = "completions", description = "Raw text completions"),
         (name = "embeddings", description = "Sentence embeddings"),
         (name = "models", description = "The served models"),
+        (name = "tokens", description = "Tokenising and detokenising with a model's tokenizer"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "usage", description = "The caller's own usage"),
         (name = "admin", description = "API keys (the admin scope)"),

@@ -693,6 +693,8 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
             "get /v1/models",
             "get /v1/models/{id}",
             "get /v1/usage",
+            "post /detokenize",
+            "post /tokenize",
             "post /v1/admin/keys",
             "post /v1/admin/tokens/revoke",
             "post /v1/admin/users",

@@ -9,5 +9,6 @@ pub(crate) mod embeddings;
 pub(crate) mod health;
 pub(crate) mod models;
 pub(crate) mod monitoring;
+pub(crate) mod tokenize;
 pub(crate) mod usage;
 pub(crate) mod users;

@@ -1,0 +1,153 @@
+//! Anthropic's Messages API (`POST /v1/messages`, streamed or not, and
+//! `POST /v1/messages/count_tokens`), for Claude Code and the `anthropic` SDKs: the request is
+//! read into the core's terms ([`wire`]), goes the way every generation goes (limits, usage,
+//! the engine), and the core's answer is shaped as Anthropic's message or events
+//! ([`answer`]). Keys come as `x-api-key` or bearer tokens; every error on these routes has
+//! Anthropic's shape ([`errors`]).
+
+mod answer;
+mod wire;
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::stream::{self, StreamExt};
+use helixflow_core::platform::Caller;
+use helixflow_core::request::GenerationRequest;
+use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerChunk, AnswerPart};
+use serde_json::{json, Value};
+
+use crate::auth::check_model;
+use crate::error::ApiError;
+use crate::inference::{submit, Events, Origin};
+use crate::ratelimit;
+use crate::state::AppState;
+use answer::{error_body, EventShaper};
+use wire::MessagesRequest;
+
+/// The largest error body rewritten into Anthropic's shape (ours are far smaller).
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+
+/// `POST /v1/messages`: a conversation answered as an Anthropic `message`, or streamed as
+/// its events.
+pub(crate) async fn messages(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (request, engine, prepared) = prepare(&state, &caller, body, false).await?;
+    let builder = prepared.answer_builder(request.model.clone(), request.stream, true);
+    let id = builder.header().id.clone();
+    let origin = Origin {
+        caller: &caller,
+        endpoint: "/v1/messages",
+        request_id: &id,
+    };
+    let events = submit(&state, origin, engine, prepared).await?;
+    let limits = events.limits();
+    let response = if request.stream {
+        sse(events, builder)
+    } else {
+        match events.answer(builder).await? {
+            Answer::Chat(answer) => Json(answer::message(&answer)).into_response(),
+            Answer::Text(_) => return Err(ApiError::internal("a chat answered as text")),
+        }
+    };
+    Ok(ratelimit::with_headers(response, &limits, &id))
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's length, as the model would see it.
+pub(crate) async fn count_tokens(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (_, _, prepared) = prepare(&state, &caller, body, true).await?;
+    Ok(Json(json!({"input_tokens": prepared.prompt.len()})).into_response())
+}
+
+/// Reads and checks a Messages body and builds the core's request for its model.
+async fn prepare<'s>(
+    state: &'s AppState,
+    caller: &Caller,
+    body: Result<Bytes, BytesRejection>,
+    count_tokens: bool,
+) -> Result<
+    (
+        MessagesRequest,
+        &'s helixflow_core::engine::EngineHandle,
+        GenerationRequest,
+    ),
+    ApiError,
+> {
+    let value: Value = crate::wire::parse_body(body)?;
+    let request = MessagesRequest::from_json(&value, count_tokens)?;
+    check_model(caller, &request.model)?;
+    let engine = state.chat_engine(&request.model)?;
+    let chat = engine.model().clone();
+    let (messages, options) = (request.messages.clone(), request.options.clone());
+    let prepared = state
+        .prepare(move || GenerationRequest::chat(&chat, &messages, &options, false, None))
+        .await?;
+    Ok((request, engine, prepared))
+}
+
+/// A streamed answer as Anthropic's server-sent events; a failure mid-stream is an `error`
+/// event, after which the stream ends.
+fn sse(events: Events, builder: AnswerBuilder) -> Response {
+    let start = Some((events, builder, EventShaper::default()));
+    let named = stream::unfold(start, |state| async move {
+        let (mut events, mut builder, mut shaper) = state?;
+        match events.next_part(&mut builder).await {
+            Ok(Some(AnswerPart::Chunk(AnswerChunk::Chat(chunk)))) => {
+                let shaped = shaper.chunk(&chunk, builder.prompt_tokens());
+                Some((shaped, Some((events, builder, shaper))))
+            }
+            Ok(Some(_)) => Some((Vec::new(), Some((events, builder, shaper)))),
+            Ok(None) => None,
+            Err(e) => Some((
+                vec![("error", error_body(e.status.as_u16(), &e.message))],
+                None,
+            )),
+        }
+    });
+    let events = named.flat_map(stream::iter).map(|(name, data)| {
+        Ok::<_, Infallible>(Event::default().event(name).data(data.to_string()))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// Gives every error answer of the Anthropic routes (the handlers', and the authentication's
+/// and the limits' before them) Anthropic's shape: `{"type": "error", "error": {"type",
+/// "message"}}`, with the same status and headers.
+pub(crate) async fn errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, ERROR_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = error_body(status.as_u16(), &message).to_string();
+    Response::from_parts(parts, Body::from(body))
+}

@@ -1,7 +1,8 @@
 //! The clients users point at a server, unchanged, against a running `helixflow serve`: the
 //! official OpenAI Python SDK (chat, streams, logprobs, embeddings, structured outputs,
 //! errors), and for tool calls also LangChain's `ChatOpenAI` and the official Node SDK; the
-//! official `anthropic` SDK against the Messages API. The
+//! official `anthropic` SDK against the Messages API, and the `ollama` client against Ollama's
+//! API. The
 //! scripts live in `tests/sdk`; each prints a line per check and `all ok` at the end.
 
 mod common;
@@ -57,6 +58,11 @@ fn langchain_python() -> PathBuf {
 /// A Python with the official `anthropic` package beside `openai`.
 fn anthropic_python() -> PathBuf {
     python_with("anthropic", "anthropic==2.17.0")
+}
+
+/// A Python with the official `ollama` client beside `openai`.
+fn ollama_python() -> PathBuf {
+    python_with("ollama", "ollama==0.6.3")
 }
 
 /// A `node_modules` folder with the official `openai` package for Node:
@@ -142,5 +148,17 @@ fn the_anthropic_sdk_just_works() {
     let server = Server::start(&["--no-tls", "--api-key", "sdk-key"]);
     let python = Command::new(anthropic_python());
     run_sdk_script(python, "anthropic_client.py", &server, &[]);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_ollama_client_just_works() {
+    let server = Server::start_with_embeddings(&["--no-tls", "--api-key", "sdk-key"]);
+    run_sdk_script(
+        Command::new(ollama_python()),
+        "ollama_client.py",
+        &server,
+        &[],
+    );
     assert!(server.stop().success());
 }

@@ -304,6 +304,11 @@ impl ChatModel {
         })
     }
 
+    /// The chat template's Jinja source, if the model has one.
+    pub fn chat_template_source(&self) -> Option<&str> {
+        self.template.as_ref().map(ChatTemplate::source)
+    }
+
     /// How this model's template writes tool calls.
     pub fn tool_format(&self) -> ToolFormat {
         self.template

@@ -246,6 +246,7 @@ pub struct ChatTemplate {
     eos_token: String,
     tool_format: ToolFormat,
     thinks: bool,
+    source: Arc<str>,
     guard: Arc<guard::RenderGuard>,
 }
 
@@ -278,6 +279,7 @@ impl ChatTemplate {
             eos_token: eos_token.unwrap_or_default().to_owned(),
             tool_format: ToolFormat::of_template(source),
             thinks: source.contains("<think>") && source.contains("</think>"),
+            source: Arc::from(source),
             guard: Arc::default(),
         })
     }
@@ -370,6 +372,11 @@ impl ChatTemplate {
     /// Whether the template's model thinks aloud (`<think>…</think>`) before answering.
     pub fn thinks(&self) -> bool {
         self.thinks
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The model this template belongs to.

@@ -267,6 +267,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The largest error body [`reshape`] rewrites (ours are far smaller).
+const RESHAPED_BODY_LIMIT: usize = 64 << 10;
+
+/// `response` as another API's error, where it is one: its OpenAI body's message given to
+/// `shape` (with the status) for the body that API sends; the status and headers stay. For
+/// the routes of other APIs (Anthropic's, Ollama's), so that every error on them, the
+/// authentication's and the limits' included, has their shape.
+pub(crate) async fn reshape(
+    response: Response,
+    shape: impl Fn(u16, &str) -> serde_json::Value,
+) -> Response {
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, RESHAPED_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = shape(status.as_u16(), &message).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

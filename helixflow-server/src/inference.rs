@@ -70,6 +70,7 @@ pub(crate) async fn submit(
         progress: metered.progress(),
         metrics: state.metrics().clone(),
         last_token: (Instant::now(), true),
+        first_token: None,
         metered: Some(metered),
     })
 }
@@ -88,6 +89,8 @@ pub(crate) struct Events {
     /// When the last token came (at first: when the request was queued), and whether none
     /// has come yet.
     last_token: (Instant, bool),
+    /// When the first token came.
+    first_token: Option<Instant>,
     metered: Option<Metered>,
 }
 
@@ -123,6 +126,9 @@ impl Events {
                 self.progress.token();
                 let now = Instant::now();
                 let (last, first) = std::mem::replace(&mut self.last_token, (now, false));
+                if first {
+                    self.first_token = Some(now);
+                }
                 self.metrics.token(first, now - last);
             }
             Ok(EngineEvent::Done { completion_tokens }) => {
@@ -163,10 +169,18 @@ impl Events {
     }
 
     /// The whole answer that `builder` (made with [`AnswerBuilder::whole`]) makes.
-    pub(crate) async fn answer(mut self, mut builder: AnswerBuilder) -> Result<Answer, ApiError> {
+    pub(crate) async fn answer(self, builder: AnswerBuilder) -> Result<Answer, ApiError> {
+        self.answer_timed(builder).await.map(|(answer, _)| answer)
+    }
+
+    /// [`Self::answer`], and when its first token came.
+    pub(crate) async fn answer_timed(
+        mut self,
+        mut builder: AnswerBuilder,
+    ) -> Result<(Answer, Option<Instant>), ApiError> {
         loop {
             match self.next_part(&mut builder).await? {
-                Some(AnswerPart::Whole(answer)) => return Ok(answer),
+                Some(AnswerPart::Whole(answer)) => return Ok((answer, self.first_token)),
                 Some(AnswerPart::Chunk(_)) => {}
                 None => return Err(ApiError::internal("the generation ended without an answer")),
             }

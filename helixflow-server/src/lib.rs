@@ -6,7 +6,7 @@
 //!
 //! [`router`] builds the axum application for an [`AppState`]; the routes are
 //! `/v1/chat/completions`, `/v1/completions` (JSON or SSE streams), `/v1/embeddings`,
-//! `/v1/models[/{id}]`, Anthropic's `/v1/messages[/count_tokens]`, `/v1/auth/login|logout`, `/v1/usage`, the admin routes
+//! `/v1/models[/{id}]`, Anthropic's `/v1/messages[/count_tokens]`, Ollama's `/api/*` and `/`, `/v1/auth/login|logout`, `/v1/usage`, the admin routes
 //! (`/v1/admin/keys`, `/v1/admin/users`, `/v1/admin/tokens/revoke`, `/v1/admin/usage`,
 //! `/v1/admin/key-defaults`), `/tokenize` and `/detokenize`, `/health`, `/ready`, `/metrics` (Prometheus) and `/openapi.json`.
 //! With a platform store, requests of keys with limits are admitted against them (429 with
@@ -20,6 +20,7 @@ pub mod error;
 pub mod grpc;
 mod inference;
 pub mod metrics;
+mod ollama;
 mod openapi;
 mod ratelimit;
 mod routes;
@@ -119,7 +120,24 @@ pub fn router(state: AppState) -> Router {
             auth::require_api_key,
         ))
         .route_layer(axum::middleware::from_fn(anthropic::errors));
+    // Ollama's API, with its own error shape; `/` and the version need no key.
+    let ollama = Router::new()
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ))
+        .route("/api/version", get(ollama::version))
+        .route_layer(axum::middleware::from_fn(ollama::errors))
+        .route("/", get(ollama::root));
     app.merge(anthropic)
+        .merge(ollama)
         .route("/openapi.json", get(openapi))
         // After routing, so that requests are counted by their route template.
         .route_layer(axum::middleware::from_fn_with_state(

@@ -11,19 +11,14 @@ import sys
 
 import anthropic
 
+from checks import check
+
 base_url, api_key = sys.argv[1:3]
 root = base_url.removesuffix("/v1")
 client = anthropic.Anthropic(base_url=root, api_key=api_key, max_retries=0, timeout=120)
 MODEL = "smollm2-135m-instruct"
 # Newer SDKs no longer name the sampling fields; the API still takes them.
 GREEDY = {"temperature": 0}
-
-
-def check(name, condition, detail=""):
-    if not condition:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    print(f"ok {name}")
 
 
 ask = [{"role": "user", "content": "Name three primary colors."}]

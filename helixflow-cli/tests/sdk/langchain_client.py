@@ -12,17 +12,12 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
+from checks import check
+
 base_url, api_key = sys.argv[1:3]
 CHAT = "smollm2-135m-instruct"
 llm = ChatOpenAI(base_url=base_url, api_key=api_key, model=CHAT, temperature=0, max_tokens=200,
                  max_retries=0, timeout=120)
-
-
-def check(name, condition, detail=""):
-    if not condition:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    print(f"ok {name}")
 
 
 @tool

@@ -11,18 +11,13 @@ import sys
 import openai
 from openai import OpenAI
 
+from checks import check
+
 base_url, api_key, golden_dir = sys.argv[1:4]
 client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
 CHAT, EMBED = "smollm2-135m-instruct", "all-minilm-l6-v2"
 chat_golden = json.load(open(f"{golden_dir}/smollm2-chat.json"))
 embed_golden = json.load(open(f"{golden_dir}/minilm-embeddings.json"))
-
-
-def check(name, condition, detail=""):
-    if not condition:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    print(f"ok {name}")
 
 
 # Greedy chat reproduces the reference texts.

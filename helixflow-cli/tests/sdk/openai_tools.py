@@ -12,16 +12,11 @@ import openai
 from openai import OpenAI
 from pydantic import BaseModel, Field
 
+from checks import check
+
 base_url, api_key = sys.argv[1:3]
 client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
 CHAT = "smollm2-135m-instruct"
-
-
-def check(name, condition, detail=""):
-    if not condition:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    print(f"ok {name}")
 
 
 class GetWeather(BaseModel):

@@ -202,10 +202,17 @@ fn call_schema(tools: &ChatTools, arguments_key: &str) -> Value {
     let alternatives: Vec<Value> = tools
         .callable()
         .map(|f| {
-            let parameters = match &f.parameters {
+            // Arguments beyond those the schema names are refused unless it allows them, as
+            // OpenAI's strict mode does: small models otherwise wander on adding keys.
+            let mut parameters = match &f.parameters {
                 Value::Object(p) if p.is_empty() => json!({"type": "object"}),
                 other => other.clone(),
             };
+            if let Some(schema) = parameters.as_object_mut() {
+                schema
+                    .entry("additionalProperties")
+                    .or_insert(Value::Bool(false));
+            }
             let mut properties = Map::new();
             properties.insert("name".into(), json!({"const": f.name}));
             properties.insert(arguments_key.into(), parameters);

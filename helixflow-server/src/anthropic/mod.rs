@@ -10,11 +10,9 @@ mod wire;
 
 use std::convert::Infallible;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -32,9 +30,6 @@ use crate::ratelimit;
 use crate::state::AppState;
 use answer::{error_body, EventShaper};
 use wire::MessagesRequest;
-
-/// The largest error body rewritten into Anthropic's shape (ours are far smaller).
-const ERROR_BODY_LIMIT: usize = 64 << 10;
 
 /// `POST /v1/messages`: a conversation answered as an Anthropic `message`, or streamed as
 /// its events.
@@ -131,23 +126,5 @@ fn sse(events: Events, builder: AnswerBuilder) -> Response {
 /// and the limits' before them) Anthropic's shape: `{"type": "error", "error": {"type",
 /// "message"}}`, with the same status and headers.
 pub(crate) async fn errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    if !status.is_client_error() && !status.is_server_error() {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, ERROR_BODY_LIMIT)
-        .await
-        .unwrap_or_default();
-    let message = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-    parts.headers.remove(CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let body = error_body(status.as_u16(), &message).to_string();
-    Response::from_parts(parts, Body::from(body))
+    crate::error::reshape(next.run(request).await, error_body).await
 }

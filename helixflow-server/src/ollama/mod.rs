@@ -1,0 +1,432 @@
+//! Ollama's API, for Open WebUI, the `ollama` clients and editor plug-ins: `GET /` ("Ollama
+//! is running"), `/api/version`, `/api/tags`, `/api/ps`, `/api/show`, `/api/chat` and
+//! `/api/generate` (NDJSON streams unless `stream: false`), `/api/embed` and the older
+//! `/api/embeddings`. Requests go the way every request goes (keys, limits, usage records);
+//! errors have Ollama's shape, `{"error": "…"}`.
+
+mod answer;
+mod wire;
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::stream::{self, StreamExt};
+use helixflow_core::chat_model::ChatModel;
+use helixflow_core::chat_template::ChatMessage;
+use helixflow_core::completion::new_id;
+use helixflow_core::embeddings::EmbeddingInput;
+use helixflow_core::engine::EngineHandle;
+use helixflow_core::platform::Caller;
+use helixflow_core::registry::ServedModel;
+use helixflow_core::request::{GenerationOptions, GenerationRequest, TextPrompt};
+use helixflow_core::streaming::{AnswerBuilder, AnswerPart};
+use helixflow_core::Error;
+use serde_json::{json, Value};
+
+use crate::auth::check_model;
+use crate::error::ApiError;
+use crate::inference::{embed_for, submit, Events, Origin};
+use crate::ratelimit;
+use crate::state::AppState;
+use crate::wire::parse_body;
+use answer::{created_at, OllamaShaper, Shape};
+use wire::OllamaRequest;
+
+/// The Ollama version HelixFlow answers as (clients check it for features).
+const OLLAMA_VERSION: &str = "0.12.0";
+
+/// `GET /`.
+pub(crate) async fn root() -> &'static str {
+    "Ollama is running"
+}
+
+/// `GET /api/version`.
+pub(crate) async fn version() -> Json<Value> {
+    Json(json!({"version": OLLAMA_VERSION}))
+}
+
+/// A served model as Ollama lists it.
+fn model_entry(model: &ServedModel) -> Value {
+    let family = match model {
+        ServedModel::Chat(engine) => engine.model().model().shape().architecture.clone(),
+        ServedModel::Embedding(_) => "bert".to_owned(),
+    };
+    json!({"name": model.id(), "model": model.id(), "modified_at": created_at(), "size": 0,
+        "digest": "", "details": {"parent_model": "", "format": "gguf", "family": family,
+        "families": [family], "parameter_size": "", "quantization_level": ""}})
+}
+
+fn listed(state: &AppState, caller: &Caller) -> Vec<Value> {
+    state
+        .models()
+        .models()
+        .iter()
+        .filter(|m| caller.allows_model(m.id()))
+        .map(model_entry)
+        .collect()
+}
+
+/// `GET /api/tags`: the models.
+pub(crate) async fn tags(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    Json(json!({"models": listed(&state, &caller)}))
+}
+
+/// `GET /api/ps`: the loaded models (every served model is loaded, and stays).
+pub(crate) async fn ps(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let models: Vec<Value> = listed(&state, &caller)
+        .into_iter()
+        .map(|mut m| {
+            m["expires_at"] = json!("0001-01-01T00:00:00Z");
+            m["size_vram"] = json!(0);
+            m
+        })
+        .collect();
+    Json(json!({"models": models}))
+}
+
+/// `POST /api/show`: a model's details, template and capabilities.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = parse_body(body)?;
+    let name = body
+        .get("model")
+        .or_else(|| body.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_param("model", "model is required"))?;
+    check_model(&caller, name)?;
+    let model = state
+        .models()
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_model(name))?;
+    let entry = model_entry(model);
+    let (capabilities, template, context) = match model {
+        ServedModel::Chat(engine) => {
+            let chat = engine.model();
+            (
+                json!(["completion", "tools"]),
+                chat.chat_template_source().unwrap_or_default().to_owned(),
+                chat.context_length(),
+            )
+        }
+        ServedModel::Embedding(embedder) => {
+            (json!(["embedding"]), String::new(), embedder.max_seq_len())
+        }
+    };
+    let family = entry["details"]["family"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Json(
+        json!({"modelfile": "", "parameters": "", "template": template,
+        "details": entry["details"], "capabilities": capabilities,
+        "model_info": {"general.architecture": family, format!("{family}.context_length"): context},
+        "modified_at": entry["modified_at"]}),
+    ))
+}
+
+/// `POST /api/chat`.
+pub(crate) async fn chat(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (request, messages) = wire::chat_request(&parse_body(body)?)?;
+    let build = move |chat: &ChatModel, options: &GenerationOptions| {
+        GenerationRequest::chat(chat, &messages, options, false, None)
+    };
+    answer(&state, &caller, request, (Shape::Chat, started), build).await
+}
+
+/// `POST /api/generate`: a prompt (with the model's template and `system`, unless `raw`);
+/// an empty prompt just says the model is loaded.
+pub(crate) async fn generate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (request, prompt, system, raw) = wire::generate_request(&parse_body(body)?)?;
+    if prompt.is_empty() {
+        check_model(&caller, &request.model)?;
+        state.chat_engine(&request.model)?;
+        return Ok(
+            Json(json!({"model": request.model, "created_at": created_at(),
+            "response": "", "done": true, "done_reason": "load"}))
+            .into_response(),
+        );
+    }
+    let build = move |chat: &ChatModel, options: &GenerationOptions| {
+        if raw {
+            return GenerationRequest::text(chat, TextPrompt::Text(prompt), options, None, false);
+        }
+        let messages: Vec<ChatMessage> = system
+            .map(|s| ChatMessage::new("system", s))
+            .into_iter()
+            .chain([ChatMessage::new("user", prompt)])
+            .collect();
+        GenerationRequest::chat(chat, &messages, options, false, None)
+    };
+    answer(&state, &caller, request, (Shape::Generate, started), build).await
+}
+
+/// Builds the core's request with `build`, submits it and answers it.
+async fn answer(
+    state: &AppState,
+    caller: &Caller,
+    request: OllamaRequest,
+    shape: (Shape, Instant),
+    build: impl FnOnce(&ChatModel, &GenerationOptions) -> helixflow_core::Result<GenerationRequest>
+        + Send
+        + 'static,
+) -> Result<Response, ApiError> {
+    let (engine, prepared) = prepare(state, caller, &request, build).await?;
+    respond(state, caller, engine, prepared, request, shape).await
+}
+
+/// Builds the core's request for the request's model, kept within `num_ctx`.
+async fn prepare<'s>(
+    state: &'s AppState,
+    caller: &Caller,
+    request: &OllamaRequest,
+    build: impl FnOnce(&ChatModel, &GenerationOptions) -> helixflow_core::Result<GenerationRequest>
+        + Send
+        + 'static,
+) -> Result<(&'s EngineHandle, GenerationRequest), ApiError> {
+    check_model(caller, &request.model)?;
+    let engine = state.chat_engine(&request.model)?;
+    let (chat, options, num_ctx) = (
+        engine.model().clone(),
+        request.options.clone(),
+        request.num_ctx,
+    );
+    let prepared = state
+        .prepare(move || {
+            let mut prepared = build(&chat, &options)?;
+            if let Some(num_ctx) = num_ctx.filter(|&n| n < chat.context_length()) {
+                let room = num_ctx
+                    .checked_sub(prepared.prompt.len())
+                    .filter(|&r| r > 0)
+                    .ok_or_else(|| {
+                        Error::invalid_field(
+                            "options.num_ctx",
+                            format!(
+                                "the prompt ({} tokens) does not fit num_ctx ({num_ctx})",
+                                prepared.prompt.len()
+                            ),
+                        )
+                    })?;
+                let max = &mut prepared.params.max_tokens;
+                *max = Some(max.map_or(room, |m| m.min(room)));
+            }
+            Ok(prepared)
+        })
+        .await?;
+    Ok((engine, prepared))
+}
+
+/// Submits `prepared` and answers it whole or as NDJSON lines.
+async fn respond(
+    state: &AppState,
+    caller: &Caller,
+    engine: &EngineHandle,
+    prepared: GenerationRequest,
+    request: OllamaRequest,
+    (shape, started): (Shape, Instant),
+) -> Result<Response, ApiError> {
+    let mut shaper = OllamaShaper::new(shape, request.model.clone(), started);
+    let builder = prepared.answer_builder(request.model.clone(), request.stream, true);
+    let id = builder.header().id.clone();
+    let endpoint = match shape {
+        Shape::Chat => "/api/chat",
+        Shape::Generate => "/api/generate",
+    };
+    let origin = Origin {
+        caller,
+        endpoint,
+        request_id: &id,
+    };
+    let events = submit(state, origin, engine, prepared).await?;
+    let limits = events.limits();
+    let response = if request.stream {
+        ndjson(events, builder, shaper)
+    } else {
+        let (answer, first_token) = events.answer_timed(builder).await?;
+        Json(shaper.whole(&answer, first_token)).into_response()
+    };
+    Ok(ratelimit::with_headers(response, &limits, &id))
+}
+
+/// A streamed answer as NDJSON; a failure mid-stream is an `{"error": …}` line, after which
+/// the stream ends.
+fn ndjson(events: Events, builder: AnswerBuilder, shaper: OllamaShaper) -> Response {
+    let start = Some((events, builder, shaper));
+    let lines = stream::unfold(start, |state| async move {
+        let (mut events, mut builder, mut shaper) = state?;
+        match events.next_part(&mut builder).await {
+            Ok(Some(AnswerPart::Chunk(chunk))) => {
+                let line = shaper.chunk(&chunk);
+                Some((line, Some((events, builder, shaper))))
+            }
+            Ok(Some(AnswerPart::Whole(_))) => Some((None, Some((events, builder, shaper)))),
+            Ok(None) => None,
+            Err(e) => Some((Some(json!({"error": e.message})), None)),
+        }
+    })
+    .filter_map(|line| async move { line })
+    .map(|line| Ok::<_, Infallible>(Bytes::from(format!("{line}\n"))));
+    let mut response = Body::from_stream(lines).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        "application/x-ndjson".parse().expect("a valid header"),
+    );
+    response
+}
+
+/// `POST /api/embed`: `input` (a string or strings), cut to the model's limit unless
+/// `truncate: false`.
+pub(crate) async fn embed(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let body: Value = parse_body(body)?;
+    let (model, input, truncate) = embed_fields(&body, "input", &["truncate"])?;
+    let (vectors, tokens, limits, id) =
+        embed_texts(&state, &caller, &model, input, truncate, "/api/embed").await?;
+    let response = Json(json!({"model": model, "embeddings": vectors,
+        "total_duration": started.elapsed().as_nanos() as u64, "load_duration": 0,
+        "prompt_eval_count": tokens}));
+    Ok(ratelimit::with_headers(
+        response.into_response(),
+        &limits,
+        &id,
+    ))
+}
+
+/// `POST /api/embeddings` (the older route): one `prompt`'s `embedding`.
+pub(crate) async fn embeddings(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: Value = parse_body(body)?;
+    let (model, input, _) = embed_fields(&body, "prompt", &[])?;
+    let (mut vectors, _, limits, id) =
+        embed_texts(&state, &caller, &model, input, true, "/api/embeddings").await?;
+    let response = Json(json!({"embedding": vectors.pop().unwrap_or_default()}));
+    Ok(ratelimit::with_headers(
+        response.into_response(),
+        &limits,
+        &id,
+    ))
+}
+
+/// An embedding body's model, texts (from `field`) and `truncate` (default true); any field
+/// but those and `extra` is refused.
+fn embed_fields(
+    body: &Value,
+    field: &str,
+    extra: &[&str],
+) -> Result<(String, Vec<String>, bool), ApiError> {
+    let fields = body
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("The request body must be a JSON object"))?;
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| *k != "model" && *k != field && !extra.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid_param(
+            unknown,
+            format!("`{unknown}` is not supported"),
+        ));
+    }
+    let model = fields
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_param("model", "model is required"))?;
+    let texts = match fields.get(field) {
+        Some(Value::String(text)) => vec![text.clone()],
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ApiError::invalid_param(field, format!("{field} must be a string or strings"))
+            })?,
+        _ => {
+            return Err(ApiError::invalid_param(
+                field,
+                format!("{field} must be a string or strings"),
+            ))
+        }
+    };
+    let truncate = fields
+        .get("truncate")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    Ok((model.to_owned(), texts, truncate))
+}
+
+/// Embeds `texts` with `model` for `caller`: the vectors, the tokens, the limits and the
+/// request's id.
+async fn embed_texts(
+    state: &AppState,
+    caller: &Caller,
+    model: &str,
+    texts: Vec<String>,
+    truncate: bool,
+    endpoint: &'static str,
+) -> Result<
+    (
+        Vec<Vec<f32>>,
+        usize,
+        Vec<helixflow_core::platform::LimitStatus>,
+        String,
+    ),
+    ApiError,
+> {
+    check_model(caller, model)?;
+    let embedder = state.embedder(model)?.clone();
+    let id = new_id("embd");
+    let origin = Origin {
+        caller,
+        endpoint,
+        request_id: &id,
+    };
+    let (result, limits) = embed_for(
+        state,
+        origin,
+        embedder,
+        EmbeddingInput::Texts(texts),
+        truncate,
+    )
+    .await?;
+    Ok((result.vectors, result.prompt_tokens, limits, id))
+}
+
+/// Gives every error answer of the Ollama routes Ollama's shape, `{"error": "…"}`.
+pub(crate) async fn errors(request: Request, next: Next) -> Response {
+    crate::error::reshape(
+        next.run(request).await,
+        |_, message| json!({"error": message}),
+    )
+    .await
+}

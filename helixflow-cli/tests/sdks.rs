@@ -71,12 +71,12 @@ fn node_openai() -> PathBuf {
     if let Some(modules) = std::env::var_os("HELIXFLOW_TEST_NODE_MODULES") {
         return modules.into();
     }
-    let prefix = dirs_cache().join("helixflow-test/node-openai");
+    let prefix = dirs_cache().join("helixflow-test/node-openai-6.49.0");
     if !prefix.join("node_modules/openai").exists() {
         let installed = Command::new("npm")
             .args(["install", "--silent", "--prefix"])
             .arg(&prefix)
-            .arg("openai@7.60.0")
+            .arg("openai@6.49.0")
             .status()
             .unwrap();
         assert!(installed.success(), "npm install openai failed");

@@ -102,7 +102,7 @@ impl ApiError {
             ..Self::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
-                "Missing or invalid API key: send `Authorization: Bearer <key>`.",
+                "Missing or invalid API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`).",
             )
         }
     }

@@ -1,7 +1,8 @@
-// Tool calls through a running `helixflow serve` with the official OpenAI Node SDK: its
-// stream helper accumulates the calls from the streamed deltas, and they match the whole
-// answer's. Usage: node openai_tools.cjs BASE_URL API_KEY (with `openai` installed where
-// NODE_PATH points: CommonJS, as ES modules ignore NODE_PATH). Prints one line per check.
+// Tool calls through a running `helixflow serve` with the official OpenAI Node SDK (6.x,
+// which runs on the Node 18 that Debian ships): its stream helper accumulates the calls from
+// the streamed deltas, and they match the whole answer's. Usage: node openai_tools.cjs
+// BASE_URL API_KEY, with `openai` installed where NODE_PATH points (CommonJS, as ES modules
+// ignore NODE_PATH). Prints one line per check.
 
 const { OpenAI } = require("openai");
 

@@ -110,6 +110,13 @@ fn the_in_process_sweep_holds_answers_to_a_json_schema() {
     let out = bench(&[&SWEEP[..], &["--json-schema", bad.to_str().unwrap()]].concat());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--json-schema"));
+    // One whose answers end within --gen-tokens says so, rather than timing short requests.
+    std::fs::write(dir.path().join("short.json"), r#"{"type": "boolean"}"#).unwrap();
+    let short = dir.path().join("short.json");
+    let out = bench(&[&SWEEP[..], &["--json-schema", short.to_str().unwrap()]].concat());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("minItems"), "{stderr}");
 }
 
 #[test]

@@ -115,7 +115,14 @@ fn request(
                 }
             }
             EngineEvent::Done { completion_tokens } => {
-                return clock.finish(completion_tokens, gen_tokens)
+                if grammar.is_some() && completion_tokens < gen_tokens {
+                    bail!(
+                        "an answer held to --json-schema was complete after {completion_tokens} \
+                         tokens, before --gen-tokens {gen_tokens}: give a schema whose answers \
+                         are longer (a list with minItems), or fewer --gen-tokens"
+                    );
+                }
+                return clock.finish(completion_tokens, gen_tokens);
             }
             EngineEvent::Failed(e) => bail!("a request failed: {e}"),
             EngineEvent::Started { .. } => {}

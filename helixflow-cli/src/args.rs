@@ -393,6 +393,10 @@ pub struct ServeArgs {
     /// Serve no gRPC.
     #[arg(long, env = "HELIXFLOW_NO_GRPC")]
     pub no_grpc: bool,
+    /// Also serve every route (Ollama's `/api/*` among them) on this port, as Ollama's
+    /// clients expect (11434 by their convention); 0 picks a free one.
+    #[arg(long, env = "HELIXFLOW_OLLAMA_PORT")]
+    pub ollama_port: Option<u16>,
     /// A model to serve: a built-in id, a hub id or a path, chat or embedding; repeat the
     /// flag (or separate with commas) for several. Default: the built-in chat and embedding
     /// models.

@@ -71,6 +71,9 @@ pub fn merge(args: &mut ServeArgs, table: &Table, is_default: impl Fn(&str) -> b
             "model" => args.model = strings()?,
             "grpc_port" => args.grpc_port = u16::try_from(number()?).map_err(|_| bad("a port"))?,
             "no_grpc" => args.no_grpc = flag()?,
+            "ollama_port" => {
+                args.ollama_port = Some(u16::try_from(number()?).map_err(|_| bad("a port"))?)
+            }
             "api_key" => args.api_key = Some(string()?),
             "insecure_no_auth" => args.insecure_no_auth = flag()?,
             "no_database" => args.no_database = flag()?,
@@ -118,15 +121,17 @@ mod tests {
     #[test]
     fn the_file_fills_only_what_flags_left_at_their_defaults() {
         let mut args = serve_args(&["--port", "9000"]);
-        let table: Table = "port = 7000\nno_tls = true\nmax-num-seqs = 8\nmodel = \"x.gguf\""
-            .parse()
-            .unwrap();
+        let table: Table =
+            "port = 7000\nno_tls = true\nmax-num-seqs = 8\nmodel = \"x.gguf\"\nollama_port = 11434"
+                .parse()
+                .unwrap();
         // As if --port had been given on the command line.
         merge(&mut args, &table, |id| id != "port").unwrap();
         assert_eq!(args.port, 9000);
         assert!(args.no_tls);
         assert_eq!(args.max_num_seqs, 8);
         assert_eq!(args.model, ["x.gguf"]);
+        assert_eq!(args.ollama_port, Some(11434));
         let table: Table = "model = [\"a.gguf\", \"b\"]".parse().unwrap();
         merge(&mut args, &table, |_| true).unwrap();
         assert_eq!(args.model, ["a.gguf", "b"]);

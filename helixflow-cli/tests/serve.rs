@@ -94,6 +94,27 @@ fn refuses_an_open_address_without_a_key() {
 }
 
 #[test]
+fn ollama_clients_find_every_route_on_the_ollama_port() {
+    let server = Server::start(&["--no-tls", "--ollama-port", "0"]);
+    let ollama = server.ollama.clone().expect("the Ollama port");
+    assert_ne!(ollama, server.url);
+    assert_eq!(
+        http(&ollama, "GET", "/", ""),
+        (200, "Ollama is running".into())
+    );
+    let (status, body) = http(&ollama, "GET", "/api/version", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"version\""), "{body}");
+    let request = r#"{"model": "smollm2-135m-instruct", "stream": false,
+        "options": {"num_predict": 4}, "messages": [{"role": "user", "content": "Hi"}]}"#;
+    let (status, body) = http(&ollama, "POST", "/api/chat", request);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["eval_count"], 4, "{answer}");
+    assert!(server.stop().success());
+}
+
+#[test]
 fn settings_come_from_a_config_file_unless_a_flag_says_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("helixflow.toml");

@@ -52,6 +52,9 @@ pub struct ServeConfig {
     pub port: u16,
     /// gRPC port (0 picks a free one); `None` serves no gRPC.
     pub grpc_port: Option<u16>,
+    /// A second HTTP port with the same routes, for Ollama's clients (11434 by their
+    /// convention; 0 picks a free one); `None` serves none.
+    pub ollama_port: Option<u16>,
     /// TLS mode.
     pub tls: Tls,
     /// The models to serve: ids or paths, chat and embedding models alike.
@@ -130,6 +133,8 @@ pub struct Listening {
     pub http: SocketAddr,
     /// The gRPC address, when gRPC is served.
     pub grpc: Option<SocketAddr>,
+    /// The Ollama port's address, when it is served.
+    pub ollama: Option<SocketAddr>,
 }
 
 /// Listens at once, loads the models, then serves HTTP and gRPC until `shutdown` resolves;
@@ -191,15 +196,17 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Serving);
     let handle = Handle::new();
+    let ollama_handle = Handle::new();
     let grace = config.grace;
     {
-        let handle = handle.clone();
+        let (handle, ollama_handle) = (handle.clone(), ollama_handle.clone());
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: letting in-flight requests finish for {grace:?}");
             let _ = stop.send(true);
             let _ = phase_tx.send(Phase::Draining);
             handle.graceful_shutdown(Some(grace + CUT_MARGIN));
+            ollama_handle.graceful_shutdown(Some(grace + CUT_MARGIN));
             tokio::time::sleep(grace).await;
             let _ = phase_tx.send(Phase::Cut);
         });
@@ -258,48 +265,34 @@ pub async fn serve(
     let addr = SocketAddr::new(config.host, config.port);
     let limits = config.connections;
     let gate = ConnectionGate::new(limits.max_connections, "HTTP");
-    let server = match &tls {
-        None => {
-            let mut server = axum_server::bind(addr)
-                .acceptor(GatedAcceptor::new(
-                    DefaultAcceptor,
-                    gate,
-                    limits.idle_timeout,
-                ))
-                .handle(handle.clone());
-            crate::connections::configure(server.http_builder(), &limits);
-            tokio::spawn(server.serve(service))
+    let server = spawn_http(addr, tls.as_ref(), gate, limits, &handle, service.clone()).await?;
+    let ollama = match config.ollama_port {
+        Some(port) => {
+            let addr = SocketAddr::new(config.host, port);
+            let gate = ConnectionGate::new(limits.max_connections, "Ollama");
+            let task =
+                spawn_http(addr, tls.as_ref(), gate, limits, &ollama_handle, service).await?;
+            Some(task)
         }
-        Some((cert, key)) => {
-            let rustls = RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(io(format!(
-                    "loading {} and {}",
-                    cert.display(),
-                    key.display()
-                )))?;
-            let acceptor = RustlsAcceptor::new(rustls)
-                .handshake_timeout(limits.idle_timeout)
-                .acceptor(GatedAcceptor::new(
-                    DefaultAcceptor,
-                    gate,
-                    limits.idle_timeout,
-                ));
-            let mut server = axum_server::bind(addr)
-                .acceptor(acceptor)
-                .handle(handle.clone());
-            crate::connections::configure(server.http_builder(), &limits);
-            tokio::spawn(server.serve(service))
-        }
+        None => None,
     };
+    let ollama_listening = config.ollama_port.map(|_| ollama_handle.clone());
     {
         let handle = handle.clone();
         tokio::spawn(async move {
             if let Some(http) = handle.listening().await {
                 eprintln!("helixflow: serving on {scheme}://{http}");
+                let ollama = match ollama_listening {
+                    Some(handle) => handle.listening().await,
+                    None => None,
+                };
+                if let Some(ollama) = ollama {
+                    eprintln!("helixflow: serving Ollama's API on {scheme}://{ollama}");
+                }
                 on_listen(Listening {
                     http,
                     grpc: grpc_addr,
+                    ollama,
                 });
             }
         });
@@ -327,6 +320,7 @@ pub async fn serve(
         }
         Err(e) => {
             handle.shutdown();
+            ollama_handle.shutdown();
             let _ = server.await;
             if let Some((_, task)) = grpc {
                 task.abort();
@@ -338,6 +332,13 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Config(format!("the server task failed: {e}")))
         .and_then(|served| served.map_err(io(format!("serving on {addr}"))));
+    if let Some(task) = ollama {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("helixflow: the Ollama port failed: {e}"),
+            Err(e) => eprintln!("helixflow: the Ollama port's task failed: {e}"),
+        }
+    }
     let grpc = match grpc {
         // gRPC cuts its streams off at the end of the grace period; a little more is left for
         // them to end.
@@ -357,6 +358,45 @@ pub async fn serve(
     }
     grpc?;
     http
+}
+
+/// Serves `service` on `addr` (over TLS with `tls`'s certificate and key), its connections
+/// gated and limited, shut down through `handle`.
+async fn spawn_http(
+    addr: SocketAddr,
+    tls: Option<&(PathBuf, PathBuf)>,
+    gate: ConnectionGate,
+    limits: ConnectionLimits,
+    handle: &Handle,
+    service: axum::routing::IntoMakeService<Router>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
+    let gated = GatedAcceptor::new(DefaultAcceptor, gate, limits.idle_timeout);
+    Ok(match tls {
+        None => {
+            let mut server = axum_server::bind(addr)
+                .acceptor(gated)
+                .handle(handle.clone());
+            crate::connections::configure(server.http_builder(), &limits);
+            tokio::spawn(server.serve(service))
+        }
+        Some((cert, key)) => {
+            let rustls = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(io(format!(
+                    "loading {} and {}",
+                    cert.display(),
+                    key.display()
+                )))?;
+            let acceptor = RustlsAcceptor::new(rustls)
+                .handshake_timeout(limits.idle_timeout)
+                .acceptor(gated);
+            let mut server = axum_server::bind(addr)
+                .acceptor(acceptor)
+                .handle(handle.clone());
+            crate::connections::configure(server.http_builder(), &limits);
+            tokio::spawn(server.serve(service))
+        }
+    })
 }
 
 /// Serves `/health` and 503s until the real application is in `slot`, then hands every

@@ -26,6 +26,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         port: args.port,
         tls,
         grpc_port: (!args.no_grpc).then_some(args.grpc_port),
+        ollama_port: args.ollama_port,
         models: args.model,
         chat_templates: args
             .chat_template

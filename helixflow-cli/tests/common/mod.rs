@@ -17,6 +17,8 @@ pub struct Server {
     pub url: String,
     /// The gRPC address (`host:port`).
     pub grpc: Option<String>,
+    /// The Ollama port's URL, with `--ollama-port`.
+    pub ollama: Option<String>,
 }
 
 impl Server {
@@ -63,9 +65,21 @@ impl Server {
                 break url.to_string();
             }
         };
+        // With `--ollama-port`, that address follows.
+        let ollama = args.contains(&"--ollama-port").then(|| loop {
+            let line = lines.next().expect("the Ollama port is announced").unwrap();
+            if let Some(url) = line.strip_prefix("helixflow: serving Ollama's API on ") {
+                break url.to_string();
+            }
+        });
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let server = Self { child, url, grpc };
+        let server = Self {
+            child,
+            url,
+            grpc,
+            ollama,
+        };
         server.wait_ready();
         server
     }

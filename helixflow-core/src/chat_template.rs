@@ -226,10 +226,7 @@ impl TemplateExtras {
             .flatten()
             .map(|t| t.to_string().len())
             .sum();
-        tools
-            + serde_json::Value::Object(self.kwargs.clone())
-                .to_string()
-                .len()
+        tools + serde_json::to_string(&self.kwargs).map_or(0, |k| k.len())
     }
 }
 

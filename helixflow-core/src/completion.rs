@@ -17,6 +17,17 @@ pub enum FinishReason {
     ToolCalls,
 }
 
+impl FinishReason {
+    /// The reason of an answer that `called` tools or not: one that ended where a stop would
+    /// have ended it, having called tools, ended on them.
+    pub fn after_calls(self, called: bool) -> Self {
+        match self {
+            Self::Stop if called => Self::ToolCalls,
+            other => other,
+        }
+    }
+}
+
 /// Token counts of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -63,7 +63,8 @@ impl ReplyDelta {
         self.content.is_empty() && self.reasoning.is_empty() && self.calls.is_empty()
     }
 
-    fn append(&mut self, other: ReplyDelta) {
+    /// Adds what `other` holds after what this holds.
+    pub fn append(&mut self, other: ReplyDelta) {
         self.content.push_str(&other.content);
         self.reasoning.push_str(&other.reasoning);
         self.calls.extend(other.calls);
@@ -327,11 +328,11 @@ fn parse_json_calls(text: &str) -> Option<JsonAnswer> {
                 return Some(JsonAnswer::Content(content.to_owned()));
             }
         }
-        let items = match &value {
-            Value::Array(items) => items.clone(),
+        let items: &[Value] = match &value {
+            Value::Array(items) => items,
             Value::Object(fields) => match fields.get("tool_calls") {
-                Some(Value::Array(items)) => items.clone(),
-                _ => vec![value.clone()],
+                Some(Value::Array(items)) => items,
+                _ => std::slice::from_ref(&value),
             },
             _ => return None,
         };

@@ -244,9 +244,7 @@ fn split_choice(syntax: ReplySyntax, choice: &mut crate::completion::ChatChoice)
     message.content = reply.content;
     message.reasoning_content = (!reply.reasoning.is_empty()).then_some(reply.reasoning);
     message.tool_calls = (!reply.calls.is_empty()).then_some(reply.calls);
-    if called && choice.finish_reason == FinishReason::Stop {
-        choice.finish_reason = FinishReason::ToolCalls;
-    }
+    choice.finish_reason = choice.finish_reason.after_calls(called);
 }
 
 /// Gathers a request's events into its finished choices.
@@ -353,10 +351,7 @@ impl ChatChunker {
             Some(splitter) => {
                 let mut reply = splitter.push(&output.text);
                 if output.finish.is_some() {
-                    let rest = splitter.finish();
-                    reply.content.push_str(&rest.content);
-                    reply.reasoning.push_str(&rest.reasoning);
-                    reply.calls.extend(rest.calls);
+                    reply.append(splitter.finish());
                 }
                 (reply, splitter.has_called())
             }
@@ -368,10 +363,7 @@ impl ChatChunker {
                 false,
             ),
         };
-        let finish = output.finish.map(|reason| match reason {
-            FinishReason::Stop if called => FinishReason::ToolCalls,
-            other => other,
-        });
+        let finish = output.finish.map(|reason| reason.after_calls(called));
         if reply.is_empty() && finish.is_none() && !first {
             return Vec::new();
         }

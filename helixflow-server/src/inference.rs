@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::StatusCode;
+use axum::response::Response;
+use helixflow_core::chat_model::ChatModel;
 use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
 use helixflow_core::engine::{EngineEvent, EngineHandle, RequestStream};
 use helixflow_core::platform::{Caller, LimitStatus, Metered, MeteredRequest, Progress};
@@ -15,6 +17,7 @@ use helixflow_core::request::GenerationRequest;
 use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerPart};
 use tokio::sync::watch;
 
+use crate::auth::check_model;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ratelimit;
@@ -29,6 +32,48 @@ pub(crate) struct Origin<'a> {
     pub(crate) endpoint: &'static str,
     /// The request's id: the response's `id`.
     pub(crate) request_id: &'a str,
+}
+
+/// The request `build` makes of the chat model `model` for `caller` (who must be allowed
+/// it), built off the executor (templates and tokenisation take a while on long prompts),
+/// and the model's engine. Every HTTP API's generation routes start here.
+pub(crate) async fn prepare_for<'s>(
+    state: &'s AppState,
+    caller: &Caller,
+    model: &str,
+    build: impl FnOnce(&ChatModel) -> helixflow_core::Result<GenerationRequest> + Send + 'static,
+) -> Result<(&'s EngineHandle, GenerationRequest), ApiError> {
+    check_model(caller, model)?;
+    let engine = state.chat_engine(model)?;
+    let chat = engine.model().clone();
+    let prepared = state.prepare(move || build(&chat)).await?;
+    Ok((engine, prepared))
+}
+
+/// Submits `request` for `caller` at `endpoint` and answers with the response `shape` makes
+/// of its events through `builder` (each API's shape of the answer, whole or streamed), with
+/// the `x-ratelimit-*` headers.
+pub(crate) async fn answer_with<Shaped>(
+    state: &AppState,
+    (caller, endpoint): (&Caller, &'static str),
+    engine: &EngineHandle,
+    request: GenerationRequest,
+    builder: AnswerBuilder,
+    shape: impl FnOnce(Events, AnswerBuilder) -> Shaped,
+) -> Result<Response, ApiError>
+where
+    Shaped: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let id = builder.header().id.clone();
+    let origin = Origin {
+        caller,
+        endpoint,
+        request_id: &id,
+    };
+    let events = submit(state, origin, engine, request).await?;
+    let limits = events.limits();
+    let response = shape(events, builder).await?;
+    Ok(ratelimit::with_headers(response, &limits, &id))
 }
 
 /// Admits `request` against the caller's limits (its prompt plus the most it may generate

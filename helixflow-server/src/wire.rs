@@ -36,6 +36,22 @@ pub(crate) fn parse_openai_body<T: DeserializeOwned>(
     serde_json::from_value(value).map_err(not_valid)
 }
 
+/// A JSON object body's fields, refusing the first one not in `known` (named in the error,
+/// with `refusal(name)` as the message: each API words it its own way).
+pub(crate) fn only_fields<'v>(
+    body: &'v serde_json::Value,
+    known: &[&str],
+    refusal: impl Fn(&str) -> String,
+) -> Result<&'v serde_json::Map<String, serde_json::Value>, ApiError> {
+    let Some(fields) = body.as_object() else {
+        return Err(ApiError::invalid("The request body must be a JSON object"));
+    };
+    match fields.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::invalid_param(unknown, refusal(unknown))),
+        None => Ok(fields),
+    }
+}
+
 fn not_valid(error: serde_json::Error) -> ApiError {
     ApiError::invalid(format!("The request body is not valid: {error}"))
 }

@@ -118,7 +118,8 @@ impl ToolFormat {
             return messages.to_vec();
         }
         let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 1);
-        for message in messages {
+        for (i, message) in messages.iter().enumerate() {
+            let follows_result = i > 0 && messages[i - 1].role == "tool";
             let converted = match (message.role.as_str(), &message.tool_calls) {
                 ("assistant", Some(calls)) if !calls.is_empty() => {
                     let calls: Vec<Value> = calls
@@ -138,10 +139,7 @@ impl ToolFormat {
                     // Consecutive results go in one turn: templates that want turns to
                     // alternate (Gemma's) would refuse two user turns in a row.
                     match out.last_mut() {
-                        Some(last)
-                            if last.role == "user"
-                                && last.content.starts_with("{\"tool_response\"") =>
-                        {
+                        Some(last) if follows_result => {
                             last.content.push('\n');
                             last.content.push_str(&result.to_string());
                             continue;

@@ -18,15 +18,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::stream::{self, StreamExt};
+use helixflow_core::engine::EngineHandle;
 use helixflow_core::platform::Caller;
 use helixflow_core::request::GenerationRequest;
 use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerChunk, AnswerPart};
 use serde_json::{json, Value};
 
-use crate::auth::check_model;
 use crate::error::ApiError;
-use crate::inference::{submit, Events, Origin};
-use crate::ratelimit;
+use crate::inference::{answer_with, prepare_for, Events};
 use crate::state::AppState;
 use answer::{error_body, EventShaper};
 use wire::MessagesRequest;
@@ -39,24 +38,26 @@ pub(crate) async fn messages(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (request, engine, prepared) = prepare(&state, &caller, body, false).await?;
-    let builder = prepared.answer_builder(request.model.clone(), request.stream, true);
-    let id = builder.header().id.clone();
-    let origin = Origin {
-        caller: &caller,
-        endpoint: "/v1/messages",
-        request_id: &id,
-    };
-    let events = submit(&state, origin, engine, prepared).await?;
-    let limits = events.limits();
-    let response = if request.stream {
-        sse(events, builder)
-    } else {
-        match events.answer(builder).await? {
-            Answer::Chat(answer) => Json(answer::message(&answer)).into_response(),
-            Answer::Text(_) => return Err(ApiError::internal("a chat answered as text")),
-        }
-    };
-    Ok(ratelimit::with_headers(response, &limits, &id))
+    let stream = request.stream;
+    let builder = prepared.answer_builder(request.model, stream, true);
+    let origin = (&caller, "/v1/messages");
+    answer_with(
+        &state,
+        origin,
+        engine,
+        prepared,
+        builder,
+        |events, builder| async move {
+            if stream {
+                return Ok(sse(events, builder));
+            }
+            match events.answer(builder).await? {
+                Answer::Chat(answer) => Ok(Json(answer::message(&answer)).into_response()),
+                Answer::Text(_) => Err(ApiError::internal("a chat answered as text")),
+            }
+        },
+    )
+    .await
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's length, as the model would see it.
@@ -69,30 +70,31 @@ pub(crate) async fn count_tokens(
     Ok(Json(json!({"input_tokens": prepared.prompt.len()})).into_response())
 }
 
+/// What a Messages request asks beside its conversation.
+struct Asked {
+    model: String,
+    stream: bool,
+}
+
 /// Reads and checks a Messages body and builds the core's request for its model.
 async fn prepare<'s>(
     state: &'s AppState,
     caller: &Caller,
     body: Result<Bytes, BytesRejection>,
     count_tokens: bool,
-) -> Result<
-    (
-        MessagesRequest,
-        &'s helixflow_core::engine::EngineHandle,
-        GenerationRequest,
-    ),
-    ApiError,
-> {
+) -> Result<(Asked, &'s EngineHandle, GenerationRequest), ApiError> {
     let value: Value = crate::wire::parse_body(body)?;
-    let request = MessagesRequest::from_json(&value, count_tokens)?;
-    check_model(caller, &request.model)?;
-    let engine = state.chat_engine(&request.model)?;
-    let chat = engine.model().clone();
-    let (messages, options) = (request.messages.clone(), request.options.clone());
-    let prepared = state
-        .prepare(move || GenerationRequest::chat(&chat, &messages, &options, false, None))
-        .await?;
-    Ok((request, engine, prepared))
+    let MessagesRequest {
+        model,
+        messages,
+        options,
+        stream,
+    } = MessagesRequest::from_json(&value, count_tokens)?;
+    let (engine, prepared) = prepare_for(state, caller, &model, move |chat| {
+        GenerationRequest::chat(chat, &messages, &options, false, None)
+    })
+    .await?;
+    Ok((Asked { model, stream }, engine, prepared))
 }
 
 /// A streamed answer as Anthropic's server-sent events; a failure mid-stream is an `error`

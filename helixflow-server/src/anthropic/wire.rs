@@ -8,6 +8,7 @@ use helixflow_core::tools::{FunctionCall, ToolCall};
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
+use crate::wire::only_fields;
 
 /// A Messages request, checked.
 #[derive(Debug)]
@@ -42,15 +43,9 @@ impl MessagesRequest {
     /// Reads a Messages body (`count_tokens`: `max_tokens` may be left out, and `stream`
     /// means nothing).
     pub(crate) fn from_json(body: &Value, count_tokens: bool) -> Result<Self, ApiError> {
-        let Some(fields) = body.as_object() else {
-            return Err(ApiError::invalid("The request body must be a JSON object"));
-        };
-        if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(invalid(
-                unknown,
-                format!("{unknown}: Extra inputs are not permitted"),
-            ));
-        }
+        let fields = only_fields(body, FIELDS, |unknown| {
+            format!("{unknown}: Extra inputs are not permitted")
+        })?;
         let model = fields
             .get("model")
             .and_then(Value::as_str)

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::stream::{self, Stream};
-use helixflow_core::completion::{new_id, FinishReason, Usage};
+use helixflow_core::completion::{new_id, Usage};
 use helixflow_core::embeddings::EmbeddingInput;
 use helixflow_core::engine::{EngineEvent, EngineHandle};
 use helixflow_core::generation::TokenOutput;
@@ -124,11 +124,11 @@ impl Replies {
         text.push_str(&output.text);
         let finish = output.finish?;
         let (reply, called) = split_reply(self.syntax, &std::mem::take(text));
-        let finish = match finish {
-            FinishReason::Stop if called => FinishReason::ToolCalls,
-            other => other,
-        };
-        Some(convert::reply(choice, reply, Some(finish)))
+        Some(convert::reply(
+            choice,
+            reply,
+            Some(finish.after_calls(called)),
+        ))
     }
 }
 

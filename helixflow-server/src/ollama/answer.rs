@@ -4,7 +4,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use helixflow_core::calendar::civil_from_days;
+use helixflow_core::calendar::{utc_date_string, DAY_SECONDS};
 use helixflow_core::completion::{FinishReason, Usage};
 use helixflow_core::streaming::{Answer, AnswerChunk};
 use serde_json::{json, Map, Value};
@@ -24,10 +24,10 @@ pub(crate) fn created_at() -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let seconds = now.as_secs() as i64;
-    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-    let in_day = seconds.rem_euclid(86_400);
+    let in_day = seconds.rem_euclid(DAY_SECONDS);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        "{}T{:02}:{:02}:{:02}.{:09}Z",
+        utc_date_string(seconds),
         in_day / 3600,
         in_day / 60 % 60,
         in_day % 60,

@@ -22,7 +22,6 @@ use helixflow_core::chat_model::ChatModel;
 use helixflow_core::chat_template::ChatMessage;
 use helixflow_core::completion::new_id;
 use helixflow_core::embeddings::EmbeddingInput;
-use helixflow_core::engine::EngineHandle;
 use helixflow_core::platform::Caller;
 use helixflow_core::registry::ServedModel;
 use helixflow_core::request::{GenerationOptions, GenerationRequest, TextPrompt};
@@ -32,7 +31,7 @@ use serde_json::{json, Value};
 
 use crate::auth::check_model;
 use crate::error::ApiError;
-use crate::inference::{embed_for, submit, Events, Origin};
+use crate::inference::{answer_with, embed_for, prepare_for, Events, Origin};
 use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::parse_body;
@@ -186,91 +185,70 @@ pub(crate) async fn generate(
     answer(&state, &caller, request, (Shape::Generate, started), build).await
 }
 
-/// Builds the core's request with `build`, submits it and answers it.
+/// Builds the core's request with `build` (kept within `num_ctx`), submits it and answers it
+/// whole or as NDJSON lines.
 async fn answer(
     state: &AppState,
     caller: &Caller,
     request: OllamaRequest,
-    shape: (Shape, Instant),
-    build: impl FnOnce(&ChatModel, &GenerationOptions) -> helixflow_core::Result<GenerationRequest>
-        + Send
-        + 'static,
-) -> Result<Response, ApiError> {
-    let (engine, prepared) = prepare(state, caller, &request, build).await?;
-    respond(state, caller, engine, prepared, request, shape).await
-}
-
-/// Builds the core's request for the request's model, kept within `num_ctx`.
-async fn prepare<'s>(
-    state: &'s AppState,
-    caller: &Caller,
-    request: &OllamaRequest,
-    build: impl FnOnce(&ChatModel, &GenerationOptions) -> helixflow_core::Result<GenerationRequest>
-        + Send
-        + 'static,
-) -> Result<(&'s EngineHandle, GenerationRequest), ApiError> {
-    check_model(caller, &request.model)?;
-    let engine = state.chat_engine(&request.model)?;
-    let (chat, options, num_ctx) = (
-        engine.model().clone(),
-        request.options.clone(),
-        request.num_ctx,
-    );
-    let prepared = state
-        .prepare(move || {
-            let mut prepared = build(&chat, &options)?;
-            if let Some(num_ctx) = num_ctx.filter(|&n| n < chat.context_length()) {
-                let room = num_ctx
-                    .checked_sub(prepared.prompt.len())
-                    .filter(|&r| r > 0)
-                    .ok_or_else(|| {
-                        Error::invalid_field(
-                            "options.num_ctx",
-                            format!(
-                                "the prompt ({} tokens) does not fit num_ctx ({num_ctx})",
-                                prepared.prompt.len()
-                            ),
-                        )
-                    })?;
-                let max = &mut prepared.params.max_tokens;
-                *max = Some(max.map_or(room, |m| m.min(room)));
-            }
-            Ok(prepared)
-        })
-        .await?;
-    Ok((engine, prepared))
-}
-
-/// Submits `prepared` and answers it whole or as NDJSON lines.
-async fn respond(
-    state: &AppState,
-    caller: &Caller,
-    engine: &EngineHandle,
-    prepared: GenerationRequest,
-    request: OllamaRequest,
     (shape, started): (Shape, Instant),
+    build: impl FnOnce(&ChatModel, &GenerationOptions) -> helixflow_core::Result<GenerationRequest>
+        + Send
+        + 'static,
 ) -> Result<Response, ApiError> {
-    let mut shaper = OllamaShaper::new(shape, request.model.clone(), started);
-    let builder = prepared.answer_builder(request.model.clone(), request.stream, true);
-    let id = builder.header().id.clone();
+    let OllamaRequest {
+        model,
+        options,
+        stream,
+        num_ctx,
+    } = request;
+    let (engine, prepared) = prepare_for(state, caller, &model, move |chat| {
+        let mut prepared = build(chat, &options)?;
+        if let Some(num_ctx) = num_ctx.filter(|&n| n < chat.context_length()) {
+            fit_context(&mut prepared, num_ctx)?;
+        }
+        Ok(prepared)
+    })
+    .await?;
+    let mut shaper = OllamaShaper::new(shape, model.clone(), started);
+    let builder = prepared.answer_builder(model, stream, true);
     let endpoint = match shape {
         Shape::Chat => "/api/chat",
         Shape::Generate => "/api/generate",
     };
-    let origin = Origin {
-        caller,
-        endpoint,
-        request_id: &id,
-    };
-    let events = submit(state, origin, engine, prepared).await?;
-    let limits = events.limits();
-    let response = if request.stream {
-        ndjson(events, builder, shaper)
-    } else {
-        let (answer, first_token) = events.answer_timed(builder).await?;
-        Json(shaper.whole(&answer, first_token)).into_response()
-    };
-    Ok(ratelimit::with_headers(response, &limits, &id))
+    answer_with(
+        state,
+        (caller, endpoint),
+        engine,
+        prepared,
+        builder,
+        |events, builder| async move {
+            if stream {
+                return Ok(ndjson(events, builder, shaper));
+            }
+            let (answer, first_token) = events.answer_timed(builder).await?;
+            Ok(Json(shaper.whole(&answer, first_token)).into_response())
+        },
+    )
+    .await
+}
+
+/// Keeps `prepared` within a context of `num_ctx` tokens: its answer may take what its prompt
+/// leaves.
+fn fit_context(prepared: &mut GenerationRequest, num_ctx: usize) -> helixflow_core::Result<()> {
+    let prompt = prepared.prompt.len();
+    let room = num_ctx
+        .checked_sub(prompt)
+        .filter(|&r| r > 0)
+        .ok_or_else(|| {
+            Error::invalid_field(
+                "options.num_ctx",
+                format!("the prompt ({prompt} tokens) does not fit num_ctx ({num_ctx})"),
+            )
+        })?;
+    let max = &mut prepared.params.max_tokens;
+    *max = Some(max.map_or(room, |m| m.min(room)));
+    Ok(())
 }
 
 /// A streamed answer as NDJSON; a failure mid-stream is an `{"error": …}` line, after which
@@ -308,7 +286,7 @@ pub(crate) async fn embed(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body: Value = parse_body(body)?;
-    let (model, input, truncate) = embed_fields(&body, "input", &["truncate"])?;
+    let (model, input, truncate) = embed_fields(&body, "input", &["model", "input", "truncate"])?;
     let (vectors, tokens, limits, id) =
         embed_texts(&state, &caller, &model, input, truncate, "/api/embed").await?;
     let response = Json(json!({"model": model, "embeddings": vectors,
@@ -328,7 +306,7 @@ pub(crate) async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: Value = parse_body(body)?;
-    let (model, input, _) = embed_fields(&body, "prompt", &[])?;
+    let (model, input, _) = embed_fields(&body, "prompt", &["model", "prompt"])?;
     let (mut vectors, _, limits, id) =
         embed_texts(&state, &caller, &model, input, true, "/api/embeddings").await?;
     let response = Json(json!({"embedding": vectors.pop().unwrap_or_default()}));
@@ -340,24 +318,13 @@ pub(crate) async fn embeddings(
 }
 
 /// An embedding body's model, texts (from `field`) and `truncate` (default true); any field
-/// but those and `extra` is refused.
+/// not in `known` is refused.
 fn embed_fields(
     body: &Value,
     field: &str,
-    extra: &[&str],
+    known: &[&str],
 ) -> Result<(String, Vec<String>, bool), ApiError> {
-    let fields = body
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("The request body must be a JSON object"))?;
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| *k != "model" && *k != field && !extra.contains(&k.as_str()))
-    {
-        return Err(ApiError::invalid_param(
-            unknown,
-            format!("`{unknown}` is not supported"),
-        ));
-    }
+    let fields = wire::fields(body, known)?;
     let model = fields
         .get("model")
         .and_then(Value::as_str)

@@ -26,14 +26,13 @@ pub(crate) struct OllamaRequest {
 }
 
 /// The body's fields as an object, refusing any not in `known`.
-fn fields<'v>(body: &'v Value, known: &[&str]) -> Result<&'v Map<String, Value>, ApiError> {
-    let fields = body
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("The request body must be a JSON object"))?;
-    if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(invalid(unknown, format!("`{unknown}` is not supported")));
-    }
-    Ok(fields)
+pub(crate) fn fields<'v>(
+    body: &'v Value,
+    known: &[&str],
+) -> Result<&'v Map<String, Value>, ApiError> {
+    crate::wire::only_fields(body, known, |unknown| {
+        format!("`{unknown}` is not supported")
+    })
 }
 
 const SHARED: &[&str] = &["model", "format", "options", "stream", "think"];

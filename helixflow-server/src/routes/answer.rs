@@ -15,8 +15,7 @@ use helixflow_core::request::GenerationRequest;
 use helixflow_core::streaming::{AnswerBuilder, AnswerPart};
 
 use crate::error::ApiError;
-use crate::inference::{submit, Events, Origin};
-use crate::ratelimit;
+use crate::inference::{answer_with, Events};
 use crate::state::AppState;
 use crate::wire::GenerationFields;
 
@@ -24,27 +23,28 @@ use crate::wire::GenerationFields;
 /// object, or an SSE stream; with the `x-ratelimit-*` headers either way.
 pub(crate) async fn respond(
     state: &AppState,
-    (caller, endpoint): (&Caller, &'static str),
+    origin: (&Caller, &'static str),
     engine: &EngineHandle,
     request: GenerationRequest,
     fields: &GenerationFields,
 ) -> Result<Response, ApiError> {
-    let builder =
-        request.answer_builder(fields.model.clone(), fields.stream, fields.include_usage());
-    let id = builder.header().id.clone();
-    let origin = Origin {
-        caller,
-        endpoint,
-        request_id: &id,
-    };
-    let events = submit(state, origin, engine, request).await?;
-    let limits = events.limits();
-    let response = if fields.stream {
-        sse(events, builder)
-    } else {
-        Json(events.answer(builder).await?).into_response()
-    };
-    Ok(ratelimit::with_headers(response, &limits, &id))
+    let stream = fields.stream;
+    let builder = request.answer_builder(fields.model.clone(), stream, fields.include_usage());
+    answer_with(
+        state,
+        origin,
+        engine,
+        request,
+        builder,
+        |events, builder| async move {
+            Ok(if stream {
+                sse(events, builder)
+            } else {
+                Json(events.answer(builder).await?).into_response()
+            })
+        },
+    )
+    .await
 }
 
 /// A payload as JSON; the response types always serialise.

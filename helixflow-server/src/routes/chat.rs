@@ -11,8 +11,8 @@ use helixflow_core::platform::Caller;
 use helixflow_core::request::GenerationRequest;
 
 use super::answer::respond;
-use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
+use crate::inference::prepare_for;
 use crate::state::AppState;
 use crate::wire::{parse_openai_body, ChatRequest};
 use helixflow_core::request::fields::Endpoint;
@@ -37,16 +37,13 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse_openai_body(body, Endpoint::ChatCompletions)?;
     let fields = &request.fields;
-    check_model(&caller, &fields.model)?;
-    let engine = state.chat_engine(&fields.model)?;
-    let messages = messages_from_openai(&request.messages)?;
-    let (chat, options) = (engine.model().clone(), fields.options.clone());
+    let (messages, options) = (request.messages.clone(), fields.options.clone());
     let (logprobs, top_logprobs) = (request.logprobs, request.top_logprobs);
-    let prepared = state
-        .prepare(move || {
-            GenerationRequest::chat(&chat, &messages, &options, logprobs, top_logprobs)
-        })
-        .await?;
+    let (engine, prepared) = prepare_for(&state, &caller, &fields.model, move |chat| {
+        let messages = messages_from_openai(&messages)?;
+        GenerationRequest::chat(chat, &messages, &options, logprobs, top_logprobs)
+    })
+    .await?;
     let origin = (&caller, "/v1/chat/completions");
     respond(&state, origin, engine, prepared, fields).await
 }

@@ -10,8 +10,8 @@ use helixflow_core::platform::Caller;
 use helixflow_core::request::{GenerationRequest, TextPrompt};
 
 use super::answer::respond;
-use crate::auth::check_model;
 use crate::error::{ApiError, ErrorBody};
+use crate::inference::prepare_for;
 use crate::state::AppState;
 use crate::wire::{parse_openai_body, CompletionRequest};
 use helixflow_core::request::fields::Endpoint;
@@ -36,14 +36,13 @@ pub(crate) async fn completions(
 ) -> Result<Response, ApiError> {
     let request: CompletionRequest = parse_openai_body(body, Endpoint::Completions)?;
     let fields = &request.fields;
-    check_model(&caller, &fields.model)?;
-    let engine = state.chat_engine(&fields.model)?;
-    let prompt = TextPrompt::from_json(&request.prompt)?;
-    let (chat, options) = (engine.model().clone(), fields.options.clone());
+    let (prompt, options) = (request.prompt.clone(), fields.options.clone());
     let (logprobs, echo) = (request.logprobs, request.echo);
-    let prepared = state
-        .prepare(move || GenerationRequest::text(&chat, prompt, &options, logprobs, echo))
-        .await?;
+    let (engine, prepared) = prepare_for(&state, &caller, &fields.model, move |chat| {
+        let prompt = TextPrompt::from_json(&prompt)?;
+        GenerationRequest::text(chat, prompt, &options, logprobs, echo)
+    })
+    .await?;
     respond(
         &state,
         (&caller, "/v1/completions"),

@@ -4,6 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use helixflow_core::models::LoadQuantization;
+use helixflow_core::registry::KeepAlive;
+
+/// `--keep-alive`.
+fn parse_keep_alive(text: &str) -> Result<KeepAlive, String> {
+    KeepAlive::parse(text).map_err(|e| e.to_string())
+}
 
 /// HelixFlow: fast inference of language and embedding models.
 #[derive(Debug, Parser)]
@@ -301,6 +307,57 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Load a model into a running server (if it is not loaded) and start its keep-alive.
+    Load {
+        /// The model's id, as requests name it.
+        id: String,
+        /// How long it stays once idle: 5m, 30s, 0, -1 (until unloaded); default: the
+        /// server's --keep-alive.
+        #[arg(long)]
+        keep_alive: Option<String>,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Unload a model from a running server (now, or when its requests in flight end).
+    Unload {
+        /// The model's id.
+        id: String,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The models of a running server: loaded or not, their memory, when last used.
+    Ps {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// A running server and the admin key to call it with.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server's URL.
+    #[arg(
+        long,
+        default_value = "https://127.0.0.1:8443",
+        env = "HELIXFLOW_SERVER"
+    )]
+    pub server: String,
+    /// A key with the admin scope; default: the `admin-key` file in the data directory.
+    #[arg(long, env = "HELIXFLOW_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// A PEM file of the certificates to trust; default: the server's self-signed
+    /// certificate in the data directory, where there is one.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// The server's data directory (as for `serve`).
+    #[arg(long, env = "HELIXFLOW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `helixflow bench`: single-stream prefill and decode rates by default; with `--streams`, a
@@ -408,6 +465,23 @@ pub struct ServeArgs {
         default_values_t = [DEFAULT_CHAT_MODEL.to_string(), DEFAULT_EMBEDDING_MODEL.to_string()]
     )]
     pub model: Vec<String>,
+    /// A folder of models that load on first use: a request for `NAME` loads `NAME.gguf` or
+    /// the model folder `NAME/` from it.
+    #[arg(long, env = "HELIXFLOW_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Let a request for a model not in the cache download it: a built-in id, or a Hugging
+    /// Face hub id (`org/name[:file.gguf]`).
+    #[arg(long, env = "HELIXFLOW_ALLOW_PULL")]
+    pub allow_pull: bool,
+    /// Unload a model this long after its last request (5m, 1h, 30s; 0: at once; -1 or
+    /// forever: never). A request may ask for its own (Ollama's `keep_alive`).
+    #[arg(long, default_value = "forever", env = "HELIXFLOW_KEEP_ALIVE", value_parser = parse_keep_alive)]
+    pub keep_alive: KeepAlive,
+    /// The most memory, in MiB, the weights and KV caches of all loaded models may take
+    /// together; to load another model, idle ones are unloaded, least recently used first,
+    /// and a request that cannot fit beside busy models gets 503 with Retry-After.
+    #[arg(long, value_name = "MIB", env = "HELIXFLOW_MEMORY_BUDGET_MIB")]
+    pub memory_budget_mib: Option<u64>,
     /// A Jinja chat template file in place of the models' own: `FILE` for every chat model,
     /// `MODEL=FILE` for one (repeat the flag for several). A base model without a template
     /// (gemma-3-270m) answers chat requests only with one.

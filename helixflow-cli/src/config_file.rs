@@ -8,6 +8,8 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 use toml::Table;
 
+use helixflow_core::registry::KeepAlive;
+
 use crate::args::ServeArgs;
 
 /// Reads `args.config` (if any) and applies it to the settings still at their defaults.
@@ -84,6 +86,16 @@ pub fn merge(args: &mut ServeArgs, table: &Table, is_default: impl Fn(&str) -> b
             "max_batched_tokens" => args.max_batched_tokens = number()?,
             "max_num_seqs" => args.max_num_seqs = number()?,
             "kv_cache_mib" => args.kv_cache_mib = number()?,
+            "models_dir" => args.models_dir = Some(path()?),
+            "allow_pull" => args.allow_pull = flag()?,
+            "keep_alive" => {
+                args.keep_alive = match value.as_integer() {
+                    Some(seconds) => KeepAlive::from_seconds(seconds as f64),
+                    None => KeepAlive::parse(&string()?).ok(),
+                }
+                .ok_or_else(|| bad("a duration (5m) or a number of seconds"))?
+            }
+            "memory_budget_mib" => args.memory_budget_mib = Some(number()? as u64),
             "queue_capacity" => args.queue_capacity = number()?,
             "body_limit" => args.body_limit = number()?,
             "grace_seconds" => args.grace_seconds = number()? as u64,
@@ -122,7 +134,8 @@ mod tests {
     fn the_file_fills_only_what_flags_left_at_their_defaults() {
         let mut args = serve_args(&["--port", "9000"]);
         let table: Table =
-            "port = 7000\nno_tls = true\nmax-num-seqs = 8\nmodel = \"x.gguf\"\nollama_port = 11434"
+            "port = 7000\nno_tls = true\nmax-num-seqs = 8\nmodel = \"x.gguf\"\nollama_port = 11434\n\
+             keep_alive = \"5m\"\nmemory_budget_mib = 2048"
                 .parse()
                 .unwrap();
         // As if --port had been given on the command line.
@@ -132,6 +145,11 @@ mod tests {
         assert_eq!(args.max_num_seqs, 8);
         assert_eq!(args.model, ["x.gguf"]);
         assert_eq!(args.ollama_port, Some(11434));
+        assert_eq!(
+            args.keep_alive,
+            KeepAlive::For(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(args.memory_budget_mib, Some(2048));
         let table: Table = "model = [\"a.gguf\", \"b\"]".parse().unwrap();
         merge(&mut args, &table, |_| true).unwrap();
         assert_eq!(args.model, ["a.gguf", "b"]);

@@ -2,6 +2,7 @@
 //! HelixFlow engine. The binary only parses arguments and calls `helixflow-core`.
 
 mod args;
+mod client;
 mod commands;
 mod config_file;
 mod load;

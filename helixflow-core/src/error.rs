@@ -119,6 +119,35 @@ pub enum Error {
         retry_after_secs: u64,
     },
 
+    /// A model cannot be loaded within the memory budget now: the models it would displace
+    /// have requests in flight (or it is larger than the whole budget).
+    #[error(
+        "model `{model}` needs {needed} bytes and {free} of the {budget}-byte memory budget \
+         can be freed now"
+    )]
+    NoRoom {
+        /// The model asked for.
+        model: String,
+        /// Its estimated footprint (weights and KV cache).
+        needed: u64,
+        /// Bytes free, counting idle models that could be evicted.
+        free: u64,
+        /// The budget.
+        budget: u64,
+        /// When to try again, in seconds.
+        retry_after_secs: u64,
+    },
+
+    /// Loading a model failed for another request that was loading it (each request waiting
+    /// on one load gets its reason).
+    #[error("model `{model}` could not be loaded: {reason}")]
+    ModelLoadFailed {
+        /// The model.
+        model: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A model step over a batch of sequences failed as a whole (not through any one
     /// sequence's request); every request in the step ends with it.
     #[error("the model step failed: {0}")]
@@ -200,11 +229,14 @@ impl Error {
             Error::ContextOverflow { .. } => ErrorClass::ContextLength,
             Error::ModelNotFound(_) => ErrorClass::ModelNotFound,
             Error::WrongModelKind { .. } => ErrorClass::WrongModelKind,
-            Error::Overloaded { .. } | Error::KvCacheFull { .. } => ErrorClass::Overloaded,
+            Error::Overloaded { .. } | Error::KvCacheFull { .. } | Error::NoRoom { .. } => {
+                ErrorClass::Overloaded
+            }
             Error::InvalidModelFile { .. }
             | Error::UnsupportedModel(_)
             | Error::ChecksumMismatch { .. }
             | Error::Download { .. }
+            | Error::ModelLoadFailed { .. }
             | Error::Io { .. } => ErrorClass::ModelLoad,
             Error::EngineStopped => ErrorClass::EngineStopped,
             Error::Cancelled => ErrorClass::Cancelled,
@@ -224,6 +256,9 @@ impl Error {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Error::Overloaded {
+                retry_after_secs, ..
+            }
+            | Error::NoRoom {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             _ => None,

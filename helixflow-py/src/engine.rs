@@ -8,7 +8,7 @@ use helixflow_core::chat_template::messages_from_openai;
 use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
 use helixflow_core::engine::{EngineConfig, EngineHandle, KvBudget};
 use helixflow_core::models::LoadQuantization;
-use helixflow_core::registry::{ModelRegistry, ServedModel};
+use helixflow_core::registry::{ModelRegistry, RegistryConfig, ServedModel};
 use helixflow_core::request::{GenerationOptions, GenerationRequest, TextPrompt};
 use helixflow_core::source::StderrProgress;
 use helixflow_core::Error;
@@ -120,11 +120,16 @@ impl NativeEngine {
         // Loading (and a first download) takes a while: other Python threads run meanwhile.
         let registry = py.detach(|| {
             catch(|| {
-                ModelRegistry::load_with_options(&[model], &config, &[], quantize, &StderrProgress)
+                let config = RegistryConfig {
+                    engine: config,
+                    quantize,
+                    ..RegistryConfig::default()
+                };
+                ModelRegistry::start(config, &[model], &StderrProgress)
             })
         })?;
         let served = registry
-            .models()
+            .loaded()
             .first()
             .cloned()
             .ok_or_else(|| exception("InternalError", "no model was loaded"))?;

@@ -10,9 +10,10 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use axum::response::Response;
 use helixflow_core::chat_model::ChatModel;
-use helixflow_core::embeddings::{EmbeddingInput, EmbeddingModel, Embeddings};
-use helixflow_core::engine::{EngineEvent, EngineHandle, RequestStream};
+use helixflow_core::embeddings::{EmbeddingInput, Embeddings};
+use helixflow_core::engine::{EngineEvent, RequestStream};
 use helixflow_core::platform::{Caller, LimitStatus, Metered, MeteredRequest, Progress};
+use helixflow_core::registry::ModelLease;
 use helixflow_core::request::GenerationRequest;
 use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerPart};
 use tokio::sync::watch;
@@ -36,18 +37,19 @@ pub(crate) struct Origin<'a> {
 
 /// The request `build` makes of the chat model `model` for `caller` (who must be allowed
 /// it), built off the executor (templates and tokenisation take a while on long prompts),
-/// and the model's engine. Every HTTP API's generation routes start here.
-pub(crate) async fn prepare_for<'s>(
-    state: &'s AppState,
+/// and the model, held for the request (loaded first if it is not). Every HTTP API's
+/// generation routes start here.
+pub(crate) async fn prepare_for(
+    state: &AppState,
     caller: &Caller,
     model: &str,
     build: impl FnOnce(&ChatModel) -> helixflow_core::Result<GenerationRequest> + Send + 'static,
-) -> Result<(&'s EngineHandle, GenerationRequest), ApiError> {
+) -> Result<(ModelLease, GenerationRequest), ApiError> {
     check_model(caller, model)?;
-    let engine = state.chat_engine(model)?;
-    let chat = engine.model().clone();
+    let lease = state.chat_lease(model).await?;
+    let chat = state.chat_of(&lease)?.model().clone();
     let prepared = state.prepare(move || build(&chat)).await?;
-    Ok((engine, prepared))
+    Ok((lease, prepared))
 }
 
 /// Submits `request` for `caller` at `endpoint` and answers with the response `shape` makes
@@ -56,7 +58,7 @@ pub(crate) async fn prepare_for<'s>(
 pub(crate) async fn answer_with<Shaped>(
     state: &AppState,
     (caller, endpoint): (&Caller, &'static str),
-    engine: &EngineHandle,
+    lease: ModelLease,
     request: GenerationRequest,
     builder: AnswerBuilder,
     shape: impl FnOnce(Events, AnswerBuilder) -> Shaped,
@@ -70,22 +72,24 @@ where
         endpoint,
         request_id: &id,
     };
-    let events = submit(state, origin, engine, request).await?;
+    let events = submit(state, origin, lease, request).await?;
     let limits = events.limits();
     let response = shape(events, builder).await?;
     Ok(ratelimit::with_headers(response, &limits, &id))
 }
 
 /// Admits `request` against the caller's limits (its prompt plus the most it may generate
-/// for every choice; 429 when over) and queues it on `engine`. Dropping the returned
-/// [`Events`] (the client went away) cancels the generation.
+/// for every choice; 429 when over) and queues it on the engine of the model `lease` holds
+/// (held until the generation ends). Dropping the returned [`Events`] (the client went
+/// away) cancels the generation.
 pub(crate) async fn submit(
     state: &AppState,
     origin: Origin<'_>,
-    engine: &EngineHandle,
+    lease: ModelLease,
     request: GenerationRequest,
 ) -> Result<Events, ApiError> {
     let GenerationRequest { prompt, params, .. } = request;
+    let engine = state.chat_of(&lease)?;
     let context = engine.model().context_length();
     let per_choice = params.token_budget(prompt.len(), context)?;
     let metered = MeteredRequest {
@@ -117,6 +121,7 @@ pub(crate) async fn submit(
         last_token: (Instant::now(), true),
         first_token: None,
         metered: Some(metered),
+        _model: lease,
     })
 }
 
@@ -137,6 +142,8 @@ pub(crate) struct Events {
     /// When the first token came.
     first_token: Option<Instant>,
     metered: Option<Metered>,
+    /// The model, held until the generation ends: it is not unloaded under it.
+    _model: ModelLease,
 }
 
 impl Events {
@@ -263,10 +270,11 @@ impl Drop for CancelOnDrop {
 pub(crate) async fn embed_for(
     state: &AppState,
     origin: Origin<'_>,
-    model: Arc<EmbeddingModel>,
+    lease: ModelLease,
     input: EmbeddingInput,
     truncate: bool,
 ) -> Result<(Embeddings, Vec<LimitStatus>), ApiError> {
+    let model = state.embedder_of(&lease)?.clone();
     let tokenizer = model.clone();
     let sequences = state
         .prepare(move || tokenizer.prepare_request(input, truncate))
@@ -293,6 +301,8 @@ pub(crate) async fn embed_for(
     let cancelled = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(cancelled.clone());
     let work = tokio::task::spawn_blocking(move || {
+        // The model stays held while the encoder runs, even if the client went away.
+        let _held = lease;
         model.embed_prepared(&sequences, &|| cancelled.load(Ordering::Relaxed))
     });
     match work.await {

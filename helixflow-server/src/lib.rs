@@ -73,6 +73,9 @@ pub fn router(state: AppState) -> Router {
                 .routes(routes!(routes::users::disable_user))
                 .routes(routes!(routes::users::revoke_token))
                 .routes(routes!(routes::usage::usage_report))
+                .routes(routes!(routes::models::loaded))
+                .routes(routes!(routes::models::load))
+                .routes(routes!(routes::models::unload))
                 .routes(routes!(routes::monitoring::stats))
                 .routes(routes!(routes::monitoring::validate))
                 .routes(routes!(

@@ -276,9 +276,9 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let engines: Vec<(&str, EngineStats)> = state
-        .models()
-        .engines()
+    let engines = state.models().engines();
+    let engines: Vec<(&str, EngineStats)> = engines
+        .iter()
         .map(|e| (e.model().name(), e.stats()))
         .collect();
     let body = state.metrics().render(&engines);

@@ -13,12 +13,10 @@ use axum::Router;
 use axum_server::accept::DefaultAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
-use helixflow_core::engine::EngineConfig;
-use helixflow_core::models::LoadQuantization;
 use helixflow_core::platform::{
     write_private_file, Authenticator, CreatedKey, LoginPolicy, Meter, Store, TokenSecret,
 };
-use helixflow_core::registry::{ChatTemplateOverride, ModelRegistry};
+use helixflow_core::registry::{ModelRegistry, RegistryConfig};
 use helixflow_core::source::StderrProgress;
 
 use tower::ServiceExt;
@@ -57,12 +55,11 @@ pub struct ServeConfig {
     pub ollama_port: Option<u16>,
     /// TLS mode.
     pub tls: Tls,
-    /// The models to serve: ids or paths, chat and embedding models alike.
+    /// The models loaded at start: ids or paths, chat and embedding models alike.
     pub models: Vec<String>,
-    /// Chat templates in place of the models' own (`--chat-template`).
-    pub chat_templates: Vec<ChatTemplateOverride>,
-    /// The packed format safetensors chat models are quantised to at load (`--quantize`).
-    pub quantize: Option<LoadQuantization>,
+    /// How models are loaded (engine settings, templates, quantisation), which load on
+    /// first use, how long idle ones stay and the memory they may take.
+    pub registry: RegistryConfig,
     /// The operator key `/v1` requests may present (every scope).
     pub api_key: Option<String>,
     /// The platform's database (`sqlite://...` or `postgres://...`), whose API keys are
@@ -73,8 +70,6 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Allow a non-loopback address without a key.
     pub insecure_no_auth: bool,
-    /// The engine's settings.
-    pub engine: EngineConfig,
     /// Request body limit in bytes.
     pub body_limit: usize,
     /// How long in-flight requests may run after a shutdown request.
@@ -418,16 +413,15 @@ fn loading_router(slot: Arc<OnceLock<Router>>) -> Router {
 
 /// Resolves and loads the models and starts an engine for each chat model.
 fn load_state(config: &ServeConfig) -> Result<AppState, ServeError> {
-    if config.models.is_empty() {
-        return Err(ServeError::Config("no model to serve".into()));
+    let registry = &config.registry;
+    if config.models.is_empty() && registry.models_dir.is_none() && !registry.allow_pull {
+        return Err(ServeError::Config(
+            "no model to serve: name one, or give --models-dir or --allow-pull to load \
+             models on first use"
+                .into(),
+        ));
     }
-    let models = ModelRegistry::load_with_options(
-        &config.models,
-        &config.engine,
-        &config.chat_templates,
-        config.quantize,
-        &StderrProgress,
-    )?;
+    let models = ModelRegistry::start(registry.clone(), &config.models, &StderrProgress)?;
     Ok(AppState::new(models, config.api_key.clone()))
 }
 

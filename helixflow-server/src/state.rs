@@ -7,7 +7,7 @@ use helixflow_core::completion::unix_now;
 use helixflow_core::embeddings::EmbeddingModel;
 use helixflow_core::engine::EngineHandle;
 use helixflow_core::platform::{Authenticator, Meter};
-use helixflow_core::registry::ModelRegistry;
+use helixflow_core::registry::{ModelLease, ModelRegistry};
 
 use tokio::sync::watch;
 
@@ -117,14 +117,45 @@ impl AppState {
         &self.inner.models
     }
 
-    /// The engine of chat model `id` (404 for an unknown id, 400 for an embedding model).
-    pub fn chat_engine(&self, id: &str) -> Result<&EngineHandle, ApiError> {
-        self.inner.models.chat(id).map_err(model_error)
+    /// Model `id`, held for one request: loaded first (off the executor) if it is not. 404
+    /// for an id the registry does not know, 503 with `Retry-After` when it cannot fit
+    /// beside the busy models.
+    pub(crate) async fn lease(&self, id: &str) -> Result<ModelLease, ApiError> {
+        if let Some(lease) = self.inner.models.acquire_loaded(id) {
+            return Ok(lease);
+        }
+        let (models, id) = (self.inner.models.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || models.acquire(&id))
+            .await
+            .map_err(|e| ApiError::internal(format!("loading the model failed: {e}")))?
+            .map_err(model_error)
     }
 
-    /// Embedding model `id` (404 for an unknown id, 400 for a chat model).
-    pub fn embedder(&self, id: &str) -> Result<&Arc<EmbeddingModel>, ApiError> {
-        self.inner.models.embedding(id).map_err(model_error)
+    /// Chat model `id`, held for one request ([`Self::lease`]; 404 for an embedding model).
+    pub(crate) async fn chat_lease(&self, id: &str) -> Result<ModelLease, ApiError> {
+        let lease = self.lease(id).await?;
+        self.chat_of(&lease)?;
+        Ok(lease)
+    }
+
+    /// Embedding model `id`, held for one request ([`Self::lease`]; 404 for a chat model).
+    pub(crate) async fn embedding_lease(&self, id: &str) -> Result<ModelLease, ApiError> {
+        let lease = self.lease(id).await?;
+        self.embedder_of(&lease)?;
+        Ok(lease)
+    }
+
+    /// The engine of the chat model `lease` holds (404 for an embedding model).
+    pub(crate) fn chat_of<'l>(&self, lease: &'l ModelLease) -> Result<&'l EngineHandle, ApiError> {
+        lease.chat().map_err(model_error)
+    }
+
+    /// The embedding model `lease` holds (404 for a chat model).
+    pub(crate) fn embedder_of<'l>(
+        &self,
+        lease: &'l ModelLease,
+    ) -> Result<&'l Arc<EmbeddingModel>, ApiError> {
+        lease.embedding().map_err(model_error)
     }
 
     /// The same state authenticating with `auth` (the operator key and the store's keys).

@@ -65,6 +65,7 @@ pub(crate) fn snapshot(state: &AppState) -> StatsSnapshot {
     let engines = state
         .models()
         .engines()
+        .iter()
         .map(|engine| {
             let s = engine.stats();
             EngineSnapshot {

@@ -687,6 +687,7 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
             "get /ready",
             "get /v1/admin/key-defaults",
             "get /v1/admin/keys",
+            "get /v1/admin/models",
             "get /v1/admin/stats",
             "get /v1/admin/usage",
             "get /v1/admin/users",
@@ -696,6 +697,8 @@ async fn the_openapi_document_describes_every_route_and_resolves() {
             "post /detokenize",
             "post /tokenize",
             "post /v1/admin/keys",
+            "post /v1/admin/models/load",
+            "post /v1/admin/models/unload",
             "post /v1/admin/tokens/revoke",
             "post /v1/admin/users",
             "post /v1/admin/users/{id}/disable",
@@ -802,7 +805,7 @@ fn shape(value: &Value) -> Value {
                         ("id", Value::String(s)) if s.contains('-') => {
                             json!(format!("<{}-id>", s.split('-').next().unwrap()))
                         }
-                        ("created", Value::Number(_)) => json!("<unix time>"),
+                        ("created" | "last_used", Value::Number(_)) => json!("<unix time>"),
                         ("system_fingerprint", Value::String(_)) => json!("<fingerprint>"),
                         ("embedding", Value::String(s)) => {
                             json!(format!("<base64, {} chars>", s.len()))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use helixflow_core::engine::{EngineConfig, KvBudget};
-use helixflow_core::registry::ChatTemplateOverride;
+use helixflow_core::registry::{ChatTemplateOverride, RegistryConfig};
 use helixflow_server::connections::ConnectionLimits;
 use helixflow_server::{ServeConfig, Tls};
 
@@ -28,23 +28,29 @@ pub fn run(args: ServeArgs) -> Result<()> {
         grpc_port: (!args.no_grpc).then_some(args.grpc_port),
         ollama_port: args.ollama_port,
         models: args.model,
-        chat_templates: args
-            .chat_template
-            .iter()
-            .map(|arg| ChatTemplateOverride::from_arg(arg))
-            .collect::<Result<_, _>>()?,
-        quantize: args.quantize,
+        registry: RegistryConfig {
+            engine: EngineConfig {
+                max_batched_tokens: args.max_batched_tokens,
+                max_num_seqs: args.max_num_seqs,
+                queue_capacity: args.queue_capacity,
+                kv_budget: KvBudget::Bytes(args.kv_cache_mib << 20),
+                ..EngineConfig::default()
+            },
+            chat_templates: args
+                .chat_template
+                .iter()
+                .map(|arg| ChatTemplateOverride::from_arg(arg))
+                .collect::<Result<_, _>>()?,
+            quantize: args.quantize,
+            models_dir: args.models_dir,
+            allow_pull: args.allow_pull,
+            keep_alive: args.keep_alive,
+            memory_budget: args.memory_budget_mib.map(|mib| mib << 20),
+        },
         api_key: args.api_key.filter(|k| !k.is_empty()),
         database_url,
         data_dir,
         insecure_no_auth: args.insecure_no_auth,
-        engine: EngineConfig {
-            max_batched_tokens: args.max_batched_tokens,
-            max_num_seqs: args.max_num_seqs,
-            queue_capacity: args.queue_capacity,
-            kv_budget: KvBudget::Bytes(args.kv_cache_mib << 20),
-            ..EngineConfig::default()
-        },
         body_limit: args.body_limit,
         grace: Duration::from_secs(args.grace_seconds),
         request_timeout: Duration::from_secs(args.request_timeout_seconds),

@@ -8,6 +8,7 @@ Ollama's routes are at the root). Prints one line per check.
 
 import json
 import sys
+from datetime import datetime, timezone
 
 import ollama
 
@@ -65,10 +66,25 @@ old = client.embeddings(model=EMBED, prompt="The weather is lovely today.")
 check("embeddings", max(abs(a - b) for a, b in zip(old.embedding, embedded.embeddings[0])) < 1e-5)
 
 names = sorted(m.model for m in client.list().models)
-check("tags", names == sorted([CHAT, EMBED]), names)
-check("ps", sorted(m.model for m in client.ps().models) == names)
+check("tags", {CHAT, EMBED} <= set(names), names)
+loaded = client.ps().models
+check("ps", sorted(m.model for m in loaded) == sorted([CHAT, EMBED])
+      and all(m.size > 0 for m in loaded), loaded)
 shown = client.show(CHAT)
 check("show", "tools" in shown.capabilities and "<|im_start|>" in shown.template, shown)
+
+# keep_alive: 0 unloads the model after the request; the next request loads it again, and
+# a keep_alive of its own shows as the model's expiry.
+unloaded = client.generate(model=CHAT, prompt="", keep_alive=0)
+check("unload", unloaded.done_reason == "unload"
+      and CHAT not in [m.model for m in client.ps().models], unloaded)
+again = client.chat(model=CHAT, messages=ask, options=GREEDY, keep_alive="5m")
+check("reload", again.message.content == whole.message.content, again)
+expiry = [m.expires_at for m in client.ps().models if m.model == CHAT]
+now = datetime.now(timezone.utc)
+check("keep_alive expiry", expiry and 200 < (expiry[0] - now).total_seconds() < 400, expiry)
+gone = client.embed(model=EMBED, input="bye", keep_alive=0)
+check("embed keep_alive", gone.embeddings and EMBED not in [m.model for m in client.ps().models])
 
 
 def fails(status, call):

@@ -4,7 +4,8 @@
 use std::fmt;
 
 /// What a model is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// A generative (causal) language model answering chat completions.
     Chat,

@@ -86,6 +86,17 @@ impl ModelSpec {
     }
 }
 
+impl ModelSpec {
+    /// A hub id as a client may name a model, `org/name` or `org/name:file.gguf`, and never a
+    /// path: `None` when `text` is not shaped like one, an error when it is but malformed.
+    pub fn parse_hub_id(text: &str) -> Result<Option<ModelSpec>> {
+        if text.contains('\\') {
+            return Ok(None);
+        }
+        parse_hub(text)
+    }
+}
+
 fn not_found(msg: String) -> Error {
     Error::ModelNotFound(msg)
 }

@@ -18,8 +18,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::stream::{self, StreamExt};
-use helixflow_core::engine::EngineHandle;
 use helixflow_core::platform::Caller;
+use helixflow_core::registry::ModelLease;
 use helixflow_core::request::GenerationRequest;
 use helixflow_core::streaming::{Answer, AnswerBuilder, AnswerChunk, AnswerPart};
 use serde_json::{json, Value};
@@ -77,12 +77,12 @@ struct Asked {
 }
 
 /// Reads and checks a Messages body and builds the core's request for its model.
-async fn prepare<'s>(
-    state: &'s AppState,
+async fn prepare(
+    state: &AppState,
     caller: &Caller,
     body: Result<Bytes, BytesRejection>,
     count_tokens: bool,
-) -> Result<(Asked, &'s EngineHandle, GenerationRequest), ApiError> {
+) -> Result<(Asked, ModelLease, GenerationRequest), ApiError> {
     let value: Value = crate::wire::parse_body(body)?;
     let MessagesRequest {
         model,

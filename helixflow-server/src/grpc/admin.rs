@@ -20,7 +20,7 @@ use crate::status::{check, snapshot, CredentialInfo};
 use tokio::sync::watch;
 
 /// The loaded state, if the caller of `request` has the `admin` scope.
-async fn admin<'a, T>(
+pub(super) async fn admin<'a, T>(
     slot: &'a OnceLock<AppState>,
     request: &Request<T>,
 ) -> Result<&'a AppState, Status> {

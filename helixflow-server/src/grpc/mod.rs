@@ -1,12 +1,14 @@
 //! The gRPC API: the inference service (`proto/helixflow/v1/inference.proto`) over the same
-//! models, parameters and errors as the HTTP routes, the administration services `Auth` and
-//! `Monitoring` (`admin.proto`), and the standard health service.
+//! models, parameters and errors as the HTTP routes, the administration services `Auth`,
+//! `Models` and `Monitoring` (`admin.proto`), and the standard health service.
 
 mod admin;
 mod convert;
+mod models;
 mod server;
 
 pub use admin::{AuthService, MonitoringService};
+pub use models::ModelsService;
 
 pub use crate::state::Phase;
 pub use server::serve_grpc;
@@ -17,10 +19,10 @@ use std::sync::{Arc, OnceLock};
 use futures_util::stream::{self, Stream};
 use helixflow_core::completion::{new_id, Usage};
 use helixflow_core::embeddings::EmbeddingInput;
-use helixflow_core::engine::{EngineEvent, EngineHandle};
+use helixflow_core::engine::EngineEvent;
 use helixflow_core::generation::TokenOutput;
 use helixflow_core::platform::Caller;
-use helixflow_core::registry::ServedModel;
+use helixflow_core::registry::{ModelLease, ServedModel};
 use helixflow_core::reply::{split_reply, ReplySyntax};
 use helixflow_core::request::{legacy_logprobs, GenerationRequest, TextPrompt};
 use helixflow_core::streaming::ChunkHeader;
@@ -86,7 +88,7 @@ fn event(event: Event) -> proto::GenerationEvent {
 async fn generate(
     state: &AppState,
     (caller, endpoint): (&Caller, &'static str),
-    engine: &EngineHandle,
+    engine: ModelLease,
     request: GenerationRequest,
     model: String,
 ) -> Result<EventStream, Status> {
@@ -197,8 +199,8 @@ impl Inference for InferenceService {
             .authorize(&request, Some(&request.get_ref().model))
             .await?;
         let request = request.into_inner();
-        let engine = state.chat_engine(&request.model)?;
-        let chat = engine.model().clone();
+        let engine = state.chat_lease(&request.model).await?;
+        let chat = state.chat_of(&engine)?.model().clone();
         let messages = convert::messages(request.messages);
         let (options, logprobs, top_logprobs) =
             convert::options(request.options).map_err(ApiError::from)?;
@@ -220,7 +222,7 @@ impl Inference for InferenceService {
             .authorize(&request, Some(&request.get_ref().model))
             .await?;
         let request = request.into_inner();
-        let engine = state.chat_engine(&request.model)?;
+        let engine = state.chat_lease(&request.model).await?;
         let prompt = match request.prompt {
             Some(proto::completion_request::Prompt::Text(text)) => TextPrompt::Text(text),
             Some(proto::completion_request::Prompt::Tokens(tokens)) => {
@@ -231,7 +233,7 @@ impl Inference for InferenceService {
         let (options, logprobs, top_logprobs) =
             convert::options(request.options).map_err(ApiError::from)?;
         let logprobs = legacy_logprobs(logprobs, top_logprobs).map_err(ApiError::from)?;
-        let chat = engine.model().clone();
+        let chat = state.chat_of(&engine)?.model().clone();
         let prepared = state
             .prepare(move || GenerationRequest::text(&chat, prompt, &options, logprobs, false))
             .await?;
@@ -248,7 +250,7 @@ impl Inference for InferenceService {
             .authorize(&request, Some(&request.get_ref().model))
             .await?;
         let request = request.into_inner();
-        let model = state.embedder(&request.model)?.clone();
+        let model = state.embedding_lease(&request.model).await?;
         let inputs = match (request.texts.is_empty(), request.token_inputs.is_empty()) {
             (false, false) => {
                 return Err(ApiError::invalid_param(
@@ -287,7 +289,7 @@ impl Inference for InferenceService {
         let (state, caller) = self.authorize(&request, None).await?;
         let models = state
             .models()
-            .models()
+            .loaded()
             .iter()
             .filter(|m| caller.allows_model(m.id()))
             .map(|m| proto::Model {

@@ -12,8 +12,9 @@ use tonic_health::ServingStatus;
 
 use super::proto::auth_server::AuthServer;
 use super::proto::inference_server::InferenceServer;
+use super::proto::models_server::ModelsServer;
 use super::proto::monitoring_server::MonitoringServer;
-use super::{AuthService, InferenceService, MonitoringService, Phase};
+use super::{AuthService, InferenceService, ModelsService, MonitoringService, Phase};
 use crate::connections::{Admitted, ConnectionGate, ConnectionLimits};
 use crate::serve::ServeError;
 use crate::state::AppState;
@@ -82,11 +83,13 @@ pub async fn serve_grpc(
     };
     let inference = InferenceServer::new(InferenceService::new(slot.clone()));
     let auth = AuthServer::new(AuthService::new(slot.clone()));
+    let models = ModelsServer::new(ModelsService::new(slot.clone()));
     let monitoring = MonitoringServer::new(MonitoringService::new(slot).with_phase(phase));
     builder
         .add_service(health_service)
         .add_service(inference)
         .add_service(auth)
+        .add_service(models)
         .add_service(monitoring)
         .serve_with_incoming_shutdown(
             admitted(TcpIncoming::from(listener), gate, limits.idle_timeout),

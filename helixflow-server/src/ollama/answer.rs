@@ -23,7 +23,12 @@ pub(crate) fn created_at() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let seconds = now.as_secs() as i64;
+    timestamp(now.as_secs(), now.subsec_nanos())
+}
+
+/// A Unix time as Ollama writes times (RFC 3339 in UTC, with nanoseconds).
+pub(crate) fn timestamp(unix_seconds: u64, nanos: u32) -> String {
+    let seconds = unix_seconds as i64;
     let in_day = seconds.rem_euclid(DAY_SECONDS);
     format!(
         "{}T{:02}:{:02}:{:02}.{:09}Z",
@@ -31,7 +36,7 @@ pub(crate) fn created_at() -> String {
         in_day / 3600,
         in_day / 60 % 60,
         in_day % 60,
-        now.subsec_nanos()
+        nanos
     )
 }
 

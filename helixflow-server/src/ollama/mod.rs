@@ -23,7 +23,7 @@ use helixflow_core::chat_template::ChatMessage;
 use helixflow_core::completion::new_id;
 use helixflow_core::embeddings::EmbeddingInput;
 use helixflow_core::platform::Caller;
-use helixflow_core::registry::ServedModel;
+use helixflow_core::registry::{KeepAlive, ModelState, ModelStatus, ServedModel};
 use helixflow_core::request::{GenerationOptions, GenerationRequest, TextPrompt};
 use helixflow_core::streaming::{AnswerBuilder, AnswerPart};
 use helixflow_core::Error;
@@ -35,7 +35,7 @@ use crate::inference::{answer_with, embed_for, prepare_for, Events, Origin};
 use crate::ratelimit;
 use crate::state::AppState;
 use crate::wire::parse_body;
-use answer::{created_at, OllamaShaper, Shape};
+use answer::{created_at, timestamp, OllamaShaper, Shape};
 use wire::OllamaRequest;
 
 /// The Ollama version HelixFlow answers as (clients check it for features).
@@ -51,49 +51,60 @@ pub(crate) async fn version() -> Json<Value> {
     Json(json!({"version": OLLAMA_VERSION}))
 }
 
-/// A served model as Ollama lists it.
-fn model_entry(model: &ServedModel) -> Value {
-    let family = match model {
-        ServedModel::Chat(engine) => engine.model().model().shape().architecture.clone(),
-        ServedModel::Embedding(_) => "bert".to_owned(),
+/// A model as Ollama lists it: `served` where it is loaded.
+fn model_entry(status: &ModelStatus, served: Option<&ServedModel>) -> Value {
+    let family = match served {
+        Some(ServedModel::Chat(engine)) => engine.model().model().shape().architecture.clone(),
+        Some(ServedModel::Embedding(_)) => "bert".to_owned(),
+        None => String::new(),
     };
-    json!({"name": model.id(), "model": model.id(), "modified_at": created_at(), "size": 0,
-        "digest": "", "details": {"parent_model": "", "format": "gguf", "family": family,
+    let modified = status
+        .loaded_at
+        .map_or_else(created_at, |t| timestamp(t, 0));
+    json!({"name": status.id, "model": status.id, "modified_at": modified,
+        "size": status.footprint.weights_bytes, "digest": "",
+        "details": {"parent_model": "", "format": "gguf", "family": family,
         "families": [family], "parameter_size": "", "quantization_level": ""}})
 }
 
-fn listed(state: &AppState, caller: &Caller) -> Vec<Value> {
-    state
-        .models()
-        .models()
+/// The models `caller` may use, loaded or not (`loaded_only`: loaded).
+fn listed(state: &AppState, caller: &Caller, loaded_only: bool) -> Vec<Value> {
+    let models = state.models();
+    models
+        .list()
         .iter()
-        .filter(|m| caller.allows_model(m.id()))
-        .map(model_entry)
+        .filter(|m| caller.allows_model(&m.id))
+        .filter(|m| !loaded_only || m.state == ModelState::Loaded)
+        .map(|m| {
+            let served = models.get(&m.id);
+            let mut entry = model_entry(m, served.as_ref());
+            if loaded_only {
+                // Ollama's far-off expiry for a model kept until unloaded by hand.
+                entry["expires_at"] = json!(m
+                    .expires_at
+                    .map_or_else(|| "2318-01-01T00:00:00Z".to_owned(), |t| timestamp(t, 0)));
+                entry["size"] = json!(m.footprint.total());
+                entry["size_vram"] = json!(0);
+            }
+            entry
+        })
         .collect()
 }
 
-/// `GET /api/tags`: the models.
+/// `GET /api/tags`: the models, loaded or loadable.
 pub(crate) async fn tags(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Json<Value> {
-    Json(json!({"models": listed(&state, &caller)}))
+    Json(json!({"models": listed(&state, &caller, false)}))
 }
 
-/// `GET /api/ps`: the loaded models (every served model is loaded, and stays).
+/// `GET /api/ps`: the loaded models, their memory and when they will be unloaded.
 pub(crate) async fn ps(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Json<Value> {
-    let models: Vec<Value> = listed(&state, &caller)
-        .into_iter()
-        .map(|mut m| {
-            m["expires_at"] = json!("0001-01-01T00:00:00Z");
-            m["size_vram"] = json!(0);
-            m
-        })
-        .collect();
-    Json(json!({"models": models}))
+    Json(json!({"models": listed(&state, &caller, true)}))
 }
 
 /// `POST /api/show`: a model's details, template and capabilities.
@@ -109,11 +120,13 @@ pub(crate) async fn show(
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::invalid_param("model", "model is required"))?;
     check_model(&caller, name)?;
-    let model = state
+    let lease = state.lease(name).await?;
+    let model = lease.model();
+    let status = state
         .models()
-        .get(name)
+        .status(name)
         .ok_or_else(|| ApiError::unknown_model(name))?;
-    let entry = model_entry(model);
+    let entry = model_entry(&status, Some(model));
     let (capabilities, template, context) = match model {
         ServedModel::Chat(engine) => {
             let chat = engine.model();
@@ -147,6 +160,10 @@ pub(crate) async fn chat(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (request, messages) = wire::chat_request(&parse_body(body)?)?;
+    if messages.is_empty() {
+        let empty = json!({"role": "assistant", "content": ""});
+        return load_or_unload(&state, &caller, &request, "message", empty).await;
+    }
     let build = move |chat: &ChatModel, options: &GenerationOptions| {
         GenerationRequest::chat(chat, &messages, options, false, None)
     };
@@ -163,13 +180,7 @@ pub(crate) async fn generate(
     let started = Instant::now();
     let (request, prompt, system, raw) = wire::generate_request(&parse_body(body)?)?;
     if prompt.is_empty() {
-        check_model(&caller, &request.model)?;
-        state.chat_engine(&request.model)?;
-        return Ok(
-            Json(json!({"model": request.model, "created_at": created_at(),
-            "response": "", "done": true, "done_reason": "load"}))
-            .into_response(),
-        );
+        return load_or_unload(&state, &caller, &request, "response", json!("")).await;
     }
     let build = move |chat: &ChatModel, options: &GenerationOptions| {
         if raw {
@@ -183,6 +194,39 @@ pub(crate) async fn generate(
         GenerationRequest::chat(chat, &messages, options, false, None)
     };
     answer(&state, &caller, request, (Shape::Generate, started), build).await
+}
+
+/// A request with nothing to answer: loads the model (starting its `keep_alive`), or with
+/// `keep_alive: 0` unloads it, as Ollama's clients do to manage memory. `field` is the
+/// answer's field (`message` or `response`) and `empty` its empty value.
+async fn load_or_unload(
+    state: &AppState,
+    caller: &Caller,
+    request: &OllamaRequest,
+    field: &str,
+    empty: Value,
+) -> Result<Response, ApiError> {
+    let model = &request.model;
+    check_model(caller, model)?;
+    let reason = if request.keep_alive == Some(KeepAlive::NONE) {
+        match state.models().unload(model) {
+            Ok(_) => {}
+            // Not loaded: nothing to unload, if it is a model at all.
+            Err(Error::ModelNotFound(_)) if state.models().knows(model) => {}
+            Err(e) => return Err(ApiError::from(e)),
+        }
+        "unload"
+    } else {
+        let lease = state.lease(model).await?;
+        if let Some(keep_alive) = request.keep_alive {
+            lease.set_keep_alive(keep_alive);
+        }
+        "load"
+    };
+    let mut body = json!({"model": model, "created_at": created_at(), "done": true,
+        "done_reason": reason});
+    body[field] = empty;
+    Ok(Json(body).into_response())
 }
 
 /// Builds the core's request with `build` (kept within `num_ctx`), submits it and answers it
@@ -201,6 +245,7 @@ async fn answer(
         options,
         stream,
         num_ctx,
+        keep_alive,
     } = request;
     let (engine, prepared) = prepare_for(state, caller, &model, move |chat| {
         let mut prepared = build(chat, &options)?;
@@ -210,6 +255,9 @@ async fn answer(
         Ok(prepared)
     })
     .await?;
+    if let Some(keep_alive) = keep_alive {
+        engine.set_keep_alive(keep_alive);
+    }
     let mut shaper = OllamaShaper::new(shape, model.clone(), started);
     let builder = prepared.answer_builder(model, stream, true);
     let endpoint = match shape {
@@ -286,9 +334,21 @@ pub(crate) async fn embed(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body: Value = parse_body(body)?;
-    let (model, input, truncate) = embed_fields(&body, "input", &["model", "input", "truncate"])?;
-    let (vectors, tokens, limits, id) =
-        embed_texts(&state, &caller, &model, input, truncate, "/api/embed").await?;
+    let (model, input, truncate) = embed_fields(
+        &body,
+        "input",
+        &["model", "input", "truncate", "keep_alive"],
+    )?;
+    let keep_alive = wire::keep_alive(&body)?;
+    let (vectors, tokens, limits, id) = embed_texts(
+        &state,
+        &caller,
+        (&model, keep_alive),
+        input,
+        truncate,
+        "/api/embed",
+    )
+    .await?;
     let response = Json(json!({"model": model, "embeddings": vectors,
         "total_duration": started.elapsed().as_nanos() as u64, "load_duration": 0,
         "prompt_eval_count": tokens}));
@@ -306,9 +366,17 @@ pub(crate) async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: Value = parse_body(body)?;
-    let (model, input, _) = embed_fields(&body, "prompt", &["model", "prompt"])?;
-    let (mut vectors, _, limits, id) =
-        embed_texts(&state, &caller, &model, input, true, "/api/embeddings").await?;
+    let (model, input, _) = embed_fields(&body, "prompt", &["model", "prompt", "keep_alive"])?;
+    let keep_alive = wire::keep_alive(&body)?;
+    let (mut vectors, _, limits, id) = embed_texts(
+        &state,
+        &caller,
+        (&model, keep_alive),
+        input,
+        true,
+        "/api/embeddings",
+    )
+    .await?;
     let response = Json(json!({"embedding": vectors.pop().unwrap_or_default()}));
     Ok(ratelimit::with_headers(
         response.into_response(),
@@ -357,7 +425,7 @@ fn embed_fields(
 async fn embed_texts(
     state: &AppState,
     caller: &Caller,
-    model: &str,
+    (model, keep_alive): (&str, Option<KeepAlive>),
     texts: Vec<String>,
     truncate: bool,
     endpoint: &'static str,
@@ -371,7 +439,10 @@ async fn embed_texts(
     ApiError,
 > {
     check_model(caller, model)?;
-    let embedder = state.embedder(model)?.clone();
+    let embedder = state.embedding_lease(model).await?;
+    if let Some(keep_alive) = keep_alive {
+        embedder.set_keep_alive(keep_alive);
+    }
     let id = new_id("embd");
     let origin = Origin {
         caller,

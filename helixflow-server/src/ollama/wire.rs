@@ -4,6 +4,7 @@
 //! OpenAI-named [`GenerationOptions`] every front end fills.
 
 use helixflow_core::chat_template::ChatMessage;
+use helixflow_core::registry::KeepAlive;
 use helixflow_core::request::{GenerationOptions, Stop};
 use helixflow_core::tools::{FunctionCall, ToolCall};
 use serde_json::{json, Map, Value};
@@ -23,6 +24,8 @@ pub(crate) struct OllamaRequest {
     pub(crate) stream: bool,
     /// `options.num_ctx`: the context to keep within, when smaller than the model's.
     pub(crate) num_ctx: Option<usize>,
+    /// `keep_alive`: how long the model stays loaded after this request.
+    pub(crate) keep_alive: Option<KeepAlive>,
 }
 
 /// The body's fields as an object, refusing any not in `known`.
@@ -35,7 +38,24 @@ pub(crate) fn fields<'v>(
     })
 }
 
-const SHARED: &[&str] = &["model", "format", "options", "stream", "think"];
+const SHARED: &[&str] = &[
+    "model",
+    "format",
+    "options",
+    "stream",
+    "think",
+    "keep_alive",
+];
+
+/// `keep_alive`, where given: a duration (`5m`) or a number of seconds.
+pub(crate) fn keep_alive(body: &Value) -> Result<Option<KeepAlive>, ApiError> {
+    match body.get("keep_alive") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => KeepAlive::from_json(value)
+            .map(Some)
+            .map_err(ApiError::from),
+    }
+}
 
 impl OllamaRequest {
     fn read(fields: &Map<String, Value>) -> Result<Self, ApiError> {
@@ -77,6 +97,11 @@ impl OllamaRequest {
             options,
             stream,
             num_ctx,
+            keep_alive: fields
+                .get("keep_alive")
+                .filter(|v| !v.is_null())
+                .map(KeepAlive::from_json)
+                .transpose()?,
         })
     }
 }
@@ -162,10 +187,8 @@ pub(crate) fn chat_request(body: &Value) -> Result<(OllamaRequest, Vec<ChatMessa
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("messages", "messages must be a list"))?;
+    // No messages: just load (or, with `keep_alive: 0`, unload) the model.
     let messages = chat_messages(turns)?;
-    if messages.is_empty() {
-        return Err(invalid("messages", "messages must not be empty"));
-    }
     Ok((request, messages))
 }
 

@@ -9,8 +9,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
-use helixflow_core::engine::EngineHandle;
 use helixflow_core::platform::Caller;
+use helixflow_core::registry::ModelLease;
 use helixflow_core::request::GenerationRequest;
 use helixflow_core::streaming::{AnswerBuilder, AnswerPart};
 
@@ -24,7 +24,7 @@ use crate::wire::GenerationFields;
 pub(crate) async fn respond(
     state: &AppState,
     origin: (&Caller, &'static str),
-    engine: &EngineHandle,
+    engine: ModelLease,
     request: GenerationRequest,
     fields: &GenerationFields,
 ) -> Result<Response, ApiError> {

@@ -119,7 +119,8 @@ pub(crate) async fn embeddings(
 ) -> Result<Response, ApiError> {
     let request: EmbeddingRequest = parse_openai_body(body, Endpoint::Embeddings)?;
     check_model(&caller, &request.model)?;
-    let embedder = state.embedder(&request.model)?.clone();
+    let lease = state.embedding_lease(&request.model).await?;
+    let dimension = state.embedder_of(&lease)?.dimension();
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -131,12 +132,12 @@ pub(crate) async fn embeddings(
         }
     };
     if let Some(d) = request.dimensions {
-        if d != embedder.dimension() {
+        if d != dimension {
             return Err(ApiError::invalid_param(
                 "dimensions",
                 format!(
                     "this model only gives {}-dimensional embeddings; `dimensions: {d}` is not supported",
-                    embedder.dimension()
+                    dimension
                 ),
             ));
         }
@@ -149,7 +150,7 @@ pub(crate) async fn embeddings(
     };
     let input = inputs(&request.input)?;
     let truncate = request.truncate.unwrap_or(false);
-    let (result, limits) = embed_for(&state, origin, embedder, input, truncate).await?;
+    let (result, limits) = embed_for(&state, origin, lease, input, truncate).await?;
     let data = result
         .vectors
         .into_iter()

@@ -23,7 +23,7 @@ pub(crate) async fn health() -> Json<Value> {
 pub(crate) async fn ready(State(state): State<AppState>) -> Json<Value> {
     let models: Vec<Value> = state
         .models()
-        .models()
+        .loaded()
         .iter()
         .map(|m| match m {
             ServedModel::Chat(engine) => {

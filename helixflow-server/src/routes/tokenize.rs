@@ -76,7 +76,8 @@ pub(crate) async fn tokenize(
 ) -> Result<Json<TokenizeResponse>, ApiError> {
     let request: TokenizeRequest = parse_body(body)?;
     check_model(&caller, &request.model)?;
-    let chat = state.chat_engine(&request.model)?.model().clone();
+    let lease = state.chat_lease(&request.model).await?;
+    let chat = state.chat_of(&lease)?.model().clone();
     let max_model_len = chat.context_length();
     let tokens = state
         .prepare(move || match (request.prompt, request.messages) {
@@ -120,7 +121,8 @@ pub(crate) async fn detokenize(
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
     let request: DetokenizeRequest = parse_body(body)?;
     check_model(&caller, &request.model)?;
-    let chat = state.chat_engine(&request.model)?.model().clone();
+    let lease = state.chat_lease(&request.model).await?;
+    let chat = state.chat_of(&lease)?.model().clone();
     let prompt = state
         .prepare(move || {
             let vocab = chat.tokenizer().vocab_size();

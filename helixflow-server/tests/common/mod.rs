@@ -62,7 +62,7 @@ pub fn embedder() -> Arc<EmbeddingModel> {
 
 /// The served models: `engine`'s chat model, and the embedding model if `embeddings`.
 pub fn models(engine: EngineHandle, embeddings: bool) -> ModelRegistry {
-    let mut models = ModelRegistry::new();
+    let models = ModelRegistry::new();
     models.add(ServedModel::Chat(engine)).unwrap();
     if embeddings {
         models.add(ServedModel::Embedding(embedder())).unwrap();

@@ -2,29 +2,17 @@
 //! `benchmark_serving`. Each concurrent client holds one keep-alive HTTP/1.1 connection and
 //! sends streaming `POST /v1/completions` requests on it, one after another.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use http_body_util::BodyExt;
+use hyper::StatusCode;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use super::sweep::{self, Level, RequestClock, RequestTimes, Workload};
 use crate::args::BenchArgs;
-
-/// One client's connection.
-type Connection = SendRequest<Full<Bytes>>;
+use crate::client::{error_message, Connection, Server};
 
 /// Runs the sweep against the server at `url`.
 pub fn run(args: &BenchArgs, url: &str, workload: Workload, streams: &[usize]) -> Result<()> {
@@ -41,7 +29,7 @@ pub fn run(args: &BenchArgs, url: &str, workload: Workload, streams: &[usize]) -
             .request(&mut connection, workload.prompt(0, 0, 0), 4)
             .await
     })?;
-    let about = json!({"mode": "http", "url": target.url, "model": target.model});
+    let about = json!({"mode": "http", "url": target.server.url, "model": target.model});
     sweep::report(about, &workload, streams, args.json, |i, n| {
         runtime.block_on(level(&target, workload, i, n))
     })
@@ -82,74 +70,22 @@ async fn level(
     Ok(Level::new(streams, &requests, start.elapsed(), None))
 }
 
-/// The server and how to talk to it.
+/// The server and the model the sweep asks for.
 struct Target {
-    /// The URL as given, without a trailing `/` or `/v1`.
-    url: String,
-    /// `host:port` for the `Host` header.
-    authority: String,
-    host: String,
-    port: u16,
-    /// The path the `/v1` routes sit under (usually empty).
-    base_path: String,
-    /// Set for `https://`.
-    tls: Option<TlsConnector>,
-    api_key: Option<String>,
+    server: Server,
     model: String,
 }
 
 impl Target {
     fn new(args: &BenchArgs, url: &str) -> Result<Self> {
-        let uri: Uri = url
-            .parse()
-            .with_context(|| format!("`{url}` is not a URL"))?;
-        let (tls, default_port) = match uri.scheme_str() {
-            Some("http") => (None, 80),
-            Some("https") => (Some(tls_connector(args.cacert.as_deref())?), 443),
-            _ => bail!("`{url}` must start with http:// or https://"),
-        };
-        let (Some(authority), Some(host)) = (uri.authority(), uri.host()) else {
-            bail!("`{url}` names no host");
-        };
-        let base_path = uri.path().trim_end_matches('/');
-        let base_path = base_path.strip_suffix("/v1").unwrap_or(base_path);
         Ok(Self {
-            url: format!(
-                "{}://{authority}{base_path}",
-                uri.scheme_str().unwrap_or("")
-            ),
-            authority: authority.to_string(),
-            // IPv6 literals come in brackets.
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port: uri.port_u16().unwrap_or(default_port),
-            base_path: base_path.to_string(),
-            tls,
-            api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+            server: Server::new(url, args.cacert.as_deref(), args.api_key.clone())?,
             model: args.model.clone(),
         })
     }
 
-    /// Opens a connection (TCP, then TLS for https).
     async fn connect(&self) -> Result<Connection> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .with_context(|| format!("connecting to {}", self.authority))?;
-        tcp.set_nodelay(true)?;
-        match &self.tls {
-            None => handshake(tcp).await,
-            Some(tls) => {
-                let name = ServerName::try_from(self.host.clone())
-                    .with_context(|| format!("`{}` is not a valid TLS name", self.host))?;
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .with_context(|| format!("TLS handshake with {}", self.authority))?;
-                handshake(stream).await
-            }
-        }
+        self.server.connect().await
     }
 
     /// Sends one streaming completion request of `prompt` for exactly `gen_tokens` tokens and
@@ -169,15 +105,10 @@ impl Target {
             "stream_options": {"include_usage": true},
             "ignore_eos": true,
         });
-        let path = format!("{}/v1/completions", self.base_path);
-        let mut request = Request::post(path.as_str())
-            .header(HOST, &self.authority)
-            .header(CONTENT_TYPE, "application/json");
-        if let Some(key) = &self.api_key {
-            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let request = request.body(Full::new(Bytes::from(body.to_string())))?;
-        let endpoint = format!("POST {}/v1/completions", self.url);
+        let request = self
+            .server
+            .request("POST", "/v1/completions", Some(&body))?;
+        let endpoint = format!("POST {}/v1/completions", self.server.url);
         connection
             .ready()
             .await
@@ -210,55 +141,6 @@ impl Target {
         }
         stream.finish(gen_tokens).with_context(|| endpoint.clone())
     }
-}
-
-/// An HTTP/1.1 connection over `io`, driven by a task of its own.
-async fn handshake<S>(io: S) -> Result<Connection>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = http1::handshake(TokioIo::new(io)).await?;
-    tokio::spawn(async move {
-        // Its errors reach the request that is waiting on it.
-        let _ = connection.await;
-    });
-    Ok(sender)
-}
-
-/// TLS that trusts the certificates in `cacert`, or else the Mozilla roots.
-fn tls_connector(cacert: Option<&Path>) -> Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    match cacert {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("reading {}", path.display()))?;
-            if certs.is_empty() {
-                bail!("{} holds no PEM certificate", path.display());
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("a certificate of {}", path.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-/// The message of an OpenAI error body, or the body itself.
-fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
 }
 
 /// What a request's event stream has shown so far.
@@ -383,26 +265,5 @@ mod tests {
         assert!(run(&[chunk, chunk, usage], 2).is_err());
         let error = run(&[chunk, r#"{"error":{"message":"boom"}}"#], 2).unwrap_err();
         assert!(error.to_string().contains("boom"), "{error}");
-    }
-
-    #[test]
-    fn urls_name_the_server_and_the_base_path() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            bench: BenchArgs,
-        }
-        let args = Cli::parse_from(["bench"]).bench;
-        let target = Target::new(&args, "http://127.0.0.1:8000/v1/").unwrap();
-        assert_eq!(target.url, "http://127.0.0.1:8000");
-        assert_eq!((target.host.as_str(), target.port), ("127.0.0.1", 8000));
-        assert_eq!(target.base_path, "");
-        let target = Target::new(&args, "http://[::1]/api").unwrap();
-        assert_eq!((target.host.as_str(), target.port), ("::1", 80));
-        assert_eq!(target.authority, "[::1]");
-        assert_eq!(target.base_path, "/api");
-        assert!(Target::new(&args, "ftp://host").is_err());
-        assert!(Target::new(&args, "localhost:8000").is_err());
     }
 }

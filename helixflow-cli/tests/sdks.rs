@@ -1,6 +1,6 @@
 //! The clients users point at a server, unchanged, against a running `helixflow serve`: the
 //! official OpenAI Python SDK (chat, streams, logprobs, embeddings, structured outputs,
-//! errors), and for tool calls also LangChain's `ChatOpenAI` and the official Node SDK; the
+//! errors, and the Responses API), and for tool calls also LangChain's `ChatOpenAI` and the official Node SDK; the
 //! official `anthropic` SDK against the Messages API, and the `ollama` client against Ollama's
 //! API. The
 //! scripts live in `tests/sdk`; each prints a line per check and `all ok` at the end.
@@ -93,14 +93,25 @@ fn dirs_cache() -> PathBuf {
 
 /// Runs `program tests/sdk/SCRIPT BASE_URL sdk-key ARGS…` against `server`: it must end with
 /// `all ok`.
-fn run_sdk_script(mut program: Command, script: &str, server: &Server, args: &[&Path]) {
+fn run_sdk_script(program: Command, script: &str, server: &Server, args: &[&Path]) {
+    run_sdk_script_as(program, script, server, "sdk-key", args);
+}
+
+/// [`run_sdk_script`] with another API key.
+fn run_sdk_script_as(
+    mut program: Command,
+    script: &str,
+    server: &Server,
+    key: &str,
+    args: &[&Path],
+) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
         .join(script);
     let out = program
         .arg(script)
         .arg(format!("{}/v1", server.url))
-        .arg("sdk-key")
+        .arg(key)
         .args(args)
         .output()
         .unwrap();
@@ -123,6 +134,26 @@ fn the_official_openai_sdk_just_works() {
         &server,
         &[&golden],
     );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_openai_sdk_s_responses_api_just_works() {
+    // On the platform database, whose keys own the responses they store.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::spawn_with_env(
+        &[
+            "--no-tls",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--model",
+            "smollm2-135m-instruct",
+        ],
+        &[],
+    );
+    let admin = std::fs::read_to_string(data.path().join("admin-key")).unwrap();
+    let python = Command::new(openai_python());
+    run_sdk_script_as(python, "openai_responses.py", &server, admin.trim(), &[]);
     assert!(server.stop().success());
 }
 

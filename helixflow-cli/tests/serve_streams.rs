@@ -132,10 +132,12 @@ fn several_models_are_served_side_by_side() {
     let (status, body) = http(&server.url, "GET", "/v1/models", "");
     assert_eq!(status, 200);
     let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The served models, loaded (cached built-ins follow them, available).
     let ids: Vec<&str> = listed["data"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|m| m["state"] == "loaded")
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), 3, "{ids:?}");

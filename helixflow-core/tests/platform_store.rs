@@ -8,7 +8,9 @@
 
 mod common;
 
-use helixflow_core::platform::{BudgetPeriod, KeyLimits, NewKey, PlatformError, Scope, Store};
+use helixflow_core::platform::{
+    BudgetPeriod, KeyLimits, NewKey, PlatformError, Scope, Store, StoredResponse,
+};
 use sqlx::Connection;
 
 async fn keys_are_created_verified_listed_and_revoked(store: &Store) {
@@ -273,3 +275,35 @@ async fn concurrent_bootstraps_make_one_key(store: &Store) {
     assert_eq!(admins.len(), 1);
 }
 on_both!(concurrent_bootstrap, concurrent_bootstraps_make_one_key);
+
+async fn responses_are_kept_for_their_owner_only(store: &Store) {
+    let response = StoredResponse {
+        id: "resp_1".into(),
+        owner: "key_a".into(),
+        created_at: 1_800_000_000,
+        conversation: r#"[{"role":"user","content":"Hi"}]"#.into(),
+        response: r#"{"id":"resp_1","object":"response"}"#.into(),
+    };
+    store.save_response(&response).await.unwrap();
+    assert_eq!(
+        store.response("key_a", "resp_1").await.unwrap(),
+        Some(response.clone())
+    );
+    // Another owner, or another id, finds nothing.
+    assert_eq!(store.response("key_b", "resp_1").await.unwrap(), None);
+    assert_eq!(store.response("key_a", "resp_2").await.unwrap(), None);
+    // Hostile ids are data, not SQL.
+    assert_eq!(store.response("key_a", "' OR '1'='1").await.unwrap(), None);
+    // Saving the same id again replaces it.
+    let replaced = StoredResponse {
+        response: r#"{"id":"resp_1","status":"completed"}"#.into(),
+        ..response
+    };
+    store.save_response(&replaced).await.unwrap();
+    assert_eq!(
+        store.response("key_a", "resp_1").await.unwrap(),
+        Some(replaced)
+    );
+}
+
+on_both!(responses, responses_are_kept_for_their_owner_only);

@@ -6,8 +6,9 @@
 //!
 //! [`router`] builds the axum application for an [`AppState`]; the routes are
 //! `/v1/chat/completions`, `/v1/completions` (JSON or SSE streams), `/v1/embeddings`,
-//! `/v1/models[/{id}]`, Anthropic's `/v1/messages[/count_tokens]`, Ollama's `/api/*` and `/`, `/v1/auth/login|logout`, `/v1/usage`, the admin routes
-//! (`/v1/admin/keys`, `/v1/admin/users`, `/v1/admin/tokens/revoke`, `/v1/admin/usage`,
+//! `/v1/models[/{id}]`, the Responses API's `/v1/responses[/{id}]`, Anthropic's
+//! `/v1/messages[/count_tokens]`, Ollama's `/api/*` and `/`, `/v1/auth/login|logout`,
+//! `/v1/usage`, the admin routes (`/v1/admin/keys`, `/v1/admin/models[/load|/unload]`, `/v1/admin/users`, `/v1/admin/tokens/revoke`, `/v1/admin/usage`,
 //! `/v1/admin/key-defaults`), `/tokenize` and `/detokenize`, `/health`, `/ready`, `/metrics` (Prometheus) and `/openapi.json`.
 //! With a platform store, requests of keys with limits are admitted against them (429 with
 //! `Retry-After` when over) and every request's usage is recorded. [`grpc`] serves the
@@ -23,6 +24,7 @@ pub mod metrics;
 mod ollama;
 mod openapi;
 mod ratelimit;
+mod responses;
 mod routes;
 pub mod serve;
 pub mod state;
@@ -114,6 +116,14 @@ pub fn router(state: AppState) -> Router {
             )
         }
     };
+    // OpenAI's Responses API.
+    let responses = Router::new()
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::get))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
     // Anthropic's Messages API, with its own error shape.
     let anthropic = Router::new()
         .route("/v1/messages", post(anthropic::messages))
@@ -139,7 +149,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/version", get(ollama::version))
         .route_layer(axum::middleware::from_fn(ollama::errors))
         .route("/", get(ollama::root));
-    app.merge(anthropic)
+    app.merge(responses)
+        .merge(anthropic)
         .merge(ollama)
         .route("/openapi.json", get(openapi))
         // After routing, so that requests are counted by their route template.

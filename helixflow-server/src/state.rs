@@ -30,6 +30,8 @@ struct Inner {
     request_timeout: Duration,
     meter: Meter,
     phase: watch::Receiver<Phase>,
+    /// The stored responses of a server without a database.
+    memory_responses: Arc<crate::responses::MemoryResponses>,
     /// Places on the blocking pool for preparing prompts (rendering, tokenising): one per
     /// core, so a burst of large prompts queues here instead of taking every thread.
     preparing: Arc<tokio::sync::Semaphore>,
@@ -49,6 +51,7 @@ impl AppState {
                 request_timeout: crate::DEFAULT_REQUEST_TIMEOUT,
                 meter: Meter::off(),
                 phase: Phase::never(),
+                memory_responses: Arc::default(),
                 preparing: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
@@ -105,6 +108,11 @@ impl AppState {
             .await
             .map_err(|e| ApiError::internal(format!("preparing the request failed: {e}")))?
             .map_err(ApiError::from)
+    }
+
+    /// The stored responses of a server without a database.
+    pub(crate) fn memory_responses(&self) -> &crate::responses::MemoryResponses {
+        &self.inner.memory_responses
     }
 
     /// How long one generation may take before it is cut off.

@@ -21,6 +21,7 @@ mod keys;
 mod meter;
 mod quota;
 mod recorder;
+mod responses;
 pub(crate) mod store;
 mod tokens;
 mod usage;
@@ -33,6 +34,7 @@ pub use keys::{is_plausible_key_id, ApiKey, BudgetPeriod, CreatedKey, KeyLimits,
 pub use meter::{Meter, Metered, MeteredRequest, Progress, CLIENT_CLOSED};
 pub use quota::{Limit, LimitStatus, QuotaError, QuotaRefusal, Reservation};
 pub use recorder::{UsageRecorder, FLUSH_INTERVAL};
+pub use responses::StoredResponse;
 pub use store::{Backend, Store};
 pub use tokens::{
     looks_like_jwt, AccessToken, LoginOutcome, LoginPolicy, TokenId, TokenSecret, UserSession,

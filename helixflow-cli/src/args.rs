@@ -27,8 +27,34 @@ pub enum Command {
     Run(RunArgs),
     /// Print embedding vectors of texts as JSON.
     Embed(EmbedArgs),
-    /// Download and list models.
+    /// Download, list, remove models; load and unload them in a running server.
     Models(ModelsArgs),
+    /// Download a model into the cache and verify it (`models pull`).
+    Pull {
+        /// Model id: a built-in id or a hub `org/name[:file.gguf]`.
+        id: String,
+    },
+    /// List the models in the cache (`models list`).
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The models of a running server: loaded or not, their memory, when last used
+    /// (`models ps`).
+    Ps {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Remove a model from the cache (`models rm`).
+    Rm {
+        /// Model id, as `ls` lists it.
+        id: String,
+    },
     /// Measure prefill and decode speed, or serving throughput and latency (--streams, --serve).
     Bench(BenchArgs),
     /// Serve the OpenAI-compatible API over HTTPS (HTTP with --no-tls).
@@ -235,14 +261,15 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 /// `helixflow run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Model id (built-in or hub `org/name[:file.gguf]`) or path to a GGUF file.
-    #[arg(long, short, default_value = DEFAULT_CHAT_MODEL, env = "HELIXFLOW_MODEL")]
-    pub model: String,
+    /// Model id (built-in or hub `org/name[:file.gguf]`) or path to a GGUF file; it may also
+    /// come first among the words, as `helixflow run MODEL [PROMPT]`.
+    #[arg(long, short, env = "HELIXFLOW_MODEL")]
+    pub model: Option<String>,
     /// A system message to put first.
     #[arg(long)]
     pub system: Option<String>,
     /// A JSON file with an array of OpenAI chat messages, used instead of PROMPT.
-    #[arg(long, conflicts_with = "prompt")]
+    #[arg(long, conflicts_with = "words")]
     pub messages: Option<PathBuf>,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.7)]
@@ -270,8 +297,15 @@ pub struct RunArgs {
     /// packed kernels serve it (a GGUF keeps its own formats).
     #[arg(long, value_name = "q8_0|q4_0")]
     pub quantize: Option<LoadQuantization>,
-    /// The user's message; `-` reads it from standard input.
-    pub prompt: Option<String>,
+    /// Chat in the shell, turn by turn, even when standard input is not a terminal (it is
+    /// the default on a terminal without a prompt).
+    #[arg(long, short, conflicts_with_all = ["messages", "json"])]
+    pub interactive: bool,
+    /// `[MODEL] [PROMPT]`: the model (a built-in id or a GGUF path, unless --model names
+    /// one), then the user's message (`-` reads it from standard input); without a prompt on
+    /// a terminal, a chat.
+    #[arg(value_name = "MODEL] [PROMPT")]
+    pub words: Vec<String>,
 }
 
 /// `helixflow embed`.
@@ -306,6 +340,11 @@ pub enum ModelsCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove a model from the cache.
+    Rm {
+        /// Model id, as `list` lists it.
+        id: String,
     },
     /// Load a model into a running server (if it is not loaded) and start its keep-alive.
     Load {

@@ -7,6 +7,7 @@ mod commands;
 mod config_file;
 mod load;
 
+use args::ModelsCommand;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
@@ -26,6 +27,12 @@ fn main() {
         args::Command::Run(a) => commands::run::run(a),
         args::Command::Embed(a) => commands::embed::run(a),
         args::Command::Models(a) => commands::models::run(a),
+        args::Command::Pull { id } => commands::models::run_command(ModelsCommand::Pull { id }),
+        args::Command::Ls { json } => commands::models::run_command(ModelsCommand::List { json }),
+        args::Command::Ps { json, server } => {
+            commands::models::run_command(ModelsCommand::Ps { json, server })
+        }
+        args::Command::Rm { id } => commands::models::run_command(ModelsCommand::Rm { id }),
         args::Command::Bench(a) => commands::bench::run(a),
         args::Command::Keys(a) => commands::keys::run(a),
         args::Command::Users(a) => commands::users::run(a),

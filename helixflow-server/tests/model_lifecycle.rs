@@ -300,6 +300,45 @@ async fn ollama_keep_alive_loads_unloads_and_shows_in_ps() {
         .unwrap()
         .iter()
         .any(|m| m["name"] == "c"));
+    // Pulling a model already at hand: status lines, then success (streamed or not).
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/pull")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Body::from(json!({"model": "c"}).to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let lines: Vec<Value> = String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        lines.last().unwrap(),
+        &json!({"status": "success"}),
+        "{lines:?}"
+    );
+    let (status, _, body) = send(
+        &app,
+        "POST",
+        "/api/pull",
+        Some(json!({"model": "c", "stream": false})),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "success"}))
+    );
+    let (status, _, body) = send(
+        &app,
+        "POST",
+        "/api/pull",
+        Some(json!({"model": "org/repo"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(registry.status("c").is_none(), "a pull does not load");
     // A bad keep_alive is refused in Ollama's shape.
     let (status, _, body) = send(
         &app,

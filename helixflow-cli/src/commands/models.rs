@@ -9,8 +9,17 @@ use crate::client::Server;
 
 /// Runs the command.
 pub fn run(args: ModelsArgs) -> Result<()> {
+    run_command(args.command)
+}
+
+/// Runs one `models` command (also reached as `helixflow pull|ls|ps|rm`).
+pub fn run_command(command: ModelsCommand) -> Result<()> {
     let home = ModelHome::from_env()?;
-    match args.command {
+    match command {
+        ModelsCommand::Rm { id } => {
+            let removed = source::remove_cached(&home, &id)?;
+            println!("deleted '{id}' ({})", human_size(removed));
+        }
         ModelsCommand::Load {
             id,
             keep_alive,

@@ -73,6 +73,10 @@ check("ps", sorted(m.model for m in loaded) == sorted([CHAT, EMBED])
 shown = client.show(CHAT)
 check("show", "tools" in shown.capabilities and "<|im_start|>" in shown.template, shown)
 
+statuses = [p.status for p in client.pull(CHAT, stream=True)]
+check("pull", statuses and statuses[-1] == "success", statuses)
+check("pull whole", client.pull(CHAT).status == "success")
+
 # keep_alive: 0 unloads the model after the request; the next request loads it again, and
 # a keep_alive of its own shows as the model's expiry.
 unloaded = client.generate(model=CHAT, prompt="", keep_alive=0)
@@ -96,6 +100,7 @@ def fails(status, call):
 
 
 check("unknown model 404", fails(404, lambda: client.chat(model="nope", messages=ask)))
+check("pull unknown 404", fails(404, lambda: client.pull("nope")))
 check("bad option 400", fails(400, lambda: client.chat(model=CHAT, messages=ask, options={"mirostat": 2})))
 nokey = ollama.Client(host=host)
 check("no key 401", fails(401, lambda: nokey.chat(model=CHAT, messages=ask)))

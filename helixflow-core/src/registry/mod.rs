@@ -343,6 +343,26 @@ impl ModelRegistry {
             .ok_or_else(|| Error::ModelNotFound(id.to_string()))
     }
 
+    /// Fetches model `id` into the cache without loading it, as `ollama pull` does: a model
+    /// in the cache is verified afresh, one in the models folder is there already, and a
+    /// download (a built-in not yet in the cache, a hub id) needs
+    /// [`RegistryConfig::allow_pull`] ([`Error::ModelNotFound`] without it).
+    pub fn pull(&self, id: &str, progress: &dyn Progress) -> Result<()> {
+        let spec = match self.source_of(id)? {
+            Source::Known(resolved) => {
+                progress.message(&format!("{id} is at {}", resolved.path.display()));
+                return Ok(());
+            }
+            Source::Spec(spec) => spec,
+        };
+        if let ModelSpec::LocalFile(path) | ModelSpec::LocalDir(path) = &spec {
+            progress.message(&format!("{id} is at {}", path.display()));
+            return Ok(());
+        }
+        let home = ModelHome::from_env()?;
+        source::pull_with(&spec, &home, &SourceOptions::from_env(), progress).map(|_| ())
+    }
+
     /// Unloads model `id` now, or when its requests in flight end.
     pub fn unload(&self, id: &str) -> Result<Unloaded> {
         let mut slots = self.lock();

@@ -377,6 +377,41 @@ fn provision_with(
     Ok(target)
 }
 
+/// Removes model `id` (as [`list_cached`] names it) from the cache; returns the bytes it
+/// took. A hub repo's id removes the whole repo; `org/name:file.gguf` that one file.
+pub fn remove_cached(home: &ModelHome, id: &str) -> Result<u64> {
+    let cached = list_cached(home)?
+        .into_iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| Error::ModelNotFound(id.to_string()))?;
+    if let Some(entry) = find_builtin(id) {
+        let dir = home.builtin_dir(entry.id);
+        fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        return Ok(cached.size_bytes);
+    }
+    let (repo, file) = match id.split_once(':') {
+        Some((repo, file)) => (repo, Some(file)),
+        None => (id, None),
+    };
+    let repo_dir = home
+        .hub_dir()
+        .join(format!("models--{}", repo.replace('/', "--")));
+    match file {
+        None => fs::remove_dir_all(&repo_dir).map_err(|e| Error::io(&repo_dir, e))?,
+        Some(_) => {
+            // The snapshot's link and the blob it points at (hf-hub's layout).
+            let linked = fs::symlink_metadata(&cached.path).is_ok_and(|m| m.is_symlink());
+            if let (true, Ok(blob)) = (linked, fs::canonicalize(&cached.path)) {
+                if blob.starts_with(&repo_dir) {
+                    fs::remove_file(&blob).map_err(|e| Error::io(&blob, e))?;
+                }
+            }
+            fs::remove_file(&cached.path).map_err(|e| Error::io(&cached.path, e))?;
+        }
+    }
+    Ok(cached.size_bytes)
+}
+
 /// The models in the cache: built-ins (verified per their marker) and hub downloads.
 pub fn list_cached(home: &ModelHome) -> Result<Vec<CachedModel>> {
     let mut models = Vec::new();

@@ -1,7 +1,7 @@
 //! Ollama's API, for Open WebUI, the `ollama` clients and editor plug-ins: `GET /` ("Ollama
 //! is running"), `/api/version`, `/api/tags`, `/api/ps`, `/api/show`, `/api/chat` and
 //! `/api/generate` (NDJSON streams unless `stream: false`), `/api/embed` and the older
-//! `/api/embeddings`. Requests go the way every request goes (keys, limits, usage records);
+//! `/api/embeddings`, and `/api/pull` (streamed status lines). Requests go the way every request goes (keys, limits, usage records);
 //! errors have Ollama's shape, `{"error": "…"}`.
 
 mod answer;
@@ -315,14 +315,88 @@ fn ndjson(events: Events, builder: AnswerBuilder, shaper: OllamaShaper) -> Respo
             Err(e) => Some((Some(json!({"error": e.message})), None)),
         }
     })
-    .filter_map(|line| async move { line })
-    .map(|line| Ok::<_, Infallible>(Bytes::from(format!("{line}\n"))));
+    .filter_map(|line| async move { line });
+    ndjson_body(lines)
+}
+
+/// A response of JSON lines, one per value of `lines`.
+fn ndjson_body(lines: impl futures_util::Stream<Item = Value> + Send + 'static) -> Response {
+    let lines = lines.map(|line| Ok::<_, Infallible>(Bytes::from(format!("{line}\n"))));
     let mut response = Body::from_stream(lines).into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
         "application/x-ndjson".parse().expect("a valid header"),
     );
     response
+}
+
+/// Status lines of a pull, sent on as they come.
+struct PullProgress(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl helixflow_core::source::Progress for PullProgress {
+    fn message(&self, msg: &str) {
+        let _ = self.0.send(msg.to_owned());
+    }
+
+    fn show_download_bars(&self) -> bool {
+        false
+    }
+}
+
+/// `POST /api/pull`: fetches a model into the cache without loading it (a model already
+/// there is verified), as NDJSON status lines ending with `success` unless `stream: false`.
+/// Downloading needs a server started with `--allow-pull`.
+pub(crate) async fn pull(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: Value = parse_body(body)?;
+    let fields = wire::fields(&body, &["model", "name", "stream", "insecure"])?;
+    let model = fields
+        .get("model")
+        .or_else(|| fields.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_param("model", "model is required"))?
+        .to_owned();
+    if fields.get("insecure").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::invalid_param(
+            "insecure",
+            "insecure pulls are not supported: downloads are verified",
+        ));
+    }
+    let stream = fields
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    check_model(&caller, &model)?;
+    if !state.models().knows(&model) {
+        return Err(ApiError::unknown_model(&model));
+    }
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let registry = state.models().clone();
+    let task = tokio::task::spawn_blocking(move || registry.pull(&model, &PullProgress(sender)));
+    if !stream {
+        task.await
+            .map_err(|e| ApiError::internal(format!("the pull failed: {e}")))??;
+        return Ok(Json(json!({"status": "success"})).into_response());
+    }
+    let lines = stream::unfold(Some((receiver, task)), |state| async move {
+        let (mut receiver, task) = state?;
+        match receiver.recv().await {
+            Some(message) => Some((json!({"status": message}), Some((receiver, task)))),
+            // The pull is over: its sender is gone.
+            None => {
+                let last = match task.await {
+                    Ok(Ok(())) => json!({"status": "success"}),
+                    Ok(Err(e)) => json!({"error": ApiError::from(e).message}),
+                    Err(e) => json!({"error": format!("the pull failed: {e}")}),
+                };
+                Some((last, None))
+            }
+        }
+    });
+    Ok(ndjson_body(lines))
 }
 
 /// `POST /api/embed`: `input` (a string or strings), cut to the model's limit unless

@@ -236,6 +236,23 @@ fn bench_reports_prefill_and_decode_rates() {
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
 
+#[test]
+fn bench_embeddings_reports_sentences_per_second() {
+    let v = json(&helixflow(
+        &["bench", "--embeddings", "--runs", "1", "--json"],
+        None,
+    ));
+    assert_eq!(v["model"], "all-minilm-l6-v2");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "{v}");
+    for r in results {
+        assert!(r["sentences_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let long = results.iter().find(|r| r["input"] == "long").unwrap();
+    assert_eq!(long["tokens_per_input"], 256);
+}
+
 /// The report says how many threads the kernels ran on (`HELIXFLOW_NUM_THREADS` where set)
 /// and whether the products ran in block order (`HELIXFLOW_BLOCK_PRODUCTS=1`).
 #[test]

@@ -1,7 +1,9 @@
 //! `helixflow bench`: prefill and decode throughput of a chat model, median of several runs;
 //! or, with `--streams` or `--serve URL`, a serving sweep over concurrency levels; or, with
-//! `--platform`, the cost of authentication, quotas and usage accounting per request.
+//! `--platform`, the cost of authentication, quotas and usage accounting per request; or,
+//! with `--embeddings`, an embedding model's sentences per second.
 
+mod embeddings;
 mod engine;
 mod http;
 mod platform;
@@ -30,6 +32,9 @@ const DEFAULT_STREAMS: [usize; 4] = [1, 4, 16, 64];
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.platform {
         return platform::run(&args);
+    }
+    if args.embeddings {
+        return embeddings::run(&args);
     }
     if args.serve.is_none() && args.streams.is_empty() {
         return single_stream(&args);

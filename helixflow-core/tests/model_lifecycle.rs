@@ -367,3 +367,30 @@ fn start_up_models_come_back_after_an_unload() {
         Err(Error::ModelNotFound(_))
     ));
 }
+
+#[test]
+fn every_waiter_on_a_load_without_room_is_told_to_retry() {
+    let dir = models_dir();
+    let registry = registry(dir.path(), Some(footprint() / 2), KeepAlive::Forever);
+    let barrier = Arc::new(Barrier::new(4));
+    let errors: Vec<Error> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (registry, barrier) = (&registry, barrier.clone());
+                s.spawn(move || {
+                    barrier.wait();
+                    registry.acquire("a").unwrap_err()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for err in &errors {
+        assert!(
+            matches!(err, Error::NoRoom { model, .. } if model == "a"),
+            "{err}"
+        );
+        assert!(err.retry_after_secs().is_some());
+    }
+    assert_eq!(registry.memory().reserved_bytes, 0);
+}

@@ -38,7 +38,7 @@ pub use keep_alive::KeepAlive;
 pub use lease::ModelLease;
 use locate::ModelLocator;
 pub use served::ServedModel;
-use slots::{LoadOutcome, Slot, SlotState, Slots};
+use slots::{LoadFailure, LoadOutcome, Slot, SlotState, Slots};
 use status::status_of;
 pub use status::{MemoryUse, ModelState, ModelStatus, Unloaded};
 pub use templates::ChatTemplateOverride;
@@ -301,11 +301,8 @@ impl ModelRegistry {
                                 .wait(slots)
                                 .unwrap_or_else(PoisonError::into_inner);
                         }
-                        if let Some(Err(reason)) = outcome.get() {
-                            return Err(Error::ModelLoadFailed {
-                                model: id.to_string(),
-                                reason: reason.clone(),
-                            });
+                        if let Some(Err(failure)) = outcome.get() {
+                            return Err(failure.error(id));
                         }
                         continue;
                     }
@@ -520,7 +517,7 @@ impl ModelRegistry {
             }
             Err(e) => {
                 slots.slots.remove(at);
-                let _ = outcome.set(Err(e.to_string()));
+                let _ = outcome.set(Err(LoadFailure::of(&e)));
                 Err(e)
             }
         };

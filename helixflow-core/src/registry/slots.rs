@@ -7,9 +7,66 @@ use std::time::{Instant, SystemTime};
 use super::footprint::Footprint;
 use super::keep_alive::KeepAlive;
 use super::ServedModel;
+use crate::Error;
 
-/// How a load ended, for the requests that waited on it: `Err` holds the reason.
-pub(super) type LoadOutcome = Arc<OnceLock<Result<(), String>>>;
+/// How a load ended, for the requests that waited on it.
+pub(super) type LoadOutcome = Arc<OnceLock<Result<(), LoadFailure>>>;
+
+/// Why a load failed, as each request that waited on it is told.
+#[derive(Debug, Clone)]
+pub(super) enum LoadFailure {
+    /// No room within the memory budget: the same 503 for every waiter.
+    NoRoom {
+        needed: u64,
+        free: u64,
+        budget: u64,
+        retry_after_secs: u64,
+    },
+    /// Anything else, by its message.
+    Other(String),
+}
+
+impl LoadFailure {
+    pub(super) fn of(error: &Error) -> Self {
+        match error {
+            Error::NoRoom {
+                needed,
+                free,
+                budget,
+                retry_after_secs,
+                ..
+            } => Self::NoRoom {
+                needed: *needed,
+                free: *free,
+                budget: *budget,
+                retry_after_secs: *retry_after_secs,
+            },
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    /// The error a waiter for `model` gets.
+    pub(super) fn error(&self, model: &str) -> Error {
+        match self {
+            Self::NoRoom {
+                needed,
+                free,
+                budget,
+                retry_after_secs,
+            } => Error::NoRoom {
+                model: model.to_string(),
+                needed: *needed,
+                free: *free,
+                budget: *budget,
+                retry_after_secs: *retry_after_secs,
+            },
+            Self::Other(reason) => Error::ModelLoadFailed {
+                model: model.to_string(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
 
 /// Where a model stands.
 pub(super) enum SlotState {

@@ -80,6 +80,23 @@ fn generate(lease: &ModelLease, prompt: &[u32], max: usize) -> Vec<u32> {
     }
 }
 
+/// `count` requests for `id` at once, each refused: their errors.
+fn refusals_at_once(registry: &ModelRegistry, id: &str, count: usize) -> Vec<Error> {
+    let barrier = Arc::new(Barrier::new(count));
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..count)
+            .map(|_| {
+                let barrier = barrier.clone();
+                s.spawn(move || {
+                    barrier.wait();
+                    registry.acquire(id).unwrap_err()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+}
+
 fn state(registry: &ModelRegistry, id: &str) -> Option<ModelState> {
     registry.status(id).map(|s| s.state)
 }
@@ -157,19 +174,7 @@ fn ids_name_models_never_paths() {
 fn a_failed_load_reaches_every_waiter_and_leaves_nothing() {
     let dir = models_dir();
     let registry = registry(dir.path(), None, KeepAlive::Forever);
-    let barrier = Arc::new(Barrier::new(4));
-    let errors: Vec<Error> = std::thread::scope(|s| {
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let (registry, barrier) = (&registry, barrier.clone());
-                s.spawn(move || {
-                    barrier.wait();
-                    registry.acquire("broken").unwrap_err()
-                })
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    });
+    let errors = refusals_at_once(&registry, "broken", 4);
     for err in &errors {
         assert_eq!(err.class(), ErrorClass::ModelLoad, "{err}");
     }
@@ -372,19 +377,7 @@ fn start_up_models_come_back_after_an_unload() {
 fn every_waiter_on_a_load_without_room_is_told_to_retry() {
     let dir = models_dir();
     let registry = registry(dir.path(), Some(footprint() / 2), KeepAlive::Forever);
-    let barrier = Arc::new(Barrier::new(4));
-    let errors: Vec<Error> = std::thread::scope(|s| {
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let (registry, barrier) = (&registry, barrier.clone());
-                s.spawn(move || {
-                    barrier.wait();
-                    registry.acquire("a").unwrap_err()
-                })
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    });
+    let errors = refusals_at_once(&registry, "a", 4);
     for err in &errors {
         assert!(
             matches!(err, Error::NoRoom { model, .. } if model == "a"),

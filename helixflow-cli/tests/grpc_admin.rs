@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::with_key;
 use helixflow_server::grpc::proto::auth_client::AuthClient;
 use helixflow_server::grpc::proto::monitoring_client::MonitoringClient;
 use helixflow_server::grpc::proto::{
@@ -11,13 +12,6 @@ use helixflow_server::grpc::proto::{
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-fn with_key<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value = format!("Bearer {key}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
-}
 
 fn validate(credential: &str) -> ValidateRequest {
     ValidateRequest {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::with_key;
 use helixflow_core::source::{self, ModelHome, ModelSpec, SilentProgress};
 use helixflow_server::grpc::proto::auth_client::AuthClient;
 use helixflow_server::grpc::proto::models_client::ModelsClient;
@@ -12,14 +13,7 @@ use helixflow_server::grpc::proto::{
 };
 use serde_json::{json, Value};
 use tonic::transport::Channel;
-use tonic::{Code, Request};
-
-fn with_key<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value = format!("Bearer {key}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
-}
+use tonic::Code;
 
 #[test]
 fn models_load_on_first_use_and_are_managed_while_serving() {

@@ -195,3 +195,11 @@ pub fn ok(out: &std::process::Output) -> String {
     );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
+
+/// A gRPC request carrying `Authorization: Bearer <key>`.
+pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {key}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}

@@ -88,6 +88,9 @@ pub struct ModelRegistry {
 struct Shared {
     config: RegistryConfig,
     locator: ModelLocator,
+    /// The model cache, as the environment named it when the registry was made (`None`
+    /// when it names none: loads that need it say why).
+    home: Option<ModelHome>,
     slots: Mutex<Slots>,
     /// Signalled when a load ends, a lease ends or a keep-alive changes.
     changed: Condvar,
@@ -131,6 +134,7 @@ impl ModelRegistry {
         let shared = Arc::new(Shared {
             config,
             locator,
+            home: ModelHome::from_env().ok(),
             slots: Mutex::new(Slots::default()),
             changed: Condvar::new(),
             sources: Mutex::new(Vec::new()),
@@ -157,16 +161,17 @@ impl ModelRegistry {
             quantized |=
                 resolved.kind == ModelKind::Chat && crate::models::is_hf_folder(&resolved.path);
             let name = resolved.name.clone();
-            if registry.lock().position(&name).is_some() {
-                return Err(Error::InvalidRequest(format!(
-                    "two models are named `{name}`"
-                )));
+            {
+                let mut slots = registry.lock();
+                if slots.position(&name).is_some() {
+                    return Err(Error::InvalidRequest(format!(
+                        "two models are named `{name}`"
+                    )));
+                }
+                let keep_alive = registry.config().keep_alive;
+                let outcome = LoadOutcome::default();
+                slots.slots.push(Slot::loading(&name, outcome, keep_alive));
             }
-            let outcome = LoadOutcome::default();
-            registry
-                .lock()
-                .slots
-                .push(Slot::loading(&name, outcome, registry.config().keep_alive));
             let lease = registry.finish_load(&name, registry.bring_in(&name, resolved));
             drop(lease?);
         }
@@ -356,8 +361,7 @@ impl ModelRegistry {
             progress.message(&format!("{id} is at {}", path.display()));
             return Ok(());
         }
-        let home = ModelHome::from_env()?;
-        source::pull_with(&spec, &home, &SourceOptions::from_env(), progress).map(|_| ())
+        source::pull_with(&spec, &self.home()?, &SourceOptions::from_env(), progress).map(|_| ())
     }
 
     /// Unloads model `id` now, or when its requests in flight end.
@@ -398,9 +402,9 @@ impl ModelRegistry {
         for known in self.sources().iter() {
             available(known.name.clone(), Some(known.kind));
         }
-        if let Ok(home) = ModelHome::from_env() {
+        if let Some(home) = &self.shared.home {
             for entry in source::builtin_models() {
-                if self.shared.locator.builtin_available(entry, &home) {
+                if self.shared.locator.builtin_available(entry, home) {
                     available(entry.id.to_string(), Some(entry.kind));
                 }
             }
@@ -445,15 +449,24 @@ impl ModelRegistry {
         if let Some(known) = self.sources().iter().find(|r| r.name == id) {
             return Ok(Source::Known(known.clone()));
         }
-        let home = ModelHome::from_env()?;
-        self.shared.locator.locate(id, &home).map(Source::Spec)
+        self.shared
+            .locator
+            .locate(id, &self.home()?)
+            .map(Source::Spec)
+    }
+
+    /// The model cache (its error, when the environment names none).
+    fn home(&self) -> Result<ModelHome> {
+        match &self.shared.home {
+            Some(home) => Ok(home.clone()),
+            None => ModelHome::from_env(),
+        }
     }
 
     /// The files of `spec`, downloaded if need be.
     fn resolve(&self, spec: &ModelSpec) -> Result<ResolvedModel> {
-        let home = ModelHome::from_env()?;
         let options = SourceOptions::from_env();
-        source::resolve_with(spec, &home, &options, &source::StderrProgress)
+        source::resolve_with(spec, &self.home()?, &options, &source::StderrProgress)
     }
 
     /// Reserves room for `resolved` (evicting idle models if need be) and loads it as `id`.

@@ -18,6 +18,17 @@ pub enum ModelState {
     Available,
 }
 
+impl ModelState {
+    /// `loaded`, `loading` or `available`, as every front end writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Loaded => "loaded",
+            Self::Loading => "loading",
+            Self::Available => "available",
+        }
+    }
+}
+
 /// One model in a listing ([`ModelRegistry::list`]).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelStatus {

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use helixflow_core::registry::{KeepAlive, ModelState, ModelStatus, Unloaded};
+use helixflow_core::registry::{KeepAlive, ModelStatus, Unloaded};
 use tonic::{Request, Response, Status};
 
 use super::admin::admin;
@@ -26,12 +26,7 @@ impl ModelsService {
 
 fn in_memory(status: ModelStatus) -> proto::ModelInMemory {
     proto::ModelInMemory {
-        state: match status.state {
-            ModelState::Loaded => "loaded",
-            ModelState::Loading => "loading",
-            ModelState::Available => "available",
-        }
-        .to_string(),
+        state: status.state.as_str().to_string(),
         kind: status.kind.map(|k| k.to_string()).unwrap_or_default(),
         memory_bytes: status.footprint.total(),
         in_flight: status.in_flight as u64,

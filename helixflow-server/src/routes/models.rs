@@ -7,7 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use helixflow_core::platform::Caller;
-use helixflow_core::registry::{KeepAlive, ModelState, ModelStatus, Unloaded};
+use helixflow_core::registry::{KeepAlive, ModelStatus, Unloaded};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -57,11 +57,7 @@ fn model_object(state: &AppState, status: &ModelStatus) -> ModelObject {
         object: "model",
         created: status.loaded_at.unwrap_or_else(|| state.started()),
         owned_by: "helixflow",
-        state: match status.state {
-            ModelState::Loaded => "loaded",
-            ModelState::Loading => "loading",
-            ModelState::Available => "available",
-        },
+        state: status.state.as_str(),
         kind: status.kind.map(|k| k.to_string()),
         memory_bytes: status.footprint.total(),
         in_flight: status.in_flight,

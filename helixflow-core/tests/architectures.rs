@@ -2,7 +2,7 @@
 //!
 //! `tests/fidelity/llama_cpp_reference.py` writes one small model per architecture (F32, a
 //! copy requantised to `Q8_0` by llama.cpp's own quantizer, for `llama` and `qwen3moe` one
-//! to `Q4_K_M`, and
+//! to `Q4_K_M`, for `llama` ones to `Q5_K_M`, `Q5_1` and `Q5_0`, and
 //! the F32 weights as a Hugging Face folder in F32, F16 or BF16), with prompts longer than the
 //! sliding windows, and records llama.cpp's greedy continuations (llama-cpp-python with its
 //! plain CPU kernels). HelixFlow must give the same tokens, one sequence at a time, with the
@@ -213,7 +213,7 @@ fn check(architecture: &str) {
 
         // The same weights as a Hugging Face folder: as they are, and quantised at load as
         // llama.cpp's quantizer did the Q8_0 file.
-        if file.ends_with("q4_k_m.gguf") {
+        if !file.ends_with("f32.gguf") && !file.ends_with("q8_0.gguf") {
             continue;
         }
         let folder = case["hf_folder"].as_str().unwrap();

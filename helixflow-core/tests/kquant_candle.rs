@@ -1,4 +1,4 @@
-//! Our `Q4_K` and `Q6_K` kernels against candle's on the same bytes: candle quantises random
+//! Our `Q4_K`, `Q5_K` and `Q6_K` kernels against candle's on the same bytes: candle quantises random
 //! matrices into a GGUF file, which [`WeightMatrix`] loads. Dequantising must agree bit for
 //! bit (both follow ggml's `dequantize_row_*`); products must agree closely: candle rounds
 //! halfway activations away from zero where ggml rounds them to even, and off x86 it sums in
@@ -40,7 +40,7 @@ fn matrix(dir: &std::path::Path, dtype: GgmlDType) -> (QTensor, WeightMatrix) {
 #[test]
 fn kquant_dequantize_matches_candle_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let (q, m) = matrix(dir.path(), dtype);
         assert!(
             format!("{m:?}").contains("_K"),
@@ -67,7 +67,7 @@ fn kquant_dequantize_matches_candle_bit_for_bit() {
 fn kquant_matmul_is_close_to_candle() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(29);
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let (q, m) = matrix(dir.path(), dtype);
         let candle = QMatMul::from_qtensor(q).unwrap();
         for n in [1, 3, 6] {

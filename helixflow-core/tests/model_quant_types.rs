@@ -106,7 +106,10 @@ fn every_weight_type_stays_close_to_f32() {
         (GgmlDType::F16, 0.01),
         (GgmlDType::Q8_0, 0.05),
         (GgmlDType::Q6K, 0.12),
+        (GgmlDType::Q5K, 0.2),
         (GgmlDType::Q4K, 0.35),
+        (GgmlDType::Q5_1, 0.2),
+        (GgmlDType::Q5_0, 0.2),
         (GgmlDType::Q4_1, 0.35),
         (GgmlDType::Q4_0, 0.35),
     ] {

@@ -9,7 +9,7 @@ use half::f16;
 
 use crate::features::{has_avx2_fma, has_avx512_vnni, has_neon, has_neon_dotprod};
 use crate::math::hsum8;
-use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ5_1, BlockQ8_0};
 
 /// A weight block type with a dot product against activation blocks.
 pub trait WeightBlock: Copy + Send + Sync {
@@ -35,6 +35,18 @@ impl WeightBlock for BlockQ4_0 {
 impl WeightBlock for BlockQ4_1 {
     fn value(&self, i: usize) -> i32 {
         nibble(&self.qs, i)
+    }
+    fn scale(&self) -> f32 {
+        f16::from_bits(self.d).to_f32()
+    }
+    fn min(&self) -> Option<f32> {
+        Some(f16::from_bits(self.m).to_f32())
+    }
+}
+
+impl WeightBlock for BlockQ5_1 {
+    fn value(&self, i: usize) -> i32 {
+        i32::from(self.qs[i])
     }
     fn scale(&self) -> f32 {
         f16::from_bits(self.d).to_f32()
@@ -239,7 +251,7 @@ mod avx2 {
     use std::cell::RefCell;
 
     use super::SimdDot;
-    use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+    use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ5_1, BlockQ8_0};
 
     /// Activation rows handled together, sharing each unpacked weight block.
     const TILE: usize = 4;
@@ -354,52 +366,94 @@ mod avx2 {
         );
     }
 
-    impl Tile for BlockQ4_1 {
-        const NEEDS_SUMS: bool = true;
+    /// Blocks of unsigned values (as bytes) under a scale and a minimum, both f16.
+    trait UnsignedBytes {
+        /// The scale's bits in the low half, the minimum's in the high half.
+        fn scale_and_min_bits(&self) -> u32;
+        fn unsigned_values(&self) -> __m256i;
+    }
 
+    impl UnsignedBytes for BlockQ4_1 {
         #[inline(always)]
-        fn tile<D: ByteDot, const X: usize, const R: usize>(
-            w: &[Self],
-            acts: &Acts<'_>,
-            row: usize,
-            out: &mut [f32],
-        ) {
-            let (nb, n) = (acts.nb, acts.n);
-            let wrows = rows::<Self, X>(w, nb);
-            let arows = rows::<ActBlock, R>(&acts.blocks[row * nb..], nb);
-            // SAFETY (every block below): only inlined into kernels compiled with AVX2.
-            let mut acc = [[unsafe { _mm256_setzero_ps() }; R]; X];
-            let mut mins = [[0f32; R]; X];
-            for b in 0..nb {
-                let sums: &[f32; R] = acts.sums[b * n + row..][..R].try_into().expect("R sums");
-                for i in 0..X {
-                    let xb = &wrows[i][b];
-                    prefetch_ahead(xb);
-                    // Both f16 fields in one conversion: lane 0 the scale, lane 1 the min.
-                    let bits = u32::from(xb.d) | (u32::from(xb.m) << 16);
-                    let dm = unsafe { _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)) };
-                    let d8 = unsafe { _mm256_broadcastss_ps(dm) };
-                    let m = unsafe { _mm_cvtss_f32(_mm_movehdup_ps(dm)) };
-                    // ggml's `summs += m * s`, a chain per row whose order must be kept; the
-                    // rows' chains are independent, one vector operation for the tile.
-                    for (min, &s) in mins[i].iter_mut().zip(sums) {
-                        *min = m.mul_add(s, *min);
-                    }
-                    let qx = nibbles(&xb.qs);
-                    for r in 0..R {
-                        let yb = &arows[r][b];
-                        let xy = unsafe { _mm256_cvtepi32_ps(D::dot(qx, load_act(yb))) };
-                        acc[i][r] = unsafe { _mm256_fmadd_ps(scale_by(d8, yb), xy, acc[i][r]) };
-                    }
-                }
-            }
-            for i in 0..X {
-                for r in 0..R {
-                    out[i * n + r] = hsum(acc[i][r]) + mins[i][r];
-                }
-            }
+        fn scale_and_min_bits(&self) -> u32 {
+            u32::from(self.d) | (u32::from(self.m) << 16)
+        }
+        #[inline(always)]
+        fn unsigned_values(&self) -> __m256i {
+            nibbles(&self.qs)
         }
     }
+
+    impl UnsignedBytes for BlockQ5_1 {
+        #[inline(always)]
+        fn scale_and_min_bits(&self) -> u32 {
+            u32::from(self.d) | (u32::from(self.m) << 16)
+        }
+        #[inline(always)]
+        fn unsigned_values(&self) -> __m256i {
+            // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
+            unsafe { _mm256_loadu_si256(self.qs.as_ptr().cast()) }
+        }
+    }
+
+    /// The tile of the formats with minimums: ggml's `mul_sum_us8_pairs_float` (unsigned
+    /// values by signed activations), and `summs += m * s`. (A macro rather than a blanket
+    /// impl, which would overlap [`SignedBytes`]'.)
+    macro_rules! unsigned_tile {
+        ($block:ty) => {
+            impl Tile for $block {
+                const NEEDS_SUMS: bool = true;
+
+                #[inline(always)]
+                fn tile<D: ByteDot, const X: usize, const R: usize>(
+                    w: &[Self],
+                    acts: &Acts<'_>,
+                    row: usize,
+                    out: &mut [f32],
+                ) {
+                    let (nb, n) = (acts.nb, acts.n);
+                    let wrows = rows::<Self, X>(w, nb);
+                    let arows = rows::<ActBlock, R>(&acts.blocks[row * nb..], nb);
+                    // SAFETY (every block below): only inlined into kernels compiled with AVX2.
+                    let mut acc = [[unsafe { _mm256_setzero_ps() }; R]; X];
+                    let mut mins = [[0f32; R]; X];
+                    for b in 0..nb {
+                        let sums: &[f32; R] =
+                            acts.sums[b * n + row..][..R].try_into().expect("R sums");
+                        for i in 0..X {
+                            let xb = &wrows[i][b];
+                            prefetch_ahead(xb);
+                            // Both f16 fields in one conversion: lane 0 the scale, lane 1 the min.
+                            let bits = xb.scale_and_min_bits();
+                            let dm = unsafe { _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)) };
+                            let d8 = unsafe { _mm256_broadcastss_ps(dm) };
+                            let m = unsafe { _mm_cvtss_f32(_mm_movehdup_ps(dm)) };
+                            // ggml's `summs += m * s`, a chain per row whose order must be kept; the
+                            // rows' chains are independent, one vector operation for the tile.
+                            for (min, &s) in mins[i].iter_mut().zip(sums) {
+                                *min = m.mul_add(s, *min);
+                            }
+                            let qx = xb.unsigned_values();
+                            for r in 0..R {
+                                let yb = &arows[r][b];
+                                let xy = unsafe { _mm256_cvtepi32_ps(D::dot(qx, load_act(yb))) };
+                                acc[i][r] =
+                                    unsafe { _mm256_fmadd_ps(scale_by(d8, yb), xy, acc[i][r]) };
+                            }
+                        }
+                    }
+                    for i in 0..X {
+                        for r in 0..R {
+                            out[i * n + r] = hsum(acc[i][r]) + mins[i][r];
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    unsigned_tile!(BlockQ4_1);
+    unsigned_tile!(BlockQ5_1);
 
     /// Blocks whose values unpack to 32 signed bytes under one scale.
     trait SignedBytes {
@@ -555,6 +609,7 @@ mod avx2 {
 
     simd_dot!(BlockQ4_0);
     simd_dot!(BlockQ4_1);
+    simd_dot!(BlockQ5_1);
     simd_dot!(BlockQ8_0);
 }
 
@@ -624,6 +679,18 @@ mod tests {
                 d: scale(rng),
                 m: scale(rng),
                 qs: rng.random(),
+            },
+            ActFormat::Q8_1,
+        );
+    }
+
+    #[test]
+    fn q5_1_matches_the_reference() {
+        check(
+            |rng| BlockQ5_1 {
+                d: scale(rng),
+                m: scale(rng),
+                qs: std::array::from_fn(|_| rng.random_range(0u8..32)),
             },
             ActFormat::Q8_1,
         );

@@ -1,7 +1,9 @@
 //! The interface every quantised weight format offers to matrix products.
 
 use crate::dot::{dot_matrix, dot_rows, dot_scalar};
-use crate::quant::{quantize_row, ActBlock, ActFormat, BlockQ4_0, BlockQ4_1, BlockQ8_0, BLOCK};
+use crate::quant::{
+    quantize_row, ActBlock, ActFormat, BlockQ4_0, BlockQ4_1, BlockQ5_1, BlockQ8_0, BLOCK,
+};
 
 /// A quantised weight block format as stored in GGUF, with the activation blocks its dot
 /// products take and the kernels that compute them.
@@ -79,4 +81,5 @@ macro_rules! legacy_format {
 
 legacy_format!(BlockQ4_0, "Q4_0", ActFormat::Q8_0);
 legacy_format!(BlockQ4_1, "Q4_1", ActFormat::Q8_1);
+legacy_format!(BlockQ5_1, "Q5_1", ActFormat::Q8_1);
 legacy_format!(BlockQ8_0, "Q8_0", ActFormat::Q8_0);

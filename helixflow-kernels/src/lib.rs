@@ -15,8 +15,12 @@
 //! On x86-64 those three formats are packed eight rows at a time at load ([`packed`]), whose
 //! kernels share the scale products and the weight unpacking among eight outputs and still
 //! compute each output in ggml's order, bit for bit.
+//!
+//! [`encoder`] holds the element-wise kernels of f32 sentence encoders, which need speed
+//! rather than another program's bits.
 
 pub mod dot;
+pub mod encoder;
 pub mod f32dot;
 pub mod features;
 pub mod format;

@@ -104,7 +104,7 @@ fn scale_by_power_of_two(j: f32, n: i32) -> f32 {
 
 /// [`v_expf`] on eight lanes at once, as ggml's AVX2 `ggml_v_expf`.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{EXP_SHIFT, LN2_HI, LN2_LO, LOG2_E, POLY};
     use std::arch::x86_64::*;
 
@@ -114,7 +114,7 @@ mod avx2 {
     /// subnormal operands, which cost a microcode assist each on Intel cores.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn v_expf(x: __m256) -> __m256 {
+    pub(crate) fn v_expf(x: __m256) -> __m256 {
         let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
         let shift = _mm256_set1_ps(EXP_SHIFT);
         let z = _mm256_fmadd_ps(x, c(LOG2_E), shift);

@@ -16,7 +16,7 @@ use std::arch::asm;
 
 use crate::dot::SimdDot;
 use crate::math::hsum8;
-use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ5_1, BlockQ8_0};
 
 /// Activation rows handled together, sharing each unpacked weight block.
 const TILE: usize = 4;
@@ -145,6 +145,28 @@ impl NeonBlock for BlockQ4_1 {
         let [lo, hi] = nibbles(&self.qs);
         // SAFETY: only inlined into kernels compiled with NEON.
         unsafe { [vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi)] }
+    }
+    #[inline(always)]
+    fn min(&self) -> Option<f32> {
+        Some(f16_to_f32(self.m))
+    }
+}
+
+impl NeonBlock for BlockQ5_1 {
+    #[inline(always)]
+    fn scale_bits(&self) -> u16 {
+        self.d
+    }
+    #[inline(always)]
+    fn values(&self) -> [int8x16_t; 2] {
+        // Values are 0..32: as signed bytes they are the same numbers.
+        // SAFETY: `qs` is 32 readable bytes; only inlined into kernels compiled with NEON.
+        unsafe {
+            [
+                vld1q_s8(self.qs.as_ptr().cast()),
+                vld1q_s8(self.qs.as_ptr().add(16).cast()),
+            ]
+        }
     }
     #[inline(always)]
     fn min(&self) -> Option<f32> {
@@ -284,6 +306,7 @@ macro_rules! simd_dot {
 
 simd_dot!(BlockQ4_0);
 simd_dot!(BlockQ4_1);
+simd_dot!(BlockQ5_1);
 simd_dot!(BlockQ8_0);
 
 #[cfg(test)]
@@ -403,6 +426,15 @@ mod tests {
             d: scale(rng),
             m: scale(rng),
             qs: rng.random(),
+        });
+    }
+
+    #[test]
+    fn q5_1_matches_the_reference_on_both_paths() {
+        check(|rng| BlockQ5_1 {
+            d: scale(rng),
+            m: scale(rng),
+            qs: std::array::from_fn(|_| rng.random_range(0u8..32)),
         });
     }
 

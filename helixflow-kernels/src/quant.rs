@@ -187,6 +187,58 @@ impl BlockQ5_0 {
     }
 }
 
+/// `Q5_1`: 32 weights as 5-bit values `q * d + m`, held here with its values unpacked to
+/// bytes (a file's block keeps their fifth bits apart, bit `i` of a `u32` for value `i`).
+///
+/// ggml multiplies it exactly as `Q4_1` (the same `Q8_1` activations, the same unsigned-by-
+/// signed byte products, lanes, fused multiply-adds and `summs += m * s`), so its kernels are
+/// `Q4_1`'s reading bytes where those read nibbles.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5_1 {
+    /// Scale, f16 bits.
+    pub d: u16,
+    /// Minimum, f16 bits.
+    pub m: u16,
+    /// The values, 0..32.
+    pub qs: [u8; 32],
+}
+
+impl BlockQ5_1 {
+    /// Bytes per block in a file.
+    pub const BYTES: usize = 24;
+
+    /// Reads blocks from GGUF bytes (a multiple of [`Self::BYTES`]): scale, minimum, the
+    /// fifth bits, then nibbles (low nibbles values 0..16, high nibbles 16..32).
+    pub fn parse_all(bytes: &[u8]) -> Vec<Self> {
+        parse(bytes, Self::BYTES, |b| {
+            let qh = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+            let nibbles = &b[8..24];
+            Self {
+                d: le16(b, 0),
+                m: le16(b, 2),
+                qs: std::array::from_fn(|i| {
+                    let nibble = if i < 16 {
+                        nibbles[i] & 0x0f
+                    } else {
+                        nibbles[i - 16] >> 4
+                    };
+                    nibble | (((qh >> i) & 1) as u8) << 4
+                }),
+            }
+        })
+    }
+
+    /// The 32 weights, as ggml's `dequantize_row_q5_1`: `q * d`, rounded, plus `m`.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let d = f16::from_bits(self.d).to_f32();
+        let m = f16::from_bits(self.m).to_f32();
+        for (o, &q) in out.iter_mut().zip(&self.qs) {
+            *o = f32::from(q) * d + m;
+        }
+    }
+}
+
 /// Which activation format a weight type multiplies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActFormat {
@@ -364,6 +416,26 @@ mod tests {
         let mut out = [0f32; 32];
         block.dequantize(&mut out);
         assert_eq!((out[0], out[16], out[1]), (6.5, 0.5, -1.0));
+    }
+
+    /// `Q5_1` values follow ggml's layout (nibbles low then high, the fifth bit from `qh`
+    /// after the minimum), and dequantise as `q * d + m`.
+    #[test]
+    fn q5_1_parses_and_dequantizes() {
+        let mut bytes = vec![0u8; BlockQ5_1::BYTES];
+        bytes[..2].copy_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
+        bytes[2..4].copy_from_slice(&f16::from_f32(-1.0).to_bits().to_le_bytes());
+        bytes[4..8].copy_from_slice(&(1u32 << 16 | 1 << 3).to_le_bytes());
+        bytes[8] = 0x2f; // value 0: nibble 15, value 16: nibble 2 (+ 16)
+        bytes[11] = 0x01; // value 3: nibble 1 (+ 16), value 19: 0
+        let block = BlockQ5_1::parse_all(&bytes)[0];
+        assert_eq!(
+            [block.qs[0], block.qs[16], block.qs[3], block.qs[19]],
+            [15, 18, 17, 0]
+        );
+        let mut out = [0f32; 32];
+        block.dequantize(&mut out);
+        assert_eq!((out[0], out[16], out[3], out[19]), (6.5, 8.0, 7.5, -1.0));
     }
 
     /// `Q5_0` values follow ggml's layout (nibbles low then high, the fifth bit from `qh`),

@@ -14,13 +14,15 @@ pub use super::step_order::{StepOrder, TILED_MIN_ROWS};
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use helixflow_kernels::format::QuantFormat;
-use helixflow_kernels::kquant::{BlockQ4K, BlockQ6K};
+use helixflow_kernels::kquant::{BlockQ4K, BlockQ5K, BlockQ6K};
 use helixflow_kernels::math::{self, GateActivation};
 use helixflow_kernels::packed::{
-    self, Accumulation, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ8_0,
+    self, Accumulation, PackedFormat, PackedQ4_0, PackedQ4_1, PackedQ5_1, PackedQ8_0,
 };
 use helixflow_kernels::pool::Pool;
-use helixflow_kernels::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BLOCK};
+use helixflow_kernels::quant::{
+    ActBlock, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BLOCK,
+};
 
 /// Weight rows handed to one parallel task: enough work to amortise scheduling, small enough
 /// to balance two to sixteen threads on the matrices of small models.
@@ -65,10 +67,10 @@ enum Epilogue {
 
 /// A `[rows, cols]` weight matrix from a GGUF file.
 ///
-/// `Q4_0`, `Q4_1`, `Q5_0`, `Q8_0`, `Q4_K` and `Q6_K` weights use this crate's kernels
-/// (`Q5_0` widened to `Q8_0`, whose products ggml computes the same way); other types go
-/// through candle's quantised matmul. Where the CPU has the packed kernels (x86-64 with AVX2),
-/// `Q4_0`, `Q4_1` and `Q8_0` rows are packed eight at a time at load
+/// `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, `Q4_K`, `Q5_K` and `Q6_K` weights use this crate's
+/// kernels (`Q5_0` widened to `Q8_0`, whose products ggml computes the same way); other types
+/// go through candle's quantised matmul. Where the CPU has the packed kernels (x86-64 with
+/// AVX2), `Q4_0`, `Q4_1`, `Q5_1` and `Q8_0` rows are packed eight at a time at load
 /// ([`helixflow_kernels::packed`]); elsewhere they keep the GGUF layout and the kernels that
 /// reproduce llama.cpp's arithmetic.
 pub struct WeightMatrix {
@@ -80,11 +82,14 @@ pub struct WeightMatrix {
 enum Weights {
     Q4_0(Vec<BlockQ4_0>),
     Q4_1(Vec<BlockQ4_1>),
+    Q5_1(Vec<BlockQ5_1>),
     Q8_0(Vec<BlockQ8_0>),
     Q4K(Vec<BlockQ4K>),
+    Q5K(Vec<BlockQ5K>),
     Q6K(Vec<BlockQ6K>),
     PackedQ4_0(Vec<PackedQ4_0>),
     PackedQ4_1(Vec<PackedQ4_1>),
+    PackedQ5_1(Vec<PackedQ5_1>),
     PackedQ8_0(Vec<PackedQ8_0>),
     Candle(QMatMul),
 }
@@ -94,11 +99,14 @@ impl std::fmt::Debug for WeightMatrix {
         let kind = match &self.weights {
             Weights::Q4_0(_) => "Q4_0",
             Weights::Q4_1(_) => "Q4_1",
+            Weights::Q5_1(_) => "Q5_1",
             Weights::Q8_0(_) => "Q8_0",
             Weights::Q4K(_) => "Q4_K",
+            Weights::Q5K(_) => "Q5_K",
             Weights::Q6K(_) => "Q6_K",
             Weights::PackedQ4_0(_) => "Q4_0 packed",
             Weights::PackedQ4_1(_) => "Q4_1 packed",
+            Weights::PackedQ5_1(_) => "Q5_1 packed",
             Weights::PackedQ8_0(_) => "Q8_0 packed",
             Weights::Candle(_) => "candle",
         };
@@ -165,6 +173,7 @@ impl WeightMatrix {
         let weights = match info.dtype {
             GgmlDType::Q4_0 if pack => Weights::PackedQ4_0(packed::pack(&parse.blocks()?, nb)),
             GgmlDType::Q4_1 if pack => Weights::PackedQ4_1(packed::pack(&parse.blocks()?, nb)),
+            GgmlDType::Q5_1 if pack => Weights::PackedQ5_1(packed::pack(&parse.blocks()?, nb)),
             GgmlDType::Q8_0 if pack => Weights::PackedQ8_0(packed::pack(&parse.blocks()?, nb)),
             GgmlDType::Q5_0 if pack => {
                 Weights::PackedQ8_0(packed::pack(&parse.q5_0_as_q8_0()?, nb))
@@ -172,8 +181,10 @@ impl WeightMatrix {
             GgmlDType::Q5_0 => Weights::Q8_0(parse.q5_0_as_q8_0()?),
             GgmlDType::Q4_0 => Weights::Q4_0(parse.blocks()?),
             GgmlDType::Q4_1 => Weights::Q4_1(parse.blocks()?),
+            GgmlDType::Q5_1 => Weights::Q5_1(parse.blocks()?),
             GgmlDType::Q8_0 => Weights::Q8_0(parse.blocks()?),
             GgmlDType::Q4K => Weights::Q4K(parse.blocks()?),
+            GgmlDType::Q5K => Weights::Q5K(parse.blocks()?),
             GgmlDType::Q6K => Weights::Q6K(parse.blocks()?),
             _ => Weights::Candle(QMatMul::from_qtensor(gguf.tensor_rows(
                 name,
@@ -228,11 +239,14 @@ impl WeightMatrix {
         match &self.weights {
             Weights::Q4_0(w) => blocks(w, row, out),
             Weights::Q4_1(w) => blocks(w, row, out),
+            Weights::Q5_1(w) => blocks(w, row, out),
             Weights::Q8_0(w) => blocks(w, row, out),
             Weights::Q4K(w) => blocks(w, row, out),
+            Weights::Q5K(w) => blocks(w, row, out),
             Weights::Q6K(w) => blocks(w, row, out),
             Weights::PackedQ4_0(w) => packed::dequantize_row(w, out.len() / BLOCK, row, out),
             Weights::PackedQ4_1(w) => packed::dequantize_row(w, out.len() / BLOCK, row, out),
+            Weights::PackedQ5_1(w) => packed::dequantize_row(w, out.len() / BLOCK, row, out),
             Weights::PackedQ8_0(w) => packed::dequantize_row(w, out.len() / BLOCK, row, out),
             Weights::Candle(_) => return false,
         }
@@ -267,11 +281,14 @@ impl WeightMatrix {
         match &self.weights {
             Weights::Q4_0(w) => self.quantized(w, order, input, outs),
             Weights::Q4_1(w) => self.quantized(w, order, input, outs),
+            Weights::Q5_1(w) => self.quantized(w, order, input, outs),
             Weights::Q8_0(w) => self.quantized(w, order, input, outs),
             Weights::Q4K(w) => self.quantized(w, order, input, outs),
+            Weights::Q5K(w) => self.quantized(w, order, input, outs),
             Weights::Q6K(w) => self.quantized(w, order, input, outs),
             Weights::PackedQ4_0(w) => self.packed(w, input, outs, (order.packed, Epilogue::Store)),
             Weights::PackedQ4_1(w) => self.packed(w, input, outs, (order.packed, Epilogue::Store)),
+            Weights::PackedQ5_1(w) => self.packed(w, input, outs, (order.packed, Epilogue::Store)),
             Weights::PackedQ8_0(w) => self.packed(w, input, outs, (order.packed, Epilogue::Store)),
             Weights::Candle(m) => {
                 let [out] = outs else {
@@ -310,15 +327,19 @@ impl WeightMatrix {
             Some(match parts.first()?.weights {
                 Weights::Q4_0(_) => concat!(Q4_0),
                 Weights::Q4_1(_) => concat!(Q4_1),
+                Weights::Q5_1(_) => concat!(Q5_1),
                 Weights::Q8_0(_) => concat!(Q8_0),
                 Weights::Q4K(_) => concat!(Q4K),
+                Weights::Q5K(_) => concat!(Q5K),
                 Weights::Q6K(_) => concat!(Q6K),
                 Weights::PackedQ4_0(_) if whole_groups => concat!(PackedQ4_0),
                 Weights::PackedQ4_1(_) if whole_groups => concat!(PackedQ4_1),
+                Weights::PackedQ5_1(_) if whole_groups => concat!(PackedQ5_1),
                 Weights::PackedQ8_0(_) if whole_groups => concat!(PackedQ8_0),
-                Weights::PackedQ4_0(_) | Weights::PackedQ4_1(_) | Weights::PackedQ8_0(_) => {
-                    return None
-                }
+                Weights::PackedQ4_0(_)
+                | Weights::PackedQ4_1(_)
+                | Weights::PackedQ5_1(_)
+                | Weights::PackedQ8_0(_) => return None,
                 Weights::Candle(_) => return None,
             })
         }
@@ -356,6 +377,9 @@ impl WeightMatrix {
             }
             (Weights::PackedQ4_1(g), Weights::PackedQ4_1(u)) => {
                 Weights::PackedQ4_1(interleave(g, u, unit))
+            }
+            (Weights::PackedQ5_1(g), Weights::PackedQ5_1(u)) => {
+                Weights::PackedQ5_1(interleave(g, u, unit))
             }
             (Weights::PackedQ8_0(g), Weights::PackedQ8_0(u)) => {
                 Weights::PackedQ8_0(interleave(g, u, unit))
@@ -398,6 +422,9 @@ impl WeightMatrix {
                 self.packed(w, input, outs, (order, Epilogue::Gated(activation)))
             }
             Weights::PackedQ4_1(w) => {
+                self.packed(w, input, outs, (order, Epilogue::Gated(activation)))
+            }
+            Weights::PackedQ5_1(w) => {
                 self.packed(w, input, outs, (order, Epilogue::Gated(activation)))
             }
             Weights::PackedQ8_0(w) => {

@@ -2,11 +2,10 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
+use super::encoder::BertEncoder;
 use crate::error::{Error, Result};
 
 /// Reads a file the model cannot do without; a missing file is [`Error::ModelNotFound`].
@@ -95,7 +94,7 @@ pub(super) fn load_tokenizer(path: &Path, max_seq_len: usize) -> Result<Tokenize
 }
 
 /// Loads `folder/model.safetensors` into an f32 encoder on the CPU.
-pub(super) fn load_weights(folder: &Path, config: &Config) -> Result<BertModel> {
+pub(super) fn load_weights(folder: &Path, config: &Config) -> Result<BertEncoder> {
     let path = folder.join("model.safetensors");
     if !path.is_file() {
         if folder.join("pytorch_model.bin").is_file() {
@@ -109,11 +108,5 @@ pub(super) fn load_weights(folder: &Path, config: &Config) -> Result<BertModel> 
             path.display()
         )));
     }
-    // SAFETY: the mapping only lives while `BertModel::load` copies every weight into owned
-    // tensors; the safetensors header is validated against the file length before any access.
-    // As with any mmap, the file must not be truncated by another process meanwhile.
-    let weights =
-        unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu) }
-            .map_err(|e| Error::invalid_file(&path, e.to_string()))?;
-    BertModel::load(weights, config).map_err(|e| Error::invalid_file(&path, e.to_string()))
+    BertEncoder::load(&path, config)
 }

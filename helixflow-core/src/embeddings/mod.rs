@@ -14,24 +14,20 @@
 //! ```
 
 mod batching;
+mod encoder;
 mod layout;
 mod loading;
 pub mod pooling;
 
 use std::path::Path;
 
-use candle_core::Tensor;
-use candle_transformers::models::bert::BertModel;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use batching::{plan_batches, MAX_BATCH_SEQUENCES, MAX_BATCH_TOKENS};
+use encoder::BertEncoder;
 use layout::SentenceTransformerLayout;
 pub use pooling::PoolingMode;
-
-/// The token id written into padding positions. The attention mask hides them from the real
-/// tokens and pooling skips them, so any in-vocabulary id would do.
-const PADDING_ID: u32 = 0;
 
 /// A loaded embedding model: a BERT encoder, its tokenizer, pooling and optional normalisation.
 ///
@@ -39,7 +35,7 @@ const PADDING_ID: u32 = 0;
 /// (it is `Send + Sync`).
 pub struct EmbeddingModel {
     name: String,
-    model: BertModel,
+    encoder: BertEncoder,
     tokenizer: Tokenizer,
     vocab_size: usize,
     hidden_size: usize,
@@ -125,14 +121,14 @@ impl EmbeddingModel {
                 limit.min(config.max_position_embeddings)
             });
         let tokenizer = loading::load_tokenizer(&folder.join("tokenizer.json"), max_seq_len)?;
-        let model = loading::load_weights(folder, &config)?;
+        let encoder = loading::load_weights(folder, &config)?;
         let name = dir.file_name().map_or_else(
             || dir.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
         Ok(Self {
             name,
-            model,
+            encoder,
             tokenizer,
             vocab_size: config.vocab_size,
             hidden_size: config.hidden_size,
@@ -413,38 +409,19 @@ impl EmbeddingModel {
         })
     }
 
-    /// One forward pass over `sequences`, right-padded to the longest, then pooling.
+    /// One forward pass over `sequences` (stacked without padding), then pooling.
     fn forward_batch(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let batch = sequences.len();
-        let padded_len = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(batch * padded_len);
-        let mut mask = Vec::with_capacity(batch * padded_len);
-        for sequence in sequences {
-            ids.extend_from_slice(sequence);
-            ids.resize(ids.len() + padded_len - sequence.len(), PADDING_ID);
-            mask.resize(mask.len() + sequence.len(), 1u32);
-            mask.resize(mask.len() + padded_len - sequence.len(), 0);
-        }
-        let device = &self.model.device;
-        let ids = Tensor::from_vec(ids, (batch, padded_len), device)?;
-        let type_ids = ids.zeros_like()?;
-        let mask_tensor = Tensor::from_vec(mask.clone(), (batch, padded_len), device)?;
-        let states = self.model.forward(&ids, &type_ids, Some(&mask_tensor))?;
-        let states = states.flatten_all()?.to_vec1::<f32>()?;
-
-        let per_sequence = padded_len * self.hidden_size;
-        if per_sequence == 0 || states.len() != batch * per_sequence {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "encoder returned {} floats for {batch} x {padded_len} x {}",
-                states.len(),
-                self.hidden_size
-            ))));
-        }
-        states
-            .chunks_exact(per_sequence)
-            .zip(mask.chunks_exact(padded_len))
-            .map(|(states, mask)| {
-                let mut vector = pooling::pool(&self.pooling, states, self.hidden_size, mask)?;
+        let states = self.encoder.forward(sequences)?;
+        let mut rest = states.as_slice();
+        let mut mask = Vec::new();
+        sequences
+            .iter()
+            .map(|sequence| {
+                let (mine, after) = rest.split_at(sequence.len() * self.hidden_size);
+                rest = after;
+                mask.clear();
+                mask.resize(sequence.len(), 1u32);
+                let mut vector = pooling::pool(&self.pooling, mine, self.hidden_size, &mask)?;
                 if self.normalize {
                     pooling::l2_normalize(&mut vector);
                 }

@@ -85,8 +85,9 @@ class Weights:
 # the type of its Hugging Face folder's weights (F32 unless said; the GGUF's f32 weights are
 # drawn exactly representable in it).
 ARCHITECTURES = {
-    # Wide enough for K-quants (rows of 256): a third file, llama.cpp's Q4_K_M requantisation.
-    "llama": dict(head_dim=64, hidden=256, ff=512, kquant=True),
+    # Wide enough for K-quants (rows of 256): more files, llama.cpp's Q4_K_M requantisation and
+    # (every other quantised type HelixFlow has kernels for) Q5_K_M, Q5_1 and Q5_0.
+    "llama": dict(head_dim=64, hidden=256, ff=512, kquant=True, more_quants=True),
     "qwen2": dict(head_dim=16, qkv_bias=True, dtype="BF16"),
     "qwen3": dict(head_dim=32, qk_norm=True),
     # 32 experts as wide as the model: a routing tie within an ulp that only llama.cpp's F32
@@ -390,6 +391,11 @@ def main():
             if spec.get("kquant"):
                 files.append(os.path.join(out_dir, f"{arch}-q4_k_m.gguf"))
                 requantize(f32, files[-1], ftype=15)  # 15: Q4_K_M (Q4_K and Q6_K)
+            if spec.get("more_quants"):
+                # 17: Q5_K_M (Q5_K and Q6_K); 9: Q5_1 and 8: Q5_0 (output Q6_K).
+                for name, ftype in (("q5_k_m", 17), ("q5_1", 9), ("q5_0", 8)):
+                    files.append(os.path.join(out_dir, f"{arch}-{name}.gguf"))
+                    requantize(f32, files[-1], ftype=ftype)
             results = [(path,) + greedy(path, prompts) for path in files]
             # Clear winners, and a continuation that moves (not one token repeated).
             lively = all(len(set(t)) >= GENERATE // 3 for _, tokens, _, _ in results for t in tokens)

@@ -1,5 +1,5 @@
-//! ggml's K-quant formats `Q4_K` and `Q6_K`: 256-value superblocks with sub-block scales,
-//! multiplied with `Q8_K` activation blocks.
+//! ggml's K-quant formats `Q4_K`, `Q5_K` and `Q6_K`: 256-value superblocks with sub-block
+//! scales, multiplied with `Q8_K` activation blocks.
 //!
 //! As for the 32-value formats in [`crate::dot`], each dot product keeps the lane layout of
 //! ggml's AVX2 kernel (`ggml_vec_dot_q4_K_q8_K`, `ggml_vec_dot_q6_K_q8_K` in
@@ -15,10 +15,13 @@
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod q4k;
+mod q5k;
 mod q6k;
 mod q8k;
+pub mod scale_min;
 
 pub use q4k::{dot_q4k_reference, dot_q4k_tiled_reference, BlockQ4K};
+pub use q5k::{dot_q5k_reference, dot_q5k_tiled_reference, BlockQ5K};
 pub use q6k::{dot_q6k_reference, dot_q6k_tiled_reference, BlockQ6K};
 pub use q8k::{quantize_row_q8k, BlockQ8K};
 

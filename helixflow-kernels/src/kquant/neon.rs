@@ -10,7 +10,8 @@
 
 use std::arch::aarch64::*;
 
-use super::{BlockQ4K, BlockQ6K, BlockQ8K};
+use super::scale_min::{Mins, ScaleMin};
+use super::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::math::hsum8;
 use crate::neon::{f16_to_f32, ByteDot, Mull, Sdot};
 
@@ -22,13 +23,43 @@ const TILE: usize = 4;
 /// # Safety
 /// The CPU must support NEON, and the dotprod extension if `dotprod` is true.
 pub(super) unsafe fn q4k_rows(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32], dotprod: bool) {
+    // SAFETY: the caller's guarantee.
+    unsafe { scale_min_rows(x, acts, out, dotprod) }
+}
+
+/// [`super::KQuantKernels::rows_neon`] for `Q5_K`.
+///
+/// # Safety
+/// The CPU must support NEON, and the dotprod extension if `dotprod` is true.
+pub(super) unsafe fn q5k_rows(x: &[BlockQ5K], acts: &[BlockQ8K], out: &mut [f32], dotprod: bool) {
+    // SAFETY: the caller's guarantee.
+    unsafe { scale_min_rows(x, acts, out, dotprod) }
+}
+
+/// The rows of a [`ScaleMin`] format.
+///
+/// # Safety
+/// The CPU must support NEON, and the dotprod extension if `dotprod` is true.
+unsafe fn scale_min_rows<B: ScaleMin>(x: &[B], acts: &[BlockQ8K], out: &mut [f32], dotprod: bool) {
     #[target_feature(enable = "neon")]
-    fn mull(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
-        in_tiles(x, acts, out, q4k_tile::<Mull, TILE>, q4k_tile::<Mull, 1>);
+    fn mull<B: ScaleMin>(x: &[B], acts: &[BlockQ8K], out: &mut [f32]) {
+        in_tiles(
+            x,
+            acts,
+            out,
+            scale_min_tile::<B, Mull, TILE>,
+            scale_min_tile::<B, Mull, 1>,
+        );
     }
     #[target_feature(enable = "neon,dotprod")]
-    fn sdot(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
-        in_tiles(x, acts, out, q4k_tile::<Sdot, TILE>, q4k_tile::<Sdot, 1>);
+    fn sdot<B: ScaleMin>(x: &[B], acts: &[BlockQ8K], out: &mut [f32]) {
+        in_tiles(
+            x,
+            acts,
+            out,
+            scale_min_tile::<B, Sdot, TILE>,
+            scale_min_tile::<B, Sdot, 1>,
+        );
     }
     // SAFETY: the caller guarantees the features each function is compiled for.
     unsafe {
@@ -121,31 +152,28 @@ fn lanes(acc: &[float32x4_t; 2]) -> [f32; 8] {
     out
 }
 
-/// `R` rows of [`super::dot_q4k_reference`].
+/// `R` rows of [`super::scale_min::dot_reference`].
 #[inline(always)]
-fn q4k_tile<D: ByteDot, const R: usize>(x: &[BlockQ4K], acts: &[BlockQ8K], out: &mut [f32]) {
+fn scale_min_tile<B: ScaleMin, D: ByteDot, const R: usize>(
+    x: &[B],
+    acts: &[BlockQ8K],
+    out: &mut [f32],
+) {
     let rows = act_rows::<R>(acts, x.len());
     // SAFETY (every block below): only inlined into kernels compiled with NEON; every load
     // reads 16 bytes of a slice checked to hold them.
     let zero = unsafe { vdupq_n_f32(0.0) };
     let mut acc = [[zero; 2]; R];
     let mut acc_m = [zero; R];
+    let mut summs = [0f32; R];
     for (b, xb) in x.iter().enumerate() {
-        let xd = f16_to_f32(xb.d);
-        let xmin = f16_to_f32(xb.dmin);
+        let xd = f16_to_f32(xb.d());
+        let xmin = f16_to_f32(xb.dmin());
         let sm = xb.scales_and_mins();
         let mut sumi = [[unsafe { vdupq_n_s32(0) }; 2]; R];
         for j in 0..4 {
-            // Bytes 32j..32j + 32: sub-block 2j in their low nibbles, 2j + 1 in their high.
-            let qs = &xb.qs[32 * j..32 * j + 32];
-            let (low, high) = unsafe {
-                let bits = [vld1q_u8(qs.as_ptr()), vld1q_u8(qs[16..].as_ptr())];
-                let m4 = vdupq_n_u8(0x0f);
-                (
-                    bits.map(|v| vreinterpretq_s8_u8(vandq_u8(v, m4))),
-                    bits.map(|v| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v))),
-                )
-            };
+            // Sub-block 2j, then sub-block 2j + 1, two vectors each.
+            let [low, high] = xb.values_neon(j);
             let (sc_low, sc_high) = (i32::from(sm[2 * j]), i32::from(sm[2 * j + 1]));
             for r in 0..R {
                 let q8 = &rows[r][b].qs[64 * j..64 * j + 64];
@@ -179,7 +207,13 @@ fn q4k_tile<D: ByteDot, const R: usize>(x: &[BlockQ4K], acts: &[BlockQ8K], out: 
                     vpaddlq_s16(vld1q_s16(yb.bsums[8..].as_ptr())),
                 ];
                 let prod = vpaddq_s32(vmulq_s32(mins[0], sums32[0]), vmulq_s32(mins[1], sums32[1]));
-                acc_m[r] = vfmaq_n_f32(acc_m[r], vcvtq_f32_s32(prod), dmin);
+                match B::MINS {
+                    Mins::FourLanes => {
+                        acc_m[r] = vfmaq_n_f32(acc_m[r], vcvtq_f32_s32(prod), dmin);
+                    }
+                    // An exact integer sum, then one fused multiply-add.
+                    Mins::OneSum => summs[r] = dmin.mul_add(vaddvq_s32(prod) as f32, summs[r]),
+                }
             }
             add_scaled(&mut acc[r], sumi[r], d);
         }
@@ -188,7 +222,11 @@ fn q4k_tile<D: ByteDot, const R: usize>(x: &[BlockQ4K], acts: &[BlockQ8K], out: 
         let mut m = [0f32; 4];
         // SAFETY: `m` is four writable f32.
         unsafe { vst1q_f32(m.as_mut_ptr(), acc_m[r]) };
-        out[r] = hsum8(&lanes(&acc[r])) + ((m[0] + m[2]) + (m[1] + m[3]));
+        out[r] = hsum8(&lanes(&acc[r]))
+            + match B::MINS {
+                Mins::FourLanes => (m[0] + m[2]) + (m[1] + m[3]),
+                Mins::OneSum => summs[r],
+            };
     }
 }
 

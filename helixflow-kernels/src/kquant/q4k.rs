@@ -1,14 +1,15 @@
 //! `Q4_K`: 256 weights as eight 32-value sub-blocks of 4-bit values `q * d * sc - dmin * m`,
-//! with 6-bit sub-block scales `sc` and mins `m`.
+//! with 6-bit sub-block scales `sc` and mins `m`. Its kernels are those of every format with
+//! that layout of scales and mins ([`super::scale_min`]).
 
 use half::f16;
 
+use super::scale_min::{self, scales_and_mins_k4, ScaleMin};
 use super::{
     dot_rows_with, kquant_kernels, le16, parse, BlockQ8K, KQuantKernels, KQuantOrder, QK_K,
 };
 use crate::dot::Isa;
 use crate::format::QuantFormat;
-use crate::math::hsum8;
 
 /// ggml's `block_q4_K`.
 #[derive(Debug, Clone, Copy)]
@@ -39,20 +40,10 @@ impl BlockQ4K {
         })
     }
 
-    /// The eight sub-block scales followed by the eight sub-block mins (ggml's
-    /// `get_scale_min_k4`): the first four of each are the low six bits of bytes 0..4 and
-    /// 4..8; the last four take their low nibbles from bytes 8..12 and their top two bits
-    /// from the top bits of bytes 0..4 (scales) and 4..8 (mins).
+    /// The eight sub-block scales followed by the eight sub-block mins
+    /// ([`scales_and_mins_k4`]).
     pub fn scales_and_mins(&self) -> [u8; 16] {
-        let q = &self.scales;
-        let mut out = [0u8; 16];
-        for j in 0..4 {
-            out[j] = q[j] & 63;
-            out[8 + j] = q[j + 4] & 63;
-            out[4 + j] = (q[j + 8] & 0x0f) | ((q[j] >> 6) << 4);
-            out[12 + j] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
-        }
-        out
+        scales_and_mins_k4(&self.scales)
     }
 
     /// Value `i` (0..256) before scaling, 0..16.
@@ -86,70 +77,71 @@ impl BlockQ4K {
 }
 
 /// The reference dot product of one `Q4_K` weight row with one `Q8_K` activation row, with the
-/// float operations of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K` in its order:
-///
-/// - per superblock `d = y.d * x.d` and `dmin = -y.d * x.dmin`;
-/// - lane `l` of eight takes the exact integer `sum over sub-blocks s of sc[s] * (sum of
-///   q * q8 over values 32s + 4l..32s + 4l + 4)` and adds `d` times it with a fused
-///   multiply-add;
-/// - the mins term runs in four lanes of its own: the bsums are paired into eight 32-value
-///   sums (`_mm_hadd_epi16`), lane `k` takes `m[2k] * s[2k] + m[2k + 1] * s[2k + 1]`
-///   (`_mm_madd_epi16`) and adds `dmin` times it with a fused multiply-add;
-/// - the result is `hsum8(lanes) + ((m0 + m2) + (m1 + m3))`.
+/// float operations of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K` in its order
+/// ([`scale_min::dot_reference`]): per superblock `d = y.d * x.d` and `dmin = -y.d * x.dmin`;
+/// lane `l` of eight takes the exact integer `sum over sub-blocks s of sc[s] * (sum of
+/// q * q8 over values 32s + 4l..32s + 4l + 4)` and adds `d` times it with a fused
+/// multiply-add; the mins term runs in four lanes of its own (`Q4_K`'s
+/// [`ScaleMin::MINS`]); the result is `hsum8(lanes) + ((m0 + m2) + (m1 + m3))`.
 pub fn dot_q4k_reference(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let mut mins = [0f32; 4];
-    for (xb, yb) in x.iter().zip(y) {
-        let d = yb.d * f16::from_bits(xb.d).to_f32();
-        let dmin = -yb.d * f16::from_bits(xb.dmin).to_f32();
-        let sm = xb.scales_and_mins();
-
-        let sum32 = |s: usize| i32::from(yb.bsums[2 * s]) + i32::from(yb.bsums[2 * s + 1]);
-        for (k, acc) in mins.iter_mut().enumerate() {
-            let prod = i32::from(sm[8 + 2 * k]) * sum32(2 * k)
-                + i32::from(sm[9 + 2 * k]) * sum32(2 * k + 1);
-            *acc = dmin.mul_add(prod as f32, *acc);
-        }
-
-        for (l, lane) in lanes.iter_mut().enumerate() {
-            let mut sum = 0i32;
-            for (s, &sc) in sm[..8].iter().enumerate() {
-                let part: i32 = (32 * s + 4 * l..32 * s + 4 * l + 4)
-                    .map(|i| xb.value(i) * i32::from(yb.qs[i]))
-                    .sum();
-                sum += i32::from(sc) * part;
-            }
-            *lane = d.mul_add(sum as f32, *lane);
-        }
-    }
-    hsum8(&lanes) + ((mins[0] + mins[2]) + (mins[1] + mins[3]))
+    scale_min::dot_reference(x, y)
 }
 
-/// [`dot_q4k_reference`] in the order of ggml's tiled kernel ([`KQuantOrder::Tiled`]): per
-/// superblock the exact integer sums `s1 = sum of sc * q * q8` and `s2 = sum of m * bsum`,
-/// then `r = s1 * x.d` rounded, `r = r - x.dmin * s2` fused, and `acc = acc + r * y.d` fused.
+/// [`dot_q4k_reference`] in the order of ggml's tiled kernel ([`KQuantOrder::Tiled`],
+/// [`scale_min::dot_tiled_reference`]).
 pub fn dot_q4k_tiled_reference(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    let mut acc = 0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let sm = xb.scales_and_mins();
-        let s1: i32 = (0..8)
-            .map(|s| {
-                let part: i32 = (32 * s..32 * s + 32)
-                    .map(|i| xb.value(i) * i32::from(yb.qs[i]))
-                    .sum();
-                i32::from(sm[s]) * part
-            })
-            .sum();
-        let s2: i32 = (0..8)
-            .map(|s| {
-                i32::from(sm[8 + s]) * (i32::from(yb.bsums[2 * s]) + i32::from(yb.bsums[2 * s + 1]))
-            })
-            .sum();
-        let r = s1 as f32 * f16::from_bits(xb.d).to_f32();
-        let r = (-f16::from_bits(xb.dmin).to_f32()).mul_add(s2 as f32, r);
-        acc = r.mul_add(yb.d, acc);
+    scale_min::dot_tiled_reference(x, y)
+}
+
+impl ScaleMin for BlockQ4K {
+    const MINS: scale_min::Mins = scale_min::Mins::FourLanes;
+
+    fn d(&self) -> u16 {
+        self.d
     }
-    acc
+    fn dmin(&self) -> u16 {
+        self.dmin
+    }
+    fn scales_and_mins(&self) -> [u8; 16] {
+        BlockQ4K::scales_and_mins(self)
+    }
+    fn value(&self, i: usize) -> i32 {
+        BlockQ4K::value(self, i)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn values_avx2(&self, j: usize) -> [std::arch::x86_64::__m256i; 2] {
+        use std::arch::x86_64::*;
+        let bits = &self.qs[32 * j..32 * j + 32];
+        // SAFETY: `bits` is 32 readable bytes, loaded unaligned; only inlined into kernels
+        // compiled with AVX2.
+        unsafe {
+            let bits = _mm256_loadu_si256(bits.as_ptr().cast());
+            let m4 = _mm256_set1_epi8(0x0f);
+            [
+                _mm256_and_si256(bits, m4),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+            ]
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[inline(always)]
+    fn values_neon(&self, j: usize) -> [[std::arch::aarch64::int8x16_t; 2]; 2] {
+        use std::arch::aarch64::*;
+        let qs = &self.qs[32 * j..32 * j + 32];
+        // SAFETY: two 16-byte loads of a 32-byte slice; only inlined into kernels compiled
+        // with NEON.
+        unsafe {
+            let bits = [vld1q_u8(qs.as_ptr()), vld1q_u8(qs[16..].as_ptr())];
+            let m4 = vdupq_n_u8(0x0f);
+            [
+                bits.map(|v| vreinterpretq_s8_u8(vandq_u8(v, m4))),
+                bits.map(|v| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v))),
+            ]
+        }
+    }
 }
 
 impl QuantFormat for BlockQ4K {
@@ -188,91 +180,17 @@ kquant_kernels!(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::super::avx2::{
-        act_rows, entry_points, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead,
-        rows_in_tiles, sum_i32x4, sum_i32x8, Madd, ScaledSum, Vnni, TILE,
-    };
+    use super::super::avx2::{entry_points, rows_in_tiles, Madd, Vnni, TILE};
+    use super::super::scale_min::avx2::tile;
     use super::{BlockQ4K, BlockQ8K};
 
     entry_points!(BlockQ4K);
-
-    /// `R` rows of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K` (or, if `TILED`, of its tiled
-    /// kernel's order), unpacking each weight superblock once for all of them, compiled for
-    /// the features `$features` with `S` scaling and adding the sub-block sums.
-    macro_rules! tile {
-        ($name:ident, $features:literal) => {
-            #[target_feature(enable = $features)]
-            fn $name<S: ScaledSum, const R: usize, const TILED: bool>(
-                x: &[BlockQ4K],
-                acts: &[BlockQ8K],
-                out: &mut [f32],
-            ) {
-                let rows = act_rows::<R>(acts, x.len());
-                let m4 = _mm256_set1_epi8(0x0f);
-                let mut acc = [_mm256_setzero_ps(); R];
-                let mut acc_m = [_mm_setzero_ps(); R];
-                let mut tiled = [0f32; R];
-                for (b, xb) in x.iter().enumerate() {
-                    prefetch_ahead(xb);
-                    let xd = f16_to_f32(xb.d);
-                    let xmin = f16_to_f32(xb.dmin);
-                    let sm = xb.scales_and_mins();
-                    let mins = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(load16(&sm)));
-
-                    let mut sumi = [_mm256_setzero_si256(); R];
-                    for j in 0..4 {
-                        // Each sub-block scale in all sixteen 16-bit lanes (ggml shuffles them there).
-                        let scale_l = _mm256_set1_epi16(i16::from(sm[2 * j]));
-                        let scale_h = _mm256_set1_epi16(i16::from(sm[2 * j + 1]));
-                        let bits = load32(&xb.qs[32 * j..]);
-                        let q4l = _mm256_and_si256(bits, m4);
-                        let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
-                        for r in 0..R {
-                            let q8 = &rows[r][b].qs[64 * j..];
-                            let p16l = _mm256_maddubs_epi16(q4l, load32(q8));
-                            let p16h = _mm256_maddubs_epi16(q4h, load32(&q8[32..]));
-                            // ggml adds the two halves' products before the running sum; integer
-                            // sums are exact, so the order does not matter.
-                            sumi[r] = S::add(S::add(sumi[r], scale_l, p16l), scale_h, p16h);
-                        }
-                    }
-
-                    for r in 0..R {
-                        let yb = &rows[r][b];
-                        let d = yb.d * xd;
-                        let dmin = -yb.d * xmin;
-                        let q8sums = load32(&yb.bsums);
-                        let q8s = _mm_hadd_epi16(
-                            _mm256_castsi256_si128(q8sums),
-                            _mm256_extracti128_si256::<1>(q8sums),
-                        );
-                        let prod = _mm_madd_epi16(mins, q8s);
-                        if TILED {
-                            let part = sum_i32x8(sumi[r]) as f32 * xd;
-                            let part = (-xmin).mul_add(sum_i32x4(prod) as f32, part);
-                            tiled[r] = part.mul_add(yb.d, tiled[r]);
-                            continue;
-                        }
-                        acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
-                        acc[r] =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-                    }
-                }
-                for r in 0..R {
-                    out[r] = if TILED {
-                        tiled[r]
-                    } else {
-                        hsum8(acc[r]) + hsum4(acc_m[r])
-                    };
-                }
-            }
-        };
-    }
-
-    tile!(tile_avx2, "avx2,fma,f16c");
-    tile!(tile_vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni");
+    tile!(tile_avx2, BlockQ4K, "avx2,fma,f16c");
+    tile!(
+        tile_vnni,
+        BlockQ4K,
+        "avx2,fma,f16c,avx512f,avx512vl,avx512vnni"
+    );
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use super::private::Kernels;
-use super::{Accumulation, PackedQ4_0, PackedQ4_1, PackedQ8_0, ROWS};
+use super::{Accumulation, PackedQ4_0, PackedQ4_1, PackedQ5_1, PackedQ8_0, ROWS};
 use crate::quant::ActBlock;
 
 /// Products of unsigned bytes with signed bytes, summed in fours into eight i32 lanes. Every
@@ -183,6 +183,39 @@ impl Tile for PackedQ4_1 {
     }
 }
 
+impl Tile for PackedQ5_1 {
+    const SIGNED: bool = false;
+    const HAS_MINS: bool = true;
+
+    #[inline(always)]
+    fn scale_vector(&self) -> __m256 {
+        widen(&self.d)
+    }
+    #[inline(always)]
+    fn min_vector(&self) -> __m256 {
+        widen(&self.m)
+    }
+    #[inline(always)]
+    fn lane_pair(&self, j: usize) -> [__m256i; 2] {
+        interleaved_pair(&self.qs, j)
+    }
+}
+
+/// Lanes `j` and `j + 4` of values interleaved four bytes at a time: bytes `32j .. 32j + 32`
+/// and `32(j + 4) .. 32(j + 4) + 32`.
+#[inline(always)]
+fn interleaved_pair<T>(qs: &[T; 32 * ROWS], j: usize) -> [__m256i; 2] {
+    const { assert!(size_of::<T>() == 1) };
+    // SAFETY: `qs` holds eight 32-byte loads, unaligned; only inlined into kernels compiled
+    // with AVX2.
+    unsafe {
+        [
+            _mm256_loadu_si256(qs.as_ptr().add(32 * j).cast()),
+            _mm256_loadu_si256(qs.as_ptr().add(32 * (j + 4)).cast()),
+        ]
+    }
+}
+
 impl Tile for PackedQ8_0 {
     const SIGNED: bool = true;
     const OFFSET: i32 = 128;
@@ -203,14 +236,7 @@ impl Tile for PackedQ8_0 {
     }
     #[inline(always)]
     fn lane_pair(&self, j: usize) -> [__m256i; 2] {
-        // SAFETY: `qs` holds eight 32-byte loads, unaligned; only inlined into kernels
-        // compiled with AVX2.
-        unsafe {
-            [
-                _mm256_loadu_si256(self.qs.as_ptr().add(32 * j).cast()),
-                _mm256_loadu_si256(self.qs.as_ptr().add(32 * (j + 4)).cast()),
-            ]
-        }
+        interleaved_pair(&self.qs, j)
     }
 }
 
@@ -819,4 +845,5 @@ macro_rules! kernels {
 
 kernels!(PackedQ4_0);
 kernels!(PackedQ4_1);
+kernels!(PackedQ5_1);
 kernels!(PackedQ8_0);

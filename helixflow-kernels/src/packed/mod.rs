@@ -22,7 +22,7 @@ mod avx2;
 
 use crate::dot::{dot_blocks, dot_scalar, Isa, WeightBlock};
 use crate::format::QuantFormat;
-use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BLOCK};
+use crate::quant::{ActBlock, BlockQ4_0, BlockQ4_1, BlockQ5_1, BlockQ8_0, BLOCK};
 
 /// Weight rows per packed block.
 pub const ROWS: usize = 8;
@@ -49,6 +49,19 @@ pub struct PackedQ4_1 {
     pub m: [u16; ROWS],
     /// The rows' nibbles, interleaved.
     pub qs: [u8; 16 * ROWS],
+}
+
+/// Block `b` of eight `Q5_1` rows: scales, minimums, then values (bytes, 0..32) interleaved as
+/// in [`PackedQ8_0`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct PackedQ5_1 {
+    /// Each row's scale, f16 bits.
+    pub d: [u16; ROWS],
+    /// Each row's minimum, f16 bits.
+    pub m: [u16; ROWS],
+    /// The rows' values, interleaved.
+    pub qs: [u8; 32 * ROWS],
 }
 
 /// Block `b` of eight `Q8_0` rows: scales, then values interleaved four at a time (bytes
@@ -133,6 +146,32 @@ impl PackedFormat for PackedQ4_1 {
 
     fn unpack(&self, row: usize) -> BlockQ4_1 {
         BlockQ4_1 {
+            d: self.d[row],
+            m: self.m[row],
+            qs: deinterleave(&self.qs, row),
+        }
+    }
+}
+
+impl PackedFormat for PackedQ5_1 {
+    type Block = BlockQ5_1;
+
+    fn pack(rows: [Option<&BlockQ5_1>; ROWS]) -> Self {
+        const ZERO: BlockQ5_1 = BlockQ5_1 {
+            d: 0,
+            m: 0,
+            qs: [0; 32],
+        };
+        let rows = rows.map(|r| r.unwrap_or(&ZERO));
+        Self {
+            d: rows.map(|r| r.d),
+            m: rows.map(|r| r.m),
+            qs: interleave(rows.map(|r| &r.qs)),
+        }
+    }
+
+    fn unpack(&self, row: usize) -> BlockQ5_1 {
+        BlockQ5_1 {
             d: self.d[row],
             m: self.m[row],
             qs: deinterleave(&self.qs, row),

@@ -21,6 +21,14 @@ fn q4_1(rng: &mut StdRng) -> BlockQ4_1 {
     }
 }
 
+fn q5_1(rng: &mut StdRng) -> BlockQ5_1 {
+    BlockQ5_1 {
+        d: scale(rng),
+        m: scale(rng),
+        qs: std::array::from_fn(|_| rng.random_range(0u8..32)),
+    }
+}
+
 fn q8_0(rng: &mut StdRng) -> BlockQ8_0 {
     // The full signed range, -128 included: a GGUF file may hold it.
     BlockQ8_0 {
@@ -69,6 +77,7 @@ where
 fn packing_round_trips() {
     round_trip::<PackedQ4_0>(q4_0);
     round_trip::<PackedQ4_1>(q4_1);
+    round_trip::<PackedQ5_1>(q5_1);
     round_trip::<PackedQ8_0>(q8_0);
 }
 
@@ -135,6 +144,11 @@ fn q4_0_kernels_match_the_reference() {
 #[test]
 fn q4_1_kernels_match_the_reference() {
     check::<PackedQ4_1>(q4_1, ActFormat::Q8_1);
+}
+
+#[test]
+fn q5_1_kernels_match_the_reference() {
+    check::<PackedQ5_1>(q5_1, ActFormat::Q8_1);
 }
 
 #[test]

@@ -1,0 +1,228 @@
+//! What `Q4_K` and `Q5_K` share: eight 32-value sub-blocks of unsigned values under 6-bit
+//! sub-block scales and mins (ggml's `get_scale_min_k4` packing) and two f16 superblock
+//! scales, each weight `q * d * sc - dmin * m`. The formats differ in their values' width and
+//! in how ggml's AVX2 kernel adds up the mins' term ([`Mins`]); the reference dot products and
+//! the vector kernels here take both from [`ScaleMin`].
+
+use half::f16;
+
+use super::BlockQ8K;
+use crate::math::hsum8;
+
+/// How ggml's AVX2 `vec_dot` adds `dmin` times the mins' products into the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mins {
+    /// `Q4_K`: four f32 lanes, lane `k` taking `m[2k] * s[2k] + m[2k + 1] * s[2k + 1]` with a
+    /// fused multiply-add per superblock, reduced `(m0 + m2) + (m1 + m3)` at the end.
+    FourLanes,
+    /// `Q5_K`: the whole superblock's integer sum `Σ m[s] * s[s]`, added into one f32 with a
+    /// fused multiply-add (ggml's `summs += dmin * sum`, which the compiler contracts).
+    OneSum,
+}
+
+/// A superblock format with [`scales_and_mins_k4`] scales and mins.
+pub trait ScaleMin: Copy + Send + Sync {
+    /// How the lanes order adds the mins' term.
+    const MINS: Mins;
+
+    /// Superblock scale of the sub-block scales, f16 bits.
+    fn d(&self) -> u16;
+    /// Superblock scale of the sub-block mins, f16 bits.
+    fn dmin(&self) -> u16;
+    /// The eight sub-block scales followed by the eight sub-block mins.
+    fn scales_and_mins(&self) -> [u8; 16];
+    /// Value `i` (0..256) before scaling, unsigned.
+    fn value(&self, i: usize) -> i32;
+
+    /// Values `64j..64j + 32` and `64j + 32..64j + 64` as unsigned bytes. Only called from
+    /// kernels compiled with AVX2.
+    #[cfg(target_arch = "x86_64")]
+    fn values_avx2(&self, j: usize) -> [std::arch::x86_64::__m256i; 2];
+
+    /// Values `64j..64j + 32` (two vectors) and `64j + 32..64j + 64` as bytes. Only called
+    /// from kernels compiled with NEON.
+    #[cfg(target_arch = "aarch64")]
+    fn values_neon(&self, j: usize) -> [[std::arch::aarch64::int8x16_t; 2]; 2];
+}
+
+/// The eight sub-block scales followed by the eight sub-block mins of a 12-byte packing
+/// (ggml's `get_scale_min_k4`): the first four of each are the low six bits of bytes 0..4 and
+/// 4..8; the last four take their low nibbles from bytes 8..12 and their top two bits from
+/// the top bits of bytes 0..4 (scales) and 4..8 (mins).
+pub fn scales_and_mins_k4(q: &[u8; 12]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for j in 0..4 {
+        out[j] = q[j] & 63;
+        out[8 + j] = q[j + 4] & 63;
+        out[4 + j] = (q[j + 8] & 0x0f) | ((q[j] >> 6) << 4);
+        out[12 + j] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+    }
+    out
+}
+
+/// The sum of the 32 activation values of sub-block `s` (two of ggml's 16-value `bsums`).
+fn sum32(yb: &BlockQ8K, s: usize) -> i32 {
+    i32::from(yb.bsums[2 * s]) + i32::from(yb.bsums[2 * s + 1])
+}
+
+/// The reference dot product in the order of ggml's AVX2 `vec_dot` of the format:
+///
+/// - per superblock `d = y.d * x.d` and `dmin = -y.d * x.dmin`;
+/// - lane `l` of eight takes the exact integer `sum over sub-blocks s of sc[s] * (sum of
+///   q * q8 over values 32s + 4l..32s + 4l + 4)` and adds `d` times it with a fused
+///   multiply-add;
+/// - the mins' term as [`ScaleMin::MINS`] says;
+/// - the result is `hsum8(lanes)` plus the mins' term.
+pub fn dot_reference<B: ScaleMin>(x: &[B], y: &[BlockQ8K]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut mins = [0f32; 4];
+    let mut summs = 0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let d = yb.d * f16::from_bits(xb.d()).to_f32();
+        let dmin = -yb.d * f16::from_bits(xb.dmin()).to_f32();
+        let sm = xb.scales_and_mins();
+
+        let prods: [i32; 4] = std::array::from_fn(|k| {
+            i32::from(sm[8 + 2 * k]) * sum32(yb, 2 * k)
+                + i32::from(sm[9 + 2 * k]) * sum32(yb, 2 * k + 1)
+        });
+        match B::MINS {
+            Mins::FourLanes => {
+                for (acc, prod) in mins.iter_mut().zip(prods) {
+                    *acc = dmin.mul_add(prod as f32, *acc);
+                }
+            }
+            Mins::OneSum => summs = dmin.mul_add(prods.iter().sum::<i32>() as f32, summs),
+        }
+
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let mut sum = 0i32;
+            for (s, &sc) in sm[..8].iter().enumerate() {
+                let part: i32 = (32 * s + 4 * l..32 * s + 4 * l + 4)
+                    .map(|i| xb.value(i) * i32::from(yb.qs[i]))
+                    .sum();
+                sum += i32::from(sc) * part;
+            }
+            *lane = d.mul_add(sum as f32, *lane);
+        }
+    }
+    hsum8(&lanes)
+        + match B::MINS {
+            Mins::FourLanes => (mins[0] + mins[2]) + (mins[1] + mins[3]),
+            Mins::OneSum => summs,
+        }
+}
+
+/// [`dot_reference`] in the order of ggml's tiled kernel ([`super::KQuantOrder::Tiled`], one
+/// instantiation for both formats): per superblock the exact integer sums `s1 = sum of
+/// sc * q * q8` and `s2 = sum of m * bsum`, then `r = s1 * x.d` rounded, `r = r - x.dmin * s2`
+/// fused, and `acc = acc + r * y.d` fused.
+pub fn dot_tiled_reference<B: ScaleMin>(x: &[B], y: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let sm = xb.scales_and_mins();
+        let s1: i32 = (0..8)
+            .map(|s| {
+                let part: i32 = (32 * s..32 * s + 32)
+                    .map(|i| xb.value(i) * i32::from(yb.qs[i]))
+                    .sum();
+                i32::from(sm[s]) * part
+            })
+            .sum();
+        let s2: i32 = (0..8).map(|s| i32::from(sm[8 + s]) * sum32(yb, s)).sum();
+        let r = s1 as f32 * f16::from_bits(xb.d()).to_f32();
+        let r = (-f16::from_bits(xb.dmin()).to_f32()).mul_add(s2 as f32, r);
+        acc = r.mul_add(yb.d, acc);
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2 {
+    /// `tile!(name, Block, features)`: `R` rows of ggml's AVX2 `vec_dot` of `Block` (or, if
+    /// `TILED`, of its tiled kernel's order), unpacking each weight superblock once for all
+    /// of them, compiled for `features` with `S` scaling and adding the sub-block sums.
+    macro_rules! tile {
+        ($name:ident, $block:ty, $features:literal) => {
+            #[target_feature(enable = $features)]
+            fn $name<S: super::super::avx2::ScaledSum, const R: usize, const TILED: bool>(
+                x: &[$block],
+                acts: &[BlockQ8K],
+                out: &mut [f32],
+            ) {
+                use std::arch::x86_64::*;
+
+                use super::super::avx2::{
+                    act_rows, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead, sum_i32x4,
+                    sum_i32x8,
+                };
+                use super::super::scale_min::{Mins, ScaleMin};
+
+                let rows = act_rows::<R>(acts, x.len());
+                let mut acc = [_mm256_setzero_ps(); R];
+                let mut acc_m = [_mm_setzero_ps(); R];
+                let mut scalar = [0f32; R];
+                for (b, xb) in x.iter().enumerate() {
+                    prefetch_ahead(xb);
+                    let xd = f16_to_f32(xb.d());
+                    let xmin = f16_to_f32(xb.dmin());
+                    let sm = xb.scales_and_mins();
+                    let mins = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(load16(&sm)));
+
+                    let mut sumi = [_mm256_setzero_si256(); R];
+                    for j in 0..4 {
+                        // Each sub-block scale in all sixteen 16-bit lanes (ggml shuffles them there).
+                        let scale_l = _mm256_set1_epi16(i16::from(sm[2 * j]));
+                        let scale_h = _mm256_set1_epi16(i16::from(sm[2 * j + 1]));
+                        let [ql, qh] = xb.values_avx2(j);
+                        for r in 0..R {
+                            let q8 = &rows[r][b].qs[64 * j..];
+                            let p16l = _mm256_maddubs_epi16(ql, load32(q8));
+                            let p16h = _mm256_maddubs_epi16(qh, load32(&q8[32..]));
+                            // ggml adds the two halves' products before the running sum; integer
+                            // sums are exact, so the order does not matter.
+                            sumi[r] = S::add(S::add(sumi[r], scale_l, p16l), scale_h, p16h);
+                        }
+                    }
+
+                    for r in 0..R {
+                        let yb = &rows[r][b];
+                        let d = yb.d * xd;
+                        let dmin = -yb.d * xmin;
+                        let q8sums = load32(&yb.bsums);
+                        let q8s = _mm_hadd_epi16(
+                            _mm256_castsi256_si128(q8sums),
+                            _mm256_extracti128_si256::<1>(q8sums),
+                        );
+                        let prod = _mm_madd_epi16(mins, q8s);
+                        if TILED {
+                            let part = sum_i32x8(sumi[r]) as f32 * xd;
+                            let part = (-xmin).mul_add(sum_i32x4(prod) as f32, part);
+                            scalar[r] = part.mul_add(yb.d, scalar[r]);
+                            continue;
+                        }
+                        match <$block as ScaleMin>::MINS {
+                            Mins::FourLanes => {
+                                acc_m[r] =
+                                    _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r])
+                            }
+                            Mins::OneSum => {
+                                scalar[r] = dmin.mul_add(sum_i32x4(prod) as f32, scalar[r])
+                            }
+                        }
+                        acc[r] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                    }
+                }
+                for r in 0..R {
+                    out[r] = match (TILED, <$block as ScaleMin>::MINS) {
+                        (true, _) => scalar[r],
+                        (false, Mins::FourLanes) => hsum8(acc[r]) + hsum4(acc_m[r]),
+                        (false, Mins::OneSum) => hsum8(acc[r]) + scalar[r],
+                    };
+                }
+            }
+        };
+    }
+    pub(in crate::kquant) use tile;
+}

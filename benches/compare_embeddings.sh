@@ -32,8 +32,15 @@ if ! "$venv/bin/python" -c 'import onnxruntime, onnx, numpy, tokenizers' 2>/dev/
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q onnxruntime==1.23.2 onnx==1.19.1 numpy tokenizers==0.23.3 >&2
 fi
-cargo build --release --quiet --bin helixflow
-helixflow="${CARGO_TARGET_DIR:-target}/release/helixflow"
+# HELIXFLOW_BENCH_PROFILE=debug runs the debug build: a check of the script's plumbing (CI's),
+# whose figures mean nothing.
+profile=${HELIXFLOW_BENCH_PROFILE:-release}
+case "$profile" in
+  release) cargo build --release --quiet --bin helixflow ;;
+  debug) cargo build --quiet --bin helixflow ;;
+  *) echo "HELIXFLOW_BENCH_PROFILE is release or debug" >&2; exit 2 ;;
+esac
+helixflow="${CARGO_TARGET_DIR:-target}/$profile/helixflow"
 model=$("$helixflow" models pull all-minilm-l6-v2 | sed -n 's/.* is at //p')
 [ -d "$model" ] || { echo "could not find the default embedding model" >&2; exit 1; }
 tmp=$(mktemp -d)

@@ -108,8 +108,15 @@ fi
 python=$(bash benches/llama_cpp_venv.sh)
 llama=("$python" benches/llama_cpp_bench.py)
 
-cargo build --release --quiet --bin helixflow
-helixflow="${CARGO_TARGET_DIR:-target}/release/helixflow"
+# HELIXFLOW_BENCH_PROFILE=debug runs the debug build: a check of the script's plumbing (CI's),
+# whose figures mean nothing.
+profile=${HELIXFLOW_BENCH_PROFILE:-release}
+case "$profile" in
+  release) cargo build --release --quiet --bin helixflow ;;
+  debug) cargo build --quiet --bin helixflow ;;
+  *) echo "HELIXFLOW_BENCH_PROFILE is release or debug" >&2; exit 2 ;;
+esac
+helixflow="${CARGO_TARGET_DIR:-target}/$profile/helixflow"
 pulled() { "$helixflow" models pull "$1" | sed -n 's/.* is at //p'; }
 original=$(pulled smollm2-135m-instruct)
 [ -f "$original" ] || { echo "could not find the default chat model" >&2; exit 1; }

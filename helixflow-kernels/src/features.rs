@@ -44,6 +44,25 @@ fn detect_avx512_vnni() -> bool {
     false
 }
 
+/// Whether this CPU has AVX-512F on 512-bit registers (the f32 products of [`crate::sgemm`]);
+/// `HELIXFLOW_NO_AVX512` turns it off.
+pub fn has_avx512f() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(detect_avx512f)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_avx512f() -> bool {
+    has_avx2_fma()
+        && std::env::var_os("HELIXFLOW_NO_AVX512").is_none()
+        && is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_avx512f() -> bool {
+    false
+}
+
 /// Whether this CPU has NEON (every aarch64 CPU does; `HELIXFLOW_NO_SIMD` says no, which
 /// forces the scalar reference path as on x86).
 pub fn has_neon() -> bool {

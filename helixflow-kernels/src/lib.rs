@@ -16,8 +16,9 @@
 //! kernels share the scale products and the weight unpacking among eight outputs and still
 //! compute each output in ggml's order, bit for bit.
 //!
-//! [`encoder`] holds the element-wise kernels of f32 sentence encoders, which need speed
-//! rather than another program's bits.
+//! [`encoder`] and [`sgemm`] hold the kernels of f32 sentence encoders (element-wise
+//! operations, and matrix products against weights packed at load), which need speed rather
+//! than another program's bits.
 
 pub mod dot;
 pub mod encoder;
@@ -32,5 +33,6 @@ pub mod packed;
 pub mod pool;
 pub mod quant;
 pub mod reference;
+pub mod sgemm;
 #[cfg(test)]
 mod test_support;

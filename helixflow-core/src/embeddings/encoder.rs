@@ -2,12 +2,12 @@
 //!
 //! A batch's sequences are stacked as rows without padding: every operation but attention
 //! works token by token, so padding would only cost work, and attention runs per sequence and
-//! head over that sequence's rows alone. The projections are the `gemm` crate's f32 products
-//! (the kernels candle's matmul calls, without its copies and layout changes around them),
-//! with the bias (and, for the two output projections, the residual) written into the output
-//! first and the product added to it; the query, key and value projections are one matrix.
-//! GELU and LayerNorm are vectorised ([`helixflow_kernels::encoder`]), softmax takes ggml's
-//! vector `expf`. The arithmetic is Hugging Face's `BertModel` up to the order of sums, which
+//! head over that sequence's rows alone. The projections multiply with weights packed once at
+//! load ([`PackedF32`]), the bias (and, for the two output projections, the residual) written
+//! into the output first and the product added to it; the query, key and value projections
+//! are one matrix. Attention packs each head's keys and values the same way. GELU and
+//! LayerNorm are vectorised ([`helixflow_kernels::encoder`]), softmax takes ggml's vector
+//! `expf`. The arithmetic is Hugging Face's `BertModel` up to the order of sums, which
 //! moves an embedding's cosine to the reference by less than 1e-6.
 
 use std::cell::RefCell;
@@ -16,30 +16,41 @@ use std::path::Path;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use candle_transformers::models::bert::{Config, HiddenAct};
-use gemm::{gemm, Parallelism};
 use helixflow_kernels::encoder::{gelu_erf, layer_norm_rows};
 use helixflow_kernels::math::{gelu_tanh, softmax_numerators};
 use helixflow_kernels::pool::Pool;
+use helixflow_kernels::sgemm::PackedF32;
 
 use crate::error::{Error, Result};
 
 /// Rows of a per-row operation (LayerNorm, GELU) per pool task.
 const ROWS_PER_TASK: usize = 16;
 
-/// A dense layer: `y = x · Wᵀ + b`, `W` stored `[out, in]` as in the file.
+/// A dense layer: `y = x · Wᵀ + b`.
 struct Linear {
-    weight: Vec<f32>,
+    weight: PackedF32,
     bias: Vec<f32>,
-    inputs: usize,
-    outputs: usize,
 }
 
 impl Linear {
+    /// From `W` stored `[outputs, inputs]` as in the file.
+    fn new(weight: &[f32], bias: Vec<f32>, outputs: usize, inputs: usize) -> Self {
+        Self {
+            weight: PackedF32::new(weight, outputs, inputs),
+            bias,
+        }
+    }
+
+    fn outputs(&self) -> usize {
+        self.weight.n()
+    }
+
     /// `out` (`rows × outputs`) = `x · Wᵀ + b`, plus `residual` where given (the same shape
     /// as `out`).
     fn forward(&self, x: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
-        let rows = x.len() / self.inputs;
-        debug_assert_eq!(out.len(), rows * self.outputs);
+        let (inputs, outputs) = (self.weight.k(), self.weight.n());
+        let rows = x.len() / inputs;
+        debug_assert_eq!(out.len(), rows * outputs);
         match residual {
             Some(residual) => {
                 for (o, (r, b)) in out
@@ -50,48 +61,12 @@ impl Linear {
                 }
             }
             None => {
-                for row in out.chunks_exact_mut(self.outputs) {
+                for row in out.chunks_exact_mut(outputs) {
                     row.copy_from_slice(&self.bias);
                 }
             }
         }
-        if rows == 0 {
-            return;
-        }
-        // SAFETY: `x` is `rows × inputs` row-major, the weight `outputs × inputs` row-major
-        // (read as its transpose: element (k, j) at `j * inputs + k`), and `out`
-        // `rows × outputs` row-major; every index the product touches lies inside them.
-        unsafe {
-            gemm(
-                rows,
-                self.outputs,
-                self.inputs,
-                out.as_mut_ptr(),
-                1,
-                self.outputs as isize,
-                true,
-                x.as_ptr(),
-                1,
-                self.inputs as isize,
-                self.weight.as_ptr(),
-                self.inputs as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism(),
-            );
-        }
-    }
-}
-
-/// The `gemm` crate's threads: as many as HelixFlow's pool has.
-fn parallelism() -> Parallelism {
-    match Pool::global().threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
+        self.weight.matmul_add(x, inputs, out, outputs, rows, true);
     }
 }
 
@@ -158,12 +133,16 @@ impl Tensors<'_> {
     }
 
     fn linear(&self, name: &str, outputs: usize, inputs: usize) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.get(&format!("{name}.weight"), &[outputs, inputs])?,
-            bias: self.get(&format!("{name}.bias"), &[outputs])?,
-            inputs,
-            outputs,
-        })
+        let (weight, bias) = self.dense(name, outputs, inputs)?;
+        Ok(Linear::new(&weight, bias, outputs, inputs))
+    }
+
+    /// A dense layer's weight and bias as read (to be stacked with others).
+    fn dense(&self, name: &str, outputs: usize, inputs: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            self.get(&format!("{name}.weight"), &[outputs, inputs])?,
+            self.get(&format!("{name}.bias"), &[outputs])?,
+        ))
     }
 
     fn norm(&self, name: &str, width: usize) -> Result<Norm> {
@@ -200,21 +179,14 @@ impl BertEncoder {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
-            let parts = ["query", "key", "value"]
-                .map(|n| t.linear(&format!("{p}.attention.self.{n}"), h, h));
-            let mut qkv = Linear {
-                weight: Vec::with_capacity(3 * h * h),
-                bias: Vec::with_capacity(3 * h),
-                inputs: h,
-                outputs: 3 * h,
-            };
-            for part in parts {
-                let part = part?;
-                qkv.weight.extend(part.weight);
-                qkv.bias.extend(part.bias);
+            let (mut weight, mut bias) = (Vec::with_capacity(3 * h * h), Vec::with_capacity(3 * h));
+            for part in ["query", "key", "value"] {
+                let (w, b) = t.dense(&format!("{p}.attention.self.{part}"), h, h)?;
+                weight.extend(w);
+                bias.extend(b);
             }
             layers.push(Layer {
-                qkv,
+                qkv: Linear::new(&weight, bias, 3 * h, h),
                 attention_out: t.linear(&format!("{p}.attention.output.dense"), h, h)?,
                 attention_norm: t.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
                 intermediate: t.linear(&format!("{p}.intermediate.dense"), i, h)?,
@@ -283,7 +255,7 @@ impl BertEncoder {
         let mut qkv = vec![0f32; tokens * 3 * h];
         let mut context = vec![0f32; tokens * h];
         let mut attended = vec![0f32; tokens * h];
-        let inner = self.layers.first().map_or(0, |l| l.intermediate.outputs);
+        let inner = self.layers.first().map_or(0, |l| l.intermediate.outputs());
         let mut intermediate = vec![0f32; tokens * inner];
         for layer in &self.layers {
             layer.qkv.forward(&x, None, &mut qkv);
@@ -309,83 +281,58 @@ impl BertEncoder {
         let d = h / heads;
         let scale = 1.0 / (d as f32).sqrt();
         let stride = 3 * h;
+        context.fill(0.0);
         let out = SendPtr(context.as_mut_ptr());
         Pool::global().for_each(spans.len() * heads, |task| {
             let ((first, len), head) = (spans[task / heads], task % heads);
             if len == 0 {
                 return;
             }
-            let q = &qkv[first * stride + head * d..];
-            let k = &qkv[first * stride + h + head * d..];
-            let v = &qkv[first * stride + 2 * h + head * d..];
-            SCORES.with_borrow_mut(|scores| {
+            let at = |row: usize, part: usize, col: usize| {
+                qkv[(first + row) * stride + part * h + head * d + col]
+            };
+            SCRATCH.with_borrow_mut(|(keys, values, scores)| {
+                // Scores: the queries times the keys (as a `len × d` matrix).
+                keys.refill(len, d, |j, c| at(j, 1, c));
                 scores.clear();
                 scores.resize(len * len, 0.0);
-                // SAFETY: the query and key rows are `len` rows `stride` apart, `d` values
-                // each, inside `qkv`; `scores` is `len × len`.
-                unsafe {
-                    gemm(
-                        len,
-                        len,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        len as isize,
-                        false,
-                        q.as_ptr(),
-                        1,
-                        stride as isize,
-                        k.as_ptr(),
-                        stride as isize,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
+                let queries = qkv[first * stride + head * d..].as_ptr();
+                // SAFETY: the query rows are `len` rows of `d` values `stride` apart inside
+                // `qkv`; `scores` is this thread's `len × len`.
+                unsafe { keys.matmul_add_unshared(queries, stride, scores.as_mut_ptr(), len, len) };
                 for row in scores.chunks_exact_mut(len) {
+                    row.iter_mut().for_each(|s| *s *= scale);
                     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let sum = softmax_numerators(row, max);
                     let inverse = (1.0 / sum) as f32;
                     row.iter_mut().for_each(|p| *p *= inverse);
                 }
-                // SAFETY: `scores` is `len × len`, the value rows as the query rows; the
-                // task writes head `head`'s `d` columns of its sequence's `len` rows of
-                // `context`, which no other task writes, and `context` outlives the loop.
+                // The context: the probabilities times the values (as a `d × len` matrix).
+                values.refill(d, len, |c, j| at(j, 2, c));
+                // SAFETY: `scores` is `len × len`; the task adds into head `head`'s `d`
+                // columns of its sequence's `len` rows of `context`, which no other task
+                // touches, and `context` outlives the loop.
                 unsafe {
-                    gemm(
-                        len,
-                        d,
+                    values.matmul_add_unshared(
+                        scores.as_ptr(),
                         len,
                         out.get().add(first * h + head * d),
-                        1,
-                        h as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        len as isize,
-                        v.as_ptr(),
-                        1,
-                        stride as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
+                        h,
+                        len,
+                    )
+                };
             });
         });
     }
 }
 
 thread_local! {
-    /// Each thread's attention scores, kept between calls.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's packed keys and values and attention scores, kept between calls.
+    static SCRATCH: RefCell<(PackedF32, PackedF32, Vec<f32>)> = RefCell::new((
+        PackedF32::from_fn(0, 0, |_, _| 0.0),
+        PackedF32::from_fn(0, 0, |_, _| 0.0),
+        Vec::new(),
+    ));
 }
 
 /// A pointer to the context rows, which the attention tasks write apart.

@@ -169,6 +169,9 @@ impl QuantFormat for BlockQ4K {
     fn dot_rows_tiled(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
         dot_rows_with(Isa::best(), KQuantOrder::Tiled, x, acts, out);
     }
+    fn dot_matrix(x: &[Self], nb: usize, acts: &[BlockQ8K], out: &mut [f32]) {
+        super::dot_matrix_with(Isa::best(), KQuantOrder::Lanes, x, nb, acts, out);
+    }
 }
 
 kquant_kernels!(

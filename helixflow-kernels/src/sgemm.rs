@@ -433,6 +433,7 @@ mod tests {
     #[test]
     fn products_match_the_f64_reference_on_every_kernel() {
         let mut rng = StdRng::seed_from_u64(3);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut kernels = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {

@@ -144,10 +144,56 @@ pub fn dot_matrix_with<W: KQuantKernels>(
     }
 }
 
-/// `impl KQuantKernels for $block`: `$reference`, the `rows_avx2` and `rows_vnni` of the
-/// format's `avx2` module, and `neon::$neon`.
-macro_rules! kquant_kernels {
-    ($block:ty, $reference:path, $tiled_reference:path, $neon:ident) => {
+/// `impl QuantFormat` (ggml's name `$name`) and `impl KQuantKernels` for `$block`:
+/// `$reference` and `$tiled_reference`, the kernels of the format's `avx2` module, and
+/// `neon::$neon`.
+macro_rules! kquant_format {
+    ($block:ty, $name:literal, $reference:path, $tiled_reference:path, $neon:ident) => {
+        impl $crate::format::QuantFormat for $block {
+            type Act = BlockQ8K;
+            const NAME: &'static str = $name;
+            const BLOCK_VALUES: usize = QK_K;
+            const BYTES: usize = <$block>::BYTES;
+
+            fn parse_all(bytes: &[u8]) -> Vec<Self> {
+                <$block>::parse_all(bytes)
+            }
+            fn dequantize(&self, out: &mut [f32]) {
+                <$block>::dequantize(self, out)
+            }
+            fn quantize_acts(x: &[f32], out: &mut [BlockQ8K]) {
+                $crate::kquant::quantize_row_q8k(x, out)
+            }
+            fn dot_reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
+                $reference(x, y)
+            }
+            fn dot_rows(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+                let isa = $crate::dot::Isa::best();
+                $crate::kquant::dot_rows_with(
+                    isa,
+                    $crate::kquant::KQuantOrder::Lanes,
+                    x,
+                    acts,
+                    out,
+                );
+            }
+            const HAS_TILED_ORDER: bool = true;
+            fn dot_rows_tiled(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
+                let isa = $crate::dot::Isa::best();
+                $crate::kquant::dot_rows_with(
+                    isa,
+                    $crate::kquant::KQuantOrder::Tiled,
+                    x,
+                    acts,
+                    out,
+                );
+            }
+            fn dot_matrix(x: &[Self], nb: usize, acts: &[BlockQ8K], out: &mut [f32]) {
+                let (isa, order) = ($crate::dot::Isa::best(), $crate::kquant::KQuantOrder::Lanes);
+                $crate::kquant::dot_matrix_with(isa, order, x, nb, acts, out);
+            }
+        }
+
         impl KQuantKernels for $block {
             fn reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
                 $reference(x, y)
@@ -199,7 +245,7 @@ macro_rules! kquant_kernels {
         }
     };
 }
-use kquant_kernels;
+use kquant_format;
 
 /// A K-quant format's reference dot product and its vector kernels, for [`dot_rows_with`].
 pub trait KQuantKernels: Sized {

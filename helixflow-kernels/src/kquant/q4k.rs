@@ -5,11 +5,7 @@
 use half::f16;
 
 use super::scale_min::{self, scales_and_mins_k4, ScaleMin};
-use super::{
-    dot_rows_with, kquant_kernels, le16, parse, BlockQ8K, KQuantKernels, KQuantOrder, QK_K,
-};
-use crate::dot::Isa;
-use crate::format::QuantFormat;
+use super::{kquant_format, le16, parse, BlockQ8K, KQuantKernels, QK_K};
 
 /// ggml's `block_q4_K`.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +83,7 @@ pub fn dot_q4k_reference(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     scale_min::dot_reference(x, y)
 }
 
-/// [`dot_q4k_reference`] in the order of ggml's tiled kernel ([`KQuantOrder::Tiled`],
+/// [`dot_q4k_reference`] in the order of ggml's tiled kernel ([`super::KQuantOrder::Tiled`],
 /// [`scale_min::dot_tiled_reference`]).
 pub fn dot_q4k_tiled_reference(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     scale_min::dot_tiled_reference(x, y)
@@ -144,38 +140,9 @@ impl ScaleMin for BlockQ4K {
     }
 }
 
-impl QuantFormat for BlockQ4K {
-    type Act = BlockQ8K;
-    const NAME: &'static str = "Q4_K";
-    const BLOCK_VALUES: usize = QK_K;
-    const BYTES: usize = BlockQ4K::BYTES;
-
-    fn parse_all(bytes: &[u8]) -> Vec<Self> {
-        BlockQ4K::parse_all(bytes)
-    }
-    fn dequantize(&self, out: &mut [f32]) {
-        BlockQ4K::dequantize(self, out)
-    }
-    fn quantize_acts(x: &[f32], out: &mut [BlockQ8K]) {
-        super::quantize_row_q8k(x, out)
-    }
-    fn dot_reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
-        dot_q4k_reference(x, y)
-    }
-    fn dot_rows(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        dot_rows_with(Isa::best(), KQuantOrder::Lanes, x, acts, out);
-    }
-    const HAS_TILED_ORDER: bool = true;
-    fn dot_rows_tiled(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        dot_rows_with(Isa::best(), KQuantOrder::Tiled, x, acts, out);
-    }
-    fn dot_matrix(x: &[Self], nb: usize, acts: &[BlockQ8K], out: &mut [f32]) {
-        super::dot_matrix_with(Isa::best(), KQuantOrder::Lanes, x, nb, acts, out);
-    }
-}
-
-kquant_kernels!(
+kquant_format!(
     BlockQ4K,
+    "Q4_K",
     dot_q4k_reference,
     dot_q4k_tiled_reference,
     q4k_rows

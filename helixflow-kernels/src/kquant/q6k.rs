@@ -3,11 +3,7 @@
 
 use half::f16;
 
-use super::{
-    dot_rows_with, kquant_kernels, le16, parse, BlockQ8K, KQuantKernels, KQuantOrder, QK_K,
-};
-use crate::dot::Isa;
-use crate::format::QuantFormat;
+use super::{kquant_format, le16, parse, BlockQ8K, KQuantKernels, QK_K};
 use crate::math::hsum8;
 
 /// ggml's `block_q6_K`.
@@ -96,7 +92,7 @@ fn offset_sum(xb: &BlockQ6K, yb: &BlockQ8K, l: usize) -> i32 {
         + i32::from(yb.bsums[2 * l + 1]) * i32::from(xb.scales[2 * l + 1])
 }
 
-/// [`dot_q6k_reference`] in the order of ggml's tiled kernel ([`KQuantOrder::Tiled`]): per
+/// [`dot_q6k_reference`] in the order of ggml's tiled kernel ([`super::KQuantOrder::Tiled`]): per
 /// superblock the exact integer `s1 = sum of sc * (q * q8 - 32 * bsum)` over the sixteen
 /// sub-blocks (`q` unsigned), then `r = s1 * x.d` rounded and `acc = acc + r * y.d` fused.
 pub fn dot_q6k_tiled_reference(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
@@ -116,38 +112,9 @@ pub fn dot_q6k_tiled_reference(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     acc
 }
 
-impl QuantFormat for BlockQ6K {
-    type Act = BlockQ8K;
-    const NAME: &'static str = "Q6_K";
-    const BLOCK_VALUES: usize = QK_K;
-    const BYTES: usize = BlockQ6K::BYTES;
-
-    fn parse_all(bytes: &[u8]) -> Vec<Self> {
-        BlockQ6K::parse_all(bytes)
-    }
-    fn dequantize(&self, out: &mut [f32]) {
-        BlockQ6K::dequantize(self, out)
-    }
-    fn quantize_acts(x: &[f32], out: &mut [BlockQ8K]) {
-        super::quantize_row_q8k(x, out)
-    }
-    fn dot_reference(x: &[Self], y: &[BlockQ8K]) -> f32 {
-        dot_q6k_reference(x, y)
-    }
-    fn dot_rows(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        dot_rows_with(Isa::best(), KQuantOrder::Lanes, x, acts, out);
-    }
-    const HAS_TILED_ORDER: bool = true;
-    fn dot_rows_tiled(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-        dot_rows_with(Isa::best(), KQuantOrder::Tiled, x, acts, out);
-    }
-    fn dot_matrix(x: &[Self], nb: usize, acts: &[BlockQ8K], out: &mut [f32]) {
-        super::dot_matrix_with(Isa::best(), KQuantOrder::Lanes, x, nb, acts, out);
-    }
-}
-
-kquant_kernels!(
+kquant_format!(
     BlockQ6K,
+    "Q6_K",
     dot_q6k_reference,
     dot_q6k_tiled_reference,
     q6k_rows

@@ -311,6 +311,9 @@ mod avx2 {
 
     /// Activation rows handled together, sharing each unpacked weight superblock.
     pub(super) const TILE: usize = 4;
+    /// The same with AVX-512's 32 registers, which hold eight rows' accumulators: a prompt's
+    /// rows unpack each superblock half as often.
+    pub(super) const TILE_VNNI: usize = 8;
 
     /// How a kernel adds sub-block scales times i16 pair sums into i32 lanes.
     pub(super) trait ScaledSum {
@@ -419,15 +422,19 @@ mod avx2 {
         std::array::from_fn(|r| &acts[r * nb..(r + 1) * nb])
     }
 
-    /// Runs `tile::<S, R, TILED>` over the rows in groups of [`TILE`], then one at a time.
+    /// Runs `tile::<S, R, TILED>` over the rows in groups of `$rows` (default [`TILE`]), then
+    /// one at a time.
     macro_rules! rows_in_tiles {
-        ($tile:ident::<$s:ty, $tiled:ident>, $x:expr, $acts:expr, $out:expr) => {{
+        ($tile:ident::<$s:ty, $tiled:ident>, $x:expr, $acts:expr, $out:expr) => {
+            rows_in_tiles!($tile::<$s, $tiled>, TILE, $x, $acts, $out)
+        };
+        ($tile:ident::<$s:ty, $tiled:ident>, $rows:expr, $x:expr, $acts:expr, $out:expr) => {{
             let nb = $x.len();
-            let mut chunks = $out.chunks_exact_mut(TILE);
+            let mut chunks = $out.chunks_exact_mut($rows);
             let mut row = 0;
             for chunk in &mut chunks {
-                $tile::<$s, TILE, $tiled>($x, &$acts[row * nb..], chunk);
-                row += TILE;
+                $tile::<$s, { $rows }, $tiled>($x, &$acts[row * nb..], chunk);
+                row += $rows;
             }
             for o in chunks.into_remainder().chunks_mut(1) {
                 $tile::<$s, 1, $tiled>($x, &$acts[row * nb..], o);
@@ -464,7 +471,7 @@ mod avx2 {
                 acts: &[BlockQ8K],
                 out: &mut [f32],
             ) {
-                rows_in_tiles!(tile_vnni::<Vnni, TILED>, x, acts, out)
+                rows_in_tiles!(tile_vnni::<Vnni, TILED>, TILE_VNNI, x, acts, out)
             }
 
             /// [`KQuantKernels::matrix_avx2`](super::super::KQuantKernels::matrix_avx2).
@@ -497,7 +504,7 @@ mod avx2 {
             ) {
                 let n = acts.len() / nb;
                 for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n)) {
-                    rows_in_tiles!(tile_vnni::<Vnni, TILED>, row, acts, o)
+                    rows_in_tiles!(tile_vnni::<Vnni, TILED>, TILE_VNNI, row, acts, o)
                 }
             }
         };

@@ -171,7 +171,7 @@ kquant_format!(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::avx2::{entry_points, rows_in_tiles, Madd, Vnni, TILE};
+    use super::super::avx2::{entry_points, rows_in_tiles, Madd, Vnni, TILE, TILE_VNNI};
     use super::super::scale_min::avx2::tile;
     use super::{BlockQ5K, BlockQ8K};
 

@@ -126,7 +126,7 @@ mod avx2 {
 
     use super::super::avx2::{
         act_rows, entry_points, f16_to_f32, hsum8, load32, prefetch_ahead, rows_in_tiles,
-        sum_i32x8, Madd, ScaledSum, Vnni, TILE,
+        sum_i32x8, Madd, ScaledSum, Vnni, TILE, TILE_VNNI,
     };
     use super::{BlockQ6K, BlockQ8K};
 

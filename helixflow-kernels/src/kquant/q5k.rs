@@ -90,14 +90,8 @@ pub fn dot_q5k_tiled_reference(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
 impl ScaleMin for BlockQ5K {
     const MINS: scale_min::Mins = scale_min::Mins::OneSum;
 
-    fn d(&self) -> u16 {
-        self.d
-    }
-    fn dmin(&self) -> u16 {
-        self.dmin
-    }
-    fn scales_and_mins(&self) -> [u8; 16] {
-        BlockQ5K::scales_and_mins(self)
+    fn header(&self) -> (u16, u16, &[u8; 12]) {
+        (self.d, self.dmin, &self.scales)
     }
     fn value(&self, i: usize) -> i32 {
         BlockQ5K::value(self, i)

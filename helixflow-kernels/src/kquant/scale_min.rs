@@ -25,12 +25,24 @@ pub trait ScaleMin: Copy + Send + Sync {
     /// How the lanes order adds the mins' term.
     const MINS: Mins;
 
+    /// The superblock scale of the sub-block scales and that of the mins (f16 bits), and the
+    /// twelve bytes of packed scales and mins.
+    fn header(&self) -> (u16, u16, &[u8; 12]);
     /// Superblock scale of the sub-block scales, f16 bits.
-    fn d(&self) -> u16;
+    #[inline(always)]
+    fn d(&self) -> u16 {
+        self.header().0
+    }
     /// Superblock scale of the sub-block mins, f16 bits.
-    fn dmin(&self) -> u16;
+    #[inline(always)]
+    fn dmin(&self) -> u16 {
+        self.header().1
+    }
     /// The eight sub-block scales followed by the eight sub-block mins.
-    fn scales_and_mins(&self) -> [u8; 16];
+    #[inline(always)]
+    fn scales_and_mins(&self) -> [u8; 16] {
+        scales_and_mins_k4(self.header().2)
+    }
     /// Value `i` (0..256) before scaling, unsigned.
     fn value(&self, i: usize) -> i32;
 

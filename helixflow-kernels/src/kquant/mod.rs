@@ -375,6 +375,23 @@ mod avx2 {
         sum_i32x4(r)
     }
 
+    /// Lane `r` the sum of the eight i32 lanes of `v[r]` (exact, in any order): eight rows'
+    /// whole-superblock sums reduced together.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn transpose_sum8(v: [__m256i; 8]) -> __m256i {
+        let a01 = _mm256_hadd_epi32(v[0], v[1]);
+        let a23 = _mm256_hadd_epi32(v[2], v[3]);
+        let a45 = _mm256_hadd_epi32(v[4], v[5]);
+        let a67 = _mm256_hadd_epi32(v[6], v[7]);
+        // Lanes 0..4: rows 0..4's sums of lanes 0..4; lanes 4..8: of lanes 4..8.
+        let b03 = _mm256_hadd_epi32(a01, a23);
+        let b47 = _mm256_hadd_epi32(a45, a67);
+        let low = _mm256_permute2x128_si256::<0x20>(b03, b47);
+        let high = _mm256_permute2x128_si256::<0x31>(b03, b47);
+        _mm256_add_epi32(low, high)
+    }
+
     /// The sum of the four i32 lanes of `v`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]

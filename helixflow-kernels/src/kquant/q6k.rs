@@ -126,7 +126,7 @@ mod avx2 {
 
     use super::super::avx2::{
         act_rows, entry_points, f16_to_f32, hsum8, load32, prefetch_ahead, rows_in_tiles,
-        sum_i32x8, Madd, ScaledSum, Vnni, TILE, TILE_VNNI,
+        sum_i32x8, transpose_sum8, Madd, ScaledSum, Vnni, TILE, TILE_VNNI,
     };
     use super::{BlockQ6K, BlockQ8K};
 
@@ -148,6 +148,8 @@ mod avx2 {
                 let m2 = _mm256_set1_epi8(3);
                 let mut acc = [_mm256_setzero_ps(); R];
                 let mut tiled = [0f32; R];
+                // The tiled order's sums of a tile of eight rows, one lane a row.
+                let mut tiled8 = _mm256_setzero_ps();
                 for (b, xb) in x.iter().enumerate() {
                     prefetch_ahead(xb);
                     let xd = f16_to_f32(xb.d);
@@ -194,6 +196,26 @@ mod avx2 {
                             }
                         }
                     }
+                    if TILED && R == 8 {
+                        // Eight rows' superblock sums reduced together, and the tiled order's
+                        // two float operations on all eight lanes at once (as below, per row).
+                        let mut sums = [_mm256_setzero_si256(); 8];
+                        let mut yd = [0f32; 8];
+                        for r in 0..8 {
+                            // SAFETY: `bsums` is 16 readable i16; the load is unaligned.
+                            let bsums =
+                                unsafe { _mm256_loadu_si256(rows[r][b].bsums.as_ptr().cast()) };
+                            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
+                            sums[r] = _mm256_sub_epi32(sumi[r], offset);
+                            yd[r] = rows[r][b].d;
+                        }
+                        let s1 = _mm256_cvtepi32_ps(transpose_sum8(sums));
+                        let part = _mm256_mul_ps(s1, _mm256_set1_ps(xd));
+                        // SAFETY: `yd` is eight readable f32.
+                        let yd = unsafe { _mm256_loadu_ps(yd.as_ptr()) };
+                        tiled8 = _mm256_fmadd_ps(part, yd, tiled8);
+                        continue;
+                    }
                     for r in 0..R {
                         // The offset of 32: `32 * sc * bsum`, one 32-value group per lane.
                         // SAFETY: `bsums` is 16 readable i16; the load is unaligned.
@@ -209,6 +231,13 @@ mod avx2 {
                         acc[r] =
                             _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
                     }
+                }
+                if TILED && R == 8 {
+                    let mut lanes = [0f32; 8];
+                    // SAFETY: `lanes` is eight writable f32.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), tiled8) };
+                    out[..8].copy_from_slice(&lanes);
+                    return;
                 }
                 for r in 0..R {
                     out[r] = if TILED { tiled[r] } else { hsum8(acc[r]) };

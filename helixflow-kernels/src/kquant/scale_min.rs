@@ -180,7 +180,7 @@ pub(super) mod avx2 {
 
                 use super::super::avx2::{
                     act_rows, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead, sum_i32x4,
-                    sum_i32x8,
+                    sum_i32x8, transpose_sum8,
                 };
                 use super::super::scale_min::{Mins, ScaleMin};
 
@@ -188,6 +188,8 @@ pub(super) mod avx2 {
                 let mut acc = [_mm256_setzero_ps(); R];
                 let mut acc_m = [_mm_setzero_ps(); R];
                 let mut scalar = [0f32; R];
+                // The tiled order's sums of a tile of eight rows, one lane a row.
+                let mut tiled8 = _mm256_setzero_ps();
                 for (b, xb) in x.iter().enumerate() {
                     prefetch_ahead(xb);
                     let xd = f16_to_f32(xb.d());
@@ -219,6 +221,33 @@ pub(super) mod avx2 {
                         }
                     }
 
+                    if TILED && R == 8 {
+                        // Eight rows' whole-superblock sums reduced together, one lane a
+                        // row, and the tiled order's three float operations on all eight
+                        // lanes at once: the same operations per row as below, in a vector.
+                        let mut prods = [_mm256_setzero_si256(); 8];
+                        let mut sums = [_mm256_setzero_si256(); 8];
+                        let mut yd = [0f32; 8];
+                        for r in 0..8 {
+                            let yb = &rows[r][b];
+                            let q8sums = load32(&yb.bsums);
+                            let q8s = _mm_hadd_epi16(
+                                _mm256_castsi256_si128(q8sums),
+                                _mm256_extracti128_si256::<1>(q8sums),
+                            );
+                            prods[r] = _mm256_zextsi128_si256(_mm_madd_epi16(mins, q8s));
+                            sums[r] = sumi[r];
+                            yd[r] = yb.d;
+                        }
+                        let s1 = _mm256_cvtepi32_ps(transpose_sum8(sums));
+                        let s2 = _mm256_cvtepi32_ps(transpose_sum8(prods));
+                        let part = _mm256_mul_ps(s1, _mm256_set1_ps(xd));
+                        let part = _mm256_fmadd_ps(_mm256_set1_ps(-xmin), s2, part);
+                        // SAFETY: `yd` is eight readable f32.
+                        let yd = unsafe { _mm256_loadu_ps(yd.as_ptr()) };
+                        tiled8 = _mm256_fmadd_ps(part, yd, tiled8);
+                        continue;
+                    }
                     for r in 0..R {
                         let yb = &rows[r][b];
                         let d = yb.d * xd;
@@ -247,6 +276,13 @@ pub(super) mod avx2 {
                         acc[r] =
                             _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
                     }
+                }
+                if TILED && R == 8 {
+                    let mut lanes = [0f32; 8];
+                    // SAFETY: `lanes` is eight writable f32.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), tiled8) };
+                    out[..8].copy_from_slice(&lanes);
+                    return;
                 }
                 for r in 0..R {
                     out[r] = match (TILED, <$block as ScaleMin>::MINS) {

@@ -30,7 +30,7 @@ const MC: usize = 72;
 
 /// A matrix `W` (`n × k`, row-major) packed into panels of [`NR`] rows: element `(row, col)`
 /// is at `((row / NR) * k + col) * NR + row % NR`, rows past `n` zero.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PackedF32 {
     n: usize,
     k: usize,

@@ -328,11 +328,7 @@ impl BertEncoder {
 
 thread_local! {
     /// Each thread's packed keys and values and attention scores, kept between calls.
-    static SCRATCH: RefCell<(PackedF32, PackedF32, Vec<f32>)> = RefCell::new((
-        PackedF32::from_fn(0, 0, |_, _| 0.0),
-        PackedF32::from_fn(0, 0, |_, _| 0.0),
-        Vec::new(),
-    ));
+    static SCRATCH: RefCell<(PackedF32, PackedF32, Vec<f32>)> = RefCell::default();
 }
 
 /// A pointer to the context rows, which the attention tasks write apart.

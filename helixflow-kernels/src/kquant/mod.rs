@@ -75,16 +75,12 @@ pub fn dot_rows_with<W: KQuantKernels>(
         return;
     }
     let tiled = order == KQuantOrder::Tiled;
+    // One weight row is a matrix of one row.
+    #[cfg(target_arch = "x86_64")]
+    if matrix_x86(isa, order, x, x.len(), acts, out) {
+        return;
+    }
     if isa.is_supported() {
-        #[cfg(target_arch = "x86_64")]
-        match (isa, tiled) {
-            // SAFETY: `is_supported` checked the features each kernel is compiled for.
-            (Isa::Avx512Vnni, false) => return unsafe { W::rows_vnni::<false>(x, acts, out) },
-            (Isa::Avx512Vnni, true) => return unsafe { W::rows_vnni::<true>(x, acts, out) },
-            (Isa::Avx2, false) => return unsafe { W::rows_avx2::<false>(x, acts, out) },
-            (Isa::Avx2, true) => return unsafe { W::rows_avx2::<true>(x, acts, out) },
-            _ => {}
-        }
         // The tiled order has no NEON kernel of its own: it takes the reference below.
         #[cfg(target_arch = "aarch64")]
         if matches!(isa, Isa::Neon | Isa::NeonDotprod) && !tiled {
@@ -126,22 +122,40 @@ pub fn dot_matrix_with<W: KQuantKernels>(
         out.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if isa.is_supported() {
-        let tiled = order == KQuantOrder::Tiled;
-        match (isa, tiled) {
-            // SAFETY: `is_supported` checked the features each kernel is compiled for.
-            (Isa::Avx512Vnni, false) => {
-                return unsafe { W::matrix_vnni::<false>(x, nb, acts, out) }
-            }
-            (Isa::Avx512Vnni, true) => return unsafe { W::matrix_vnni::<true>(x, nb, acts, out) },
-            (Isa::Avx2, false) => return unsafe { W::matrix_avx2::<false>(x, nb, acts, out) },
-            (Isa::Avx2, true) => return unsafe { W::matrix_avx2::<true>(x, nb, acts, out) },
-            _ => {}
-        }
+    if matrix_x86(isa, order, x, nb, acts, out) {
+        return;
     }
     for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n)) {
         dot_rows_with(isa, order, row, acts, o);
     }
+}
+
+/// [`dot_matrix_with`] with the x86 kernels of `isa`, if it names them and this CPU has them;
+/// `false` (nothing written) otherwise.
+#[cfg(target_arch = "x86_64")]
+fn matrix_x86<W: KQuantKernels>(
+    isa: Isa,
+    order: KQuantOrder,
+    x: &[W],
+    nb: usize,
+    acts: &[BlockQ8K],
+    out: &mut [f32],
+) -> bool {
+    if !isa.is_supported() {
+        return false;
+    }
+    let tiled = order == KQuantOrder::Tiled;
+    // SAFETY: `is_supported` checked the features each kernel is compiled for.
+    unsafe {
+        match (isa, tiled) {
+            (Isa::Avx512Vnni, false) => W::matrix_vnni::<false>(x, nb, acts, out),
+            (Isa::Avx512Vnni, true) => W::matrix_vnni::<true>(x, nb, acts, out),
+            (Isa::Avx2, false) => W::matrix_avx2::<false>(x, nb, acts, out),
+            (Isa::Avx2, true) => W::matrix_avx2::<true>(x, nb, acts, out),
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// `impl QuantFormat` (ggml's name `$name`) and `impl KQuantKernels` for `$block`:
@@ -204,18 +218,6 @@ macro_rules! kquant_format {
             }
 
             #[cfg(target_arch = "x86_64")]
-            unsafe fn rows_avx2<const TILED: bool>(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { avx2::rows_avx2::<TILED>(x, acts, out) }
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            unsafe fn rows_vnni<const TILED: bool>(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]) {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { avx2::rows_vnni::<TILED>(x, acts, out) }
-            }
-
-            #[cfg(target_arch = "x86_64")]
             unsafe fn matrix_avx2<const TILED: bool>(
                 x: &[Self],
                 nb: usize,
@@ -255,22 +257,7 @@ pub trait KQuantKernels: Sized {
     /// [`Self::reference`] in the order [`KQuantOrder::Tiled`].
     fn tiled_reference(x: &[Self], y: &[BlockQ8K]) -> f32;
 
-    /// [`dot_rows_with`] with AVX2, in the order [`KQuantOrder::Tiled`] if `TILED`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_avx2<const TILED: bool>(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]);
-
-    /// [`dot_rows_with`] with AVX-512 VNNI's `vpdpwssd` scaling and adding the sub-block sums,
-    /// in the order [`KQuantOrder::Tiled`] if `TILED`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_vnni<const TILED: bool>(x: &[Self], acts: &[BlockQ8K], out: &mut [f32]);
-
-    /// [`dot_matrix_with`] with AVX2.
+    /// [`dot_matrix_with`] with AVX2, in the order [`KQuantOrder::Tiled`] if `TILED`.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
@@ -282,7 +269,8 @@ pub trait KQuantKernels: Sized {
         out: &mut [f32],
     );
 
-    /// [`dot_matrix_with`] with AVX-512 VNNI.
+    /// [`dot_matrix_with`] with AVX-512 VNNI's `vpdpwssd` scaling and adding the sub-block
+    /// sums, in the order [`KQuantOrder::Tiled`] if `TILED`.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
@@ -392,6 +380,15 @@ mod avx2 {
         _mm256_add_epi32(low, high)
     }
 
+    /// The eight lanes of `v` into `out[..8]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn store8(v: __m256, out: &mut [f32]) {
+        let out = &mut out[..8];
+        // SAFETY: `out` is eight writable f32; the store is unaligned.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    }
+
     /// The sum of the four i32 lanes of `v`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -461,36 +458,10 @@ mod avx2 {
     }
     pub(super) use rows_in_tiles;
 
-    /// A format's `rows_avx2` and `rows_vnni`: its `tile_avx2` and `tile_vnni` (the same
-    /// kernel compiled for each instruction set) over the activation rows.
+    /// A format's `matrix_avx2` and `matrix_vnni`: its `tile_avx2` and `tile_vnni` (the same
+    /// kernel compiled for each instruction set) over each weight row and the activation rows.
     macro_rules! entry_points {
         ($block:ty) => {
-            /// [`KQuantKernels::rows_avx2`](super::super::KQuantKernels::rows_avx2).
-            ///
-            /// # Safety
-            /// The CPU must support AVX2, FMA and F16C.
-            #[target_feature(enable = "avx2,fma,f16c")]
-            pub(super) unsafe fn rows_avx2<const TILED: bool>(
-                x: &[$block],
-                acts: &[BlockQ8K],
-                out: &mut [f32],
-            ) {
-                rows_in_tiles!(tile_avx2::<Madd, TILED>, x, acts, out)
-            }
-
-            /// [`KQuantKernels::rows_vnni`](super::super::KQuantKernels::rows_vnni).
-            ///
-            /// # Safety
-            /// The CPU must support AVX2, FMA, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI.
-            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-            pub(super) unsafe fn rows_vnni<const TILED: bool>(
-                x: &[$block],
-                acts: &[BlockQ8K],
-                out: &mut [f32],
-            ) {
-                rows_in_tiles!(tile_vnni::<Vnni, TILED>, TILE_VNNI, x, acts, out)
-            }
-
             /// [`KQuantKernels::matrix_avx2`](super::super::KQuantKernels::matrix_avx2).
             ///
             /// # Safety

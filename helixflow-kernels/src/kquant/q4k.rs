@@ -102,35 +102,17 @@ impl ScaleMin for BlockQ4K {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn values_avx2(&self, j: usize) -> [std::arch::x86_64::__m256i; 2] {
-        use std::arch::x86_64::*;
-        let bits = &self.qs[32 * j..32 * j + 32];
-        // SAFETY: `bits` is 32 readable bytes, loaded unaligned; only inlined into kernels
-        // compiled with AVX2.
-        unsafe {
-            let bits = _mm256_loadu_si256(bits.as_ptr().cast());
-            let m4 = _mm256_set1_epi8(0x0f);
-            [
-                _mm256_and_si256(bits, m4),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-            ]
-        }
+        scale_min::nibbles_avx2(&self.qs, j)
     }
 
     #[cfg(target_arch = "aarch64")]
     #[inline(always)]
     fn values_neon(&self, j: usize) -> [[std::arch::aarch64::int8x16_t; 2]; 2] {
-        use std::arch::aarch64::*;
-        let qs = &self.qs[32 * j..32 * j + 32];
-        // SAFETY: two 16-byte loads of a 32-byte slice; only inlined into kernels compiled
-        // with NEON.
-        unsafe {
-            let bits = [vld1q_u8(qs.as_ptr()), vld1q_u8(qs[16..].as_ptr())];
-            let m4 = vdupq_n_u8(0x0f);
-            [
-                bits.map(|v| vreinterpretq_s8_u8(vandq_u8(v, m4))),
-                bits.map(|v| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v))),
-            ]
-        }
+        use std::arch::aarch64::vreinterpretq_s8_u8;
+        // Nibbles are 0..16: as signed bytes they are the same numbers.
+        // SAFETY: only inlined into kernels compiled with NEON.
+        scale_min::nibbles_neon(&self.qs, j)
+            .map(|half| half.map(|v| unsafe { vreinterpretq_s8_u8(v) }))
     }
 }
 

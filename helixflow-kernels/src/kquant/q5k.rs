@@ -101,13 +101,11 @@ impl ScaleMin for BlockQ5K {
     #[inline(always)]
     fn values_avx2(&self, j: usize) -> [std::arch::x86_64::__m256i; 2] {
         use std::arch::x86_64::*;
-        let bits = &self.qs[32 * j..32 * j + 32];
-        // SAFETY: `bits` and `qh` are 32 readable bytes, loaded unaligned; only inlined into
-        // kernels compiled with AVX2.
+        let [low, high] = scale_min::nibbles_avx2(&self.qs, j);
+        // SAFETY: `qh` is 32 readable bytes, loaded unaligned; only inlined into kernels
+        // compiled with AVX2.
         unsafe {
-            let bits = _mm256_loadu_si256(bits.as_ptr().cast());
             let hbits = _mm256_loadu_si256(self.qh.as_ptr().cast());
-            let m4 = _mm256_set1_epi8(0x0f);
             let one = _mm256_set1_epi8(1);
             // Bit `2j` (then `2j + 1`) of every byte, moved to bit 4. A 16-bit shift moves
             // the upper byte's bits into the lower byte's top, which the mask of 1 drops.
@@ -116,11 +114,8 @@ impl ScaleMin for BlockQ5K {
             let fifth_high =
                 _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<1>(shifted), one));
             [
-                _mm256_or_si256(_mm256_and_si256(bits, m4), fifth_low),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-                    fifth_high,
-                ),
+                _mm256_or_si256(low, fifth_low),
+                _mm256_or_si256(high, fifth_high),
             ]
         }
     }
@@ -129,13 +124,11 @@ impl ScaleMin for BlockQ5K {
     #[inline(always)]
     fn values_neon(&self, j: usize) -> [[std::arch::aarch64::int8x16_t; 2]; 2] {
         use std::arch::aarch64::*;
-        let qs = &self.qs[32 * j..32 * j + 32];
-        // SAFETY: 16-byte loads of 32-byte slices; only inlined into kernels compiled with
+        let nibbles = scale_min::nibbles_neon(&self.qs, j);
+        // SAFETY: 16-byte loads of a 32-byte array; only inlined into kernels compiled with
         // NEON.
         unsafe {
-            let bits = [vld1q_u8(qs.as_ptr()), vld1q_u8(qs[16..].as_ptr())];
             let high = [vld1q_u8(self.qh.as_ptr()), vld1q_u8(self.qh[16..].as_ptr())];
-            let m4 = vdupq_n_u8(0x0f);
             let one = vdupq_n_u8(1);
             // qh shifted right by 2j (a negative left shift): bit 0 is the low sub-block's
             // fifth bit, bit 1 the high one's; each moved to bit 4.
@@ -145,10 +138,8 @@ impl ScaleMin for BlockQ5K {
                 let h = vshlq_u8(high[half], shift);
                 let fifth_low = vshlq_n_u8::<4>(vandq_u8(h, one));
                 let fifth_high = vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<1>(h), one));
-                let low = vorrq_u8(vandq_u8(bits[half], m4), fifth_low);
-                let up = vorrq_u8(vshrq_n_u8::<4>(bits[half]), fifth_high);
-                out[0][half] = vreinterpretq_s8_u8(low);
-                out[1][half] = vreinterpretq_s8_u8(up);
+                out[0][half] = vreinterpretq_s8_u8(vorrq_u8(nibbles[0][half], fifth_low));
+                out[1][half] = vreinterpretq_s8_u8(vorrq_u8(nibbles[1][half], fifth_high));
             }
             out
         }

@@ -125,7 +125,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::avx2::{
-        act_rows, entry_points, f16_to_f32, hsum8, load32, prefetch_ahead, rows_in_tiles,
+        act_rows, entry_points, f16_to_f32, hsum8, load32, prefetch_ahead, rows_in_tiles, store8,
         sum_i32x8, transpose_sum8, Madd, ScaledSum, Vnni, TILE, TILE_VNNI,
     };
     use super::{BlockQ6K, BlockQ8K};
@@ -233,11 +233,7 @@ mod avx2 {
                     }
                 }
                 if TILED && R == 8 {
-                    let mut lanes = [0f32; 8];
-                    // SAFETY: `lanes` is eight writable f32.
-                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), tiled8) };
-                    out[..8].copy_from_slice(&lanes);
-                    return;
+                    return store8(tiled8, out);
                 }
                 for r in 0..R {
                     out[r] = if TILED { tiled[r] } else { hsum8(acc[r]) };

@@ -57,6 +57,45 @@ pub trait ScaleMin: Copy + Send + Sync {
     fn values_neon(&self, j: usize) -> [[std::arch::aarch64::int8x16_t; 2]; 2];
 }
 
+/// The low and the high nibbles of bytes `32j..32j + 32` of `qs` (values `64j..64j + 32` and
+/// `64j + 32..64j + 64` of `Q4_K`, and the low four bits of `Q5_K`'s). Only called from kernels
+/// compiled with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn nibbles_avx2(qs: &[u8; 128], j: usize) -> [std::arch::x86_64::__m256i; 2] {
+    use std::arch::x86_64::*;
+    let bits = &qs[32 * j..32 * j + 32];
+    // SAFETY: `bits` is 32 readable bytes, loaded unaligned; only inlined into kernels
+    // compiled with AVX2.
+    unsafe {
+        let bits = _mm256_loadu_si256(bits.as_ptr().cast());
+        let m4 = _mm256_set1_epi8(0x0f);
+        [
+            _mm256_and_si256(bits, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+        ]
+    }
+}
+
+/// [`nibbles_avx2`] with NEON: each 32 values as two vectors. Only called from kernels
+/// compiled with NEON.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub(super) fn nibbles_neon(qs: &[u8; 128], j: usize) -> [[std::arch::aarch64::uint8x16_t; 2]; 2] {
+    use std::arch::aarch64::*;
+    let qs = &qs[32 * j..32 * j + 32];
+    // SAFETY: two 16-byte loads of a 32-byte slice; only inlined into kernels compiled with
+    // NEON.
+    unsafe {
+        let bits = [vld1q_u8(qs.as_ptr()), vld1q_u8(qs[16..].as_ptr())];
+        let m4 = vdupq_n_u8(0x0f);
+        [
+            bits.map(|v| vandq_u8(v, m4)),
+            bits.map(|v| vshrq_n_u8::<4>(v)),
+        ]
+    }
+}
+
 /// The eight sub-block scales followed by the eight sub-block mins of a 12-byte packing
 /// (ggml's `get_scale_min_k4`): the first four of each are the low six bits of bytes 0..4 and
 /// 4..8; the last four take their low nibbles from bytes 8..12 and their top two bits from
@@ -179,8 +218,8 @@ pub(super) mod avx2 {
                 use std::arch::x86_64::*;
 
                 use super::super::avx2::{
-                    act_rows, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead, sum_i32x4,
-                    sum_i32x8, transpose_sum8,
+                    act_rows, f16_to_f32, hsum4, hsum8, load16, load32, prefetch_ahead, store8,
+                    sum_i32x4, sum_i32x8, transpose_sum8,
                 };
                 use super::super::scale_min::{Mins, ScaleMin};
 
@@ -278,11 +317,7 @@ pub(super) mod avx2 {
                     }
                 }
                 if TILED && R == 8 {
-                    let mut lanes = [0f32; 8];
-                    // SAFETY: `lanes` is eight writable f32.
-                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), tiled8) };
-                    out[..8].copy_from_slice(&lanes);
-                    return;
+                    return store8(tiled8, out);
                 }
                 for r in 0..R {
                     out[r] = match (TILED, <$block as ScaleMin>::MINS) {
